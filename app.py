@@ -1,0 +1,110 @@
+#!/usr/bin/env python3
+"""The TuneLoop CDK app: the only entry point (``npx cdk synth``, or ``python app.py``).
+
+Context ``stage`` (default in cdk.json) picks the :class:`stacks.config.StageConfig`;
+``base_model`` and ``retrain_threshold`` may override it::
+
+    npx cdk synth -c stage=local -c retrain_threshold=3
+    CDK_OUTDIR=cdk.out python app.py          # without the CLI: context from cdk.json
+
+cdk-nag (AwsSolutions) runs as a validation plugin; synth fails on any finding that is
+not acknowledged on its construct.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import aws_cdk as cdk
+from cdk_nag import AwsSolutionsChecks
+
+from stacks.config import OVERRIDABLE_FIELDS, ConfigError, load_stage_config
+from stacks.ingestion import IngestionStack
+from stacks.pipeline import PipelineStack
+from stacks.serving import ServingStack
+from stacks.storage import StorageStack
+
+CDK_JSON = Path(__file__).resolve().parent / "cdk.json"
+
+
+def _cdk_json_context() -> dict[str, Any]:
+    """cdk.json's context (default stage, feature flags).
+
+    The CLI passes it itself; ``python app.py`` run directly reads it here so both ways
+    synthesize the same templates. Context from the CLI or ``CDK_CONTEXT_JSON`` wins.
+    """
+    return dict(json.loads(CDK_JSON.read_text())["context"])
+
+
+def build_app(
+    *, context: Mapping[str, Any] | None = None, outdir: str | None = None
+) -> cdk.App:
+    """Build (not synthesize) the app; ``context`` overrides cdk.json's."""
+    app = cdk.App(context={**_cdk_json_context(), **(context or {})}, outdir=outdir)
+    stage = str(app.node.try_get_context("stage"))
+    overrides = {
+        key: app.node.try_get_context(key)
+        for key in OVERRIDABLE_FIELDS
+        if app.node.try_get_context(key) is not None
+    }
+    config = load_stage_config(stage, overrides)
+
+    prefix = f"TuneLoop-{config.stage}"
+    common: dict[str, Any] = {"config": config}
+    storage = StorageStack(
+        app,
+        f"{prefix}-Storage",
+        description="TuneLoop storage (stateful): data key, data lake, tables",
+        termination_protection=config.termination_protection,
+        **common,
+    )
+    serving = ServingStack(
+        app,
+        f"{prefix}-Serving",
+        description="TuneLoop serving: endpoint alarms, rollback, notifications, dashboard",
+        storage=storage,
+        **common,
+    )
+    pipeline = PipelineStack(
+        app,
+        f"{prefix}-Pipeline",
+        description="TuneLoop retrain pipeline: state machine, SageMaker role and jobs",
+        storage=storage,
+        serving=serving,
+        **common,
+    )
+    IngestionStack(
+        app,
+        f"{prefix}-Ingestion",
+        description="TuneLoop ingestion: S3 events, queue, ingest and retrain trigger",
+        storage=storage,
+        serving=serving,
+        pipeline=pipeline,
+        **common,
+    )
+    for stack in (storage, serving, pipeline):
+        stack.tags.set_tag("project", "tuneloop")
+        stack.tags.set_tag("stage", config.stage)
+
+    cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))
+    return app
+
+
+def main() -> int:
+    # cdk.App reads CDK_OUTDIR itself (the CLI sets it); without it, pass -o via the CLI.
+    try:
+        app = build_app(outdir=os.environ.get("CDK_OUTDIR"))
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    app.synth()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

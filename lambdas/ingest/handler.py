@@ -1,0 +1,57 @@
+"""Ingest: an SQS batch of S3 "Object Created" events → stored, duplicate or quarantined.
+
+Failed messages are reported individually (partial batch response) and retried; all
+writes are idempotent, so a retried or re-delivered message creates nothing new.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.batch import (
+    BatchProcessor,
+    EventType,
+    process_partial_response,
+)
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from tuneloop.envmodel import load_env
+from tuneloop.ingest import IngestTables, ingest_drop, parse_drop_event, trigger_after_ingest
+
+logger = Logger()
+
+
+@dataclass(frozen=True)
+class Env:
+    records_table: str
+    drops_table: str
+    control_table: str
+    state_machine_arn: str
+    retrain_threshold: int
+
+
+@logger.inject_lambda_context
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    env = load_env(Env)
+    tables = IngestTables(env.records_table, env.drops_table, env.control_table)
+
+    def ingest_record(record: SQSRecord) -> dict[str, Any]:
+        result = ingest_drop(parse_drop_event(record.body), tables).as_dict()
+        logger.info("drop processed", extra={"drop": result})
+        return result
+
+    # An all-failed batch is reported like any other (no exception), so SQS retries each.
+    processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+    response = process_partial_response(
+        event=event, record_handler=ingest_record, processor=processor, context=context
+    )
+    trigger = trigger_after_ingest(
+        control_table=env.control_table,
+        state_machine_arn=env.state_machine_arn,
+        threshold=env.retrain_threshold,
+    )
+    logger.info("retrain trigger", extra={"trigger": trigger})
+    return dict(response)

@@ -1,0 +1,38 @@
+"""Register: a Model Registry package (approved) and the ``registered`` lineage item.
+
+Event: ``{"model_version", "model_data", "dataset", "train_job", "eval_job",
+"decision_s3_uri", "execution_arn"}``. Result (``$.registration``): ``{"model_package_arn"}``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from tuneloop.envmodel import load_env
+from tuneloop.registry import Registration, register_model
+
+logger = Logger()
+
+
+@dataclass(frozen=True)
+class Env:
+    model_versions_table: str
+    model_package_group: str
+    serving_image_uri: str
+
+
+@logger.inject_lambda_context
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    env = load_env(Env)
+    result = register_model(
+        Registration.from_event(event),
+        model_versions_table=env.model_versions_table,
+        model_package_group=env.model_package_group,
+        serving_image_uri=env.serving_image_uri,
+    )
+    logger.info("model registered", extra={"registration": result})
+    return result

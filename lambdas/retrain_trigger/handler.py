@@ -1,0 +1,41 @@
+"""RetrainTrigger: on a schedule or by hand, start a run if enough new records arrived.
+
+Event: an EventBridge scheduled event, ``{"trigger": "schedule"}``, or
+``{"force": true}`` (manual: start regardless of the threshold, still one run at a time).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from tuneloop.envmodel import load_env
+from tuneloop.retrain import start_retrain_if_due
+
+logger = Logger()
+
+
+@dataclass(frozen=True)
+class Env:
+    control_table: str
+    state_machine_arn: str
+    retrain_threshold: int
+
+
+@logger.inject_lambda_context
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    env = load_env(Env)
+    force = event.get("force") is True
+    trigger = "manual" if force else str(event.get("trigger") or "schedule")
+    outcome = start_retrain_if_due(
+        control_table=env.control_table,
+        state_machine_arn=env.state_machine_arn,
+        threshold=env.retrain_threshold,
+        trigger=trigger,
+        force=force,
+    )
+    logger.info("retrain trigger", extra={"outcome": outcome.as_dict()})
+    return outcome.as_dict()

@@ -1,0 +1,44 @@
+"""Rollback: a CloudWatch alarm, delivered by SNS, restores the last-known-good model.
+
+Event: an SNS event whose ``Records[0].Sns.Message`` is the alarm notification JSON.
+Result: ``{"action": "rolled_back" | "none" | "ignored", "reason", "alarm_name",
+"endpoint_name"}`` plus ``from_version``, ``to_version``, ``endpoint_config_name`` when
+rolled back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from tuneloop.envmodel import load_env
+from tuneloop.rollback import AlarmNotice, RollbackSettings, roll_back_on_alarm
+
+logger = Logger()
+
+
+@dataclass(frozen=True)
+class Env:
+    control_table: str
+    model_versions_table: str
+    endpoint_name: str
+    notify_topic_arn: str
+
+
+@logger.inject_lambda_context
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    env = load_env(Env)
+    result = roll_back_on_alarm(
+        AlarmNotice.from_sns_event(event),
+        RollbackSettings(
+            endpoint_name=env.endpoint_name,
+            control_table=env.control_table,
+            model_versions_table=env.model_versions_table,
+            topic_arn=env.notify_topic_arn,
+        ),
+    )
+    logger.info("alarm handled", extra={"rollback": result})
+    return result

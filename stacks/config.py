@@ -1,0 +1,468 @@
+"""The typed stage configuration of the CDK app.
+
+Configuration flows one way: context ``stage`` (and the few allowed overrides) → ``app.py``
+→ :func:`load_stage_config` → a frozen :class:`StageConfig` → stack and construct props →
+Lambda environment variables and SageMaker job settings. Nothing else on the CDK side reads
+context or the environment.
+
+Every dataclass validates itself in ``__post_init__``; a bad value raises
+:class:`ConfigError` naming the stage and the field, e.g.
+``stage 'dev': retrain_threshold must be > 0, got -1``, which fails ``cdk synth``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+LOCAL_BASE_MODEL = "smollm2-135m-instruct"
+"""The packaged GGUF base model (see ARCHITECTURE.md, "Models")."""
+
+OVERRIDABLE_FIELDS = ("base_model", "retrain_threshold")
+"""Context keys that may override a stage's value (``cdk synth -c base_model=...``)."""
+
+# CloudWatch Logs accepts only these retention periods (days).
+_LOG_RETENTION_DAYS = frozenset(
+    {1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557,
+     2922, 3288, 3653}
+)
+_INSTANCE_TYPE = re.compile(r"^ml\.[a-z0-9]+\.[a-z0-9]+$")
+_IMAGE_REPOSITORY = re.compile(r"^[a-z0-9][a-z0-9._/-]*$")
+_IMAGE_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_SUITE_ROLES = ("must_pass", "general", "target")
+
+
+class ConfigError(ValueError):
+    """A stage configuration value is invalid; the message names the stage and the field."""
+
+
+Problem = tuple[str, str]
+"""(dotted field name, what is wrong)."""
+
+
+def _check(
+    problems: list[Problem], name: str, value: Any, ok: bool, expectation: str
+) -> None:
+    if not ok:
+        problems.append((name, f"must be {expectation}, got {value!r}"))
+
+
+def _positive_int(problems: list[Problem], name: str, value: Any) -> None:
+    _check(
+        problems,
+        name,
+        value,
+        isinstance(value, int) and not isinstance(value, bool) and value > 0,
+        "> 0",
+    )
+
+
+def _number_in(
+    problems: list[Problem], name: str, value: Any, low: float, high: float, text: str
+) -> None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and low <= value <= high
+    _check(problems, name, value, ok, text)
+
+
+def _prefixed(prefix: str, problems: list[Problem]) -> list[Problem]:
+    return [(f"{prefix}.{name}", text) for name, text in problems]
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainingHyperparameters:
+    """LoRA fine-tuning settings passed to ``train.py`` as hyperparameters."""
+
+    max_steps: int
+    learning_rate: float
+    lora_r: int
+    lora_alpha: int
+    lora_dropout: float
+    max_seq_length: int
+    per_device_batch_size: int
+    seed: int = 0
+
+    def problems(self) -> list[Problem]:
+        found: list[Problem] = []
+        for name in ("max_steps", "lora_r", "lora_alpha", "max_seq_length",
+                     "per_device_batch_size"):
+            _positive_int(found, name, getattr(self, name))
+        _number_in(found, "learning_rate", self.learning_rate, 1e-9, 1.0, "in (0, 1]")
+        _number_in(found, "lora_dropout", self.lora_dropout, 0.0, 0.99, "in [0, 1)")
+        _check(found, "seed", self.seed, isinstance(self.seed, int) and self.seed >= 0, ">= 0")
+        return found
+
+    def as_hyperparameters(self) -> dict[str, str]:
+        """SageMaker hyperparameters are strings."""
+        return {f.name: str(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalSettings:
+    """Benchmark settings passed to ``evaluate.py``."""
+
+    mmlu_subset_size: int
+    seed: int = 0
+
+    def problems(self) -> list[Problem]:
+        found: list[Problem] = []
+        _positive_int(found, "mmlu_subset_size", self.mmlu_subset_size)
+        _check(found, "seed", self.seed, isinstance(self.seed, int) and self.seed >= 0, ">= 0")
+        return found
+
+
+@dataclass(frozen=True, kw_only=True)
+class SuitePolicy:
+    """How the gate treats one benchmark suite (see contracts.md, "Gate policy")."""
+
+    role: Literal["must_pass", "general", "target"]
+    metric: str = "acc"
+    floor: float | None = None
+    delta: float | None = None
+    min_gain: float | None = None
+
+    def problems(self) -> list[Problem]:
+        found: list[Problem] = []
+        _check(found, "role", self.role, self.role in _SUITE_ROLES, f"one of {_SUITE_ROLES}")
+        _check(found, "metric", self.metric, bool(self.metric), "a metric name")
+        required = {"must_pass": "floor", "general": "delta", "target": "min_gain"}.get(self.role)
+        if required is not None and getattr(self, required) is None:
+            found.append((required, f"is required for role {self.role!r}"))
+        for name in ("floor", "delta", "min_gain"):
+            value = getattr(self, name)
+            if value is not None:
+                _number_in(found, name, value, 0.0, 1.0, "in [0, 1]")
+        return found
+
+    def as_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"role": self.role, "metric": self.metric}
+        for name in ("floor", "delta", "min_gain"):
+            if getattr(self, name) is not None:
+                body[name] = getattr(self, name)
+        return body
+
+
+@dataclass(frozen=True, kw_only=True)
+class GatePolicy:
+    """The champion-vs-challenger policy; serialised as the ``GATE_POLICY`` variable."""
+
+    suites: Mapping[str, SuitePolicy]
+    bootstrap_samples: int = 2000
+    confidence: float = 0.95
+    seed: int = 0
+
+    def problems(self) -> list[Problem]:
+        found: list[Problem] = []
+        _check(found, "suites", dict(self.suites), bool(self.suites), "a non-empty mapping")
+        for name, suite in self.suites.items():
+            found += _prefixed(f"suites.{name}", suite.problems())
+        _positive_int(found, "bootstrap_samples", self.bootstrap_samples)
+        _number_in(found, "confidence", self.confidence, 0.5, 0.999, "in [0.5, 0.999]")
+        _check(found, "seed", self.seed, isinstance(self.seed, int) and self.seed >= 0, ">= 0")
+        return found
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "suites": {name: suite.as_json() for name, suite in sorted(self.suites.items())},
+                "bootstrap_samples": self.bootstrap_samples,
+                "confidence": self.confidence,
+                "seed": self.seed,
+            },
+            sort_keys=True,
+            separators=(",", ":"),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class AlarmThresholds:
+    """Endpoint and ingestion alarms (the endpoint alarms also drive auto-rollback)."""
+
+    invocation_5xx_errors: int
+    """Sum of ``Invocation5XXErrors`` per minute at or above which the alarm fires."""
+    model_latency_p99_ms: int
+    """p99 ``ModelLatency`` per minute (milliseconds) above which the alarm fires."""
+    evaluation_periods: int = 3
+    dlq_messages: int = 1
+    """Visible messages in the ingest DLQ at or above which the alarm fires."""
+
+    def problems(self) -> list[Problem]:
+        found: list[Problem] = []
+        for name in ("invocation_5xx_errors", "model_latency_p99_ms", "evaluation_periods",
+                     "dlq_messages"):
+            _positive_int(found, name, getattr(self, name))
+        return found
+
+    @property
+    def model_latency_p99_microseconds(self) -> int:
+        """``AWS/SageMaker ModelLatency`` is reported in microseconds."""
+        return self.model_latency_p99_ms * 1000
+
+
+@dataclass(frozen=True, kw_only=True)
+class DlcImage:
+    """An AWS Deep Learning Container image: repository and tag in AWS's DLC registry.
+
+    The registry account depends on the region; :mod:`stacks.constructs.dlc_image` turns
+    this into a URI with a CloudFormation mapping, so no account or region is hardcoded.
+    """
+
+    repository: str
+    tag: str
+
+    def problems(self) -> list[Problem]:
+        found: list[Problem] = []
+        _check(found, "repository", self.repository,
+               bool(_IMAGE_REPOSITORY.match(self.repository)), "an ECR repository name")
+        _check(found, "tag", self.tag, bool(_IMAGE_TAG.match(self.tag)), "an image tag")
+        return found
+
+
+@dataclass(frozen=True, kw_only=True)
+class StageConfig:
+    """Everything that differs between stages. Built by :func:`load_stage_config`."""
+
+    stage: str
+    # SageMaker training and evaluation jobs
+    base_model: str
+    training_instance_type: str
+    training_volume_gb: int
+    training_max_runtime_minutes: int
+    training: TrainingHyperparameters
+    evaluation: EvalSettings
+    training_image: DlcImage
+    # Serving
+    serving_instance_type: str
+    serving_image: DlcImage
+    alarms: AlarmThresholds
+    endpoint_poll_seconds: int
+    # The loop
+    retrain_threshold: int
+    retrain_schedule_minutes: int
+    gate_policy: GatePolicy
+    execution_timeout_hours: int
+    # Operations
+    log_retention_days: int
+    noncurrent_version_retention_days: int
+    access_log_retention_days: int
+    quarantine_retention_days: int
+    powertools_layer_version: int
+    removal_policy: Literal["retain", "destroy"]
+    termination_protection: bool
+
+    def __post_init__(self) -> None:
+        problems = self.problems()
+        if problems:
+            details = "; ".join(f"{name} {text}" for name, text in problems)
+            raise ConfigError(f"stage {self.stage!r}: {details}")
+
+    def problems(self) -> list[Problem]:
+        found: list[Problem] = []
+        _check(found, "stage", self.stage, bool(re.match(r"^[a-z][a-z0-9]{0,11}$", self.stage)),
+               "1-12 lower-case letters/digits")
+        found += _base_model_problems(self.stage, self.base_model)
+        for name in ("training_instance_type", "serving_instance_type"):
+            value = getattr(self, name)
+            _check(found, name, value, bool(_INSTANCE_TYPE.match(str(value))),
+                   "a SageMaker instance type like 'ml.g5.xlarge'")
+        for name in ("training_volume_gb", "training_max_runtime_minutes",
+                     "endpoint_poll_seconds", "retrain_threshold", "retrain_schedule_minutes",
+                     "execution_timeout_hours", "noncurrent_version_retention_days",
+                     "access_log_retention_days", "quarantine_retention_days",
+                     "powertools_layer_version"):
+            _positive_int(found, name, getattr(self, name))
+        _check(found, "log_retention_days", self.log_retention_days,
+               self.log_retention_days in _LOG_RETENTION_DAYS,
+               f"one of CloudWatch Logs' retention periods {sorted(_LOG_RETENTION_DAYS)}")
+        _check(found, "removal_policy", self.removal_policy,
+               self.removal_policy in ("retain", "destroy"), "'retain' or 'destroy'")
+        _check(found, "termination_protection", self.termination_protection,
+               isinstance(self.termination_protection, bool), "a bool")
+        nested: dict[str, Callable[[], list[Problem]]] = {
+            "training": self.training.problems,
+            "evaluation": self.evaluation.problems,
+            "training_image": self.training_image.problems,
+            "serving_image": self.serving_image.problems,
+            "alarms": self.alarms.problems,
+            "gate_policy": self.gate_policy.problems,
+        }
+        for prefix, check in nested.items():
+            found += _prefixed(prefix, check())
+        return found
+
+    @property
+    def retain_data(self) -> bool:
+        return self.removal_policy == "retain"
+
+
+def _base_model_problems(stage: str, base_model: Any) -> list[Problem]:
+    if not isinstance(base_model, str) or not base_model.strip():
+        return [("base_model", f"must be a model reference, got {base_model!r}")]
+    if base_model == LOCAL_BASE_MODEL:
+        return []
+    if re.match(r"^hf://[A-Za-z0-9][\w.-]*(/[\w.-]+)?$", base_model):
+        return []
+    if re.match(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$", base_model):
+        return []
+    if stage == "local":  # a model folder on this machine (the tests use a tiny one)
+        return []
+    return [(
+        "base_model",
+        f"must be {LOCAL_BASE_MODEL!r}, 'hf://<id>' or 's3://<uri>' "
+        f"(local folders only on stage 'local'), got {base_model!r}",
+    )]
+
+
+# ---------------------------------------------------------------------------------------
+# The stages
+# ---------------------------------------------------------------------------------------
+
+# Hugging Face PyTorch DLCs (https://github.com/aws/deep-learning-containers); script mode
+# installs requirements.txt from sourcedir.tar.gz on top of them.
+_HF_TRAINING_IMAGE = DlcImage(
+    repository="huggingface-pytorch-training",
+    tag="2.9.0-transformers5.3.0-gpu-py312-cu130-ubuntu22.04",
+)
+_HF_INFERENCE_IMAGE = DlcImage(
+    repository="huggingface-pytorch-inference",
+    tag="2.6.0-transformers4.51.3-gpu-py312-cu124-ubuntu22.04",
+)
+
+_GATE_POLICY = GatePolicy(
+    suites={
+        "mmlu": SuitePolicy(role="general", metric="acc", delta=0.05),
+        "company_faq": SuitePolicy(role="must_pass", metric="acc", floor=0.5),
+    },
+    bootstrap_samples=2000,
+    confidence=0.95,
+    seed=0,
+)
+
+_POWERTOOLS_LAYER_VERSION = 27
+
+
+def _dev() -> StageConfig:
+    return StageConfig(
+        stage="dev",
+        base_model="hf://HuggingFaceTB/SmolLM2-1.7B-Instruct",
+        training_instance_type="ml.g5.2xlarge",
+        training_volume_gb=100,
+        training_max_runtime_minutes=240,
+        training=TrainingHyperparameters(
+            max_steps=500, learning_rate=2e-4, lora_r=16, lora_alpha=32, lora_dropout=0.05,
+            max_seq_length=1024, per_device_batch_size=4, seed=0,
+        ),
+        evaluation=EvalSettings(mmlu_subset_size=1000, seed=0),
+        training_image=_HF_TRAINING_IMAGE,
+        serving_instance_type="ml.g5.xlarge",
+        serving_image=_HF_INFERENCE_IMAGE,
+        alarms=AlarmThresholds(invocation_5xx_errors=5, model_latency_p99_ms=5000),
+        endpoint_poll_seconds=60,
+        retrain_threshold=1000,
+        retrain_schedule_minutes=24 * 60,
+        gate_policy=_GATE_POLICY,
+        execution_timeout_hours=12,
+        log_retention_days=30,
+        noncurrent_version_retention_days=30,
+        access_log_retention_days=90,
+        quarantine_retention_days=30,
+        powertools_layer_version=_POWERTOOLS_LAYER_VERSION,
+        removal_policy="retain",
+        termination_protection=False,
+    )
+
+
+def _prod() -> StageConfig:
+    return dataclasses.replace(
+        _dev(),
+        stage="prod",
+        base_model="hf://HuggingFaceTB/SmolLM2-1.7B-Instruct",
+        training=TrainingHyperparameters(
+            max_steps=2000, learning_rate=1e-4, lora_r=16, lora_alpha=32, lora_dropout=0.05,
+            max_seq_length=2048, per_device_batch_size=4, seed=0,
+        ),
+        evaluation=EvalSettings(mmlu_subset_size=5000, seed=0),
+        alarms=AlarmThresholds(invocation_5xx_errors=3, model_latency_p99_ms=3000),
+        retrain_threshold=5000,
+        log_retention_days=365,
+        noncurrent_version_retention_days=90,
+        access_log_retention_days=365,
+        quarantine_retention_days=90,
+        termination_protection=True,
+    )
+
+
+def _local() -> StageConfig:
+    """The local platform and demo: tiny numbers, the packaged 135M model, CPU."""
+    return dataclasses.replace(
+        _dev(),
+        stage="local",
+        base_model=LOCAL_BASE_MODEL,
+        training=TrainingHyperparameters(
+            max_steps=10, learning_rate=5e-4, lora_r=8, lora_alpha=16, lora_dropout=0.0,
+            max_seq_length=128, per_device_batch_size=2, seed=0,
+        ),
+        evaluation=EvalSettings(mmlu_subset_size=20, seed=0),
+        alarms=AlarmThresholds(invocation_5xx_errors=1, model_latency_p99_ms=10_000,
+                               evaluation_periods=1),
+        endpoint_poll_seconds=2,
+        retrain_threshold=5,
+        retrain_schedule_minutes=60,
+        execution_timeout_hours=1,
+        log_retention_days=7,
+        noncurrent_version_retention_days=1,
+        access_log_retention_days=1,
+        quarantine_retention_days=7,
+        removal_policy="destroy",
+        termination_protection=False,
+    )
+
+
+STAGES: Mapping[str, Callable[[], StageConfig]] = {"dev": _dev, "prod": _prod, "local": _local}
+
+
+def load_stage_config(stage: str, overrides: Mapping[str, Any] | None = None) -> StageConfig:
+    """The config of ``stage`` with context ``overrides`` (only :data:`OVERRIDABLE_FIELDS`).
+
+    Override values arrive from CDK context, usually as strings.
+    """
+    factory = STAGES.get(stage)
+    if factory is None:
+        raise ConfigError(f"unknown stage {stage!r}; valid stages: {', '.join(sorted(STAGES))}")
+    config = factory()
+    changes: dict[str, Any] = {}
+    for key, raw in (overrides or {}).items():
+        if key == "base_model":
+            changes[key] = str(raw)
+        elif key == "retrain_threshold":
+            try:
+                changes[key] = int(str(raw).strip())
+            except ValueError:
+                raise ConfigError(
+                    f"stage {stage!r}: retrain_threshold must be an integer, got {raw!r}"
+                ) from None
+        else:
+            raise ConfigError(
+                f"stage {stage!r}: {key!r} cannot be overridden; "
+                f"overridable: {', '.join(OVERRIDABLE_FIELDS)}"
+            )
+    return dataclasses.replace(config, **changes) if changes else config
+
+
+__all__ = [
+    "LOCAL_BASE_MODEL",
+    "OVERRIDABLE_FIELDS",
+    "STAGES",
+    "AlarmThresholds",
+    "ConfigError",
+    "DlcImage",
+    "EvalSettings",
+    "GatePolicy",
+    "StageConfig",
+    "SuitePolicy",
+    "TrainingHyperparameters",
+    "load_stage_config",
+]

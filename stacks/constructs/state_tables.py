@@ -1,0 +1,53 @@
+"""The DynamoDB tables of the data model (docs/contracts.md, "DynamoDB")."""
+
+from __future__ import annotations
+
+from aws_cdk import RemovalPolicy
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_kms as kms
+from constructs import Construct
+
+from stacks.config import StageConfig
+
+_S = dynamodb.AttributeType.STRING
+
+
+class StateTables(Construct):
+    """Records (+ GSI ``by_dataset``), Drops, ModelVersions and Control.
+
+    On-demand billing, KMS encryption with the data key, point-in-time recovery and
+    deletion protection (stages that retain data).
+    """
+
+    def __init__(
+        self, scope: Construct, construct_id: str, *, key: kms.IKey, config: StageConfig
+    ) -> None:
+        super().__init__(scope, construct_id)
+
+        def table(table_id: str, partition_key: str) -> dynamodb.Table:
+            return dynamodb.Table(
+                self,
+                table_id,
+                partition_key=dynamodb.Attribute(name=partition_key, type=_S),
+                billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+                encryption=dynamodb.TableEncryption.CUSTOMER_MANAGED,
+                encryption_key=key,
+                point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                    point_in_time_recovery_enabled=True
+                ),
+                deletion_protection=config.retain_data,
+                removal_policy=(
+                    RemovalPolicy.RETAIN if config.retain_data else RemovalPolicy.DESTROY
+                ),
+            )
+
+        self.records = table("Records", "record_id")
+        self.records.add_global_secondary_index(
+            index_name="by_dataset",
+            partition_key=dynamodb.Attribute(name="dataset", type=_S),
+            sort_key=dynamodb.Attribute(name="ingested_at", type=_S),
+            projection_type=dynamodb.ProjectionType.ALL,
+        )
+        self.drops = table("Drops", "drop_id")
+        self.model_versions = table("ModelVersions", "model_version")
+        self.control = table("Control", "key")

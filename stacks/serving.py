@@ -1,0 +1,83 @@
+"""Serving: notifications, endpoint alarms, the Rollback Lambda, a dashboard.
+
+The endpoint itself is created at run time by the Deploy Lambda (blue/green updates need
+the SageMaker API, not CloudFormation); its name is generated here and passed on.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import Duration, Stack
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_sns_subscriptions as subscriptions
+from constructs import Construct
+
+from stacks.config import StageConfig
+from stacks.constructs.endpoint_alarms import EndpointAlarms
+from stacks.constructs.notifications import Notifications
+from stacks.constructs.python_function import PythonFunction
+from stacks.constructs.serving_dashboard import ServingDashboard
+from stacks.constructs.state_tables import StateTables
+from stacks.naming import generated_name
+
+
+class ServingStack(Stack):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: StageConfig,
+        tables: StateTables,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        self.endpoint_name = generated_name(Construct(self, "Endpoint"))
+        self.endpoint_arn = self.format_arn(
+            service="sagemaker", resource="endpoint", resource_name=self.endpoint_name
+        )
+        self.notifications = Notifications(self, "Notifications", config=config)
+        self.endpoint_alarms = EndpointAlarms(
+            self,
+            "EndpointAlarms",
+            endpoint_name=self.endpoint_name,
+            alarm_topic=self.notifications.alarm_topic,
+            config=config,
+        )
+        ServingDashboard(self, "Dashboard", alarms=self.endpoint_alarms)
+
+        self.rollback = PythonFunction(
+            self,
+            "Rollback",
+            name="rollback",
+            description="Endpoint alarm → restore the last-known-good model",
+            environment={
+                "CONTROL_TABLE": tables.control.table_name,
+                "MODEL_VERSIONS_TABLE": tables.model_versions.table_name,
+                "ENDPOINT_NAME": self.endpoint_name,
+                "NOTIFY_TOPIC_ARN": self.notifications.notify_topic.topic_arn,
+            },
+            config=config,
+            timeout=Duration.minutes(2),
+        )
+        fn = self.rollback.function
+        tables.control.grant_read_write_data(fn)
+        tables.model_versions.grant_read_write_data(fn)
+        self.notifications.notify_topic.grant_publish(fn)
+        fn.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["sagemaker:DescribeEndpoint", "sagemaker:UpdateEndpoint"],
+                resources=[self.endpoint_arn],
+            )
+        )
+        fn.add_to_role_policy(
+            iam.PolicyStatement(
+                # UpdateEndpoint authorizes the target config; configs are created at run
+                # time by the Deploy Lambda under names of its choosing.
+                actions=["sagemaker:DescribeEndpointConfig", "sagemaker:UpdateEndpoint"],
+                resources=[self.format_arn(service="sagemaker", resource="endpoint-config",
+                                           resource_name="*")],
+            )
+        )
+        self.notifications.alarm_topic.add_subscription(subscriptions.LambdaSubscription(fn))

@@ -1,0 +1,45 @@
+"""Storage (stateful): the data key, the S3 data lake and the DynamoDB tables."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import CfnResource, Stack
+from constructs import Construct
+
+from stacks.config import StageConfig
+from stacks.constructs.data_lake import DataLake
+from stacks.constructs.encryption_key import EncryptionKey
+from stacks.constructs.state_tables import StateTables
+
+PINNED_LOGICAL_IDS = {
+    "DataKey": "key",
+    "AccessLogsBucket": "lake.access_logs",
+    "RawBucket": "lake.raw",
+    "CuratedBucket": "lake.curated",
+    "ArtifactsBucket": "lake.artifacts",
+    "RecordsTable": "tables.records",
+    "DropsTable": "tables.drops",
+    "ModelVersionsTable": "tables.model_versions",
+    "ControlTable": "tables.control",
+}
+"""Logical ID → attribute path. Renaming a construct must not replace stored data."""
+
+
+class StorageStack(Stack):
+    def __init__(
+        self, scope: Construct, construct_id: str, *, config: StageConfig, **kwargs: Any
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        self.key = EncryptionKey(
+            self, "DataKey", description="TuneLoop data at rest", retain=config.retain_data
+        ).key
+        self.lake = DataLake(self, "DataLake", key=self.key, config=config)
+        self.tables = StateTables(self, "Tables", key=self.key, config=config)
+        for logical_id, path in PINNED_LOGICAL_IDS.items():
+            target: Any = self
+            for attribute in path.split("."):
+                target = getattr(target, attribute)
+            resource = target.node.default_child
+            assert isinstance(resource, CfnResource), logical_id
+            resource.override_logical_id(logical_id)

@@ -1,0 +1,42 @@
+"""The `tuneloop` command line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+
+def _demo(args: argparse.Namespace) -> int:
+    # Nothing in the demo may reach a model hub.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from tuneloop.local.demo import run_demo
+    from tuneloop.local.platform import default_work_dir
+
+    work_dir = Path(args.work_dir) if args.work_dir else default_work_dir()
+    return run_demo(work_dir, base_model=args.base_model)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tuneloop", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo = commands.add_parser(
+        "demo", help="run the whole loop on this machine against the embedded AWS emulator"
+    )
+    demo.add_argument("--work-dir", help="where the local platform keeps its state and logs")
+    demo.add_argument(
+        "--base-model", help="base model reference (default: the stage's, SmolLM2-135M-Instruct)"
+    )
+    demo.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,212 @@
+"""Deploy and ConfirmDeployment: put a registered model behind the endpoint, then promote it.
+
+A new endpoint is created directly. An existing one is updated blue/green: SageMaker brings
+up the new fleet, shifts all traffic at once, bakes for ``TERMINATION_WAIT_SECONDS`` while
+watching the rollback alarms, and restores the old fleet itself if one fires. The state
+machine then polls the endpoint and ConfirmDeployment checks which config it ended up on.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from tuneloop import aws
+from tuneloop.control import Release, read_production, replace_production
+from tuneloop.model_versions import (
+    DEPLOYED,
+    DEPLOYING,
+    PRODUCTION,
+    get_version,
+    now_iso,
+    update_version,
+)
+
+VARIANT_NAME = "AllTraffic"
+SERVING_PROGRAM = "inference.py"
+# Baking time after the traffic shift during which an alarm rolls the deployment back.
+TERMINATION_WAIT_SECONDS = 600
+# Upper bound for the whole blue/green update (fleet start, shift, baking).
+MAX_DEPLOYMENT_SECONDS = 3600
+MAX_NAME_LENGTH = 63
+
+
+class EndpointBusyError(RuntimeError):
+    """The endpoint is being created, updated or rolled back; try again once it settles."""
+
+
+class DeploymentRolledBack(RuntimeError):  # noqa: N818 - the contract's error name
+    """SageMaker's auto-rollback restored the previous config: the new model is not serving.
+
+    The state machine catches it (States.ALL) and records the run as failed.
+    """
+
+
+@dataclass(frozen=True)
+class ServingSettings:
+    endpoint_name: str
+    image_uri: str
+    instance_type: str
+    role_arn: str
+    rollback_alarm_names: tuple[str, ...]
+
+
+def resource_name(model_version: str, kind: str) -> str:
+    """A unique SageMaker name derived from the model version (retries never collide)."""
+    suffix = f"-{kind}-{uuid.uuid4().hex[:8]}"
+    stem = model_version[: MAX_NAME_LENGTH - len(suffix)].rstrip("-")
+    return f"{stem}{suffix}"
+
+
+def describe_endpoint(endpoint_name: str) -> dict[str, Any] | None:
+    try:
+        return dict(aws.sagemaker().describe_endpoint(EndpointName=endpoint_name))
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        if error.get("Code") == "ValidationException" and "Could not find" in error.get(
+            "Message", ""
+        ):
+            return None
+        raise
+
+
+def deployment_config(alarm_names: tuple[str, ...]) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "BlueGreenUpdatePolicy": {
+            "TrafficRoutingConfiguration": {"Type": "ALL_AT_ONCE", "WaitIntervalInSeconds": 0},
+            "TerminationWaitInSeconds": TERMINATION_WAIT_SECONDS,
+            "MaximumExecutionTimeoutInSeconds": MAX_DEPLOYMENT_SECONDS,
+        }
+    }
+    if alarm_names:  # an empty alarm list is rejected by the API
+        config["AutoRollbackConfiguration"] = {
+            "Alarms": [{"AlarmName": name} for name in alarm_names]
+        }
+    return config
+
+
+def deploy_model(
+    model_version: str,
+    model_data: str,
+    *,
+    serving: ServingSettings,
+    model_versions_table: str,
+) -> dict[str, str]:
+    """Create model + endpoint config; create the endpoint or start a blue/green update."""
+    sagemaker = aws.sagemaker()
+    endpoint = describe_endpoint(serving.endpoint_name)
+    if endpoint is not None and endpoint["EndpointStatus"] != "InService":
+        raise EndpointBusyError(
+            f"endpoint {serving.endpoint_name} is {endpoint['EndpointStatus']}; "
+            f"{model_version} can be deployed once it is InService again"
+        )
+    model_name = resource_name(model_version, "model")
+    sagemaker.create_model(
+        ModelName=model_name,
+        ExecutionRoleArn=serving.role_arn,
+        PrimaryContainer={
+            "Image": serving.image_uri,
+            "ModelDataUrl": model_data,
+            "Environment": {"SAGEMAKER_PROGRAM": SERVING_PROGRAM},
+        },
+    )
+    config_name = resource_name(model_version, "config")
+    # Any: the instance type comes from configuration, the stubs want a literal.
+    variant: Any = {
+        "VariantName": VARIANT_NAME,
+        "ModelName": model_name,
+        "InstanceType": serving.instance_type,
+        "InitialInstanceCount": 1,
+        "InitialVariantWeight": 1.0,
+    }
+    sagemaker.create_endpoint_config(EndpointConfigName=config_name, ProductionVariants=[variant])
+    if endpoint is None:
+        previous = ""
+        sagemaker.create_endpoint(
+            EndpointName=serving.endpoint_name, EndpointConfigName=config_name
+        )
+    else:
+        previous = str(endpoint["EndpointConfigName"])
+        sagemaker.update_endpoint(
+            EndpointName=serving.endpoint_name,
+            EndpointConfigName=config_name,
+            DeploymentConfig=deployment_config(serving.rollback_alarm_names),  # type: ignore[arg-type]
+        )
+    update_version(
+        model_versions_table,
+        model_version,
+        {
+            "status": DEPLOYING,
+            "model_data_url": model_data,
+            "model_name": model_name,
+            "endpoint_config_name": config_name,
+            "endpoint_name": serving.endpoint_name,
+            "deploy_started_at": now_iso(),
+        },
+    )
+    return {
+        "endpoint_name": serving.endpoint_name,
+        "endpoint_config_name": config_name,
+        "previous_endpoint_config_name": previous,
+    }
+
+
+def confirm_deployment(
+    model_version: str,
+    deployment: dict[str, Any],
+    *,
+    endpoint_name: str,
+    control_table: str,
+    model_versions_table: str,
+) -> dict[str, str]:
+    """Promote ``model_version`` to production if the endpoint really serves its config."""
+    expected_config = str(deployment.get("endpoint_config_name", ""))
+    if not expected_config:
+        raise ValueError(
+            f"ConfirmDeployment input lacks deployment.endpoint_config_name: {deployment}"
+        )
+    endpoint = describe_endpoint(endpoint_name)
+    if endpoint is None:
+        raise DeploymentRolledBack(f"endpoint {endpoint_name} does not exist")
+    serving = str(endpoint.get("EndpointConfigName", ""))
+    status = str(endpoint.get("EndpointStatus", ""))
+    if serving != expected_config:
+        raise DeploymentRolledBack(
+            f"endpoint {endpoint_name} serves {serving}, not {expected_config}: the blue/green "
+            f"deployment of {model_version} was rolled back (a rollback alarm fired or the "
+            "new fleet failed); the previous model keeps serving"
+        )
+    if status != "InService":
+        raise EndpointBusyError(f"endpoint {endpoint_name} is {status}, not InService")
+
+    production = read_production(control_table)
+    if production is not None and production.current.model_version == model_version:
+        # A retried invocation after a successful promotion.
+        lkg = production.last_known_good
+        return {
+            "production_version": model_version,
+            "last_known_good_version": lkg.model_version if lkg else "",
+        }
+    version = get_version(model_versions_table, model_version) or {}
+    new = Release(model_version, expected_config, str(version.get("model_data_url", "")))
+    previous = production.current if production else None
+    replace_production(control_table, new, last_known_good=previous, expected=previous)
+
+    promoted_at = now_iso()
+    update_version(
+        model_versions_table, model_version, {"status": PRODUCTION, "promoted_at": promoted_at}
+    )
+    if previous is not None:
+        update_version(
+            model_versions_table,
+            previous.model_version,
+            {"status": DEPLOYED, "superseded_by": model_version, "superseded_at": promoted_at},
+            only_if_status=PRODUCTION,
+        )
+    return {
+        "production_version": model_version,
+        "last_known_good_version": previous.model_version if previous else "",
+    }

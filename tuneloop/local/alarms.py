@@ -1,0 +1,145 @@
+"""Evaluates CloudWatch alarms against the emulator's metrics and fires their actions.
+
+Gap: moto stores metrics and alarms but never evaluates them. This evaluator applies each
+single-metric alarm's statistic, period, evaluation periods and threshold to the stored
+datapoints, moves the alarm's state through the CloudWatch API, and on a transition
+publishes CloudWatch's alarm message to the SNS topics among the alarm's actions.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import operator
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import boto3
+
+_COMPARE: dict[str, Callable[[float, float], bool]] = {
+    "GreaterThanThreshold": operator.gt,
+    "GreaterThanOrEqualToThreshold": operator.ge,
+    "LessThanThreshold": operator.lt,
+    "LessThanOrEqualToThreshold": operator.le,
+}
+
+
+def _datapoint_value(point: dict[str, Any], alarm: dict[str, Any]) -> float | None:
+    if alarm.get("Statistic"):
+        return point.get(alarm["Statistic"])
+    extended = point.get("ExtendedStatistics", {})
+    return extended.get(alarm.get("ExtendedStatistic", ""))
+
+
+def breaching_state(alarm: dict[str, Any], datapoints: list[dict[str, Any]]) -> str | None:
+    """The state the datapoints put the alarm in: ALARM, OK, or None (no data: unchanged)."""
+    compare = _COMPARE.get(alarm["ComparisonOperator"])
+    if compare is None or not datapoints:
+        return None
+    periods = int(alarm.get("EvaluationPeriods", 1))
+    needed = int(alarm.get("DatapointsToAlarm") or periods)
+    recent = sorted(datapoints, key=lambda p: p["Timestamp"])[-periods:]
+    values = [v for v in (_datapoint_value(p, alarm) for p in recent) if v is not None]
+    if not values:
+        return None
+    breaching = sum(1 for value in values if compare(float(value), float(alarm["Threshold"])))
+    return "ALARM" if breaching >= needed else "OK"
+
+
+class AlarmEvaluator:
+    def __init__(self, interval_seconds: float = 1.0) -> None:
+        self._interval = interval_seconds
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.fired: list[dict[str, Any]] = []
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="alarm-evaluator", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self.evaluate_once()
+            except Exception as exc:  # keep evaluating; report what broke
+                print(f"[local] alarm evaluation failed: {exc}", flush=True)
+
+    def evaluate_once(self) -> list[str]:
+        """Evaluate every metric alarm once; return the names that moved to ALARM."""
+        cloudwatch = boto3.client("cloudwatch")
+        moved = []
+        for alarm in cloudwatch.describe_alarms(AlarmTypes=["MetricAlarm"])["MetricAlarms"]:
+            if not alarm.get("MetricName"):
+                continue  # metric-math alarms are not evaluated locally
+            new_state = breaching_state(alarm, self._datapoints(cloudwatch, alarm))
+            if new_state is None or new_state == alarm["StateValue"]:
+                continue
+            reason = f"Threshold Crossed: local evaluation moved the alarm to {new_state}"
+            cloudwatch.set_alarm_state(
+                AlarmName=alarm["AlarmName"], StateValue=new_state, StateReason=reason
+            )
+            actions = alarm.get("AlarmActions" if new_state == "ALARM" else "OKActions", [])
+            self._notify(alarm, alarm["StateValue"], new_state, reason, actions)
+            if new_state == "ALARM":
+                moved.append(alarm["AlarmName"])
+        return moved
+
+    @staticmethod
+    def _datapoints(cloudwatch: Any, alarm: dict[str, Any]) -> list[dict[str, Any]]:
+        period = int(alarm["Period"])
+        now = datetime.datetime.now(datetime.UTC)
+        start = now - datetime.timedelta(seconds=period * int(alarm["EvaluationPeriods"]))
+        end = now + datetime.timedelta(seconds=1)  # moto excludes a datapoint stamped at `now`
+        query: dict[str, Any] = {
+            "Namespace": alarm["Namespace"],
+            "MetricName": alarm["MetricName"],
+            "Dimensions": alarm.get("Dimensions", []),
+            "StartTime": start,
+            "EndTime": end,
+            "Period": period,
+        }
+        if alarm.get("Statistic"):
+            query["Statistics"] = [alarm["Statistic"]]
+        else:
+            query["ExtendedStatistics"] = [alarm["ExtendedStatistic"]]
+        return list(cloudwatch.get_metric_statistics(**query)["Datapoints"])
+
+    def _notify(
+        self, alarm: dict[str, Any], old: str, new: str, reason: str, actions: list[str]
+    ) -> None:
+        message = {
+            "AlarmName": alarm["AlarmName"],
+            "AlarmDescription": alarm.get("AlarmDescription"),
+            "AlarmArn": alarm["AlarmArn"],
+            "NewStateValue": new,
+            "OldStateValue": old,
+            "NewStateReason": reason,
+            "StateChangeTime": datetime.datetime.now(datetime.UTC).isoformat(),
+            "Trigger": {
+                "MetricName": alarm["MetricName"],
+                "Namespace": alarm["Namespace"],
+                "Statistic": alarm.get("Statistic") or alarm.get("ExtendedStatistic"),
+                "Dimensions": [
+                    {"name": d["Name"], "value": d["Value"]} for d in alarm.get("Dimensions", [])
+                ],
+                "Period": alarm["Period"],
+                "EvaluationPeriods": alarm["EvaluationPeriods"],
+                "ComparisonOperator": alarm["ComparisonOperator"],
+                "Threshold": alarm["Threshold"],
+            },
+        }
+        self.fired.append(message)
+        sns = boto3.client("sns")
+        for action in actions:
+            if ":sns:" in action:
+                sns.publish(
+                    TopicArn=action,
+                    Subject=f'{new}: "{alarm["AlarmName"]}"'[:100],
+                    Message=json.dumps(message),
+                )

@@ -1,0 +1,244 @@
+"""`tuneloop demo`: the whole continuous-training loop on this machine, no AWS account.
+
+Synthesizes the CDK app's `local` stage, deploys it into the embedded emulator, drops the
+example data, and lets the platform do the rest: ingestion, two retrain runs (train,
+evaluate, gate, register, deploy), a prompt to the endpoint, an injected fault, the alarm,
+and the rollback to the last-known-good version. Exits 0 only if every stage did its job.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import shutil
+import tarfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+from tuneloop.local.platform import REPO_ROOT, LocalPlatform, PlatformError, RunResult
+
+EXAMPLES = REPO_ROOT / "examples"
+DEMO_PROMPT = "How do I reset the Atlas Router?"
+# Lines from the training and evaluation jobs worth showing while they run.
+_PROGRESS = re.compile(r"(step \d+|convert|cach|loss|acc|items|scor|load|error)", re.IGNORECASE)
+
+
+@dataclass
+class Summary:
+    timings: list[tuple[str, float]] = field(default_factory=list)
+    drops: list[dict[str, Any]] = field(default_factory=list)
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    answers: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    rollback: dict[str, Any] = field(default_factory=dict)
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
+@contextmanager
+def _stage(summary: Summary, name: str) -> Iterator[None]:
+    _say(f"\n== {name}")
+    started = time.monotonic()
+    yield
+    seconds = time.monotonic() - started
+    summary.timings.append((name, seconds))
+    _say(f"   ({name}: {seconds:.1f} s)")
+
+
+def _job_log(job: str, line: str) -> None:
+    if _PROGRESS.search(line):
+        _say(f"   [{job.rsplit('-', 1)[-1]}] {line[:160]}")
+
+
+def _tar_member_json(s3_uri: str, member: str) -> Any:
+    bucket, _, key = s3_uri[len("s3://") :].partition("/")
+    body = boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+    with tarfile.open(fileobj=io.BytesIO(body), mode="r:gz") as archive:
+        for candidate in archive.getmembers():
+            if candidate.name.lstrip("./") == member:
+                extracted = archive.extractfile(candidate)
+                if extracted is not None:
+                    return json.load(extracted)
+    raise PlatformError(f"{member} not found in {s3_uri}")
+
+
+def _describe_run(platform: LocalPlatform, run: RunResult) -> dict[str, Any]:
+    """What a run produced: training loss, scores, the gate's decision."""
+    result: dict[str, Any] = {"version": run.name, "status": run.status}
+    train = run.output.get("train") or {}
+    if train.get("model_data"):
+        report_uri = train["model_data"].replace("model.tar.gz", "output.tar.gz")
+        report = _tar_member_json(report_uri, "training_report.json")
+        result["final_loss"] = report.get("final_loss")
+        result["train_steps"] = report.get("steps")
+    evaluation = run.output.get("evaluation") or {}
+    if evaluation.get("job_name"):
+        uri = f"{evaluation['output_path'].rstrip('/')}/{evaluation['job_name']}/output/output.tar.gz"
+        scores = _tar_member_json(uri, "evaluation.json")["results"]
+        result["scores"] = {
+            model: {suite: round(float(r.get("acc", 0.0)), 3) for suite, r in suites.items()}
+            for model, suites in scores.items()
+        }
+    gate = run.output.get("gate") or {}
+    if gate.get("decision_s3_uri"):
+        decision = platform.read_json(gate["decision_s3_uri"])
+        result["approved"] = decision.get("approved")
+        result["reasons"] = decision.get("reasons", [])
+    return result
+
+
+def _drop_and_run(
+    platform: LocalPlatform, summary: Summary, files: list[Path], label: str
+) -> dict[str, Any]:
+    known = {e["executionArn"] for e in platform.executions()}
+    with _stage(summary, f"ingest {label}"):
+        platform.drop_files(files, dataset="support")
+        for drop in platform.drops():
+            if drop["key"].rsplit("/", 1)[-1] in {f.name for f in files}:
+                summary.drops.append(drop)
+                _say(
+                    f"   {drop['key']}: received {drop['received']}, stored {drop['stored']}, "
+                    f"duplicate {drop['duplicate']}, quarantined {drop['quarantined']}"
+                    + (f" {dict(drop.get('reasons', {}))}" if drop.get("reasons") else "")
+                )
+    with _stage(summary, f"retrain {label}"):
+        run = platform.follow_run(platform.wait_for_new_run(known))
+        described = _describe_run(platform, run)
+        summary.runs.append(described)
+        if run.status != "SUCCEEDED":
+            raise PlatformError(f"retrain {label} ended {run.status}: {run.error} {run.cause[:500]}")
+        production = platform.control_item("production") or {}
+        if production.get("model_version") != run.name:
+            raise PlatformError(
+                f"retrain {label} succeeded but production is {production.get('model_version')}, "
+                f"not {run.name}; gate: {described.get('reasons')}"
+            )
+        _say(f"   deployed {run.name}; gate: " + "; ".join(described.get("reasons", [])))
+    return described
+
+
+def _ask(platform: LocalPlatform, summary: Summary, label: str) -> dict[str, Any]:
+    answer = platform.invoke(DEMO_PROMPT)
+    summary.answers.append((label, answer))
+    _say(f"   Q: {DEMO_PROMPT}")
+    _say(f"   A ({answer.get('model_version')}): {answer.get('generated_text', '').strip()[:200]}")
+    return answer
+
+
+def _fault_and_rollback(platform: LocalPlatform, summary: Summary, good: str, bad: str) -> None:
+    with _stage(summary, "fault and rollback"):
+        _say(f"   crashing the serving container of {bad}")
+        platform.crash_endpoint()
+        failures = 0
+        deadline = time.monotonic() + 120
+        while not platform.emulator.alarms.fired and time.monotonic() < deadline:
+            try:
+                platform.invoke(DEMO_PROMPT, max_new_tokens=4)
+            except Exception:  # a failing endpoint is what this stage provokes
+                failures += 1
+            time.sleep(0.5)
+        if not platform.emulator.alarms.fired:
+            raise PlatformError("the error alarm did not fire within 120 s")
+        alarm = platform.emulator.alarms.fired[0]["AlarmName"]
+        _say(f"   {failures} failed requests; alarm {alarm} → ALARM; rollback running")
+        production = _wait_for_production(platform, good, timeout=120)
+        config = production["endpoint_config_name"]
+        platform.wait_for_endpoint(
+            lambda e: e["EndpointStatus"] == "InService" and e["EndpointConfigName"] == config,
+            timeout=600,
+        )
+        bad_item = platform.model_version(bad) or {}
+        summary.rollback = {
+            "alarm": alarm,
+            "failed_requests": failures,
+            "restored": good,
+            "rolled_back": bad,
+            "rolled_back_status": bad_item.get("status"),
+        }
+        answer = _ask(platform, summary, "after rollback")
+        if answer.get("model_version") != good:
+            raise PlatformError(f"after rollback the endpoint answers from {answer.get('model_version')}")
+
+
+def _wait_for_production(platform: LocalPlatform, version: str, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        production = platform.control_item("production") or {}
+        if production.get("model_version") == version:
+            return production
+        time.sleep(0.5)
+    raise PlatformError(f"production did not return to {version} within {timeout:.0f} s")
+
+
+def _print_summary(summary: Summary, total: float) -> None:
+    _say("\n== Summary")
+    stored = sum(int(d["stored"]) for d in summary.drops)
+    duplicate = sum(int(d["duplicate"]) for d in summary.drops)
+    quarantined = sum(int(d["quarantined"]) for d in summary.drops)
+    received = sum(int(d["received"]) for d in summary.drops)
+    _say(
+        f"records: received {received}, stored {stored}, duplicate {duplicate}, "
+        f"quarantined {quarantined}"
+    )
+    for run in summary.runs:
+        _say(
+            f"run {run['version']}: {run['status']}, train loss {run.get('final_loss')}, "
+            f"scores {run.get('scores')}, gate {'approved' if run.get('approved') else 'rejected'}"
+        )
+        for reason in run.get("reasons", []):
+            _say(f"    - {reason}")
+    for label, answer in summary.answers:
+        _say(f"answer {label} from {answer.get('model_version')}: {answer.get('generated_text', '').strip()[:80]!r}")
+    if summary.rollback:
+        r = summary.rollback
+        _say(
+            f"rollback: alarm {r['alarm']} after {r['failed_requests']} failed requests; "
+            f"{r['rolled_back']} → {r['rolled_back_status']}, production restored to {r['restored']}"
+        )
+    _say("wall time per stage:")
+    for name, seconds in summary.timings:
+        _say(f"    {name:<24} {seconds:7.1f} s")
+    _say(f"    {'total':<24} {total:7.1f} s")
+
+
+def run_demo(work_dir: Path, *, base_model: str | None = None) -> int:
+    started = time.monotonic()
+    summary = Summary()
+    # Each demo starts from a clean emulator; the converted base model is cached elsewhere.
+    shutil.rmtree(work_dir, ignore_errors=True)
+    context = {"stage": "local", "retrain_threshold": "10"}
+    if base_model:
+        context["base_model"] = base_model
+    platform = LocalPlatform(work_dir, context=context, log=_say, on_job_log=_job_log)
+    try:
+        with _stage(summary, "synth and deploy"):
+            platform.start()
+            resources = platform.deploy()
+            platform.upload_benchmarks(sorted((EXAMPLES / "benchmarks").glob("*.jsonl")))
+            _say(f"   state machine {resources.state_machine_arn.rsplit(':', 1)[-1]}")
+        round1 = EXAMPLES / "drops" / "round1"
+        # The JSONL drop last: it is the one that crosses the retrain threshold.
+        files = sorted(round1.iterdir(), key=lambda p: (p.suffix == ".jsonl", p.name))
+        first = _drop_and_run(platform, summary, files, "round 1")
+        with _stage(summary, "ask the endpoint"):
+            _ask(platform, summary, "version 1")
+        second = _drop_and_run(
+            platform, summary, sorted((EXAMPLES / "drops" / "round2").iterdir()), "round 2"
+        )
+        _fault_and_rollback(platform, summary, good=first["version"], bad=second["version"])
+    except PlatformError as exc:
+        _say(f"\nDEMO FAILED: {exc}")
+        _say(f"logs: {work_dir / 'emulator' / 'logs'} and {work_dir / 'emulator' / 'jobs'}")
+        return 1
+    finally:
+        platform.stop()
+    _print_summary(summary, time.monotonic() - started)
+    return 0

@@ -1,0 +1,120 @@
+"""The embedded AWS emulator: moto in server mode on loopback, inside this process.
+
+Running moto's ThreadedMotoServer in the platform's own process is what lets the patches
+in ``gaps`` apply: Lambda functions, SageMaker jobs and endpoints, and Step Functions'
+SageMaker tasks run for real on this machine. Every client — this process's, the Lambda
+processes', the jobs' — reaches the emulator through ``AWS_ENDPOINT_URL``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+
+from tuneloop.local import gaps
+from tuneloop.local.alarms import AlarmEvaluator
+from tuneloop.local.endpoints import LocalEndpoints
+from tuneloop.local.jobs import LocalJobRunner, LogCallback
+from tuneloop.local.lambda_runtime import LambdaRuntime, subprocess_environment
+
+REGION = "us-east-1"
+ACCOUNT_ID = "123456789012"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Emulator:
+    """Start with ``with Emulator(work_dir) as aws: ...``; stops servers and processes on exit."""
+
+    def __init__(
+        self,
+        work_dir: Path,
+        *,
+        on_job_log: LogCallback | None = None,
+        endpoint_ready_timeout: float = 600.0,
+        alarm_interval_seconds: float = 1.0,
+    ) -> None:
+        self.work_dir = work_dir
+        self.port = _free_port()
+        self.endpoint_url = f"http://127.0.0.1:{self.port}"
+        self._on_job_log = on_job_log
+        self._endpoint_ready_timeout = endpoint_ready_timeout
+        self.alarms = AlarmEvaluator(alarm_interval_seconds)
+        self._server: object | None = None
+        self._saved_environ: dict[str, str | None] = {}
+        self._local: gaps.LocalServices | None = None
+
+    @property
+    def client_environment(self) -> dict[str, str]:
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint_url,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_SESSION_TOKEN": "testing",
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_REGION": REGION,
+            # moto's Step Functions interpreter calls services at localhost:MOTO_PORT.
+            "MOTO_PORT": str(self.port),
+        }
+
+    def start(self) -> Emulator:
+        from moto.core.config import default_user_config
+        from moto.server import ThreadedMotoServer
+
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        for key, value in self.client_environment.items():
+            self._saved_environ[key] = os.environ.get(key)
+            os.environ[key] = value
+        default_user_config["stepfunctions"] = {"execute_state_machine": True}
+        child_env = subprocess_environment(self.client_environment)
+        self._local = gaps.LocalServices(
+            lambdas=LambdaRuntime(self.work_dir, child_env),
+            jobs=LocalJobRunner(self.work_dir, child_env, on_log=self._on_job_log),
+            endpoints=LocalEndpoints(self.work_dir, child_env, self._endpoint_ready_timeout),
+        )
+        gaps.install(self._local)
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        server.start()
+        self._server = server
+        # Backends live for the whole process: start every platform from a clean slate.
+        urllib.request.urlopen(
+            urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST")
+        ).close()
+        self.alarms.start()
+        return self
+
+    @property
+    def endpoints(self) -> LocalEndpoints:
+        assert self._local is not None, "emulator not started"
+        return self._local.endpoints
+
+    def stop(self) -> None:
+        self.alarms.stop()
+        if self._local is not None:
+            self._local.endpoints.stop_all()
+        if self._server is not None:
+            self._server.stop()  # type: ignore[attr-defined]
+            self._server = None
+        for key, value in self._saved_environ.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+    def __enter__(self) -> Emulator:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()

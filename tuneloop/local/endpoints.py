@@ -1,0 +1,156 @@
+"""Local SageMaker endpoints: each endpoint config is served by a local serving process.
+
+The serving entry point (``training_containers/serve.py``) stands in for the inference
+container: it gets the extracted ``model.tar.gz`` as its model directory and a free port.
+A blue/green update starts the new process, waits for ``/ping`` and only then moves the
+endpoint to it and stops the old one, as SageMaker does.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from tuneloop.local.s3util import parse_s3_uri, s3_client
+
+SERVE_SCRIPT = Path(__file__).resolve().parents[2] / "training_containers" / "serve.py"
+
+
+@dataclass
+class ServingProcess:
+    endpoint_config_name: str
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@dataclass(frozen=True)
+class InvokeResult:
+    status: int
+    body: bytes
+    latency_ms: float
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class LocalEndpoints:
+    def __init__(self, work_dir: Path, environment: dict[str, str], ready_timeout: float) -> None:
+        self._work_dir = work_dir / "endpoints"
+        self._environment = environment
+        self._ready_timeout = ready_timeout
+        self._serving: dict[str, ServingProcess] = {}  # endpoint name → process
+        self._lock = threading.Lock()
+
+    def start(self, endpoint_config_name: str, model_data_url: str) -> ServingProcess:
+        """Start a serving process for a config and wait until it answers /ping."""
+        root = self._work_dir / endpoint_config_name
+        model_dir = root / "model"
+        if not model_dir.exists():
+            model_dir.mkdir(parents=True)
+            bucket, key = parse_s3_uri(model_data_url)
+            archive = root / "model.tar.gz"
+            s3_client().download_file(bucket, key, str(archive))
+            with tarfile.open(archive, "r:gz") as tar:
+                tar.extractall(model_dir, filter="data")
+        port = _free_port()
+        env = dict(self._environment)
+        env.update({"SM_MODEL_DIR": str(model_dir), "PORT": str(port), "HOST": "127.0.0.1"})
+        log_path = root / "serve.log"
+        with open(log_path, "ab") as log:
+            process = subprocess.Popen(
+                [sys.executable, str(SERVE_SCRIPT)], env=env, stdout=log, stderr=log
+            )
+        serving = ServingProcess(endpoint_config_name, port, process, log_path)
+        self._wait_ready(serving)
+        return serving
+
+    def _wait_ready(self, serving: ServingProcess) -> None:
+        deadline = time.monotonic() + self._ready_timeout
+        while time.monotonic() < deadline:
+            if serving.process.poll() is not None:
+                raise RuntimeError(
+                    f"serving process exited with code {serving.process.returncode}; "
+                    f"see {serving.log_path}"
+                )
+            try:
+                with urllib.request.urlopen(f"{serving.url}/ping", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.5)
+        serving.process.terminate()
+        raise RuntimeError(f"serving process not ready after {self._ready_timeout:.0f} s")
+
+    def route(self, endpoint_name: str, serving: ServingProcess) -> None:
+        """Send the endpoint's traffic to ``serving``; stop what served it before."""
+        with self._lock:
+            previous = self._serving.get(endpoint_name)
+            self._serving[endpoint_name] = serving
+        if previous is not None and previous is not serving:
+            _stop(previous)
+
+    def crash(self, endpoint_name: str) -> None:
+        """Kill the endpoint's serving process, as a crashing container would die."""
+        with self._lock:
+            serving = self._serving.get(endpoint_name)
+        if serving is None:
+            raise KeyError(f"no local endpoint named {endpoint_name!r}")
+        serving.process.kill()
+        serving.process.wait()
+
+    def invoke(self, endpoint_name: str, body: bytes, content_type: str) -> InvokeResult:
+        with self._lock:
+            serving = self._serving.get(endpoint_name)
+        started = time.perf_counter()
+        if serving is None:
+            return InvokeResult(404, b'{"error": "endpoint has no serving process"}', 0.0)
+        request = urllib.request.Request(
+            f"{serving.url}/invocations",
+            data=body,
+            headers={"Content-Type": content_type or "application/json"},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=300) as response:
+                payload = response.read()
+                status = response.status
+        except urllib.error.HTTPError as exc:
+            payload, status = exc.read(), exc.code
+        except (urllib.error.URLError, OSError) as exc:
+            payload = json.dumps({"error": f"model container unreachable: {exc}"}).encode()
+            status = 500
+        return InvokeResult(status, payload, (time.perf_counter() - started) * 1000)
+
+    def stop_all(self) -> None:
+        with self._lock:
+            processes = list(self._serving.values())
+            self._serving.clear()
+        for serving in processes:
+            _stop(serving)
+
+
+def _stop(serving: ServingProcess) -> None:
+    if serving.process.poll() is None:
+        serving.process.terminate()
+        try:
+            serving.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            serving.process.kill()

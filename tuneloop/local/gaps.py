@@ -1,0 +1,285 @@
+"""Every place where the local platform fills a gap in moto. One module, one patch per gap.
+
+Each patch names the gap it covers. They are installed once, in the emulator's own process
+(moto runs as a ThreadedMotoServer in that process), by ``install``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+
+from tuneloop.local.endpoints import LocalEndpoints
+from tuneloop.local.jobs import JobOutcome, JobSpec, LocalJobRunner, describe_channels
+from tuneloop.local.lambda_runtime import FunctionSpec, LambdaRuntime
+
+
+@dataclass
+class LocalServices:
+    lambdas: LambdaRuntime
+    jobs: LocalJobRunner
+    endpoints: LocalEndpoints
+
+
+_installed: LocalServices | None = None
+_install_lock = threading.Lock()
+
+
+def services() -> LocalServices:
+    if _installed is None:
+        raise RuntimeError("the local platform's patches are not installed")
+    return _installed
+
+
+def install(local: LocalServices) -> None:
+    """Install every patch (idempotent: later calls only swap the services they use)."""
+    global _installed
+    with _install_lock:
+        first_time = _installed is None
+        _installed = local
+        if first_time:
+            _patch_lambda_invoke()
+            _patch_execution_names()
+            _patch_stepfunctions_sagemaker()
+            _patch_training_jobs()
+            _patch_endpoints()
+            _patch_invoke_endpoint()
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+# Gap: moto's Lambda runs code in Docker (none here) or returns canned results
+# (LambdaSimpleBackend). Every invocation path (Invoke API, SQS and EventBridge event
+# sources, SNS subscriptions, Step Functions tasks) ends in LambdaFunction._invoke_lambda,
+# so that is the one place to run the real handler from the deployed code asset.
+def _patch_lambda_invoke() -> None:
+    from moto.awslambda.models import LambdaFunction
+
+    def invoke_locally(self: Any, event: Any = None) -> tuple[str, bool, str]:
+        spec = FunctionSpec(
+            name=self.function_name,
+            handler=self.handler,
+            code_zip=self.code_bytes,
+            environment=dict(self.environment_vars or {}),
+            timeout_seconds=int(self.timeout or 60),
+            memory_mb=int(self.memory_size or 128),
+        )
+        result = services().lambdas.invoke(spec, event if event is not None else {})
+        return json.dumps(result.payload), not result.ok, result.log
+
+    LambdaFunction._invoke_lambda = invoke_locally
+
+
+# Gap: moto's Step Functions interpreter leaves an execution unnamed when StartExecution
+# gives no name (AWS generates a UUID), so `$$.Execution.Name` — which job names and
+# model versions are made of — resolves to null.
+def _patch_execution_names() -> None:
+    from moto.stepfunctions.parser.models import StepFunctionsParserBackend
+
+    original = StepFunctionsParserBackend.start_execution
+
+    def start_execution(
+        self: Any, state_machine_arn: str, name: Any = None, *a: Any, **k: Any
+    ) -> Any:
+        return original(self, state_machine_arn, name or str(uuid.uuid4()), *a, **k)
+
+    StepFunctionsParserBackend.start_execution = start_execution
+
+
+# Gap: the Step Functions interpreter treats `sagemaker` as unsupported (only
+# .waitForTaskToken). Route it to our integration with request-response and .sync.
+def _patch_stepfunctions_sagemaker() -> None:
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task import state_task_factory
+
+    from tuneloop.local.sfn_sagemaker import StateTaskServiceSageMaker
+
+    original = state_task_factory.state_task_service_for
+
+    def service_for(service_name: str) -> Any:
+        if service_name == "sagemaker":
+            return StateTaskServiceSageMaker()
+        return original(service_name)
+
+    state_task_factory.state_task_service_for = service_for
+
+
+# Gap: moto records a training job as Completed at once and runs nothing. Run the job's
+# entry point locally and report InProgress → Completed/Failed like SageMaker.
+def _patch_training_jobs() -> None:
+    from moto.sagemaker.models import SageMakerModelBackend
+
+    original = SageMakerModelBackend.create_training_job
+
+    def create_training_job(self: Any, *args: Any, **kwargs: Any) -> Any:
+        job = original(self, *args, **kwargs)
+        job.training_job_status = "InProgress"
+        job.secondary_status = "Training"
+        job.training_end_time = None
+        spec = JobSpec(
+            name=job.training_job_name,
+            hyperparameters=dict(job.hyper_parameters or {}),
+            channels=describe_channels(job.input_data_config),
+            output_path=job.output_data_config["S3OutputPath"],
+        )
+
+        def finished(outcome: JobOutcome) -> None:
+            job.training_job_status = "Completed" if outcome.succeeded else "Failed"
+            job.secondary_status = job.training_job_status
+            job.training_end_time = job.last_modified_time = _now()
+            if not outcome.succeeded:
+                job.failure_reason = outcome.failure_reason
+
+        services().jobs.start(spec, finished)
+        return job
+
+    SageMakerModelBackend.create_training_job = create_training_job
+
+
+def _model_data_url(backend: Any, endpoint_config_name: str) -> str:
+    config = backend.endpoint_configs[endpoint_config_name]
+    model = backend.describe_model(config.production_variants[0]["ModelName"])
+    container = model.primary_container or (model.containers or [{}])[0]
+    return str(container["ModelDataUrl"])
+
+
+def _serve_in_background(
+    backend: Any, endpoint: Any, config_name: str, on_failure: Callable[[str], None]
+) -> None:
+    def run() -> None:
+        try:
+            serving = services().endpoints.start(config_name, _model_data_url(backend, config_name))
+        except Exception as exc:
+            on_failure(str(exc))
+            return
+        services().endpoints.route(endpoint.endpoint_name, serving)
+        config = backend.endpoint_configs[config_name]
+        endpoint.endpoint_config_name = config_name
+        endpoint.production_variants = endpoint._process_production_variants(
+            config.production_variants
+        )
+        endpoint.failure_reason = None
+        endpoint.endpoint_status = "InService"
+        endpoint.last_modified_time = _now()
+
+    threading.Thread(target=run, name=f"endpoint-{config_name}", daemon=True).start()
+
+
+# Gap: moto's endpoints are InService at once and serve canned answers; and moto has no
+# UpdateEndpoint. Endpoints here are local serving processes; an update is blue/green:
+# the new config serves only once healthy, and a failed update keeps the old config
+# (status back to InService with a FailureReason, as SageMaker's rollback does).
+def _patch_endpoints() -> None:
+    from moto.sagemaker.exceptions import ValidationError
+    from moto.sagemaker.models import SageMakerModelBackend
+    from moto.sagemaker.responses import SageMakerResponse
+
+    original_create = SageMakerModelBackend.create_endpoint
+
+    def create_endpoint(self: Any, endpoint_name: str, endpoint_config_name: str, tags: Any) -> Any:
+        endpoint = original_create(self, endpoint_name, endpoint_config_name, tags)
+        endpoint.endpoint_status = "Creating"
+
+        def failed(reason: str) -> None:
+            endpoint.endpoint_status = "Failed"
+            endpoint.failure_reason = reason
+
+        _serve_in_background(self, endpoint, endpoint_config_name, failed)
+        return endpoint
+
+    def update_endpoint(self: Any, endpoint_name: str, endpoint_config_name: str) -> Any:
+        endpoint = self.endpoints.get(endpoint_name)
+        if endpoint is None:
+            raise ValidationError(message=f"Could not find endpoint '{endpoint_name}'.")
+        if endpoint_config_name not in self.endpoint_configs:
+            raise ValidationError(
+                message=f"Could not find endpoint configuration '{endpoint_config_name}'."
+            )
+        if endpoint.endpoint_status != "InService":
+            raise ValidationError(
+                message=f"Cannot update in-progress endpoint '{endpoint_name}' "
+                f"(status {endpoint.endpoint_status})."
+            )
+        endpoint.endpoint_status = "Updating"
+
+        def rolled_back(reason: str) -> None:
+            endpoint.failure_reason = f"update to {endpoint_config_name} failed: {reason}"
+            endpoint.endpoint_status = "InService"
+
+        _serve_in_background(self, endpoint, endpoint_config_name, rolled_back)
+        return endpoint
+
+    def update_endpoint_response(self: Any) -> Any:
+        from moto.core.responses import ActionResult
+
+        endpoint = self.sagemaker_backend.update_endpoint(
+            endpoint_name=self._get_param("EndpointName"),
+            endpoint_config_name=self._get_param("EndpointConfigName"),
+        )
+        return ActionResult({"EndpointArn": endpoint.arn})
+
+    SageMakerModelBackend.create_endpoint = create_endpoint
+    SageMakerModelBackend.update_endpoint = update_endpoint  # type: ignore[attr-defined]
+    SageMakerResponse.update_endpoint = update_endpoint_response  # type: ignore[attr-defined]
+
+
+# Gap: moto's InvokeEndpoint returns canned data and emits no metrics. Forward to the
+# endpoint's serving process and publish the AWS/SageMaker metrics the alarms watch.
+def _patch_invoke_endpoint() -> None:
+    from moto.sagemakerruntime.responses import SageMakerRuntimeResponse
+
+    def invoke_endpoint(self: Any) -> Any:
+        endpoint_name = self._get_param("EndpointName") or self.path.split("/")[2]
+        body = self.body if isinstance(self.body, bytes) else str(self.body).encode()
+        result = services().endpoints.invoke(
+            endpoint_name, body, self.headers.get("Content-Type", "application/json")
+        )
+        _put_endpoint_metrics(endpoint_name, result.status, result.latency_ms)
+        headers = {
+            "Content-Type": "application/json",
+            "x-Amzn-Invoked-Production-Variant": "AllTraffic",
+        }
+        if result.status == 200:
+            return 200, headers, result.body
+        if result.status == 404:
+            error = {"__type": "ValidationError", "message": f"Endpoint {endpoint_name} not found."}
+            return 400, headers, json.dumps(error)
+        # SageMaker reports a failing container as ModelError with the original status.
+        error = {
+            "__type": "ModelError",
+            "message": f"Received server error ({result.status}) from model: "
+            + result.body.decode(errors="replace")[:500],
+            "OriginalStatusCode": result.status,
+        }
+        return 424, headers, json.dumps(error)
+
+    SageMakerRuntimeResponse.invoke_endpoint = invoke_endpoint
+
+
+def _put_endpoint_metrics(endpoint_name: str, status: int, latency_ms: float) -> None:
+    dimensions = [
+        {"Name": "EndpointName", "Value": endpoint_name},
+        {"Name": "VariantName", "Value": "AllTraffic"},
+    ]
+    now = _now()
+    metrics = [
+        ("Invocations", 1.0, "Count"),
+        ("Invocation5XXErrors", 1.0 if status >= 500 else 0.0, "Count"),
+        ("Invocation4XXErrors", 1.0 if 400 <= status < 500 else 0.0, "Count"),
+        ("ModelLatency", latency_ms * 1000.0, "Microseconds"),
+    ]
+    boto3.client("cloudwatch").put_metric_data(
+        Namespace="AWS/SageMaker",
+        MetricData=[
+            {"MetricName": n, "Value": v, "Unit": u, "Dimensions": dimensions, "Timestamp": now}
+            for n, v, u in metrics
+        ],
+    )

@@ -1,0 +1,41 @@
+"""Small S3 helpers for the local platform (clients reach the emulator via AWS_ENDPOINT_URL)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+
+def s3_client() -> Any:
+    return boto3.client("s3")
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    if not uri.startswith("s3://"):
+        raise ValueError(f"not an S3 URI: {uri!r}")
+    bucket, _, key = uri[len("s3://") :].partition("/")
+    return bucket, key
+
+
+def download_prefix(uri: str, target: Path) -> list[Path]:
+    """Download every object under an S3 prefix (or the single object it names)."""
+    bucket, prefix = parse_s3_uri(uri)
+    client = s3_client()
+    target.mkdir(parents=True, exist_ok=True)
+    written = []
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for obj in page.get("Contents", []):
+            key = obj["Key"]
+            relative = key[len(prefix) :].lstrip("/") or key.rsplit("/", 1)[-1]
+            destination = target / relative
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            client.download_file(bucket, key, str(destination))
+            written.append(destination)
+    return written
+
+
+def upload_file(path: Path, uri: str) -> None:
+    bucket, key = parse_s3_uri(uri)
+    s3_client().upload_file(str(path), bucket, key)

@@ -1,0 +1,176 @@
+"""Register: a SageMaker Model Registry package per approved model, and its lineage item.
+
+RecordFailure also lives here: it writes the failed run's error onto the same item.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from tuneloop import aws
+from tuneloop.model_versions import (
+    FAILED,
+    PRODUCTION,
+    REGISTERED,
+    get_version,
+    now_iso,
+    update_version,
+)
+
+SERVING_PROGRAM = "inference.py"
+# Customer metadata values are limited to 256 characters each.
+MAX_METADATA_VALUE = 256
+MAX_CAUSE_CHARS = 2_000
+
+
+@dataclass(frozen=True)
+class Registration:
+    model_version: str
+    model_data: str
+    dataset: dict[str, Any]
+    train_job: str
+    eval_job: str
+    decision_s3_uri: str
+    execution_arn: str
+
+    @classmethod
+    def from_event(cls, event: dict[str, Any]) -> Registration:
+        missing = [key for key in ("model_version", "model_data") if not event.get(key)]
+        if missing:
+            raise ValueError(f"Register input lacks {', '.join(missing)}: got keys {sorted(event)}")
+        return cls(
+            model_version=str(event["model_version"]),
+            model_data=str(event["model_data"]),
+            dataset=dict(event.get("dataset") or {}),
+            train_job=job_name(event.get("train_job")),
+            eval_job=job_name(event.get("eval_job")),
+            decision_s3_uri=str(event.get("decision_s3_uri", "")),
+            execution_arn=str(event.get("execution_arn", "")),
+        )
+
+    def lineage(self) -> dict[str, Any]:
+        """Lineage fields that the input carries (absent ones do not erase earlier values)."""
+        fields: dict[str, Any] = {
+            "model_data_url": self.model_data,
+            "dataset_s3_uri": str(self.dataset.get("dataset_s3_uri", "")),
+            "dataset_sha256": str(self.dataset.get("dataset_sha256", "")),
+            "parent_version": str(self.dataset.get("champion_version", "")),
+            "train_job": self.train_job,
+            "eval_job": self.eval_job,
+            "decision_s3_uri": self.decision_s3_uri,
+            "execution_arn": self.execution_arn,
+        }
+        if "record_count" in self.dataset:
+            fields["record_count"] = int(self.dataset["record_count"])
+        return {name: value for name, value in fields.items() if value != ""}
+
+
+def job_name(value: Any) -> str:
+    """A job reference as the state machine passes it: a name, or ``{"job_name": ...}``."""
+    if isinstance(value, dict):
+        return str(value.get("job_name", ""))
+    return "" if value is None else str(value)
+
+
+def register_model(
+    registration: Registration,
+    *,
+    model_versions_table: str,
+    model_package_group: str,
+    serving_image_uri: str,
+) -> dict[str, str]:
+    """Create the model package (approved) and mark the version ``registered``."""
+    existing = get_version(model_versions_table, registration.model_version) or {}
+    if existing.get("model_package_arn"):
+        # A retried invocation: the package exists already; do not create a second one.
+        return {"model_package_arn": str(existing["model_package_arn"])}
+    lineage = registration.lineage()
+    metadata = {
+        "model_version": registration.model_version,
+        **{name: str(value) for name, value in lineage.items()},
+    }
+    response = aws.sagemaker().create_model_package(
+        ModelPackageGroupName=model_package_group,
+        ModelPackageDescription=(
+            f"TuneLoop {registration.model_version}: LoRA fine-tune on "
+            f"{lineage.get('record_count', '?')} records, approved by the gate"
+        ),
+        InferenceSpecification={
+            "Containers": [
+                {
+                    "Image": serving_image_uri,
+                    "ModelDataUrl": registration.model_data,
+                    "Environment": {"SAGEMAKER_PROGRAM": SERVING_PROGRAM},
+                }
+            ],
+            "SupportedContentTypes": ["application/json"],
+            "SupportedResponseMIMETypes": ["application/json"],
+        },
+        ModelApprovalStatus="Approved",
+        MetadataProperties={"GeneratedBy": registration.execution_arn[:1024] or "tuneloop"},
+        CustomerMetadataProperties={
+            name: value[:MAX_METADATA_VALUE] for name, value in metadata.items()
+        },
+    )
+    arn = response["ModelPackageArn"]
+    update_version(
+        model_versions_table,
+        registration.model_version,
+        {
+            "status": REGISTERED,
+            "model_package_arn": arn,
+            "registered_at": now_iso(),
+            **lineage,
+        },
+    )
+    return {"model_package_arn": arn}
+
+
+def readable_cause(cause: str, limit: int = MAX_CAUSE_CHARS) -> str:
+    """The useful part of a Step Functions ``Cause``, bounded in length.
+
+    Lambda errors arrive as JSON with ``errorType``/``errorMessage`` and a stack trace;
+    SageMaker task errors as the job description with ``FailureReason``.
+    """
+    text = cause.strip()
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict):
+        if parsed.get("errorMessage"):
+            kind = parsed.get("errorType")
+            text = f"{kind}: {parsed['errorMessage']}" if kind else str(parsed["errorMessage"])
+        elif parsed.get("FailureReason"):
+            job = parsed.get("TrainingJobName") or parsed.get("ProcessingJobName") or "job"
+            text = f"{job}: {parsed['FailureReason']}"
+    if len(text) > limit:
+        text = f"{text[: limit - 40].rstrip()} … [{len(text) - limit + 40} more characters]"
+    return text
+
+
+def record_failure(
+    model_version: str, error: dict[str, Any], *, model_versions_table: str
+) -> dict[str, str]:
+    """Store why a run failed on its version item; return a summary for the notification."""
+    error_name = str(error.get("Error") or "UnknownError")
+    cause = readable_cause(str(error.get("Cause") or ""))
+    fields = {"error": error_name, "cause": cause, "failed_at": now_iso()}
+    item = get_version(model_versions_table, model_version) or {}
+    status = str(item.get("status", ""))
+    if status == PRODUCTION:
+        # A step after promotion failed (e.g. the notification): the model still serves
+        # traffic, so keep its status and only record the error.
+        update_version(model_versions_table, model_version, fields)
+    else:
+        update_version(model_versions_table, model_version, {"status": FAILED, **fields})
+        status = FAILED
+    return {
+        "model_version": model_version,
+        "status": status,
+        "error": error_name,
+        "cause": cause,
+        "message": f"TuneLoop run {model_version} failed: {error_name}: {cause}",
+    }

@@ -1,0 +1,142 @@
+"""The Train step as a SageMaker training job: paths from the environment, outputs, failure.
+
+Container contract (docs/contracts.md): data in ``SM_CHANNEL_TRAIN``, adapter + tokenizer +
+``tuneloop_model.json`` (+ ``code/`` for the Hugging Face inference container) to
+``SM_MODEL_DIR``, ``training_report.json`` to ``SM_OUTPUT_DATA_DIR``, and on error a one-line
+reason in ``SM_OUTPUT_DIR/failure`` with exit code 1. Unset variables default to the
+``/opt/ml/...`` paths SageMaker uses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import traceback
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tuneloop.training.config import TrainConfig, build_parser, parse_hyperparameters
+
+REPORT_FILE = "training_report.json"
+
+
+@dataclass(frozen=True)
+class JobPaths:
+    train_channel: Path
+    model_dir: Path
+    output_data_dir: Path
+    output_dir: Path
+    input_config_dir: Path
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> JobPaths:
+        def get(name: str, default: str) -> Path:
+            return Path(environ.get(name) or default)
+
+        return cls(
+            train_channel=get("SM_CHANNEL_TRAIN", "/opt/ml/input/data/train"),
+            model_dir=get("SM_MODEL_DIR", "/opt/ml/model"),
+            output_data_dir=get("SM_OUTPUT_DATA_DIR", "/opt/ml/output/data"),
+            output_dir=get("SM_OUTPUT_DIR", "/opt/ml/output"),
+            input_config_dir=get("SM_INPUT_CONFIG_DIR", "/opt/ml/input/config"),
+        )
+
+
+def run(
+    argv: Sequence[str],
+    environ: Mapping[str, str] | None = None,
+    serving_code: Sequence[Path] = (),
+) -> int:
+    """Run one training job; 0 on success, 1 (and a failure file) on any error.
+
+    ``serving_code`` lists files (``inference.py``, ``requirements.txt``) copied to
+    ``<model dir>/code/`` together with the ``tuneloop`` package, so the Hugging Face
+    inference container can serve the model straight from ``model.tar.gz``.
+    """
+    env = os.environ if environ is None else environ
+    paths = JobPaths.from_env(env)
+    if any(arg in ("-h", "--help") for arg in argv):
+        print(usage())
+        return 0
+    try:
+        config = parse_hyperparameters(argv, env, paths.input_config_dir)
+        _train_and_save(config, paths, serving_code)
+        return 0
+    except Exception as exc:
+        if not isinstance(exc, ValueError):  # an unexpected bug: keep the traceback
+            traceback.print_exc(file=sys.stderr)
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())
+        _write_failure(paths.output_dir, reason)
+        print(f"train failed: {reason}", file=sys.stderr, flush=True)
+        return 1
+
+
+def usage() -> str:
+    return build_parser().format_help()
+
+
+def _train_and_save(config: TrainConfig, paths: JobPaths, serving_code: Sequence[Path]) -> None:
+    # Imported here so --help and argument errors do not pay for importing torch.
+    from tuneloop.models.catalog import resolve_model
+    from tuneloop.models.loading import write_model_metadata
+    from tuneloop.training.data import read_channel
+    from tuneloop.training.loop import train
+
+    def log(line: str) -> None:
+        print(line, flush=True)
+
+    dataset = read_channel(paths.train_channel)
+    log(f"train: {len(dataset.records)} records from {len(dataset.files)} file(s), "
+        f"sha256 {dataset.sha256[:12]}; base model {config.base_model}")
+    result = train(config, dataset, log)
+
+    paths.model_dir.mkdir(parents=True, exist_ok=True)
+    result.model.save_pretrained(paths.model_dir)
+    result.tokenizer.save_pretrained(paths.model_dir)
+    extra: dict[str, Any] = {"data_sha256": dataset.sha256}
+    if config.model_version:
+        extra["model_version"] = config.model_version
+    write_model_metadata(paths.model_dir, _portable_ref(config.base_model, resolve_model), **extra)
+    _copy_serving_code(paths.model_dir / "code", serving_code)
+
+    paths.output_data_dir.mkdir(parents=True, exist_ok=True)
+    report_path = paths.output_data_dir / REPORT_FILE
+    report_path.write_text(json.dumps(result.report, indent=2) + "\n", encoding="utf-8")
+    report = result.report
+    log(f"train: done, {report['steps']} steps, final loss {report['final_loss']:.4f}, "
+        f"{report['tokens_per_second']:.0f} tokens/s, {report['wall_seconds']:.1f}s; "
+        f"adapter in {paths.model_dir}")
+
+
+def _portable_ref(ref: str, resolve: Any) -> str:
+    """Named references stay as given; a local folder is stored absolute (cwd may change)."""
+    if ref.startswith(("hf://", "s3://")) or ("/" not in ref and not Path(ref).is_dir()):
+        return ref
+    return str(resolve(ref))
+
+
+def _copy_serving_code(code_dir: Path, files: Sequence[Path]) -> None:
+    if not files:
+        return
+    import tuneloop
+
+    code_dir.mkdir(parents=True, exist_ok=True)
+    for file in files:
+        shutil.copy2(file, code_dir / Path(file).name)
+    package = Path(tuneloop.__file__).parent
+    target = code_dir / "tuneloop"
+    shutil.rmtree(target, ignore_errors=True)
+    # The local platform never runs on AWS; caches are not code.
+    shutil.copytree(package, target, ignore=shutil.ignore_patterns("local", "__pycache__"))
+
+
+def _write_failure(output_dir: Path, reason: str) -> None:
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "failure").write_text(reason + "\n", encoding="utf-8")
+    except OSError as exc:  # still exit 1 with the message on stderr
+        print(f"train: cannot write failure file in {output_dir}: {exc}", file=sys.stderr)
