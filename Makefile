@@ -6,8 +6,9 @@ SETUP_STAMP := $(VENV)/.setup-complete
 NODE_STAMP := node_modules/.setup-complete
 STAGE ?= dev
 
-# Node 20 prints an end-of-life banner on every jsii start; the CDK app works the same.
+# Node 20 prints an end-of-life banner on every jsii start (the CDK app works the same).
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 # Nothing at run time may fetch weights or datasets from a hub.
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1

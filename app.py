@@ -55,7 +55,10 @@ def build_app(
     config = load_stage_config(stage, overrides)
 
     prefix = f"TuneLoop-{config.stage}"
-    common: dict[str, Any] = {"config": config}
+    common: dict[str, Any] = {
+        "config": config,
+        "tags": {"project": "tuneloop", "stage": config.stage},
+    }
     storage = StorageStack(
         app,
         f"{prefix}-Storage",
@@ -67,29 +70,31 @@ def build_app(
         app,
         f"{prefix}-Serving",
         description="TuneLoop serving: endpoint alarms, rollback, notifications, dashboard",
-        storage=storage,
+        tables=storage.tables,
         **common,
     )
     pipeline = PipelineStack(
         app,
         f"{prefix}-Pipeline",
         description="TuneLoop retrain pipeline: state machine, SageMaker role and jobs",
-        storage=storage,
-        serving=serving,
+        lake=storage.lake,
+        tables=storage.tables,
+        notifications=serving.notifications,
+        endpoint_alarms=serving.endpoint_alarms,
+        endpoint_name=serving.endpoint_name,
+        endpoint_arn=serving.endpoint_arn,
         **common,
     )
     IngestionStack(
         app,
         f"{prefix}-Ingestion",
         description="TuneLoop ingestion: S3 events, queue, ingest and retrain trigger",
-        storage=storage,
-        serving=serving,
-        pipeline=pipeline,
+        lake=storage.lake,
+        tables=storage.tables,
+        notifications=serving.notifications,
+        state_machine=pipeline.state_machine,
         **common,
     )
-    for stack in (storage, serving, pipeline):
-        stack.tags.set_tag("project", "tuneloop")
-        stack.tags.set_tag("stage", config.stage)
 
     cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))
     return app

@@ -28,6 +28,7 @@ BUILD_DIR = PROJECT_ROOT / "build"
 # back the two packages, the tail drops the local platform and caches.
 LAMBDA_CODE_EXCLUDES: tuple[str, ...] = (
     "*",
+    ".*",
     "!lambdas",
     "!lambdas/**",
     "!tuneloop",

@@ -26,7 +26,7 @@ OVERRIDABLE_FIELDS = ("base_model", "retrain_threshold")
 """Context keys that may override a stage's value (``cdk synth -c base_model=...``)."""
 
 # CloudWatch Logs accepts only these retention periods (days).
-_LOG_RETENTION_DAYS = frozenset(
+LOG_RETENTION_DAYS = frozenset(
     {1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557,
      2922, 3288, 3653}
 )
@@ -275,8 +275,8 @@ class StageConfig:
                      "powertools_layer_version"):
             _positive_int(found, name, getattr(self, name))
         _check(found, "log_retention_days", self.log_retention_days,
-               self.log_retention_days in _LOG_RETENTION_DAYS,
-               f"one of CloudWatch Logs' retention periods {sorted(_LOG_RETENTION_DAYS)}")
+               self.log_retention_days in LOG_RETENTION_DAYS,
+               f"one of CloudWatch Logs' retention periods {sorted(LOG_RETENTION_DAYS)}")
         _check(found, "removal_policy", self.removal_policy,
                self.removal_policy in ("retain", "destroy"), "'retain' or 'destroy'")
         _check(found, "termination_protection", self.termination_protection,

@@ -19,6 +19,7 @@ from stacks.constructs.notifications import Notifications
 from stacks.constructs.python_function import PythonFunction
 from stacks.constructs.serving_dashboard import ServingDashboard
 from stacks.constructs.state_tables import StateTables
+from stacks.grants import KMS_ACTIONS, grant_table
 from stacks.naming import generated_name
 
 
@@ -61,23 +62,29 @@ class ServingStack(Stack):
             config=config,
             timeout=Duration.minutes(2),
         )
-        fn = self.rollback.function
-        tables.control.grant_read_write_data(fn)
-        tables.model_versions.grant_read_write_data(fn)
+        fn, allow = self.rollback.function, self.rollback.allowances
+        grant_table(tables.control, fn, allow, write=True)
+        grant_table(tables.model_versions, fn, allow, write=True)
         self.notifications.notify_topic.grant_publish(fn)
+        allow.allow_action("kms:GenerateDataKey*", KMS_ACTIONS["kms:GenerateDataKey*"])
         fn.add_to_role_policy(
             iam.PolicyStatement(
                 actions=["sagemaker:DescribeEndpoint", "sagemaker:UpdateEndpoint"],
                 resources=[self.endpoint_arn],
             )
         )
+        any_endpoint_config = self.format_arn(
+            service="sagemaker", resource="endpoint-config", resource_name="*"
+        )
         fn.add_to_role_policy(
             iam.PolicyStatement(
-                # UpdateEndpoint authorizes the target config; configs are created at run
-                # time by the Deploy Lambda under names of its choosing.
                 actions=["sagemaker:DescribeEndpointConfig", "sagemaker:UpdateEndpoint"],
-                resources=[self.format_arn(service="sagemaker", resource="endpoint-config",
-                                           resource_name="*")],
+                resources=[any_endpoint_config],
             )
+        )
+        allow.allow_resource(
+            any_endpoint_config,
+            "UpdateEndpoint authorizes the target endpoint config too; the Deploy Lambda names "
+            "configs at run time, so rollback must reach any config in this account/region.",
         )
         self.notifications.alarm_topic.add_subscription(subscriptions.LambdaSubscription(fn))

@@ -29,14 +29,20 @@ def _settings() -> tuple[str | None, str | None]:
 
 
 @cache
+def _session() -> boto3.session.Session:
+    # One session: its loader caches the service models, which makes new clients cheap.
+    return boto3.session.Session()
+
+
+@cache
 def _client(service: str, region: str | None, endpoint_url: str | None) -> Any:
     # boto3 reads AWS_ENDPOINT_URL itself; it is part of the key only to invalidate the cache.
-    return boto3.session.Session().client(service, region_name=region)  # type: ignore[call-overload]
+    return _session().client(service, region_name=region)  # type: ignore[call-overload]
 
 
 @cache
 def _dynamodb_resource(region: str | None, endpoint_url: str | None) -> Any:
-    return boto3.session.Session().resource("dynamodb", region_name=region)
+    return _session().resource("dynamodb", region_name=region)
 
 
 def client(service: str) -> Any:
@@ -70,6 +76,10 @@ def table(name: str) -> Table:
 
 
 def reset() -> None:
-    """Forget every cached client (tests: a new moto backend or a new endpoint)."""
+    """Forget every cached client (tests: a new moto backend or a new endpoint).
+
+    The session stays: it holds only the service models and the credentials, which do
+    not change within a process.
+    """
     _client.cache_clear()
     _dynamodb_resource.cache_clear()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Stack, Validations
+from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
@@ -12,6 +12,8 @@ from constructs import Construct
 
 from stacks.assets import LAMBDA_CODE_EXCLUDES, PROJECT_ROOT
 from stacks.config import StageConfig
+from stacks.nag import WildcardAllowances, acknowledge
+from stacks.retention import log_retention
 
 POWERTOOLS_LAYER_ACCOUNT = "017000801446"
 """The AWS account that publishes the managed Powertools for AWS Lambda (Python) layers."""
@@ -57,7 +59,7 @@ class PythonFunction(Construct):
         self.log_group = logs.LogGroup(
             self,
             "Logs",
-            retention=logs.RetentionDays(config.log_retention_days),
+            retention=log_retention(config.log_retention_days),
             removal_policy=RemovalPolicy.RETAIN if config.retain_data else RemovalPolicy.DESTROY,
         )
         self.log_group.grant_write(self.role)
@@ -87,19 +89,15 @@ class PythonFunction(Construct):
             timeout=timeout,
             memory_size=memory_size,
         )
-        self.acknowledge_policy(
-            "AwsSolutions-IAM5[Resource::*]",
+        self.allowances = WildcardAllowances(self.role)
+        """Accepted wildcard findings of :attr:`role`; see :mod:`stacks.grants`."""
+        self.allowances.allow_resource(
+            "*",
             "X-Ray PutTraceSegments/PutTelemetryRecords support no resource-level permissions.",
         )
-        Validations.of(self.function).acknowledge(
-            Acknowledgment(
-                id="AwsSolutions-L1",
-                reason="Python 3.12 is the runtime of the contract and of the managed "
-                "Powertools layer pinned in the stage config; changing it is a deliberate, "
-                "tested change, not a drift to the newest runtime.",
-            )
+        acknowledge(
+            self.function,
+            "AwsSolutions-L1",
+            "Python 3.12 is the runtime of the contract and of the managed Powertools layer "
+            "pinned in the stage config; changing it is a deliberate, tested change.",
         )
-
-    def acknowledge_policy(self, finding_id: str, reason: str) -> None:
-        """Acknowledge a cdk-nag finding on this function's role (and its inline policy)."""
-        Validations.of(self.role).acknowledge(Acknowledgment(id=finding_id, reason=reason))

@@ -9,6 +9,8 @@ from constructs import Construct
 
 from stacks.constructs.dlc_image import DlcImageUri
 from stacks.constructs.training_code import TrainingCode
+from stacks.grants import grant_objects
+from stacks.nag import WildcardAllowances
 
 
 class SageMakerExecutionRole(Construct):
@@ -33,20 +35,33 @@ class SageMakerExecutionRole(Construct):
             assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
             description="TuneLoop SageMaker jobs and endpoint",
         )
-        curated.grant_read(self.role)
-        artifacts.grant_read_write(self.role)
-        training_code.asset.grant_read(self.role)
+        self.allowances = WildcardAllowances(self.role)
+        allow = self.allowances
+        grant_objects(curated, self.role, allow, prefix="datasets/", access="read")
+        grant_objects(artifacts, self.role, allow, prefix="jobs/", access="read_write")
+        grant_objects(artifacts, self.role, allow, prefix="benchmarks/", access="read")
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["s3:GetObject"],
+                resources=[training_code.asset.bucket.arn_for_objects(
+                    training_code.asset.s3_object_key)],
+            )
+        )
         for image in images:
             image.grant_pull(self.role)
+        sagemaker_logs = stack.format_arn(
+            service="logs", resource="log-group", resource_name="/aws/sagemaker/*",
+            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+        )
         self.role.add_to_policy(
             iam.PolicyStatement(
                 actions=["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents",
                          "logs:DescribeLogStreams"],
-                resources=[stack.format_arn(service="logs", resource="log-group",
-                                            resource_name="/aws/sagemaker/*",
-                                            arn_format=ArnFormat.COLON_RESOURCE_NAME)],
+                resources=[sagemaker_logs],
             )
         )
+        allow.allow_resource(sagemaker_logs, "SageMaker writes job and endpoint logs to log "
+                             "groups it names under /aws/sagemaker/.")
         self.role.add_to_policy(
             iam.PolicyStatement(
                 actions=["cloudwatch:PutMetricData"],
@@ -54,3 +69,6 @@ class SageMakerExecutionRole(Construct):
                 conditions={"StringLike": {"cloudwatch:namespace": "/aws/sagemaker/*"}},
             )
         )
+        allow.allow_resource("*", "ecr:GetAuthorizationToken and cloudwatch:PutMetricData "
+                             "support no resource-level permissions (metrics are limited to "
+                             "the /aws/sagemaker/ namespaces by condition).")

@@ -57,9 +57,7 @@ class JobPaths:
     def from_env(cls, environ: Mapping[str, str]) -> JobPaths:
         return cls(
             candidate=Path(environ.get("SM_CHANNEL_CANDIDATE", "/opt/ml/input/data/candidate")),
-            benchmarks=Path(
-                environ.get("SM_CHANNEL_BENCHMARKS", "/opt/ml/input/data/benchmarks")
-            ),
+            benchmarks=Path(environ.get("SM_CHANNEL_BENCHMARKS", "/opt/ml/input/data/benchmarks")),
             output_data=Path(environ.get("SM_OUTPUT_DATA_DIR", "/opt/ml/output/data")),
             output=Path(environ.get("SM_OUTPUT_DIR", "/opt/ml/output")),
         )
@@ -196,11 +194,12 @@ def download_s3(uri: str, dest: Path) -> None:
     bucket, _, key = uri[len("s3://") :].partition("/")
     if not bucket or not key:
         raise EvaluationInputError(f"malformed S3 URI {uri!r}")
-    import boto3  # created here so AWS_ENDPOINT_URL (local platform) applies
     from botocore.exceptions import BotoCoreError, ClientError
 
+    from tuneloop import aws  # imported here: boto3 is only needed for an S3 champion
+
     try:
-        boto3.client("s3").download_file(bucket, key, str(dest))
+        aws.s3().download_file(bucket, key, str(dest))  # lazy client: AWS_ENDPOINT_URL applies
     except (BotoCoreError, ClientError) as exc:
         raise EvaluationInputError(f"cannot download {uri}: {exc}") from exc
 
@@ -215,6 +214,7 @@ def evaluate_folder(
 
     started = time.monotonic()
     torch.manual_seed(settings.seed)
+    model: Any
     model, tokenizer = load_model_dir(model_dir)
     if torch.cuda.is_available():
         model = model.to("cuda")

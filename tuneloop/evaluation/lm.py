@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+from transformers import StoppingCriteria
 
 DEFAULT_MAX_LENGTH = 2048
 Progress = Callable[[int, int], None]
@@ -79,8 +80,10 @@ def loglikelihoods(
     ordered = sorted(groups.items(), key=lambda kv: (-len(kv[0]), kv[0]))
     results = [0.0] * len(requests)
     device = model.device
-    for start in range(0, len(ordered), batch_size):
-        batch = ordered[start : start + batch_size]
+    batches = length_batches([len(key) for key, _ in ordered], batch_size)
+    done = 0
+    for indexes in batches:
+        batch = [ordered[i] for i in indexes]
         keep = max(len(cont) for _, reqs in batch for _, cont in reqs)
         input_ids, mask, positions = _left_pad([list(k) for k, _ in batch], pad_id(tokenizer))
         logits = model(
@@ -97,9 +100,34 @@ def loglikelihoods(
                 rows = logprobs[row, keep - len(cont_ids) :]
                 targets = torch.tensor(cont_ids).unsqueeze(-1)
                 results[index] = float(rows.gather(-1, targets).sum())
+        done += len(batch)
         if progress:
-            progress(min(start + batch_size, len(ordered)), len(ordered))
+            progress(done, len(ordered))
     return results
+
+
+# Padding is wasted compute (on CPU it is all of the cost): a batch grows only while its
+# padded size stays within this factor of its real tokens.
+MAX_PADDING_RATIO = 1.25
+
+
+def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Consecutive batches of indexes into ``lengths`` (sorted longest first)."""
+    batches: list[list[int]] = []
+    current: list[int] = []
+    real = 0
+    for index, length in enumerate(lengths):
+        if current:
+            width = lengths[current[0]]
+            padded = width * (len(current) + 1)
+            if len(current) >= batch_size or padded > MAX_PADDING_RATIO * (real + length):
+                batches.append(current)
+                current, real = [], 0
+        current.append(index)
+        real += length
+    if current:
+        batches.append(current)
+    return batches
 
 
 def _left_pad(
@@ -127,7 +155,7 @@ def generate_greedy(
     batch_size: int,
 ) -> list[str]:
     """Greedy continuations of ``prompts``, each cut at the first stop sequence."""
-    from transformers import GenerationConfig
+    from transformers import GenerationConfig, StoppingCriteriaList
 
     window = max_length(model)
     pad = pad_id(tokenizer)
@@ -136,7 +164,6 @@ def generate_greedy(
         max_new_tokens=max_new_tokens,
         pad_token_id=pad,
         eos_token_id=tokenizer.eos_token_id,
-        stop_strings=list(stop) or None,
     )
     encoded = [encode(tokenizer, p)[-max(1, window - max_new_tokens) :] for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
@@ -144,11 +171,12 @@ def generate_greedy(
     for start in range(0, len(order), batch_size):
         batch = order[start : start + batch_size]
         input_ids, mask, _ = _left_pad([encoded[i] for i in batch], pad)
+        criteria = StoppingCriteriaList([_StopSequences(tokenizer, input_ids.shape[1], stop)])
         generated = model.generate(
             input_ids=input_ids.to(model.device),
             attention_mask=mask.to(model.device),
             generation_config=config,
-            tokenizer=tokenizer,
+            stopping_criteria=criteria,
         )
         for row, index in enumerate(batch):
             new_tokens = generated[row, input_ids.shape[1] :].tolist()
@@ -158,6 +186,30 @@ def generate_greedy(
             text = tokenizer.decode(new_tokens, skip_special_tokens=True)
             outputs[index] = cut_at_stop(text, stop)
     return outputs
+
+
+class _StopSequences(StoppingCriteria):
+    """Stops a row once its decoded new text contains a stop sequence.
+
+    transformers' ``stop_strings`` precomputes tables over the whole vocabulary (seconds
+    per call for a 49k vocabulary); decoding a few new tokens per step is cheaper here.
+    """
+
+    def __init__(self, tokenizer: Any, prompt_length: int, stop: Sequence[str]) -> None:
+        self.tokenizer = tokenizer
+        self.prompt_length = prompt_length
+        self.stop = tuple(stop)
+
+    def __call__(
+        self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any
+    ) -> torch.Tensor:
+        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        if not self.stop:
+            return done
+        for row in range(input_ids.shape[0]):
+            text = self.tokenizer.decode(input_ids[row, self.prompt_length :].tolist())
+            done[row] = any(sequence in text for sequence in self.stop)
+        return done
 
 
 def cut_at_stop(text: str, stop: Sequence[str]) -> str:

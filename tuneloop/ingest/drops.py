@@ -90,7 +90,7 @@ class DropsTable:
                     "UpdateExpression": (
                         f"SET #status = :complete, completed_at = :completed_at, {assignments}"
                     ),
-                    "ConditionExpression": "#status = :processing",
+                    "ConditionExpression": "#status = :processing OR #status = :complete",
                     "ExpressionAttributeNames": names,
                     "ExpressionAttributeValues": {k: _serialize(v) for k, v in values.items()},
                 }

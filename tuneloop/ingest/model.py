@@ -121,7 +121,6 @@ class Candidate:
 
     line: int
     content: Content
-    raw: str
 
     @property
     def record_id(self) -> str:

@@ -66,7 +66,7 @@ def validate_entry(
             f"record is {size} bytes after normalization; the limit is {MAX_RECORD_BYTES}",
             None,
         )
-    return Candidate(line=entry.line, content=content, raw=entry.raw)
+    return Candidate(line=entry.line, content=content)
 
 
 def _text(value: Any, field: str, fail: Fail) -> Content | Rejection:

@@ -184,6 +184,21 @@ def _expose_state_machines(deployed: DeployedStack) -> None:
         )
 
 
+# Gap: moto's CloudFormation ignores a bucket's NotificationConfiguration, so S3 would send
+# nothing to EventBridge. Apply the template's EventBridge setting through the S3 API.
+def _apply_bucket_notifications(deployed: DeployedStack, template: dict[str, Any]) -> None:
+    s3 = boto3.client("s3")
+    for logical_id, resource in template.get("Resources", {}).items():
+        if resource.get("Type") != "AWS::S3::Bucket":
+            continue
+        notification = resource.get("Properties", {}).get("NotificationConfiguration", {})
+        if notification.get("EventBridgeConfiguration", {}).get("EventBridgeEnabled"):
+            s3.put_bucket_notification_configuration(
+                Bucket=deployed.resources[logical_id],
+                NotificationConfiguration={"EventBridgeConfiguration": {}},
+            )
+
+
 def deploy_assembly(assembly: Path, *, log: Any = print) -> Deployment:
     """Deploy every stack of the assembly; return what was created."""
     manifest = json.loads((assembly / "manifest.json").read_text(encoding="utf-8"))
@@ -209,6 +224,7 @@ def deploy_assembly(assembly: Path, *, log: Any = print) -> Deployment:
         stack = _wait_for_stack(cloudformation, stack_name)
         deployed = _describe(cloudformation, stack_name, stack)
         _expose_state_machines(deployed)
+        _apply_bucket_notifications(deployed, json.loads(template))
         deployment.stacks[stack_name] = deployed
         log(
             f"  deployed {stack_name}: {len(deployed.resources)} resources "
@@ -221,6 +237,7 @@ def cdk_environment() -> dict[str, str]:
     """Environment for `cdk synth` that needs no AWS account."""
     env = dict(os.environ)
     env.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
+    env.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
     env["CDK_DEFAULT_ACCOUNT"] = ACCOUNT_ID
     env["CDK_DEFAULT_REGION"] = REGION
     return env

@@ -51,10 +51,19 @@ def install(local: LocalServices) -> None:
             _patch_training_jobs()
             _patch_endpoints()
             _patch_invoke_endpoint()
+            _register_cloudformation_models()
 
 
 def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
+
+
+# Gap: moto's CloudFormation skips resource types it does not know (alarms, resource
+# policies), so templates referring to them fail. See cfn_models for the types added.
+def _register_cloudformation_models() -> None:
+    from tuneloop.local import cfn_models
+
+    cfn_models.register()
 
 
 # Gap: moto's Lambda runs code in Docker (none here) or returns canned results

@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -49,6 +50,12 @@ class LambdaRuntime:
         self._log_root = work_dir / "logs"
         self._base_environment = base_environment
         self._unpack_lock = threading.Lock()
+        # The worker runs from a folder of its own (as Lambda's bootstrap does): run from
+        # this package's folder, its sibling modules would shadow standard-library ones.
+        runtime_dir = work_dir / "lambda-runtime"
+        runtime_dir.mkdir(parents=True, exist_ok=True)
+        self._bootstrap = runtime_dir / "bootstrap.py"
+        shutil.copyfile(_WORKER, self._bootstrap)
 
     def _code_dir(self, code_zip: bytes) -> Path:
         digest = hashlib.sha256(code_zip).hexdigest()[:16]
@@ -85,7 +92,7 @@ class LambdaRuntime:
                         sys.executable,
                         # By path: the code asset on PYTHONPATH has its own `tuneloop`
                         # package, without `tuneloop.local`.
-                        str(_WORKER),
+                        str(self._bootstrap),
                         spec.handler,
                         str(event_file),
                         str(result_file),

@@ -1,0 +1,431 @@
+"""The retrain state machine (docs/contracts.md, "The retrain state machine").
+
+PrepareDataset → Train → Evaluate → Gate → GateDecision ─┬─ Register → Deploy →
+WaitForEndpoint → CheckEndpoint → EndpointReady ─┬─ ConfirmDeployment → Notify
+                                                   ├─ EndpointFailed → RecordFailure
+                                                   └─ (else) WaitForEndpoint
+                                            └─ NotifyRejected → Rejected
+
+Every task catches ``States.ALL`` into ``$.error`` → RecordFailure → NotifyFailure → Failed.
+Each step writes its result under its own key, so later steps read every earlier result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from aws_cdk import Aws, Duration, RemovalPolicy, Size, Stack
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_stepfunctions as sfn
+from aws_cdk import aws_stepfunctions_tasks as tasks
+from constructs import Construct
+
+from stacks.config import StageConfig
+from stacks.nag import WildcardAllowances
+from stacks.retention import log_retention
+
+JOBS_PREFIX = "jobs/"
+SAGEMAKER_RETRY_ERRORS = ["SageMaker.AmazonSageMakerException", "SageMaker.ThrottlingException"]
+_P = sfn.JsonPath
+
+
+class _S3Uri(tasks.S3Location):
+    """An ``s3://`` location as given. ``S3Location.from_bucket`` renders an ``https://``
+    URL, while the contract (and the Gate, and the local platform) use ``s3://`` URIs.
+    Access is granted to the SageMaker role by its construct, not here."""
+
+    def __init__(self, uri: str) -> None:
+        super().__init__()
+        self._uri = uri
+
+    def bind(
+        self,
+        task: tasks.ISageMakerTask,
+        *,
+        for_reading: bool | None = None,
+        for_writing: bool | None = None,
+    ) -> tasks.S3LocationConfig:
+        del task, for_reading, for_writing
+        return tasks.S3LocationConfig(uri=self._uri)
+
+
+def _execution_name_with(suffix: str) -> str:
+    return _P.format("{}-" + suffix, _P.string_at("$$.Execution.Name"))
+
+
+class RetrainStateMachine(Construct):
+    """The state machine, its log group and its role's permissions."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: StageConfig,
+        functions: Mapping[str, lambda_.IFunction],
+        sagemaker_role: iam.IRole,
+        training_image_uri: str,
+        submit_directory: str,
+        artifacts: s3.IBucket,
+        notify_topic: sns.ITopic,
+        endpoint_arn: str,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self._functions = functions
+        self._topic = notify_topic
+
+        # ---- failure path ------------------------------------------------------------
+        record_failure = self._lambda(
+            "RecordFailure",
+            {
+                "execution_name": _P.string_at("$$.Execution.Name"),
+                "execution_arn": _P.string_at("$$.Execution.Id"),
+                "error": _P.object_at("$.error"),
+                "state": _P.entire_payload,
+            },
+            result_path="$.failure",
+        )
+        notify_failure = self._notify(
+            "NotifyFailure",
+            "TuneLoop: retrain run failed",
+            {"event": "failed", "error": _P.object_at("$.error")},
+        )
+        failed = sfn.Fail(self, "Failed", error_path="$.error.Error", cause_path="$.error.Cause")
+        record_failure.add_catch(notify_failure, errors=[sfn.Errors.ALL], result_path="$.error")
+        notify_failure.add_catch(failed, errors=[sfn.Errors.ALL], result_path="$.error")
+        record_failure.next(notify_failure).next(failed)
+
+        # ---- happy path ----------------------------------------------------------------
+        prepare = self._lambda(
+            "PrepareDataset",
+            {
+                "execution_name": _P.string_at("$$.Execution.Name"),
+                "execution_arn": _P.string_at("$$.Execution.Id"),
+            },
+            result_path="$.dataset",
+        )
+        common_job: dict[str, Any] = {
+            "config": config,
+            "role": sagemaker_role,
+            "image_uri": training_image_uri,
+            "submit_directory": submit_directory,
+            "artifacts": artifacts,
+        }
+        train = self._training_job(
+            "Train",
+            program="train.py",
+            name_suffix="train",
+            channels={"train": "$.dataset.train_s3_uri"},
+            hyperparameters={
+                "base_model": config.base_model,
+                **config.training.as_hyperparameters(),
+            },
+            result_selector={
+                "job_name": _P.string_at("$.TrainingJobName"),
+                "model_data": _P.string_at("$.ModelArtifacts.S3ModelArtifacts"),
+            },
+            result_path="$.train",
+            **common_job,
+        )
+        evaluate = self._training_job(
+            "Evaluate",
+            program="evaluate.py",
+            name_suffix="eval",
+            channels={
+                "candidate": "$.train.model_data",
+                "benchmarks": "$.dataset.benchmarks_s3_uri",
+            },
+            hyperparameters={
+                "champion_model_data": _P.string_at("$.dataset.champion_model_data"),
+                "mmlu_subset_size": str(config.evaluation.mmlu_subset_size),
+                "seed": str(config.evaluation.seed),
+            },
+            result_selector={
+                "job_name": _P.string_at("$.TrainingJobName"),
+                "output_path": _P.string_at("$.OutputDataConfig.S3OutputPath"),
+            },
+            result_path="$.evaluation",
+            **common_job,
+        )
+        gate = self._lambda(
+            "Gate",
+            {
+                "model_version": _P.string_at("$.dataset.model_version"),
+                "evaluation": _P.object_at("$.evaluation"),
+                "champion_version": _P.string_at("$.dataset.champion_version"),
+            },
+            result_path="$.gate",
+        )
+        register = self._lambda(
+            "Register",
+            {
+                "model_version": _P.string_at("$.dataset.model_version"),
+                "model_data": _P.string_at("$.train.model_data"),
+                "dataset": _P.object_at("$.dataset"),
+                "train_job": _P.string_at("$.train.job_name"),
+                "eval_job": _P.string_at("$.evaluation.job_name"),
+                "decision_s3_uri": _P.string_at("$.gate.decision_s3_uri"),
+                "execution_arn": _P.string_at("$$.Execution.Id"),
+            },
+            result_path="$.registration",
+        )
+        deploy = self._lambda(
+            "Deploy",
+            {
+                "model_version": _P.string_at("$.dataset.model_version"),
+                "model_data": _P.string_at("$.train.model_data"),
+            },
+            result_path="$.deployment",
+        )
+        wait = sfn.Wait(
+            self,
+            "WaitForEndpoint",
+            time=sfn.WaitTime.duration(Duration.seconds(config.endpoint_poll_seconds)),
+        )
+        check = tasks.CallAwsService(
+            self,
+            "CheckEndpoint",
+            service="sagemaker",
+            action="describeEndpoint",
+            parameters={"EndpointName": _P.string_at("$.deployment.endpoint_name")},
+            iam_resources=[endpoint_arn],
+            result_selector={
+                "status": _P.string_at("$.EndpointStatus"),
+                "endpoint_config_name": _P.string_at("$.EndpointConfigName"),
+            },
+            result_path="$.endpoint",
+        )
+        check.add_retry(
+            errors=["SageMaker.SageMakerException", "SageMaker.ThrottlingException"],
+            interval=Duration.seconds(5), max_attempts=3, backoff_rate=2,
+        )
+        confirm = self._lambda(
+            "ConfirmDeployment",
+            {
+                "model_version": _P.string_at("$.dataset.model_version"),
+                "deployment": _P.object_at("$.deployment"),
+            },
+            result_path="$.confirmation",
+        )
+        notify = self._notify(
+            "Notify",
+            "TuneLoop: new model in production",
+            {
+                "event": "deployed",
+                "model_version": _P.string_at("$.dataset.model_version"),
+                "production_version": _P.string_at("$.confirmation.production_version"),
+                "last_known_good_version": _P.string_at(
+                    "$.confirmation.last_known_good_version"
+                ),
+                "endpoint_name": _P.string_at("$.deployment.endpoint_name"),
+            },
+        )
+        endpoint_failed = sfn.Pass(
+            self,
+            "EndpointFailed",
+            comment="Shape a Catch-like error for an endpoint that did not reach InService.",
+            parameters={
+                "Error": "EndpointNotInService",
+                "Cause": _P.format(
+                    "endpoint {} is {}",
+                    _P.string_at("$.deployment.endpoint_name"),
+                    _P.string_at("$.endpoint.status"),
+                ),
+            },
+            result_path="$.error",
+        )
+        notify_rejected = self._notify(
+            "NotifyRejected",
+            "TuneLoop: candidate rejected by the gate",
+            {
+                "event": "rejected",
+                "model_version": _P.string_at("$.dataset.model_version"),
+                "decision_s3_uri": _P.string_at("$.gate.decision_s3_uri"),
+                "summary": _P.string_at("$.gate.summary"),
+            },
+        )
+        rejected = sfn.Succeed(self, "Rejected")
+
+        for task in (prepare, train, evaluate, gate, register, deploy, check, confirm, notify,
+                     notify_rejected):
+            task.add_catch(record_failure, errors=[sfn.Errors.ALL], result_path="$.error")
+
+        endpoint_ready = (
+            sfn.Choice(self, "EndpointReady")
+            .when(sfn.Condition.string_equals("$.endpoint.status", "InService"),
+                  confirm.next(notify))
+            .when(
+                sfn.Condition.or_(
+                    sfn.Condition.string_equals("$.endpoint.status", "Failed"),
+                    sfn.Condition.string_equals("$.endpoint.status", "OutOfService"),
+                ),
+                endpoint_failed.next(record_failure),
+            )
+            .otherwise(wait)
+        )
+        gate_decision = (
+            sfn.Choice(self, "GateDecision")
+            .when(
+                sfn.Condition.boolean_equals("$.gate.approved", True),
+                register.next(deploy).next(wait).next(check).next(endpoint_ready),
+            )
+            .otherwise(notify_rejected.next(rejected))
+        )
+        definition = prepare.next(train).next(evaluate).next(gate).next(gate_decision)
+
+        self.log_group = logs.LogGroup(
+            self,
+            "Logs",
+            retention=log_retention(config.log_retention_days),
+            removal_policy=RemovalPolicy.RETAIN if config.retain_data else RemovalPolicy.DESTROY,
+        )
+        self.state_machine = sfn.StateMachine(
+            self,
+            "StateMachine",
+            comment="TuneLoop retrain: prepare, train, evaluate, gate, register, deploy",
+            definition_body=sfn.DefinitionBody.from_chainable(definition),
+            state_machine_type=sfn.StateMachineType.STANDARD,
+            timeout=Duration.hours(config.execution_timeout_hours),
+            tracing_enabled=True,
+            logs=sfn.LogOptions(
+                destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=True
+            ),
+        )
+        self._acknowledge_role_findings()
+
+    # ---- state builders ------------------------------------------------------------------
+
+    def _lambda(
+        self, state_name: str, payload: Mapping[str, Any], *, result_path: str
+    ) -> tasks.LambdaInvoke:
+        """A Lambda task whose result is the handler's return value (no ``Payload``
+        wrapper); retries Lambda service errors."""
+        return tasks.LambdaInvoke(
+            self,
+            state_name,
+            lambda_function=self._functions[state_name],
+            payload=sfn.TaskInput.from_object(dict(payload)),
+            payload_response_only=True,
+            retry_on_service_exceptions=True,
+            result_path=result_path,
+        )
+
+    def _notify(
+        self, state_name: str, subject: str, message: Mapping[str, Any]
+    ) -> tasks.SnsPublish:
+        """An SNS publish of a JSON message; publishing twice is harmless, so it retries."""
+        task = tasks.SnsPublish(
+            self,
+            state_name,
+            topic=self._topic,
+            subject=subject,
+            message=sfn.TaskInput.from_object(
+                {**message, "execution_arn": _P.string_at("$$.Execution.Id")}
+            ),
+            result_path=_P.DISCARD,
+        )
+        task.add_retry(
+            errors=[sfn.Errors.TASKS_FAILED],
+            interval=Duration.seconds(2),
+            max_attempts=2,
+            backoff_rate=2,
+        )
+        return task
+
+    def _training_job(
+        self,
+        state_name: str,
+        *,
+        config: StageConfig,
+        role: iam.IRole,
+        image_uri: str,
+        submit_directory: str,
+        artifacts: s3.IBucket,
+        program: str,
+        name_suffix: str,
+        channels: Mapping[str, str],
+        hyperparameters: Mapping[str, Any],
+        result_selector: Mapping[str, Any],
+        result_path: str,
+    ) -> tasks.SageMakerCreateTrainingJob:
+        """A script-mode SageMaker training job (``createTrainingJob.sync``) named
+        ``<execution name>-<suffix>``, running ``program`` from ``sourcedir.tar.gz``."""
+        task = tasks.SageMakerCreateTrainingJob(
+            self,
+            state_name,
+            integration_pattern=sfn.IntegrationPattern.RUN_JOB,
+            training_job_name=_execution_name_with(name_suffix),
+            role=role,
+            algorithm_specification=tasks.AlgorithmSpecification(
+                training_image=tasks.DockerImage.from_registry(image_uri),
+                training_input_mode=tasks.InputMode.FILE,
+                metric_definitions=[
+                    tasks.MetricDefinition(name="train_loss", regex=r"train_loss=([0-9.eE+-]+);")
+                ],
+            ),
+            input_data_config=[
+                tasks.Channel(
+                    channel_name=name,
+                    data_source=tasks.DataSource(
+                        s3_data_source=tasks.S3DataSource(
+                            s3_location=tasks.S3Location.from_json_expression(path),
+                            s3_data_type=tasks.S3DataType.S3_PREFIX,
+                            s3_data_distribution_type=tasks.S3DataDistributionType.FULLY_REPLICATED,
+                        )
+                    ),
+                )
+                for name, path in channels.items()
+            ],
+            output_data_config=tasks.OutputDataConfig(
+                s3_output_location=_S3Uri(artifacts.s3_url_for_object(JOBS_PREFIX))
+            ),
+            resource_config=tasks.ResourceConfig(
+                instance_count=1,
+                instance_type=ec2.InstanceType(config.training_instance_type.removeprefix("ml.")),
+                volume_size=Size.gibibytes(config.training_volume_gb),
+            ),
+            stopping_condition=tasks.StoppingCondition(
+                max_runtime=Duration.minutes(config.training_max_runtime_minutes)
+            ),
+            hyperparameters={
+                "sagemaker_program": program,
+                "sagemaker_submit_directory": submit_directory,
+                "sagemaker_region": Aws.REGION,
+                **hyperparameters,
+            },
+            result_selector=dict(result_selector),
+            result_path=result_path,
+        )
+        task.add_retry(
+            errors=SAGEMAKER_RETRY_ERRORS,
+            interval=Duration.seconds(30),
+            max_attempts=3,
+            backoff_rate=2,
+        )
+        return task
+
+    def _acknowledge_role_findings(self) -> None:
+        """The state machine role's wildcard findings, each with its reason."""
+        allow = WildcardAllowances(self.state_machine.role)
+        for function in self._functions.values():
+            allow.allow_resource(
+                f"{function.function_arn}:*",
+                "CDK's LambdaInvoke grant covers the function's versions and aliases too.",
+            )
+        allow.allow_resource(
+            Stack.of(self).format_arn(
+                service="sagemaker", resource="training-job", resource_name="*"
+            ),
+            "Training job names are '<execution name>-train/-eval', known only at run time.",
+        )
+        allow.allow_resource(
+            "*",
+            "X-Ray and CloudWatch Logs delivery (logs:CreateLogDelivery, ...) for the state "
+            "machine support no resource-level permissions.",
+        )

@@ -1,0 +1,88 @@
+"""Grants with their cdk-nag acknowledgments side by side.
+
+CDK's ``grant_*`` methods use wildcard action groups (``s3:GetObject*``,
+``kms:GenerateDataKey*``) and object wildcards (``<bucket>/prefix/*``). Each helper here
+grants, then accepts exactly the findings that grant causes, with the reason.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_s3 as s3
+
+from stacks.nag import WildcardAllowances
+
+KMS_ACTIONS = {
+    "kms:GenerateDataKey*": "CDK's grant for a KMS-encrypted bucket/table/topic: data-key "
+    "generation variants (GenerateDataKey, ...WithoutPlaintext) on that one key.",
+    "kms:ReEncrypt*": "CDK's grant for a KMS-encrypted bucket/table: ReEncryptFrom/To on "
+    "that one key.",
+}
+S3_READ_ACTIONS = {
+    "s3:GetObject*": "CDK's read grant: GetObject and its version/ACL/tagging variants, "
+    "limited to the granted prefix of one bucket.",
+    "s3:GetBucket*": "CDK's read grant: bucket metadata (location, versioning) of one bucket.",
+    "s3:List*": "CDK's read grant: listing the one bucket (prefix-scoped reads need it).",
+}
+S3_WRITE_ACTIONS = {
+    "s3:Abort*": "CDK's write grant: abort multipart uploads in the granted prefix.",
+    "s3:DeleteObject*": "CDK's write grant: replace/delete objects in the granted prefix "
+    "(the bucket is versioned, so earlier versions are kept).",
+}
+
+
+def grant_objects(
+    bucket: s3.IBucket,
+    grantee: iam.IGrantable,
+    allowances: WildcardAllowances,
+    *,
+    prefix: str,
+    access: Literal["read", "read_write", "put"],
+) -> None:
+    """Objects under ``prefix`` (e.g. ``"datasets/"``) of ``bucket``."""
+    pattern = f"{prefix}*"
+    actions: dict[str, str] = {}
+    if access == "read":
+        bucket.grant_read(grantee, pattern)
+        actions = S3_READ_ACTIONS
+    elif access == "read_write":
+        bucket.grant_read_write(grantee, pattern)
+        actions = {**S3_READ_ACTIONS, **S3_WRITE_ACTIONS}
+    else:
+        bucket.grant_put(grantee, pattern)
+        actions = {"s3:Abort*": S3_WRITE_ACTIONS["s3:Abort*"]}
+    if bucket.encryption_key is not None:
+        actions = {**actions, **KMS_ACTIONS}
+    for action, reason in actions.items():
+        allowances.allow_action(action, reason)
+    allowances.allow_resource(
+        bucket.arn_for_objects(pattern),
+        f"Objects under the contract's '{prefix}' prefix of this bucket; keys are generated "
+        "at run time.",
+    )
+
+
+def grant_table(
+    table: dynamodb.Table,
+    grantee: iam.IGrantable,
+    allowances: WildcardAllowances,
+    *,
+    write: bool,
+    indexed: bool = False,
+) -> None:
+    """Item access to ``table``; CDK also grants an ``indexed`` table's GSIs as
+    ``<table>/index/*``."""
+    if write:
+        table.grant_read_write_data(grantee)
+        for action, reason in KMS_ACTIONS.items():
+            allowances.allow_action(action, reason)
+    else:
+        table.grant_read_data(grantee)
+    if indexed:
+        allowances.allow_resource(
+            f"{table.table_arn}/index/*",
+            "Queries on the table's global secondary indexes (e.g. Records' by_dataset).",
+        )

@@ -1,0 +1,74 @@
+"""Ingestion: raw-bucket drop events → queue → Ingest Lambda; the scheduled RetrainTrigger."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import Duration, Stack
+from aws_cdk import aws_lambda_event_sources as event_sources
+from aws_cdk import aws_stepfunctions as sfn
+from constructs import Construct
+
+from stacks.config import StageConfig
+from stacks.constructs.data_lake import DataLake
+from stacks.constructs.ingest_queue import IngestQueue
+from stacks.constructs.notifications import Notifications
+from stacks.constructs.python_function import PythonFunction
+from stacks.constructs.retrain_schedule import RetrainSchedule
+from stacks.constructs.state_tables import StateTables
+from stacks.grants import grant_objects, grant_table
+
+INGEST_TIMEOUT = Duration.minutes(5)
+
+
+class IngestionStack(Stack):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: StageConfig,
+        lake: DataLake,
+        tables: StateTables,
+        notifications: Notifications,
+        state_machine: sfn.IStateMachine,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        trigger_env = {
+            "CONTROL_TABLE": tables.control.table_name,
+            "STATE_MACHINE_ARN": state_machine.state_machine_arn,
+            "RETRAIN_THRESHOLD": str(config.retrain_threshold),
+        }
+        self.ingest = PythonFunction(
+            self, "Ingest", name="ingest", config=config, timeout=INGEST_TIMEOUT,
+            memory_size=1024, description="Data drop → validated, deduplicated records",
+            environment={"RECORDS_TABLE": tables.records.table_name,
+                         "DROPS_TABLE": tables.drops.table_name, **trigger_env},
+        )
+        self.retrain_trigger = PythonFunction(
+            self, "RetrainTrigger", name="retrain_trigger", config=config,
+            description="Start a retrain run when enough new records and none running",
+            environment=trigger_env,
+        )
+        self.queue = IngestQueue(
+            self, "IngestQueue", raw_bucket=lake.raw, consumer_timeout=INGEST_TIMEOUT,
+            notify_topic=notifications.notify_topic, config=config,
+        )
+        RetrainSchedule(self, "RetrainSchedule", function=self.retrain_trigger.function,
+                        every=Duration.minutes(config.retrain_schedule_minutes))
+
+        ingest, trigger = self.ingest.function, self.retrain_trigger.function
+        ingest.add_event_source(event_sources.SqsEventSource(
+            self.queue.queue, batch_size=10, report_batch_item_failures=True,
+        ))
+        allow = self.ingest.allowances
+        grant_objects(lake.raw, ingest, allow, prefix="drops/", access="read")
+        grant_objects(lake.raw, ingest, allow, prefix="quarantine/", access="put")
+        grant_table(tables.records, ingest, allow, write=True, indexed=True)
+        grant_table(tables.drops, ingest, allow, write=True)
+        for function in (self.ingest, self.retrain_trigger):
+            grant_table(tables.control, function.function, function.allowances, write=True)
+            state_machine.grant_start_execution(function.function)
+            # "none running": ListExecutions(statusFilter=RUNNING) on the state machine.
+            state_machine.grant(function.function, "states:ListExecutions")

@@ -1,0 +1,140 @@
+"""Pipeline: the retrain state machine, its Lambdas, the SageMaker role, code and registry."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import Duration, Stack
+from aws_cdk import aws_iam as iam
+from constructs import Construct
+
+from stacks.config import StageConfig
+from stacks.constructs.data_lake import DataLake
+from stacks.constructs.dlc_image import DlcImageUri
+from stacks.constructs.endpoint_alarms import EndpointAlarms
+from stacks.constructs.model_registry import ModelRegistry
+from stacks.constructs.notifications import Notifications
+from stacks.constructs.python_function import PythonFunction
+from stacks.constructs.retrain_state_machine import RetrainStateMachine
+from stacks.constructs.sagemaker_execution_role import SageMakerExecutionRole
+from stacks.constructs.state_tables import StateTables
+from stacks.constructs.training_code import TrainingCode
+from stacks.grants import grant_objects, grant_table
+
+MODEL_PACKAGE_GROUP_LOGICAL_ID = "ModelPackageGroup"
+
+
+class PipelineStack(Stack):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: StageConfig,
+        lake: DataLake,
+        tables: StateTables,
+        notifications: Notifications,
+        endpoint_alarms: EndpointAlarms,
+        endpoint_name: str,
+        endpoint_arn: str,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        training_image = DlcImageUri(self, "TrainingImage", image=config.training_image)
+        serving_image = DlcImageUri(self, "ServingImage", image=config.serving_image)
+        code = TrainingCode(self, "TrainingCode")
+        self.sagemaker_role = SageMakerExecutionRole(
+            self, "SageMakerExecution", curated=lake.curated, artifacts=lake.artifacts,
+            training_code=code, images=[training_image, serving_image],
+        ).role
+        registry = ModelRegistry(
+            self, "ModelRegistry", description=f"TuneLoop {config.stage} fine-tuned models",
+            retain=config.retain_data,
+        )
+        t, b = tables, lake
+
+        def fn(construct_id: str, name: str, env: dict[str, str], **extra: Any) -> Any:
+            return PythonFunction(self, construct_id, name=name, environment=env, config=config,
+                                  description=f"TuneLoop retrain step {construct_id}", **extra)
+
+        self.functions = {
+            "PrepareDataset": fn("PrepareDataset", "prepare_dataset", {
+                "RECORDS_TABLE": t.records.table_name, "CONTROL_TABLE": t.control.table_name,
+                "CURATED_BUCKET": b.curated.bucket_name,
+                "ARTIFACTS_BUCKET": b.artifacts.bucket_name,
+            }, timeout=Duration.minutes(15), memory_size=2048),
+            "Gate": fn("Gate", "gate", {
+                "ARTIFACTS_BUCKET": b.artifacts.bucket_name,
+                "MODEL_VERSIONS_TABLE": t.model_versions.table_name,
+                "GATE_POLICY": config.gate_policy.to_json(),
+            }, timeout=Duration.minutes(5), memory_size=1024),
+            "Register": fn("Register", "register", {
+                "MODEL_VERSIONS_TABLE": t.model_versions.table_name,
+                "MODEL_PACKAGE_GROUP": registry.group_name,
+                "SERVING_IMAGE_URI": serving_image.uri,
+            }),
+            "Deploy": fn("Deploy", "deploy", {
+                "CONTROL_TABLE": t.control.table_name,
+                "MODEL_VERSIONS_TABLE": t.model_versions.table_name,
+                "ENDPOINT_NAME": endpoint_name, "SERVING_IMAGE_URI": serving_image.uri,
+                "SERVING_INSTANCE_TYPE": config.serving_instance_type,
+                "SAGEMAKER_ROLE_ARN": self.sagemaker_role.role_arn,
+                "ROLLBACK_ALARM_NAMES": endpoint_alarms.alarm_names,
+            }),
+            "ConfirmDeployment": fn("ConfirmDeployment", "confirm_deployment", {
+                "CONTROL_TABLE": t.control.table_name,
+                "MODEL_VERSIONS_TABLE": t.model_versions.table_name,
+                "ENDPOINT_NAME": endpoint_name,
+            }),
+            "RecordFailure": fn("RecordFailure", "record_failure", {
+                "MODEL_VERSIONS_TABLE": t.model_versions.table_name,
+            }),
+        }
+        f = {state: python_function.function for state, python_function in self.functions.items()}
+        a = {state: python_function.allowances for state, python_function in self.functions.items()}
+        grant_table(t.records, f["PrepareDataset"], a["PrepareDataset"], write=False, indexed=True)
+        grant_objects(b.curated, f["PrepareDataset"], a["PrepareDataset"], prefix="datasets/",
+                      access="read_write")
+        grant_objects(b.artifacts, f["PrepareDataset"], a["PrepareDataset"],
+                      prefix="benchmarks/", access="read")
+        grant_objects(b.artifacts, f["Gate"], a["Gate"], prefix="jobs/", access="read")
+        grant_objects(b.artifacts, f["Gate"], a["Gate"], prefix="gate/", access="read_write")
+        grant_objects(b.artifacts, f["Register"], a["Register"], prefix="jobs/", access="read")
+        registry.grant_register(f["Register"])
+        a["Register"].allow_resource(registry.packages_arn, "Versions of the one model package "
+                                     "group; SageMaker numbers them at run time.")
+        self.sagemaker_role.grant_pass_role(f["Deploy"])
+        run_time_names = [self.format_arn(service="sagemaker", resource=kind, resource_name="*")
+                          for kind in ("model", "endpoint-config")]
+        f["Deploy"].add_to_role_policy(iam.PolicyStatement(
+            actions=["sagemaker:CreateModel", "sagemaker:DescribeModel",
+                     "sagemaker:CreateEndpointConfig", "sagemaker:DescribeEndpointConfig",
+                     "sagemaker:AddTags"],
+            resources=run_time_names,
+        ))
+        for arn in run_time_names:
+            a["Deploy"].allow_resource(arn, "The Deploy Lambda creates one model and endpoint "
+                                       "config per model version, named at run time.")
+        f["Deploy"].add_to_role_policy(iam.PolicyStatement(
+            actions=["sagemaker:CreateEndpoint", "sagemaker:UpdateEndpoint",
+                     "sagemaker:DescribeEndpoint", "sagemaker:AddTags"],
+            resources=[endpoint_arn],
+        ))
+        f["ConfirmDeployment"].add_to_role_policy(iam.PolicyStatement(
+            actions=["sagemaker:DescribeEndpoint"], resources=[endpoint_arn],
+        ))
+        for state in ("Gate", "Register", "Deploy", "ConfirmDeployment", "RecordFailure"):
+            grant_table(t.model_versions, f[state], a[state], write=True)
+        for state in ("PrepareDataset", "Deploy", "ConfirmDeployment"):
+            grant_table(t.control, f[state], a[state], write=True)
+
+        self.retrain = RetrainStateMachine(
+            self, "Retrain", config=config, functions=f, sagemaker_role=self.sagemaker_role,
+            training_image_uri=training_image.uri, submit_directory=code.s3_url,
+            artifacts=lake.artifacts, notify_topic=notifications.notify_topic,
+            endpoint_arn=endpoint_arn,
+        )
+        self.state_machine = self.retrain.state_machine
+        self.model_package_group = registry.group
+        # Stateful (holds every registered version): pinned like Storage's resources.
+        registry.group.override_logical_id(MODEL_PACKAGE_GROUP_LOGICAL_ID)

@@ -1,0 +1,184 @@
+"""The whole loop on the local platform, with a tiny model built from a config.
+
+One platform is deployed for the module and the tests run in order, as a platform team
+would live through them: a first model is deployed, a second one replaces it, a fault
+rolls it back, a candidate the gate rejects changes nothing, a failing training job
+deploys nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+
+from tests.unit.tiny_models import make_tiny_causal_lm
+from tuneloop.local.platform import LocalPlatform, RunResult
+
+pytestmark = pytest.mark.e2e
+
+
+def _write_drop(path: Path, topic: str, count: int) -> Path:
+    with open(path, "w", encoding="utf-8") as out:
+        for i in range(count):
+            record = {
+                "messages": [
+                    {"role": "user", "content": f"What is {topic} number {i}?"},
+                    {"role": "assistant", "content": f"{topic} number {i} is documented."},
+                ]
+            }
+            out.write(json.dumps(record) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def base_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_causal_lm(tmp_path_factory.mktemp("base") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory, base_model: Path) -> Iterator[LocalPlatform]:
+    work = tmp_path_factory.mktemp("e2e")
+    context = {"stage": "local", "retrain_threshold": "5", "base_model": str(base_model)}
+    local = LocalPlatform(work, context=context, log=lambda _: None).start()
+    try:
+        local.deploy()
+        benchmark = work / "facts.jsonl"
+        benchmark.write_text(
+            json.dumps({"id": "q1", "prompt": "Is water wet?", "choices": [" yes", " no"], "answer": 0})
+            + "\n",
+            encoding="utf-8",
+        )
+        local.upload_benchmarks([benchmark])
+        yield local
+    finally:
+        local.stop()
+
+
+def _drop_and_follow(platform: LocalPlatform, files: list[Path]) -> RunResult:
+    known = {e["executionArn"] for e in platform.executions()}
+    platform.drop_files(files, dataset="e2e")
+    return platform.follow_run(platform.wait_for_new_run(known), timeout=600)
+
+
+def test_bad_input_is_quarantined_and_the_rest_is_stored(
+    platform: LocalPlatform, tmp_path: Path
+) -> None:
+    bad = tmp_path / "mixed.jsonl"
+    bad.write_text('{"text": "a good line of text"}\n{not json\n', encoding="utf-8")
+    unknown = tmp_path / "sheet.xlsx"
+    unknown.write_bytes(b"binary")
+    platform.drop_files([bad, unknown], dataset="bad")
+    drops = {d["key"].rsplit("/", 1)[-1]: d for d in platform.drops()}
+    mixed = drops["mixed.jsonl"]
+    assert (mixed["received"], mixed["stored"], mixed["quarantined"]) == (2, 1, 1)
+    assert drops["sheet.xlsx"]["quarantined"] >= 1 and drops["sheet.xlsx"]["stored"] == 0
+    s3 = boto3.client("s3")
+    keys = [
+        o["Key"]
+        for o in s3.list_objects_v2(Bucket=platform.resources.raw_bucket, Prefix="quarantine/")[
+            "Contents"
+        ]
+    ]
+    rejected = [
+        json.loads(line)
+        for key in keys
+        if key.endswith("mixed.jsonl.jsonl") or "mixed" in key
+        for line in s3.get_object(Bucket=platform.resources.raw_bucket, Key=key)["Body"]
+        .read()
+        .decode()
+        .splitlines()
+    ]
+    assert rejected and rejected[0]["line"] == 2 and "mixed.jsonl" in rejected[0]["file"]
+
+
+def test_first_run_deploys_and_the_endpoint_answers(
+    platform: LocalPlatform, tmp_path: Path
+) -> None:
+    run = _drop_and_follow(platform, [_write_drop(tmp_path / "first.jsonl", "gadget", 12)])
+    assert run.status == "SUCCEEDED", run.cause
+    assert run.output["gate"]["approved"] is True
+    production = platform.control_item("production")
+    assert production is not None and production["model_version"] == run.name
+    answer = platform.invoke("Hello", max_new_tokens=4)
+    assert answer["model_version"] == run.name
+    assert answer["completion_tokens"] >= 1
+
+
+def test_second_run_replaces_it_and_an_alarm_rolls_back(
+    platform: LocalPlatform, tmp_path: Path
+) -> None:
+    first = platform.control_item("production")
+    assert first is not None
+    run = _drop_and_follow(platform, [_write_drop(tmp_path / "second.jsonl", "widget", 8)])
+    assert run.status == "SUCCEEDED", run.cause
+    production = platform.control_item("production")
+    assert production is not None and production["model_version"] == run.name
+    assert production["last_known_good"]["model_version"] == first["model_version"]
+
+    platform.crash_endpoint()
+    for _ in range(3):
+        with pytest.raises(Exception, match="ModelError|error"):
+            platform.invoke("Hello", max_new_tokens=2)
+    fired = platform.emulator.alarms.evaluate_once()
+    assert fired, "the 5XX alarm fires"
+    restored = platform.control_item("production")
+    assert restored is not None and restored["model_version"] == first["model_version"]
+    platform.wait_for_endpoint(
+        lambda e: e["EndpointStatus"] == "InService"
+        and e["EndpointConfigName"] == first["endpoint_config_name"],
+        timeout=120,
+    )
+    assert platform.invoke("Hello", max_new_tokens=2)["model_version"] == first["model_version"]
+    rolled_back = platform.model_version(run.name)
+    assert rolled_back is not None and rolled_back["status"] == "rolled_back"
+
+
+def test_gate_rejection_leaves_production_untouched(
+    platform: LocalPlatform, tmp_path: Path
+) -> None:
+    before = platform.control_item("production")
+    lambdas = boto3.client("lambda")
+    gate = next(
+        f
+        for f in lambdas.list_functions()["Functions"]
+        if f["Handler"] == "lambdas.gate.handler.handler"
+    )
+    variables = dict(gate["Environment"]["Variables"])
+    # An operator raises the bar beyond reach: every benchmark must improve by 50 points.
+    policy = json.loads(variables["GATE_POLICY"])
+    for suite in policy["suites"].values():
+        suite.update({"role": "target", "min_gain": 0.5})
+    variables["GATE_POLICY"] = json.dumps(policy)
+    lambdas.update_function_configuration(
+        FunctionName=gate["FunctionName"], Environment={"Variables": variables}
+    )
+    run = _drop_and_follow(platform, [_write_drop(tmp_path / "third.jsonl", "sprocket", 6)])
+    assert run.status == "SUCCEEDED"
+    assert run.output["gate"]["approved"] is False
+    assert platform.control_item("production") == before
+    rejected = platform.model_version(run.name)
+    assert rejected is not None and rejected["status"] == "rejected"
+
+
+def test_failing_training_ends_in_the_failure_path_and_deploys_nothing(
+    platform: LocalPlatform, tmp_path: Path, base_model: Path
+) -> None:
+    before = platform.control_item("production")
+    configs_before = boto3.client("sagemaker").list_endpoint_configs()["EndpointConfigs"]
+    hidden = base_model.with_name("tiny-hidden")
+    shutil.move(base_model, hidden)  # the base model disappears: training must fail
+    try:
+        run = _drop_and_follow(platform, [_write_drop(tmp_path / "fourth.jsonl", "gizmo", 6)])
+    finally:
+        shutil.move(hidden, base_model)
+    assert run.status == "FAILED"
+    assert platform.control_item("production") == before
+    failed = platform.model_version(run.name)
+    assert failed is not None and failed["status"] == "failed" and failed.get("error")
+    configs_after = boto3.client("sagemaker").list_endpoint_configs()["EndpointConfigs"]
+    assert len(configs_after) == len(configs_before)

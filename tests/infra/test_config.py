@@ -1,0 +1,112 @@
+"""The stage config: validation names the field; a bad config fails synth."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from stacks.config import (
+    STAGES,
+    ConfigError,
+    StageConfig,
+    TrainingHyperparameters,
+    load_stage_config,
+)
+from tests.infra.conftest import PROJECT_ROOT
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_every_stage_loads(stage: str) -> None:
+    config = load_stage_config(stage, {})
+    assert config.stage == stage
+    policy = json.loads(config.gate_policy.to_json())
+    assert {"suites", "bootstrap_samples", "confidence", "seed"} == set(policy)
+    assert policy["suites"]["mmlu"] == {"role": "general", "metric": "acc", "delta": 0.05}
+
+
+def test_local_stage_is_tiny_and_disposable() -> None:
+    local = load_stage_config("local", {})
+    assert local.base_model == "smollm2-135m-instruct"
+    assert local.training.max_steps == 10
+    assert local.evaluation.mmlu_subset_size == 20
+    assert local.endpoint_poll_seconds == 2
+    assert not local.retain_data
+    assert load_stage_config("prod", {}).termination_protection
+
+
+def test_unknown_stage_lists_the_valid_ones() -> None:
+    with pytest.raises(ConfigError, match="unknown stage 'qa'; valid stages: dev, local, prod"):
+        load_stage_config("qa", {})
+
+
+def test_overrides_replace_base_model_and_threshold(tmp_path: object) -> None:
+    config = load_stage_config("local", {"base_model": str(tmp_path), "retrain_threshold": "3"})
+    assert (config.base_model, config.retrain_threshold) == (str(tmp_path), 3)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"retrain_threshold": "-1"}, "stage 'dev': retrain_threshold must be > 0, got -1"),
+        ({"retrain_threshold": "many"},
+         "stage 'dev': retrain_threshold must be an integer, got 'many'"),
+        ({"base_model": "/models/tiny"}, "stage 'dev': base_model must be"),
+        ({"training_instance_type": "x"}, "'training_instance_type' cannot be overridden"),
+    ],
+)
+def test_bad_override_names_the_field(overrides: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        load_stage_config("dev", overrides)
+
+
+def test_nested_fields_are_named_with_their_path() -> None:
+    dev = load_stage_config("dev", {})
+    with pytest.raises(ConfigError) as raised:
+        dataclasses.replace(
+            dev,
+            training=dataclasses.replace(dev.training, lora_dropout=1.5),
+            log_retention_days=10,
+        )
+    text = str(raised.value)
+    assert text.startswith("stage 'dev': ")
+    assert "training.lora_dropout must be in [0, 1), got 1.5" in text
+    assert "log_retention_days must be one of CloudWatch Logs' retention periods" in text
+
+
+def test_config_is_frozen_and_keyword_only() -> None:
+    config = load_stage_config("dev", {})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.retrain_threshold = 1  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        TrainingHyperparameters(10, 0.1, 8, 16, 0.0, 128, 2)  # type: ignore[misc]
+    assert isinstance(config, StageConfig)
+
+
+def _run_app(context: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CDK_CONTEXT_JSON": json.dumps(context),
+           "JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION": "1"}
+    env.pop("CDK_OUTDIR", None)
+    return subprocess.run(
+        [sys.executable, "app.py"], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True,
+        timeout=120, check=False,
+    )
+
+
+def test_bad_context_fails_synth_naming_the_field() -> None:
+    # When app.py runs with an invalid override
+    result = _run_app({"stage": "dev", "retrain_threshold": "-1"})
+    # Then it exits non-zero with the field in the message, not a stack trace
+    assert result.returncode == 1
+    assert "error: stage 'dev': retrain_threshold must be > 0, got -1" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unknown_stage_fails_synth() -> None:
+    result = _run_app({"stage": "staging"})
+    assert result.returncode == 1
+    assert "unknown stage 'staging'; valid stages: dev, local, prod" in result.stderr

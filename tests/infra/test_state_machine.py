@@ -1,0 +1,144 @@
+"""The retrain state machine matches the contract's table."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from tests.infra.conftest import Assembly
+
+CONTRACT_STATES = {
+    "PrepareDataset", "Train", "Evaluate", "Gate", "GateDecision", "Register", "Deploy",
+    "WaitForEndpoint", "CheckEndpoint", "EndpointReady", "ConfirmDeployment", "Notify",
+    "NotifyRejected", "Rejected", "RecordFailure", "NotifyFailure", "Failed",
+}
+RESULT_PATHS = {
+    "PrepareDataset": "$.dataset", "Train": "$.train", "Evaluate": "$.evaluation",
+    "Gate": "$.gate", "Register": "$.registration", "Deploy": "$.deployment",
+    "CheckEndpoint": "$.endpoint", "ConfirmDeployment": "$.confirmation",
+}
+
+
+def _definition(assembly: Assembly) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(definition with CloudFormation expressions as ``"<cfn>"`` strings, state machine
+    properties)."""
+    (machine,) = assembly.resources("AWS::StepFunctions::StateMachine").values()
+    parts = machine["Properties"]["DefinitionString"]["Fn::Join"][1]
+    text = "".join(part if isinstance(part, str) else "<cfn>" for part in parts)
+    return json.loads(text), machine["Properties"]
+
+
+@pytest.fixture(scope="module")
+def states(dev: Assembly) -> dict[str, Any]:
+    return dict(_definition(dev)[0]["States"])
+
+
+def test_every_contract_state_exists(dev: Assembly, states: dict[str, Any]) -> None:
+    assert _definition(dev)[0]["StartAt"] == "PrepareDataset"
+    assert CONTRACT_STATES <= set(states)
+    # The one addition: shapes $.error for an endpoint that ended Failed/OutOfService.
+    assert set(states) - CONTRACT_STATES == {"EndpointFailed"}
+
+
+def test_every_task_catches_everything_into_the_failure_path(states: dict[str, Any]) -> None:
+    tasks = {name: state for name, state in states.items() if state["Type"] == "Task"}
+    assert len(tasks) == 12
+    for name, state in tasks.items():
+        (catch,) = state["Catch"]
+        assert catch["ErrorEquals"] == ["States.ALL"], name
+        assert catch["ResultPath"] == "$.error", name
+        expected = {"RecordFailure": "NotifyFailure", "NotifyFailure": "Failed"}.get(
+            name, "RecordFailure")
+        assert catch["Next"] == expected, name
+        assert state.get("Retry"), name
+    assert states["RecordFailure"]["Next"] == "NotifyFailure"
+    assert states["NotifyFailure"]["Next"] == "Failed"
+    assert states["Failed"]["Type"] == "Fail"
+
+
+def test_steps_write_results_under_their_own_keys(states: dict[str, Any]) -> None:
+    for name, path in RESULT_PATHS.items():
+        assert states[name]["ResultPath"] == path, name
+
+
+def test_happy_rejected_and_polling_paths(states: dict[str, Any]) -> None:
+    chain = ["PrepareDataset", "Train", "Evaluate", "Gate", "GateDecision"]
+    for current, following in zip(chain, chain[1:], strict=False):
+        assert states[current]["Next"] == following
+    (approved,) = states["GateDecision"]["Choices"]
+    assert approved == {"Variable": "$.gate.approved", "BooleanEquals": True, "Next": "Register"}
+    assert states["GateDecision"]["Default"] == "NotifyRejected"
+    assert states["NotifyRejected"]["Next"] == "Rejected"
+    assert states["Rejected"]["Type"] == "Succeed"
+    assert states["Register"]["Next"] == "Deploy"
+    assert states["Deploy"]["Next"] == "WaitForEndpoint"
+    assert states["WaitForEndpoint"]["Next"] == "CheckEndpoint"
+    assert states["CheckEndpoint"]["Next"] == "EndpointReady"
+    ready = states["EndpointReady"]
+    assert ready["Choices"][0] == {"Variable": "$.endpoint.status", "StringEquals": "InService",
+                                   "Next": "ConfirmDeployment"}
+    assert ready["Choices"][1]["Next"] == "EndpointFailed"
+    assert ready["Default"] == "WaitForEndpoint"
+    assert states["EndpointFailed"]["Next"] == "RecordFailure"
+    assert states["ConfirmDeployment"]["Next"] == "Notify"
+    assert states["Notify"]["End"] is True
+
+
+def test_check_endpoint_is_an_sdk_call(states: dict[str, Any]) -> None:
+    check = states["CheckEndpoint"]
+    assert check["Resource"] == "arn:<cfn>:states:::aws-sdk:sagemaker:describeEndpoint"
+    assert check["Parameters"] == {"EndpointName.$": "$.deployment.endpoint_name"}
+    assert check["ResultSelector"] == {"status.$": "$.EndpointStatus",
+                                       "endpoint_config_name.$": "$.EndpointConfigName"}
+
+
+def test_train_and_evaluate_are_script_mode_training_jobs(states: dict[str, Any]) -> None:
+    for name, suffix, program in (("Train", "train", "train.py"),
+                                  ("Evaluate", "eval", "evaluate.py")):
+        state = states[name]
+        assert state["Resource"] == "arn:<cfn>:states:::sagemaker:createTrainingJob.sync"
+        params = state["Parameters"]
+        assert params["TrainingJobName.$"] == f"States.Format('{{}}-{suffix}', $$.Execution.Name)"
+        hyper = params["HyperParameters"]
+        assert hyper["sagemaker_program"] == program
+        assert hyper["sagemaker_submit_directory"] == "<cfn>"
+        assert all(isinstance(v, str) for v in hyper.values())
+        assert params["OutputDataConfig"]["S3OutputPath"] == "s3://<cfn>/jobs/"
+        assert "huggingface-pytorch-training" in params["AlgorithmSpecification"]["TrainingImage"]
+    train = states["Train"]
+    assert train["ResultSelector"] == {"job_name.$": "$.TrainingJobName",
+                                       "model_data.$": "$.ModelArtifacts.S3ModelArtifacts"}
+    (channel,) = train["Parameters"]["InputDataConfig"]
+    assert channel["ChannelName"] == "train"
+    assert channel["DataSource"]["S3DataSource"]["S3Uri.$"] == "$.dataset.train_s3_uri"
+    assert set(train["Parameters"]["HyperParameters"]) >= {
+        "base_model", "max_steps", "learning_rate", "lora_r", "lora_alpha", "lora_dropout",
+        "max_seq_length", "per_device_batch_size", "seed"}
+    evaluate = states["Evaluate"]
+    assert evaluate["ResultSelector"] == {"job_name.$": "$.TrainingJobName",
+                                          "output_path.$": "$.OutputDataConfig.S3OutputPath"}
+    channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri.$"]
+                for c in evaluate["Parameters"]["InputDataConfig"]}
+    assert channels == {"candidate": "$.train.model_data",
+                        "benchmarks": "$.dataset.benchmarks_s3_uri"}
+    hyper = evaluate["Parameters"]["HyperParameters"]
+    assert hyper["champion_model_data.$"] == "$.dataset.champion_model_data"
+    assert {"mmlu_subset_size", "seed"} <= set(hyper)
+
+
+def test_local_stage_uses_tiny_numbers(local: Assembly) -> None:
+    states = _definition(local)[0]["States"]
+    assert states["WaitForEndpoint"]["Seconds"] == 2
+    train = states["Train"]["Parameters"]["HyperParameters"]
+    assert train["max_steps"] == "10"
+    assert train["base_model"] == "smollm2-135m-instruct"
+    assert states["Evaluate"]["Parameters"]["HyperParameters"]["mmlu_subset_size"] == "20"
+
+
+def test_logging_and_tracing(dev: Assembly) -> None:
+    props = _definition(dev)[1]
+    assert props["TracingConfiguration"] == {"Enabled": True}
+    assert props["LoggingConfiguration"]["Level"] == "ALL"
+    assert props["LoggingConfiguration"]["IncludeExecutionData"] is True

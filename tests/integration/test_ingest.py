@@ -1,0 +1,231 @@
+"""Ingest handler against moto: store, dedup, quarantine, manifest, idempotency, batches."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import pytest
+
+from lambdas.ingest.handler import handler
+from tests.integration.aws_fixtures import (
+    Platform,
+    aws_credentials,
+    lambda_context,
+    platform,
+    use_handler_env,
+)
+from tests.integration.ingest_events import object_created, put_drop, sqs_batch
+from tuneloop import aws
+from tuneloop.ingest.events import DropObject
+
+__all__ = ["aws_credentials", "platform"]  # fixtures used by name
+
+GOOD_AND_BAD = (
+    b'{"text": "How do I reset my password?"}\n'
+    b'{"messages": [{"role": "user", "content": "Hi"}, '
+    b'{"role": "assistant", "content": "Hello"}]}\n'
+    b'{"text": "How  do I reset my password? "}\n'
+    b'{"text": 5}\n'
+    b"{oops\n"
+)
+
+
+@pytest.fixture
+def env(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> Platform:
+    use_handler_env(monkeypatch, platform, "ingest")
+    monkeypatch.setenv("RETRAIN_THRESHOLD", "100")
+    return platform
+
+
+def drop(platform: Platform, key: str, body: bytes) -> str:
+    return object_created(platform.raw_bucket, put_drop(platform.raw_bucket, key, body))
+
+
+def invoke(*bodies: str) -> dict[str, Any]:
+    return handler(sqs_batch(*bodies), lambda_context())
+
+
+def table_items(name: str) -> list[dict[str, Any]]:
+    return aws.table(name).scan()["Items"]
+
+
+def drop_item(platform: Platform, key: str, event_body: str) -> dict[str, Any]:
+    etag = json.loads(event_body)["detail"]["object"]["etag"]
+    drop_id = DropObject(platform.raw_bucket, key, etag, 0).drop_id
+    table = aws.table(platform.drops_table)
+    return table.get_item(Key={"drop_id": drop_id})["Item"]
+
+
+def pending_records(platform: Platform) -> int:
+    table = aws.table(platform.control_table)
+    item: dict[str, Any] = table.get_item(Key={"key": "retrain"}).get("Item") or {}
+    return int(item.get("pending_records", 0))
+
+
+def test_a_drop_is_stored_deduplicated_quarantined_and_reconciled(env: Platform) -> None:
+    # Given a JSONL drop with 2 new records, 1 duplicate and 2 bad lines
+    key = "drops/support/tickets.jsonl"
+    body = drop(env, key, GOOD_AND_BAD)
+
+    # When the ingest Lambda receives its event
+    response = invoke(body)
+
+    # Then nothing failed, the records are stored with their lineage ...
+    assert response == {"batchItemFailures": []}
+    records = table_items(env.records_table)
+    assert sorted(int(r["line"]) for r in records) == [1, 2]
+    text = next(r for r in records if "text" in r)
+    assert text["text"] == "How do I reset my password?"
+    assert (text["dataset"], text["source_key"]) == ("support", key)
+    chat = next(r for r in records if "messages" in r)
+    assert json.loads(chat["messages"])[1] == {"role": "assistant", "content": "Hello"}
+
+    # ... the manifest reconciles ...
+    manifest = drop_item(env, key, body)
+    assert manifest["status"] == "complete"
+    assert (manifest["received"], manifest["stored"]) == (5, 2)
+    assert (manifest["duplicate"], manifest["quarantined"]) == (1, 2)
+    assert manifest["reasons"] == {"invalid_field": 1, "invalid_json": 1}
+
+    # ... the bad lines are quarantined with file, line, reason, field and raw text ...
+    s3 = aws.client("s3")
+    quarantine_key = f"quarantine/{manifest['drop_id']}/tickets.jsonl.jsonl"
+    assert manifest["quarantine_uri"] == f"s3://{env.raw_bucket}/{quarantine_key}"
+    lines = s3.get_object(Bucket=env.raw_bucket, Key=quarantine_key)["Body"].read().splitlines()
+    rejected = [json.loads(line) for line in lines]
+    assert [(r["file"], r["line"], r["reason"], r["field"]) for r in rejected] == [
+        (key, 4, "invalid_field", "text"),
+        (key, 5, "invalid_json", None),
+    ]
+    assert rejected[1]["raw"] == "{oops"
+    assert rejected[0]["message"].startswith(f"{key}, line 4, field 'text'")
+
+    # ... and the retrain counter grew by the stored count
+    assert pending_records(env) == 2
+
+
+def test_a_redelivered_event_changes_nothing(env: Platform) -> None:
+    body = drop(env, "drops/default/a.jsonl", GOOD_AND_BAD)
+    invoke(body)
+    first = drop_item(env, "drops/default/a.jsonl", body)
+
+    # The same event twice in one batch, and again in a later batch
+    assert invoke(body, body) == {"batchItemFailures": []}
+
+    again = drop_item(env, "drops/default/a.jsonl", body)
+    assert {k: again[k] for k in ("received", "stored", "duplicate", "quarantined")} == {
+        k: first[k] for k in ("received", "stored", "duplicate", "quarantined")
+    }
+    assert again["completed_at"] == first["completed_at"]
+    assert len(table_items(env.records_table)) == 2
+    assert pending_records(env) == 2
+
+
+def test_a_drop_interrupted_midway_is_resumed_without_double_counting(env: Platform) -> None:
+    # Given a first delivery that stored line 1 and crashed before completing the drop
+    key = "drops/default/resume.jsonl"
+    body = drop(env, key, b'{"text": "one"}\n{"text": "two"}\n')
+    etag = json.loads(body)["detail"]["object"]["etag"]
+    obj = DropObject(env.raw_bucket, key, etag, 0)
+    aws.table(env.drops_table).put_item(
+        Item={"drop_id": obj.drop_id, "key": key, "status": "processing"}
+    )
+    aws.table(env.records_table).put_item(
+        Item={
+            "record_id": hashlib.sha256(b"one").hexdigest(),
+            "drop_id": obj.drop_id,
+            "line": 1,
+            "text": "one",
+            "dataset": "default",
+            "source_key": key,
+            "ingested_at": "2026-01-01T00:00:00+00:00",
+        }
+    )
+
+    # When the event is delivered again
+    invoke(body)
+
+    # Then line 1 counts as stored (not as a duplicate of itself) and is added once
+    assert len(table_items(env.records_table)) == 2
+    manifest = drop_item(env, key, body)
+    assert (manifest["received"], manifest["stored"], manifest["duplicate"]) == (2, 2, 0)
+    assert pending_records(env) == 2
+
+
+def test_records_seen_in_an_earlier_drop_are_duplicates(env: Platform) -> None:
+    invoke(drop(env, "drops/default/first.txt", b"alpha\n\nbeta\n"))
+    body = drop(env, "drops/default/second.csv", b"text\nbeta\ngamma\n")
+
+    invoke(body)
+
+    manifest = drop_item(env, "drops/default/second.csv", body)
+    assert (manifest["received"], manifest["stored"], manifest["duplicate"]) == (2, 1, 1)
+    assert len(table_items(env.records_table)) == 3
+    assert pending_records(env) == 3
+
+
+def test_large_drops_are_written_in_several_transactions(env: Platform) -> None:
+    # 250 records (3 transactions), 40 of them already stored by an earlier drop
+    invoke(
+        drop(
+            env,
+            "drops/default/old.jsonl",
+            b"".join(json.dumps({"text": f"record {i}"}).encode() + b"\n" for i in range(40)),
+        )
+    )
+    lines = [json.dumps({"text": f"record {i}"}) for i in range(250)]
+    body = drop(env, "drops/default/big.jsonl", "\n".join(lines).encode())
+
+    invoke(body)
+
+    manifest = drop_item(env, "drops/default/big.jsonl", body)
+    assert (manifest["received"], manifest["stored"], manifest["duplicate"]) == (250, 210, 40)
+    assert len(table_items(env.records_table)) == 250
+
+
+def test_an_unsupported_file_is_quarantined_whole(env: Platform) -> None:
+    key = "drops/default/export.parquet"
+    body = drop(env, key, b"PAR1\x00\x01")
+
+    invoke(body)
+
+    manifest = drop_item(env, key, body)
+    assert (manifest["received"], manifest["quarantined"]) == (1, 1)
+    assert manifest["reasons"] == {"unsupported_format": 1}
+    s3 = aws.client("s3")
+    quarantined = s3.get_object(
+        Bucket=env.raw_bucket, Key=f"quarantine/{manifest['drop_id']}/export.parquet.jsonl"
+    )["Body"].read()
+    entry = json.loads(quarantined)
+    assert (entry["file"], entry["reason"]) == (key, "unsupported_format")
+
+
+def test_objects_outside_drops_are_not_ingested(env: Platform) -> None:
+    # The quarantine files land in the raw bucket too: they must not loop back in.
+    body = drop(env, "quarantine/abc/x.jsonl.jsonl", b'{"text": "x"}\n')
+    assert invoke(body) == {"batchItemFailures": []}
+    assert table_items(env.drops_table) == []
+    assert table_items(env.records_table) == []
+
+
+def test_only_the_failed_message_is_reported_for_retry(env: Platform) -> None:
+    good = drop(env, "drops/default/ok.jsonl", b'{"text": "fine"}\n')
+    response = invoke(good, '{"not": "an S3 event"}')
+    assert response == {"batchItemFailures": [{"itemIdentifier": "msg-2"}]}
+    assert len(table_items(env.records_table)) == 1
+
+
+def test_reaching_the_threshold_starts_a_retrain_run(
+    env: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RETRAIN_THRESHOLD", "2")
+
+    invoke(drop(env, "drops/default/t.jsonl", b'{"text": "x"}\n{"text": "y"}\n'))
+
+    sfn = aws.client("stepfunctions")
+    (execution,) = sfn.list_executions(stateMachineArn=env.state_machine_arn)["executions"]
+    started = sfn.describe_execution(executionArn=execution["executionArn"])
+    assert json.loads(started["input"]) == {"trigger": "threshold"}
+    assert pending_records(env) == 0

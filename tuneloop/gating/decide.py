@@ -1,0 +1,255 @@
+"""``decide``: the gate's rule set over an ``evaluation.json`` report.
+
+Candidate and champion are compared item by item on the same benchmark items (one report,
+one set of benchmark versions):
+
+- ``must_pass``: the candidate's metric >= ``floor`` (with or without a champion).
+- ``general`` (non-inferiority): lower bound of the paired-bootstrap CI of
+  candidate - champion > -``delta``; McNemar's exact p-value is reported for 0/1 scores.
+- ``target``: mean gain >= ``min_gain`` and lower CI bound > 0.
+- No champion: only floors apply; general and target suites are reported "no champion".
+
+Anything the policy needs but the report lacks rejects, with the reason; a report that is
+not an evaluation report at all raises ``ReportError``.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from tuneloop.gating.policy import GatePolicy, SuitePolicy
+from tuneloop.gating.stats import mcnemar_exact_p, paired_bootstrap_ci
+
+# The per-item value that averages to each suite metric in evaluation.json.
+ITEM_FIELDS = {"acc": "score", "acc_norm": "score_norm"}
+
+
+class ReportError(ValueError):
+    """The evaluation report is not in the shape of docs/contracts.md."""
+
+
+@dataclass
+class Comparison:
+    suite: str
+    role: str
+    metric: str
+    candidate: float | None = None
+    champion: float | None = None
+    diff: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    threshold: float | None = None
+    passed: bool = False
+    reason: str = ""
+    mcnemar_p: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {
+            "suite": self.suite,
+            "role": self.role,
+            "metric": self.metric,
+            "candidate": self.candidate,
+            "champion": self.champion,
+            "diff": self.diff,
+            "ci_low": self.ci_low,
+            "ci_high": self.ci_high,
+            "threshold": self.threshold,
+            "passed": self.passed,
+            "reason": self.reason,
+        }
+        if self.mcnemar_p is not None:
+            out["mcnemar_p"] = self.mcnemar_p
+        return out
+
+
+@dataclass
+class GateDecision:
+    approved: bool
+    reasons: list[str]
+    comparisons: list[Comparison] = field(default_factory=list)
+
+    @property
+    def summary(self) -> str:
+        failed = [c.reason for c in self.comparisons if not c.passed]
+        if self.approved:
+            return f"approved: {len(self.comparisons)} checks passed"
+        problems = failed or self.reasons
+        return "rejected: " + "; ".join(problems)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "approved": self.approved,
+            "reasons": list(self.reasons),
+            "comparisons": [c.to_dict() for c in self.comparisons],
+        }
+
+
+def decide(
+    report: Mapping[str, Any], policy: GatePolicy, *, expect_champion: bool = False
+) -> GateDecision:
+    """Approve or reject the candidate in ``report`` under ``policy``.
+
+    ``expect_champion``: the run has a champion, so a report without champion results is a
+    broken evaluation, not a first model — reject rather than skip the comparisons.
+    """
+    candidate, champion = _results(report)
+    reasons: list[str] = []
+    blocked = False
+    if champion is None and expect_champion:
+        blocked = True
+        reasons.append(
+            "a champion exists but the evaluation report has no champion results, "
+            "so the candidate cannot be compared with it"
+        )
+    comparisons = [
+        _compare(suite, candidate, None if blocked else champion, policy) for suite in policy.suites
+    ]
+    if blocked:
+        for comparison in comparisons:
+            if comparison.role != "must_pass":
+                comparison.passed = False
+                comparison.reason = f"{comparison.suite}: not compared (champion results missing)"
+    reasons.extend(c.reason for c in comparisons)
+    policed = {suite.name for suite in policy.suites}
+    for suite in sorted(set(candidate) - policed):
+        reasons.append(f"{suite}: evaluated but not in the gate policy (not gated)")
+    approved = not blocked and all(c.passed for c in comparisons)
+    return GateDecision(approved=approved, reasons=reasons, comparisons=comparisons)
+
+
+def _results(report: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    results = report.get("results") if isinstance(report, Mapping) else None
+    if not isinstance(results, Mapping):
+        raise ReportError("evaluation report: 'results' missing or not an object")
+    candidate = results.get("candidate")
+    if not isinstance(candidate, Mapping):
+        raise ReportError("evaluation report: 'results.candidate' missing or not an object")
+    champion = results.get("champion")
+    if champion is not None and not isinstance(champion, Mapping):
+        raise ReportError("evaluation report: 'results.champion' is not an object")
+    return dict(candidate), (dict(champion) if champion is not None else None)
+
+
+def _compare(
+    suite: SuitePolicy,
+    candidate: dict[str, Any],
+    champion: dict[str, Any] | None,
+    policy: GatePolicy,
+) -> Comparison:
+    out = Comparison(suite=suite.name, role=suite.role, metric=suite.metric)
+    name, metric = suite.name, suite.metric
+    cand = candidate.get(name)
+    if not isinstance(cand, Mapping):
+        out.reason = f"{name}: missing from the evaluation report"
+        return out
+    out.candidate = _metric(cand, metric)
+    if out.candidate is None:
+        out.reason = f"{name}: the report has no {metric} for the candidate"
+        return out
+    champ = champion.get(name) if champion is not None else None
+    if isinstance(champ, Mapping):
+        out.champion = _metric(champ, metric)
+        if out.champion is not None:
+            out.diff = out.candidate - out.champion
+
+    if suite.role == "must_pass":
+        assert suite.floor is not None
+        out.threshold = suite.floor
+        out.passed = out.candidate >= suite.floor
+        verdict = "meets" if out.passed else "is below"
+        out.reason = f"{name}: {metric} {out.candidate:.3f} {verdict} the floor {suite.floor:.3f}"
+        return out
+
+    if champion is None:
+        out.passed = True
+        out.reason = f"{name}: no champion, not compared ({metric} {out.candidate:.3f})"
+        return out
+    if not isinstance(champ, Mapping):
+        out.reason = f"{name}: the champion has no results for this suite"
+        return out
+    pairs = _paired_values(cand, champ, metric)
+    if isinstance(pairs, str):
+        out.reason = f"{name}: {pairs}"
+        return out
+    cand_values, champ_values = pairs
+    n = len(cand_values)
+    diffs = [c - h for c, h in zip(cand_values, champ_values, strict=True)]
+    out.candidate = math.fsum(cand_values) / n
+    out.champion = math.fsum(champ_values) / n
+    out.diff = math.fsum(diffs) / n
+    # Seeded per suite: adding a suite to the policy does not change another's interval.
+    rng = random.Random(f"{policy.seed}:{name}")
+    out.ci_low, out.ci_high = paired_bootstrap_ci(
+        diffs, policy.bootstrap_samples, policy.confidence, rng
+    )
+    if all(v in (0.0, 1.0) for v in cand_values + champ_values):
+        better = sum(1 for c, h in zip(cand_values, champ_values, strict=True) if c > h)
+        worse = sum(1 for c, h in zip(cand_values, champ_values, strict=True) if c < h)
+        out.mcnemar_p = mcnemar_exact_p(better, worse)
+    level = f"{policy.confidence:.0%} CI [{out.ci_low:+.3f}, {out.ci_high:+.3f}]"
+    summary = (
+        f"{metric} {out.candidate:.3f} vs champion {out.champion:.3f} "
+        f"(diff {out.diff:+.3f}, {level}, n={n})"
+    )
+    if suite.role == "general":
+        assert suite.delta is not None
+        out.threshold = -suite.delta
+        out.passed = out.ci_low > -suite.delta
+        verdict = (
+            f"not worse than the champion beyond the tolerated {suite.delta:.3f}"
+            if out.passed
+            else f"may be worse than the champion by more than {suite.delta:.3f}"
+            f" (CI lower bound {out.ci_low:+.3f} <= {-suite.delta:+.3f})"
+        )
+    else:
+        assert suite.min_gain is not None
+        out.threshold = suite.min_gain
+        out.passed = out.diff >= suite.min_gain and out.ci_low > 0
+        verdict = (
+            f"improves on the champion by at least {suite.min_gain:.3f}"
+            if out.passed
+            else f"does not show the required gain of {suite.min_gain:.3f}"
+            " with a CI lower bound above 0"
+        )
+    out.reason = f"{name}: {verdict}; {summary}"
+    return out
+
+
+def _metric(result: Mapping[str, Any], metric: str) -> float | None:
+    value = result.get(metric)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def _paired_values(
+    cand: Mapping[str, Any], champ: Mapping[str, Any], metric: str
+) -> tuple[list[float], list[float]] | str:
+    """Per-item values in candidate order, or a reason why items cannot be paired."""
+    field_name = ITEM_FIELDS[metric]
+    by_role: list[dict[str, float]] = []
+    for role, result in (("candidate", cand), ("champion", champ)):
+        items = result.get("items")
+        if not isinstance(items, list) or not items:
+            return f"the {role} has no per-item results"
+        values: dict[str, float] = {}
+        for item in items:
+            value = item.get(field_name) if isinstance(item, Mapping) else None
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                return f"the {role}'s items lack {field_name!r} (needed for {metric})"
+            values[str(item.get("id"))] = float(value)
+        if len(values) != len(items):
+            return f"the {role}'s items have duplicate ids"
+        by_role.append(values)
+    cand_values, champ_values = by_role
+    if set(cand_values) != set(champ_values):
+        return (
+            "candidate and champion were scored on different items "
+            f"({len(cand_values)} vs {len(champ_values)}); cannot compare item by item"
+        )
+    ids = list(cand_values)
+    return [cand_values[i] for i in ids], [champ_values[i] for i in ids]

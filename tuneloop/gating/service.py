@@ -1,0 +1,168 @@
+"""The Gate step's I/O: read the Evaluate job's report, store the decision, mark the model.
+
+Clients are passed in (the handler creates them per call), so this module imports no boto3.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from tuneloop.gating.decide import GateDecision, ReportError, decide
+from tuneloop.gating.policy import GatePolicy
+
+REPORT_FILE = "evaluation.json"
+
+
+class GateEventError(ValueError):
+    """The Gate state's input is malformed; the message names the field."""
+
+
+class GateError(RuntimeError):
+    """The gate cannot complete (report or model version not found)."""
+
+
+@dataclass(frozen=True)
+class GateEvent:
+    model_version: str
+    job_name: str
+    output_path: str
+    champion_version: str = ""
+
+    @classmethod
+    def parse(cls, event: Any) -> GateEvent:
+        if not isinstance(event, Mapping):
+            raise GateEventError("Gate input: must be an object")
+        evaluation = event.get("evaluation")
+        if not isinstance(evaluation, Mapping):
+            raise GateEventError("Gate input: evaluation: required, {job_name, output_path}")
+        fields = {
+            "model_version": event.get("model_version"),
+            "evaluation.job_name": evaluation.get("job_name"),
+            "evaluation.output_path": evaluation.get("output_path"),
+        }
+        for name, value in fields.items():
+            if not isinstance(value, str) or not value.strip():
+                raise GateEventError(f"Gate input: {name}: required, a non-empty string")
+        output_path = str(fields["evaluation.output_path"])
+        if not output_path.startswith("s3://"):
+            raise GateEventError("Gate input: evaluation.output_path: must be an s3:// URI")
+        champion = event.get("champion_version") or ""
+        if not isinstance(champion, str):
+            raise GateEventError("Gate input: champion_version: a string (empty if none)")
+        return cls(
+            model_version=str(fields["model_version"]),
+            job_name=str(fields["evaluation.job_name"]),
+            output_path=output_path,
+            champion_version=champion,
+        )
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    bucket, _, key = uri[len("s3://") :].partition("/")
+    return bucket, key
+
+
+def report_location(output_path: str, job_name: str) -> tuple[str, str]:
+    """``<output_path>/<job_name>/output/output.tar.gz`` as (bucket, key)."""
+    bucket, prefix = split_s3_uri(output_path)
+    parts = (prefix.strip("/"), job_name, "output", "output.tar.gz")
+    return bucket, "/".join(part for part in parts if part)
+
+
+def read_report(s3: Any, output_path: str, job_name: str) -> dict[str, Any]:
+    """``evaluation.json`` from the job's ``output.tar.gz``."""
+    bucket, key = report_location(output_path, job_name)
+    try:
+        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    except s3.exceptions.NoSuchKey as exc:
+        raise GateError(f"evaluation output s3://{bucket}/{key} not found") from exc
+    try:
+        with tarfile.open(fileobj=io.BytesIO(body), mode="r:*") as tar:
+            member = next(
+                (m for m in tar.getmembers() if m.isfile() and m.name.lstrip("./") == REPORT_FILE),
+                None,
+            )
+            if member is None:
+                raise ReportError(f"s3://{bucket}/{key} holds no {REPORT_FILE}")
+            handle = tar.extractfile(member)
+            assert handle is not None  # a regular file always has content
+            report = json.loads(handle.read().decode("utf-8"))
+    except (tarfile.TarError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ReportError(f"s3://{bucket}/{key}: unreadable {REPORT_FILE} ({exc})") from exc
+    if not isinstance(report, dict):
+        raise ReportError(f"s3://{bucket}/{key}: {REPORT_FILE} is not a JSON object")
+    return report
+
+
+def run_gate(
+    event: GateEvent,
+    policy: GatePolicy,
+    *,
+    artifacts_bucket: str,
+    model_versions_table: str,
+    s3: Any,
+    dynamodb: Any,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """Decide, store the decision, update the ModelVersions item; the Gate state's result."""
+    report = read_report(s3, event.output_path, event.job_name)
+    decision = decide(report, policy, expect_champion=bool(event.champion_version))
+    timestamp = (now or datetime.now(UTC)).isoformat()
+    key = f"gate/{event.model_version}/decision.json"
+    document = {
+        **decision.to_dict(),
+        "summary": decision.summary,
+        "model_version": event.model_version,
+        "champion_version": event.champion_version,
+        "evaluation_job": event.job_name,
+        "benchmarks": report.get("benchmarks", {}),
+        "policy": policy.to_dict(),
+        "decided_at": timestamp,
+    }
+    s3.put_object(
+        Bucket=artifacts_bucket,
+        Key=key,
+        Body=json.dumps(document, indent=1).encode("utf-8"),
+        ContentType="application/json",
+    )
+    uri = f"s3://{artifacts_bucket}/{key}"
+    record_decision(dynamodb, model_versions_table, event.model_version, uri, decision, timestamp)
+    return {"approved": decision.approved, "decision_s3_uri": uri, "summary": decision.summary}
+
+
+def record_decision(
+    dynamodb: Any,
+    table: str,
+    model_version: str,
+    decision_uri: str,
+    decision: GateDecision,
+    timestamp: str,
+) -> None:
+    """Set ``decision_s3_uri`` (and ``status=rejected`` when rejected) on an existing item."""
+    expression = "SET decision_s3_uri = :uri, gated_at = :now, updated_at = :now"
+    values: dict[str, Any] = {":uri": {"S": decision_uri}, ":now": {"S": timestamp}}
+    names: dict[str, str] = {}
+    if not decision.approved:
+        expression += ", #status = :rejected"
+        values[":rejected"] = {"S": "rejected"}
+        names["#status"] = "status"
+    kwargs: dict[str, Any] = {
+        "TableName": table,
+        "Key": {"model_version": {"S": model_version}},
+        "UpdateExpression": expression,
+        "ExpressionAttributeValues": values,
+        # Never create a half item for a version PrepareDataset did not register.
+        "ConditionExpression": "attribute_exists(model_version)",
+    }
+    if names:
+        kwargs["ExpressionAttributeNames"] = names
+    try:
+        dynamodb.update_item(**kwargs)
+    except dynamodb.exceptions.ConditionalCheckFailedException as exc:
+        raise GateError(f"ModelVersions has no item for model_version {model_version!r}") from exc
