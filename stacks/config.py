@@ -341,6 +341,19 @@ _GATE_POLICY = GatePolicy(
     seed=0,
 )
 
+# The demo's policy: its company benchmark (examples/benchmarks/acme_support.jsonl) must
+# pass; MMLU must not regress. With a 20-item MMLU subset the 95% CI of a paired
+# difference is about ±0.2 wide, so a tighter margin would block on noise alone.
+_LOCAL_GATE_POLICY = GatePolicy(
+    suites={
+        "mmlu": SuitePolicy(role="general", metric="acc", delta=0.25),
+        "acme_support": SuitePolicy(role="must_pass", metric="acc_norm", floor=0.5),
+    },
+    bootstrap_samples=2000,
+    confidence=0.95,
+    seed=0,
+)
+
 _POWERTOOLS_LAYER_VERSION = 27
 
 
@@ -401,6 +414,9 @@ def _local() -> StageConfig:
         _dev(),
         stage="local",
         base_model=LOCAL_BASE_MODEL,
+        # Local jobs and endpoints run on this machine's CPU; name CPU instance types.
+        training_instance_type="ml.m5.xlarge",
+        serving_instance_type="ml.m5.large",
         training=TrainingHyperparameters(
             max_steps=10, learning_rate=5e-4, lora_r=8, lora_alpha=16, lora_dropout=0.0,
             max_seq_length=128, per_device_batch_size=2, seed=0,
@@ -411,6 +427,7 @@ def _local() -> StageConfig:
         endpoint_poll_seconds=2,
         retrain_threshold=5,
         retrain_schedule_minutes=60,
+        gate_policy=_LOCAL_GATE_POLICY,
         execution_timeout_hours=1,
         log_retention_days=7,
         noncurrent_version_retention_days=1,

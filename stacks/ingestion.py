@@ -58,7 +58,7 @@ class IngestionStack(Stack):
         RetrainSchedule(self, "RetrainSchedule", function=self.retrain_trigger.function,
                         every=Duration.minutes(config.retrain_schedule_minutes))
 
-        ingest, trigger = self.ingest.function, self.retrain_trigger.function
+        ingest = self.ingest.function
         ingest.add_event_source(event_sources.SqsEventSource(
             self.queue.queue, batch_size=10, report_batch_item_failures=True,
         ))

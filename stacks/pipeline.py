@@ -60,6 +60,7 @@ class PipelineStack(Stack):
         self.functions = {
             "PrepareDataset": fn("PrepareDataset", "prepare_dataset", {
                 "RECORDS_TABLE": t.records.table_name, "CONTROL_TABLE": t.control.table_name,
+                "MODEL_VERSIONS_TABLE": t.model_versions.table_name,
                 "CURATED_BUCKET": b.curated.bucket_name,
                 "ARTIFACTS_BUCKET": b.artifacts.bucket_name,
             }, timeout=Duration.minutes(15), memory_size=2048),
@@ -123,7 +124,8 @@ class PipelineStack(Stack):
         f["ConfirmDeployment"].add_to_role_policy(iam.PolicyStatement(
             actions=["sagemaker:DescribeEndpoint"], resources=[endpoint_arn],
         ))
-        for state in ("Gate", "Register", "Deploy", "ConfirmDeployment", "RecordFailure"):
+        for state in ("PrepareDataset", "Gate", "Register", "Deploy", "ConfirmDeployment",
+                      "RecordFailure"):
             grant_table(t.model_versions, f[state], a[state], write=True)
         for state in ("PrepareDataset", "Deploy", "ConfirmDeployment"):
             grant_table(t.control, f[state], a[state], write=True)

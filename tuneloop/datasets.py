@@ -31,7 +31,7 @@ class DatasetLocations:
     control_table: str
     curated_bucket: str
     artifacts_bucket: str
-    model_versions_table: str = ""  # see lambdas/prepare_dataset: not yet in the contract
+    model_versions_table: str
 
 
 def training_line(item: dict[str, Any]) -> dict[str, Any]:
@@ -98,20 +98,19 @@ def prepare_dataset(
     production = read_production(where.control_table)
     champion_version = production.current.model_version if production else ""
     champion_model_data = production.current.model_data_url if production else ""
-    if where.model_versions_table:
-        _record_training(
-            where.model_versions_table,
-            model_version,
-            {
-                "execution_arn": execution_arn,
-                "dataset_s3_uri": dataset_s3_uri,
-                "train_s3_uri": train_s3_uri,
-                "dataset_sha256": dataset_sha256,
-                "record_count": record_count,
-                "datasets": manifest["datasets"],
-                "parent_version": champion_version,
-            },
-        )
+    _record_training(
+        where.model_versions_table,
+        model_version,
+        {
+            "execution_arn": execution_arn,
+            "dataset_s3_uri": dataset_s3_uri,
+            "train_s3_uri": train_s3_uri,
+            "dataset_sha256": dataset_sha256,
+            "record_count": record_count,
+            "datasets": manifest["datasets"],
+            "parent_version": champion_version,
+        },
+    )
     return {
         "model_version": model_version,
         "train_s3_uri": train_s3_uri,

@@ -25,15 +25,12 @@ class Env:
     control_table: str
     curated_bucket: str
     artifacts_bucket: str
-    # Not yet in docs/contracts.md: without it the lineage item is left to Register.
-    model_versions_table: str = ""
+    model_versions_table: str
 
 
 @logger.inject_lambda_context
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     env = load_env(Env)
-    if not env.model_versions_table:
-        logger.warning("MODEL_VERSIONS_TABLE is not set: no 'training' lineage item is written")
     result = prepare_dataset(
         execution_name=str(event["execution_name"]),
         execution_arn=str(event.get("execution_arn", "")),

@@ -23,7 +23,8 @@ MAX_RECEIVE_COUNT = 5
 class IngestQueue(Construct):
     """``queue`` buffers drop events for the Ingest Lambda; after ``MAX_RECEIVE_COUNT``
     failed receives a message moves to ``dead_letter_queue``, whose depth alarms to
-    ``notify_topic`` (people, not the rollback topic). Both queues are KMS-encrypted and SSL-only."""
+    ``notify_topic`` (people, not the rollback topic). Both queues are KMS-encrypted and
+    SSL-only."""
 
     def __init__(
         self,

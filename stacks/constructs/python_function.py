@@ -44,7 +44,7 @@ class PythonFunction(Construct):
         description: str,
         environment: Mapping[str, str],
         config: StageConfig,
-        timeout: Duration = Duration.seconds(60),
+        timeout: Duration | None = None,
         memory_size: int = 512,
     ) -> None:
         super().__init__(scope, construct_id)
@@ -86,7 +86,7 @@ class PythonFunction(Construct):
                 "LOG_LEVEL": "INFO",
             },
             tracing=lambda_.Tracing.ACTIVE,
-            timeout=timeout,
+            timeout=timeout or Duration.seconds(60),
             memory_size=memory_size,
         )
         self.allowances = WildcardAllowances(self.role)

@@ -13,7 +13,7 @@ Each step writes its result under its own key, so later steps read every earlier
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from aws_cdk import Aws, Duration, RemovalPolicy, Size, Stack
 from aws_cdk import aws_ec2 as ec2
@@ -124,6 +124,8 @@ class RetrainStateMachine(Construct):
             channels={"train": "$.dataset.train_s3_uri"},
             hyperparameters={
                 "base_model": config.base_model,
+                # Written into the model so the endpoint can say which version answers.
+                "model_version": _P.string_at("$.dataset.model_version"),
                 **config.training.as_hyperparameters(),
             },
             result_selector={
@@ -412,7 +414,7 @@ class RetrainStateMachine(Construct):
 
     def _acknowledge_role_findings(self) -> None:
         """The state machine role's wildcard findings, each with its reason."""
-        allow = WildcardAllowances(self.state_machine.role)
+        allow = WildcardAllowances(cast(iam.Role, self.state_machine.role))
         for function in self._functions.values():
             allow.allow_resource(
                 f"{function.function_arn}:*",

@@ -83,7 +83,7 @@ def test_config_is_frozen_and_keyword_only() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.retrain_threshold = 1  # type: ignore[misc]
     with pytest.raises(TypeError):
-        TrainingHyperparameters(10, 0.1, 8, 16, 0.0, 128, 2)  # type: ignore[misc]
+        TrainingHyperparameters(10, 0.1, 8, 16, 0.0, 128, 2)  # type: ignore[call-arg]
     assert isinstance(config, StageConfig)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from typing import Any
 
@@ -37,7 +38,7 @@ def states(dev: Assembly) -> dict[str, Any]:
 
 def test_every_contract_state_exists(dev: Assembly, states: dict[str, Any]) -> None:
     assert _definition(dev)[0]["StartAt"] == "PrepareDataset"
-    assert CONTRACT_STATES <= set(states)
+    assert set(states) >= CONTRACT_STATES
     # The one addition: shapes $.error for an endpoint that ended Failed/OutOfService.
     assert set(states) - CONTRACT_STATES == {"EndpointFailed"}
 
@@ -65,7 +66,7 @@ def test_steps_write_results_under_their_own_keys(states: dict[str, Any]) -> Non
 
 def test_happy_rejected_and_polling_paths(states: dict[str, Any]) -> None:
     chain = ["PrepareDataset", "Train", "Evaluate", "Gate", "GateDecision"]
-    for current, following in zip(chain, chain[1:], strict=False):
+    for current, following in itertools.pairwise(chain):
         assert states[current]["Next"] == following
     (approved,) = states["GateDecision"]["Choices"]
     assert approved == {"Variable": "$.gate.approved", "BooleanEquals": True, "Next": "Register"}

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
+from typing import cast
 
 import pytest
 from cfnlint.api import lint_file
@@ -37,12 +39,13 @@ def test_synth_has_no_unacknowledged_cdk_nag_findings(
 def test_unacknowledged_finding_fails_synth(tmp_path: Path) -> None:
     # Given the app plus one resource that breaks AwsSolutions rules (an unencrypted,
     # non-SSL queue without DLQ) and no acknowledgment
+    from aws_cdk import Stack
     from aws_cdk import aws_sqs as sqs
 
     from app import build_app
 
     app = build_app(context={"stage": "dev"}, outdir=str(tmp_path))
-    storage = app.node.find_child("TuneLoop-dev-Storage")
+    storage = cast(Stack, app.node.find_child("TuneLoop-dev-Storage"))
     sqs.Queue(storage, "Unacknowledged", encryption=sqs.QueueEncryption.UNENCRYPTED)
     # When synthesizing, then synthesis fails and the report names the finding
     with pytest.raises(RuntimeError, match="ValidationFailed"):
@@ -76,7 +79,7 @@ def test_synth_needs_no_docker(dev: Assembly) -> None:
 
 def test_stacks_depend_in_order_storage_serving_pipeline_ingestion(dev: Assembly) -> None:
     artifacts = dev.manifest["artifacts"]
-    for earlier, later in zip(STACK_ORDER, STACK_ORDER[1:], strict=False):
+    for earlier, later in itertools.pairwise(STACK_ORDER):
         dependencies = artifacts[f"TuneLoop-dev-{later}"].get("dependencies", [])
         assert f"TuneLoop-dev-{earlier}" in dependencies
 

@@ -18,6 +18,7 @@ from tests.integration.aws_fixtures import (
 )
 from tests.integration.ingest_events import object_created, put_drop, sqs_batch
 from tuneloop import aws
+from tuneloop.ingest.drops import DropsTable
 from tuneloop.ingest.events import DropObject
 
 __all__ = ["aws_credentials", "platform"]  # fixtures used by name
@@ -229,3 +230,17 @@ def test_reaching_the_threshold_starts_a_retrain_run(
     started = sfn.describe_execution(executionArn=execution["executionArn"])
     assert json.loads(started["input"]) == {"trigger": "threshold"}
     assert pending_records(env) == 0
+
+
+def test_a_drop_completes_once_even_if_two_deliveries_race_to_finish(env: Platform) -> None:
+    # Both deliveries passed the "already complete?" check; only one may finish the drop.
+    drops = DropsTable(env.drops_table)
+    obj = DropObject(env.raw_bucket, "drops/default/race.jsonl", "etag-1", 10)
+    drops.start(obj.drop_id, obj)
+    counts = {"received": 2, "stored": 2, "duplicate": 0, "quarantined": 0, "reasons": {}}
+
+    first = drops.complete(obj.drop_id, counts, control_table=env.control_table, stored=2)
+    second = drops.complete(obj.drop_id, counts, control_table=env.control_table, stored=2)
+
+    assert (first, second) == (True, False)
+    assert pending_records(env) == 2

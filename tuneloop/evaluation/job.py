@@ -238,12 +238,14 @@ def run(settings: EvalSettings, paths: JobPaths, log: Log = _log) -> dict[str, A
     results: dict[str, dict[str, dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory(prefix="tuneloop-eval-") as tmp:
         workdir = Path(tmp)
+        started = time.monotonic()
         candidate = candidate_model_dir(paths.candidate, workdir)
         champion = (
             champion_model_dir(settings.champion_model_data, workdir)
             if settings.champion_model_data
             else None
         )
+        log(f"model archives ready in {time.monotonic() - started:.1f}s")
         results["candidate"] = evaluate_folder(candidate, benchmarks, settings, "candidate", log)
         if champion is not None:
             results["champion"] = evaluate_folder(champion, benchmarks, settings, "champion", log)

@@ -90,7 +90,7 @@ class DropsTable:
                     "UpdateExpression": (
                         f"SET #status = :complete, completed_at = :completed_at, {assignments}"
                     ),
-                    "ConditionExpression": "#status = :processing OR #status = :complete",
+                    "ConditionExpression": "#status = :processing",
                     "ExpressionAttributeNames": names,
                     "ExpressionAttributeValues": {k: _serialize(v) for k, v in values.items()},
                 }

@@ -52,7 +52,7 @@ class AlarmEvaluator:
         self._interval = interval_seconds
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.fired: list[dict[str, Any]] = []
+        self.fired: list[dict[str, Any]] = []  # alarm messages of transitions to ALARM
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="alarm-evaluator", daemon=True)
@@ -134,7 +134,8 @@ class AlarmEvaluator:
                 "Threshold": alarm["Threshold"],
             },
         }
-        self.fired.append(message)
+        if new == "ALARM":
+            self.fired.append(message)
         sns = boto3.client("sns")
         for action in actions:
             if ":sns:" in action:

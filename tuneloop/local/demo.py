@@ -53,8 +53,11 @@ def _stage(summary: Summary, name: str) -> Iterator[None]:
     _say(f"   ({name}: {seconds:.1f} s)")
 
 
+_TQDM = re.compile(r"\d+%\|")
+
+
 def _job_log(job: str, line: str) -> None:
-    if _PROGRESS.search(line):
+    if _PROGRESS.search(line) and not _TQDM.search(line) and "train_loss=" not in line:
         _say(f"   [{job.rsplit('-', 1)[-1]}] {line[:160]}")
 
 
@@ -95,6 +98,11 @@ def _describe_run(platform: LocalPlatform, run: RunResult) -> dict[str, Any]:
     return result
 
 
+def _reasons(drop: dict[str, Any]) -> str:
+    reasons = {reason: int(count) for reason, count in drop.get("reasons", {}).items()}
+    return f" {reasons}" if reasons else ""
+
+
 def _drop_and_run(
     platform: LocalPlatform, summary: Summary, files: list[Path], label: str
 ) -> dict[str, Any]:
@@ -107,7 +115,7 @@ def _drop_and_run(
                 _say(
                     f"   {drop['key']}: received {drop['received']}, stored {drop['stored']}, "
                     f"duplicate {drop['duplicate']}, quarantined {drop['quarantined']}"
-                    + (f" {dict(drop.get('reasons', {}))}" if drop.get("reasons") else "")
+                    + _reasons(drop)
                 )
     with _stage(summary, f"retrain {label}"):
         run = platform.follow_run(platform.wait_for_new_run(known))
@@ -129,7 +137,8 @@ def _ask(platform: LocalPlatform, summary: Summary, label: str) -> dict[str, Any
     answer = platform.invoke(DEMO_PROMPT)
     summary.answers.append((label, answer))
     _say(f"   Q: {DEMO_PROMPT}")
-    _say(f"   A ({answer.get('model_version')}): {answer.get('generated_text', '').strip()[:200]}")
+    text = " ".join(str(answer.get("generated_text", "")).split())
+    _say(f"   A ({answer.get('model_version')}): {text[:200]}")
     return answer
 
 

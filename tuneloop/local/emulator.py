@@ -8,9 +8,11 @@ processes', the jobs' — reaches the emulator through ``AWS_ENDPOINT_URL``.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import urllib.request
+import warnings
 from pathlib import Path
 from types import TracebackType
 
@@ -67,6 +69,14 @@ class Emulator:
     def start(self) -> Emulator:
         from moto.core.config import default_user_config
         from moto.server import ThreadedMotoServer
+
+        # The emulator's request log and moto's notes on what it skips are not the
+        # platform's output; failures surface through the APIs and the platform's logs.
+        # (The ASL interpreter logs every caught task failure as an error: the execution
+        # history already tells those.)
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        logging.getLogger("moto").setLevel(logging.CRITICAL)
+        warnings.filterwarnings("ignore", module=r"moto\.")
 
         self.work_dir.mkdir(parents=True, exist_ok=True)
         for key, value in self.client_environment.items():

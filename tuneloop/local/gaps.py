@@ -258,9 +258,10 @@ def _patch_invoke_endpoint() -> None:
         }
         if result.status == 200:
             return 200, headers, result.body
+        # moto takes a response's status from its "status" header, not the tuple.
         if result.status == 404:
             error = {"__type": "ValidationError", "message": f"Endpoint {endpoint_name} not found."}
-            return 400, headers, json.dumps(error)
+            return 400, {**headers, "status": "400"}, json.dumps(error)
         # SageMaker reports a failing container as ModelError with the original status.
         error = {
             "__type": "ModelError",
@@ -268,7 +269,7 @@ def _patch_invoke_endpoint() -> None:
             + result.body.decode(errors="replace")[:500],
             "OriginalStatusCode": result.status,
         }
-        return 424, headers, json.dumps(error)
+        return 424, {**headers, "status": "424"}, json.dumps(error)
 
     SageMakerRuntimeResponse.invoke_endpoint = invoke_endpoint
 

@@ -248,7 +248,10 @@ class LocalPlatform:
 
     def invoke(self, prompt: str, max_new_tokens: int = 48) -> dict[str, Any]:
         runtime = boto3.client("sagemaker-runtime")
-        body = {"prompt": prompt, "parameters": {"max_new_tokens": max_new_tokens}}
+        body = {
+            "messages": [{"role": "user", "content": prompt}],
+            "parameters": {"max_new_tokens": max_new_tokens},
+        }
         response = runtime.invoke_endpoint(
             EndpointName=self.resources.endpoint_name,
             ContentType="application/json",

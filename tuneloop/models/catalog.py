@@ -107,8 +107,9 @@ def _demo_model() -> Path:
             dtype=torch.float32,
             quantization_config=GgufConfig(gguf_file=str(gguf_path), dequantize=True),
         )
-        if getattr(model, "hf_quantizer", None) is not None:
-            model.hf_quantizer.remove_quantization_config(model)
+        quantizer: Any = getattr(model, "hf_quantizer", None)
+        if quantizer is not None:  # older transformers keep it even when dequantized
+            quantizer.remove_quantization_config(model)
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
 

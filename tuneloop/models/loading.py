@@ -87,12 +87,12 @@ def _load(path: Path, *, merge: bool, dtype: torch.dtype, depth: int) -> tuple[A
 
     # A base that is itself an adapter is merged so the new adapter applies on top.
     base, base_tokenizer = _load(resolve_model(base_ref), merge=True, dtype=dtype, depth=depth + 1)
-    model = PeftModel.from_pretrained(base, path)
+    adapted: Any = PeftModel.from_pretrained(base, path)
     if merge:
-        model = model.merge_and_unload()
+        adapted = adapted.merge_and_unload()
     tokenizer = _adapter_tokenizer(path) or base_tokenizer
-    model.eval()
-    return model, tokenizer
+    adapted.eval()
+    return adapted, tokenizer
 
 
 def _adapter_tokenizer(path: Path) -> Any | None:

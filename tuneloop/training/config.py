@@ -10,6 +10,7 @@ Unknown names fail (a typo must not silently train with a default); SageMaker's 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 from collections.abc import Mapping, Sequence
@@ -41,7 +42,8 @@ class TrainConfig:
     max_grad_norm: float = _hp(1.0, "gradient clipping norm (0 disables clipping)")
     lora_r: int = _hp(8, "LoRA rank")
     lora_alpha: int = _hp(16, "LoRA alpha (scaling = alpha / r)")
-    lora_dropout: float = _hp(0.05, "dropout on the LoRA input")
+    # 0 by default: on CPU the dropout masks cost ~8% of a step, and short runs gain nothing.
+    lora_dropout: float = _hp(0.0, "dropout on the LoRA input")
     lora_target_modules: str = _hp(
         "all-linear", "comma-separated module names to adapt, or all-linear"
     )
@@ -50,6 +52,9 @@ class TrainConfig:
     gradient_accumulation_steps: int = _hp(1, "micro-batches per optimizer step")
     seed: int = _hp(42, "seed for data order, LoRA init and dropout")
     num_threads: int = _hp(0, "torch CPU threads; 0 = the CPUs this process may use")
+    precision: str = _hp(
+        "auto", "fp32, bf16 (autocast) or auto: bf16 where the hardware has fast bf16 matmuls"
+    )
     model_version: str = _hp("", "recorded in tuneloop_model.json; serving reports it")
     checkpoint_dir: str = _hp("/opt/ml/checkpoints", "where spot-resume checkpoints go")
     checkpoint_steps: int = _hp(0, "save a resumable checkpoint every N steps; 0 = never")
@@ -92,6 +97,10 @@ class TrainConfig:
             raise TrainingError(
                 f"hyperparameter max_seq_length must be >= 8, got {self.max_seq_length}"
             )
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise TrainingError(
+                f"hyperparameter precision must be auto, fp32 or bf16, got {self.precision!r}"
+            )
         if not self.base_model.strip():
             raise TrainingError("hyperparameter base_model is empty")
         return self
@@ -113,10 +122,8 @@ def _field_types() -> dict[str, type]:
 def _convert(name: str, value: Any, target: type) -> Any:
     if isinstance(value, str) and value.startswith('"'):
         # hyperparameters.json holds JSON-encoded strings ("\"smollm2-135m-instruct\"").
-        try:
+        with contextlib.suppress(ValueError):
             value = json.loads(value)
-        except ValueError:
-            pass
     try:
         if target is int:
             number = float(value) if isinstance(value, str) else value

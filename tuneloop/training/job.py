@@ -90,8 +90,10 @@ def _train_and_save(config: TrainConfig, paths: JobPaths, serving_code: Sequence
         print(line, flush=True)
 
     dataset = read_channel(paths.train_channel)
-    log(f"train: {len(dataset.records)} records from {len(dataset.files)} file(s), "
-        f"sha256 {dataset.sha256[:12]}; base model {config.base_model}")
+    log(
+        f"train: {len(dataset.records)} records from {len(dataset.files)} file(s), "
+        f"sha256 {dataset.sha256[:12]}; base model {config.base_model}"
+    )
     result = train(config, dataset, log)
 
     paths.model_dir.mkdir(parents=True, exist_ok=True)
@@ -107,9 +109,11 @@ def _train_and_save(config: TrainConfig, paths: JobPaths, serving_code: Sequence
     report_path = paths.output_data_dir / REPORT_FILE
     report_path.write_text(json.dumps(result.report, indent=2) + "\n", encoding="utf-8")
     report = result.report
-    log(f"train: done, {report['steps']} steps, final loss {report['final_loss']:.4f}, "
+    log(
+        f"train: done, {report['steps']} steps, final loss {report['final_loss']:.4f}, "
         f"{report['tokens_per_second']:.0f} tokens/s, {report['wall_seconds']:.1f}s; "
-        f"adapter in {paths.model_dir}")
+        f"adapter in {paths.model_dir}"
+    )
 
 
 def _portable_ref(ref: str, resolve: Any) -> str:

@@ -1,0 +1,7 @@
+"""Model serving: request validation and generation (``engine``) and the HTTP server (``http``)
+used by ``serve.py``; ``inference.py`` wraps the same engine for the Hugging Face DLC.
+"""
+
+from tuneloop.serving.engine import GenerationRequest, Generator, RequestError, parse_request
+
+__all__ = ["GenerationRequest", "Generator", "RequestError", "parse_request"]

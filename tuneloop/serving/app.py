@@ -1,0 +1,35 @@
+"""``serve.py``'s logic: load the model from ``SM_MODEL_DIR`` and serve until stopped."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+
+def run(environ: Mapping[str, str] | None = None) -> int:
+    """Serve ``SM_MODEL_DIR`` (default /opt/ml/model) on ``HOST:PORT`` (127.0.0.1:8080)."""
+    env = os.environ if environ is None else environ
+    model_dir = Path(env.get("SM_MODEL_DIR") or "/opt/ml/model")
+    host = env.get("HOST") or "127.0.0.1"
+    try:
+        port = int(env.get("PORT") or "8080")
+        if not model_dir.is_dir():  # fail before paying for the torch import
+            raise ValueError(f"model folder {str(model_dir)!r} does not exist")
+        from tuneloop.serving.engine import Generator
+        from tuneloop.serving.http import make_server
+
+        generator = Generator.from_model_dir(model_dir)
+        server = make_server(generator, host, port)
+    except Exception as exc:
+        print(f"serve failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        return 1
+    print(f"serving on http://{host}:{server.server_port}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
