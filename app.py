@@ -41,9 +41,7 @@ def _cdk_json_context() -> dict[str, Any]:
     return dict(json.loads(CDK_JSON.read_text())["context"])
 
 
-def build_app(
-    *, context: Mapping[str, Any] | None = None, outdir: str | None = None
-) -> cdk.App:
+def build_app(*, context: Mapping[str, Any] | None = None, outdir: str | None = None) -> cdk.App:
     """Build (not synthesize) the app; ``context`` overrides cdk.json's."""
     app = cdk.App(context={**_cdk_json_context(), **(context or {})}, outdir=outdir)
     stage = str(app.node.try_get_context("stage"))

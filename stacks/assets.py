@@ -62,7 +62,8 @@ def _package_files(root: Path) -> Iterator[tuple[Path, str]]:
     for dirpath, dirnames, filenames in os.walk(package):
         relative_dir = Path(dirpath).relative_to(root)
         dirnames[:] = sorted(
-            d for d in dirnames
+            d
+            for d in dirnames
             if d not in _SKIPPED_DIRS and (relative_dir / d).as_posix() != "tuneloop/local"
         )
         for name in sorted(filenames):

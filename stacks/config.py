@@ -27,8 +27,30 @@ OVERRIDABLE_FIELDS = ("base_model", "retrain_threshold")
 
 # CloudWatch Logs accepts only these retention periods (days).
 LOG_RETENTION_DAYS = frozenset(
-    {1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557,
-     2922, 3288, 3653}
+    {
+        1,
+        3,
+        5,
+        7,
+        14,
+        30,
+        60,
+        90,
+        120,
+        150,
+        180,
+        365,
+        400,
+        545,
+        731,
+        1096,
+        1827,
+        2192,
+        2557,
+        2922,
+        3288,
+        3653,
+    }
 )
 _INSTANCE_TYPE = re.compile(r"^ml\.[a-z0-9]+\.[a-z0-9]+$")
 _IMAGE_REPOSITORY = re.compile(r"^[a-z0-9][a-z0-9._/-]*$")
@@ -44,9 +66,7 @@ Problem = tuple[str, str]
 """(dotted field name, what is wrong)."""
 
 
-def _check(
-    problems: list[Problem], name: str, value: Any, ok: bool, expectation: str
-) -> None:
+def _check(problems: list[Problem], name: str, value: Any, ok: bool, expectation: str) -> None:
     if not ok:
         problems.append((name, f"must be {expectation}, got {value!r}"))
 
@@ -87,8 +107,13 @@ class TrainingHyperparameters:
 
     def problems(self) -> list[Problem]:
         found: list[Problem] = []
-        for name in ("max_steps", "lora_r", "lora_alpha", "max_seq_length",
-                     "per_device_batch_size"):
+        for name in (
+            "max_steps",
+            "lora_r",
+            "lora_alpha",
+            "max_seq_length",
+            "per_device_batch_size",
+        ):
             _positive_int(found, name, getattr(self, name))
         _number_in(found, "learning_rate", self.learning_rate, 1e-9, 1.0, "in (0, 1]")
         _number_in(found, "lora_dropout", self.lora_dropout, 0.0, 0.99, "in [0, 1)")
@@ -191,8 +216,12 @@ class AlarmThresholds:
 
     def problems(self) -> list[Problem]:
         found: list[Problem] = []
-        for name in ("invocation_5xx_errors", "model_latency_p99_ms", "evaluation_periods",
-                     "dlq_messages"):
+        for name in (
+            "invocation_5xx_errors",
+            "model_latency_p99_ms",
+            "evaluation_periods",
+            "dlq_messages",
+        ):
             _positive_int(found, name, getattr(self, name))
         return found
 
@@ -215,8 +244,13 @@ class DlcImage:
 
     def problems(self) -> list[Problem]:
         found: list[Problem] = []
-        _check(found, "repository", self.repository,
-               bool(_IMAGE_REPOSITORY.match(self.repository)), "an ECR repository name")
+        _check(
+            found,
+            "repository",
+            self.repository,
+            bool(_IMAGE_REPOSITORY.match(self.repository)),
+            "an ECR repository name",
+        )
         _check(found, "tag", self.tag, bool(_IMAGE_TAG.match(self.tag)), "an image tag")
         return found
 
@@ -261,26 +295,57 @@ class StageConfig:
 
     def problems(self) -> list[Problem]:
         found: list[Problem] = []
-        _check(found, "stage", self.stage, bool(re.match(r"^[a-z][a-z0-9]{0,11}$", self.stage)),
-               "1-12 lower-case letters/digits")
+        _check(
+            found,
+            "stage",
+            self.stage,
+            bool(re.match(r"^[a-z][a-z0-9]{0,11}$", self.stage)),
+            "1-12 lower-case letters/digits",
+        )
         found += _base_model_problems(self.stage, self.base_model)
         for name in ("training_instance_type", "serving_instance_type"):
             value = getattr(self, name)
-            _check(found, name, value, bool(_INSTANCE_TYPE.match(str(value))),
-                   "a SageMaker instance type like 'ml.g5.xlarge'")
-        for name in ("training_volume_gb", "training_max_runtime_minutes",
-                     "endpoint_poll_seconds", "retrain_threshold", "retrain_schedule_minutes",
-                     "execution_timeout_hours", "noncurrent_version_retention_days",
-                     "access_log_retention_days", "quarantine_retention_days",
-                     "powertools_layer_version"):
+            _check(
+                found,
+                name,
+                value,
+                bool(_INSTANCE_TYPE.match(str(value))),
+                "a SageMaker instance type like 'ml.g5.xlarge'",
+            )
+        for name in (
+            "training_volume_gb",
+            "training_max_runtime_minutes",
+            "endpoint_poll_seconds",
+            "retrain_threshold",
+            "retrain_schedule_minutes",
+            "execution_timeout_hours",
+            "noncurrent_version_retention_days",
+            "access_log_retention_days",
+            "quarantine_retention_days",
+            "powertools_layer_version",
+        ):
             _positive_int(found, name, getattr(self, name))
-        _check(found, "log_retention_days", self.log_retention_days,
-               self.log_retention_days in LOG_RETENTION_DAYS,
-               f"one of CloudWatch Logs' retention periods {sorted(LOG_RETENTION_DAYS)}")
-        _check(found, "removal_policy", self.removal_policy,
-               self.removal_policy in ("retain", "destroy"), "'retain' or 'destroy'")
-        _check(found, "termination_protection", self.termination_protection,
-               isinstance(self.termination_protection, bool), "a bool")
+        _check(
+            found,
+            "log_retention_days",
+            self.log_retention_days,
+            self.log_retention_days in LOG_RETENTION_DAYS,
+            f"one of CloudWatch Logs' retention periods {sorted(LOG_RETENTION_DAYS)}",
+        )
+        _check(
+            found,
+            "removal_policy",
+            self.removal_policy,
+            self.removal_policy in ("retain", "destroy"),
+            "'retain' or 'destroy'",
+        )
+        _check(
+            found,
+            "termination_protection",
+            self.termination_protection,
+            isinstance(self.termination_protection, bool),
+            "a bool",
+        )
         nested: dict[str, Callable[[], list[Problem]]] = {
             "training": self.training.problems,
             "evaluation": self.evaluation.problems,
@@ -309,11 +374,13 @@ def _base_model_problems(stage: str, base_model: Any) -> list[Problem]:
         return []
     if stage == "local":  # a model folder on this machine (the tests use a tiny one)
         return []
-    return [(
-        "base_model",
-        f"must be {LOCAL_BASE_MODEL!r}, 'hf://<id>' or 's3://<uri>' "
-        f"(local folders only on stage 'local'), got {base_model!r}",
-    )]
+    return [
+        (
+            "base_model",
+            f"must be {LOCAL_BASE_MODEL!r}, 'hf://<id>' or 's3://<uri>' "
+            f"(local folders only on stage 'local'), got {base_model!r}",
+        )
+    ]
 
 
 # ---------------------------------------------------------------------------------------
@@ -365,8 +432,14 @@ def _dev() -> StageConfig:
         training_volume_gb=100,
         training_max_runtime_minutes=240,
         training=TrainingHyperparameters(
-            max_steps=500, learning_rate=2e-4, lora_r=16, lora_alpha=32, lora_dropout=0.05,
-            max_seq_length=1024, per_device_batch_size=4, seed=0,
+            max_steps=500,
+            learning_rate=2e-4,
+            lora_r=16,
+            lora_alpha=32,
+            lora_dropout=0.05,
+            max_seq_length=1024,
+            per_device_batch_size=4,
+            seed=0,
         ),
         evaluation=EvalSettings(mmlu_subset_size=1000, seed=0),
         training_image=_HF_TRAINING_IMAGE,
@@ -394,8 +467,14 @@ def _prod() -> StageConfig:
         stage="prod",
         base_model="hf://HuggingFaceTB/SmolLM2-1.7B-Instruct",
         training=TrainingHyperparameters(
-            max_steps=2000, learning_rate=1e-4, lora_r=16, lora_alpha=32, lora_dropout=0.05,
-            max_seq_length=2048, per_device_batch_size=4, seed=0,
+            max_steps=2000,
+            learning_rate=1e-4,
+            lora_r=16,
+            lora_alpha=32,
+            lora_dropout=0.05,
+            max_seq_length=2048,
+            per_device_batch_size=4,
+            seed=0,
         ),
         evaluation=EvalSettings(mmlu_subset_size=5000, seed=0),
         alarms=AlarmThresholds(invocation_5xx_errors=3, model_latency_p99_ms=3000),
@@ -418,12 +497,19 @@ def _local() -> StageConfig:
         training_instance_type="ml.m5.xlarge",
         serving_instance_type="ml.m5.large",
         training=TrainingHyperparameters(
-            max_steps=10, learning_rate=5e-4, lora_r=8, lora_alpha=16, lora_dropout=0.0,
-            max_seq_length=128, per_device_batch_size=2, seed=0,
+            max_steps=10,
+            learning_rate=5e-4,
+            lora_r=8,
+            lora_alpha=16,
+            lora_dropout=0.0,
+            max_seq_length=128,
+            per_device_batch_size=2,
+            seed=0,
         ),
         evaluation=EvalSettings(mmlu_subset_size=20, seed=0),
-        alarms=AlarmThresholds(invocation_5xx_errors=1, model_latency_p99_ms=10_000,
-                               evaluation_periods=1),
+        alarms=AlarmThresholds(
+            invocation_5xx_errors=1, model_latency_p99_ms=10_000, evaluation_periods=1
+        ),
         endpoint_poll_seconds=2,
         retrain_threshold=5,
         retrain_schedule_minutes=60,

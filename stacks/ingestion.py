@@ -41,27 +41,50 @@ class IngestionStack(Stack):
             "RETRAIN_THRESHOLD": str(config.retrain_threshold),
         }
         self.ingest = PythonFunction(
-            self, "Ingest", name="ingest", config=config, timeout=INGEST_TIMEOUT,
-            memory_size=1024, description="Data drop → validated, deduplicated records",
-            environment={"RECORDS_TABLE": tables.records.table_name,
-                         "DROPS_TABLE": tables.drops.table_name, **trigger_env},
+            self,
+            "Ingest",
+            name="ingest",
+            config=config,
+            timeout=INGEST_TIMEOUT,
+            memory_size=1024,
+            description="Data drop → validated, deduplicated records",
+            environment={
+                "RECORDS_TABLE": tables.records.table_name,
+                "DROPS_TABLE": tables.drops.table_name,
+                **trigger_env,
+            },
         )
         self.retrain_trigger = PythonFunction(
-            self, "RetrainTrigger", name="retrain_trigger", config=config,
+            self,
+            "RetrainTrigger",
+            name="retrain_trigger",
+            config=config,
             description="Start a retrain run when enough new records and none running",
             environment=trigger_env,
         )
         self.queue = IngestQueue(
-            self, "IngestQueue", raw_bucket=lake.raw, consumer_timeout=INGEST_TIMEOUT,
-            notify_topic=notifications.notify_topic, config=config,
+            self,
+            "IngestQueue",
+            raw_bucket=lake.raw,
+            consumer_timeout=INGEST_TIMEOUT,
+            notify_topic=notifications.notify_topic,
+            config=config,
         )
-        RetrainSchedule(self, "RetrainSchedule", function=self.retrain_trigger.function,
-                        every=Duration.minutes(config.retrain_schedule_minutes))
+        RetrainSchedule(
+            self,
+            "RetrainSchedule",
+            function=self.retrain_trigger.function,
+            every=Duration.minutes(config.retrain_schedule_minutes),
+        )
 
         ingest = self.ingest.function
-        ingest.add_event_source(event_sources.SqsEventSource(
-            self.queue.queue, batch_size=10, report_batch_item_failures=True,
-        ))
+        ingest.add_event_source(
+            event_sources.SqsEventSource(
+                self.queue.queue,
+                batch_size=10,
+                report_batch_item_failures=True,
+            )
+        )
         allow = self.ingest.allowances
         grant_objects(lake.raw, ingest, allow, prefix="drops/", access="read")
         grant_objects(lake.raw, ingest, allow, prefix="quarantine/", access="put")

@@ -44,96 +44,183 @@ class PipelineStack(Stack):
         serving_image = DlcImageUri(self, "ServingImage", image=config.serving_image)
         code = TrainingCode(self, "TrainingCode")
         self.sagemaker_role = SageMakerExecutionRole(
-            self, "SageMakerExecution", curated=lake.curated, artifacts=lake.artifacts,
-            training_code=code, images=[training_image, serving_image],
+            self,
+            "SageMakerExecution",
+            curated=lake.curated,
+            artifacts=lake.artifacts,
+            training_code=code,
+            images=[training_image, serving_image],
         ).role
         registry = ModelRegistry(
-            self, "ModelRegistry", description=f"TuneLoop {config.stage} fine-tuned models",
+            self,
+            "ModelRegistry",
+            description=f"TuneLoop {config.stage} fine-tuned models",
             retain=config.retain_data,
         )
         t, b = tables, lake
 
         def fn(construct_id: str, name: str, env: dict[str, str], **extra: Any) -> Any:
-            return PythonFunction(self, construct_id, name=name, environment=env, config=config,
-                                  description=f"TuneLoop retrain step {construct_id}", **extra)
+            return PythonFunction(
+                self,
+                construct_id,
+                name=name,
+                environment=env,
+                config=config,
+                description=f"TuneLoop retrain step {construct_id}",
+                **extra,
+            )
 
         self.functions = {
-            "PrepareDataset": fn("PrepareDataset", "prepare_dataset", {
-                "RECORDS_TABLE": t.records.table_name, "CONTROL_TABLE": t.control.table_name,
-                "MODEL_VERSIONS_TABLE": t.model_versions.table_name,
-                "CURATED_BUCKET": b.curated.bucket_name,
-                "ARTIFACTS_BUCKET": b.artifacts.bucket_name,
-            }, timeout=Duration.minutes(15), memory_size=2048),
-            "Gate": fn("Gate", "gate", {
-                "ARTIFACTS_BUCKET": b.artifacts.bucket_name,
-                "MODEL_VERSIONS_TABLE": t.model_versions.table_name,
-                "GATE_POLICY": config.gate_policy.to_json(),
-            }, timeout=Duration.minutes(5), memory_size=1024),
-            "Register": fn("Register", "register", {
-                "MODEL_VERSIONS_TABLE": t.model_versions.table_name,
-                "MODEL_PACKAGE_GROUP": registry.group_name,
-                "SERVING_IMAGE_URI": serving_image.uri,
-            }),
-            "Deploy": fn("Deploy", "deploy", {
-                "CONTROL_TABLE": t.control.table_name,
-                "MODEL_VERSIONS_TABLE": t.model_versions.table_name,
-                "ENDPOINT_NAME": endpoint_name, "SERVING_IMAGE_URI": serving_image.uri,
-                "SERVING_INSTANCE_TYPE": config.serving_instance_type,
-                "SAGEMAKER_ROLE_ARN": self.sagemaker_role.role_arn,
-                "ROLLBACK_ALARM_NAMES": endpoint_alarms.alarm_names,
-            }),
-            "ConfirmDeployment": fn("ConfirmDeployment", "confirm_deployment", {
-                "CONTROL_TABLE": t.control.table_name,
-                "MODEL_VERSIONS_TABLE": t.model_versions.table_name,
-                "ENDPOINT_NAME": endpoint_name,
-            }),
-            "RecordFailure": fn("RecordFailure", "record_failure", {
-                "MODEL_VERSIONS_TABLE": t.model_versions.table_name,
-            }),
+            "PrepareDataset": fn(
+                "PrepareDataset",
+                "prepare_dataset",
+                {
+                    "RECORDS_TABLE": t.records.table_name,
+                    "CONTROL_TABLE": t.control.table_name,
+                    "MODEL_VERSIONS_TABLE": t.model_versions.table_name,
+                    "CURATED_BUCKET": b.curated.bucket_name,
+                    "ARTIFACTS_BUCKET": b.artifacts.bucket_name,
+                },
+                timeout=Duration.minutes(15),
+                memory_size=2048,
+            ),
+            "Gate": fn(
+                "Gate",
+                "gate",
+                {
+                    "ARTIFACTS_BUCKET": b.artifacts.bucket_name,
+                    "MODEL_VERSIONS_TABLE": t.model_versions.table_name,
+                    "GATE_POLICY": config.gate_policy.to_json(),
+                },
+                timeout=Duration.minutes(5),
+                memory_size=1024,
+            ),
+            "Register": fn(
+                "Register",
+                "register",
+                {
+                    "MODEL_VERSIONS_TABLE": t.model_versions.table_name,
+                    "MODEL_PACKAGE_GROUP": registry.group_name,
+                    "SERVING_IMAGE_URI": serving_image.uri,
+                },
+            ),
+            "Deploy": fn(
+                "Deploy",
+                "deploy",
+                {
+                    "CONTROL_TABLE": t.control.table_name,
+                    "MODEL_VERSIONS_TABLE": t.model_versions.table_name,
+                    "ENDPOINT_NAME": endpoint_name,
+                    "SERVING_IMAGE_URI": serving_image.uri,
+                    "SERVING_INSTANCE_TYPE": config.serving_instance_type,
+                    "SAGEMAKER_ROLE_ARN": self.sagemaker_role.role_arn,
+                    "ROLLBACK_ALARM_NAMES": endpoint_alarms.alarm_names,
+                },
+            ),
+            "ConfirmDeployment": fn(
+                "ConfirmDeployment",
+                "confirm_deployment",
+                {
+                    "CONTROL_TABLE": t.control.table_name,
+                    "MODEL_VERSIONS_TABLE": t.model_versions.table_name,
+                    "ENDPOINT_NAME": endpoint_name,
+                },
+            ),
+            "RecordFailure": fn(
+                "RecordFailure",
+                "record_failure",
+                {
+                    "MODEL_VERSIONS_TABLE": t.model_versions.table_name,
+                },
+            ),
         }
         f = {state: python_function.function for state, python_function in self.functions.items()}
         a = {state: python_function.allowances for state, python_function in self.functions.items()}
         grant_table(t.records, f["PrepareDataset"], a["PrepareDataset"], write=False, indexed=True)
-        grant_objects(b.curated, f["PrepareDataset"], a["PrepareDataset"], prefix="datasets/",
-                      access="read_write")
-        grant_objects(b.artifacts, f["PrepareDataset"], a["PrepareDataset"],
-                      prefix="benchmarks/", access="read")
+        grant_objects(
+            b.curated,
+            f["PrepareDataset"],
+            a["PrepareDataset"],
+            prefix="datasets/",
+            access="read_write",
+        )
+        grant_objects(
+            b.artifacts,
+            f["PrepareDataset"],
+            a["PrepareDataset"],
+            prefix="benchmarks/",
+            access="read",
+        )
         grant_objects(b.artifacts, f["Gate"], a["Gate"], prefix="jobs/", access="read")
         grant_objects(b.artifacts, f["Gate"], a["Gate"], prefix="gate/", access="read_write")
         grant_objects(b.artifacts, f["Register"], a["Register"], prefix="jobs/", access="read")
         registry.grant_register(f["Register"])
-        a["Register"].allow_resource(registry.packages_arn, "Versions of the one model package "
-                                     "group; SageMaker numbers them at run time.")
+        a["Register"].allow_resource(
+            registry.packages_arn,
+            "Versions of the one model package group; SageMaker numbers them at run time.",
+        )
         self.sagemaker_role.grant_pass_role(f["Deploy"])
-        run_time_names = [self.format_arn(service="sagemaker", resource=kind, resource_name="*")
-                          for kind in ("model", "endpoint-config")]
-        f["Deploy"].add_to_role_policy(iam.PolicyStatement(
-            actions=["sagemaker:CreateModel", "sagemaker:DescribeModel",
-                     "sagemaker:CreateEndpointConfig", "sagemaker:DescribeEndpointConfig",
-                     "sagemaker:AddTags"],
-            resources=run_time_names,
-        ))
+        run_time_names = [
+            self.format_arn(service="sagemaker", resource=kind, resource_name="*")
+            for kind in ("model", "endpoint-config")
+        ]
+        f["Deploy"].add_to_role_policy(
+            iam.PolicyStatement(
+                actions=[
+                    "sagemaker:CreateModel",
+                    "sagemaker:DescribeModel",
+                    "sagemaker:CreateEndpointConfig",
+                    "sagemaker:DescribeEndpointConfig",
+                    "sagemaker:AddTags",
+                ],
+                resources=run_time_names,
+            )
+        )
         for arn in run_time_names:
-            a["Deploy"].allow_resource(arn, "The Deploy Lambda creates one model and endpoint "
-                                       "config per model version, named at run time.")
-        f["Deploy"].add_to_role_policy(iam.PolicyStatement(
-            actions=["sagemaker:CreateEndpoint", "sagemaker:UpdateEndpoint",
-                     "sagemaker:DescribeEndpoint", "sagemaker:AddTags"],
-            resources=[endpoint_arn],
-        ))
-        f["ConfirmDeployment"].add_to_role_policy(iam.PolicyStatement(
-            actions=["sagemaker:DescribeEndpoint"], resources=[endpoint_arn],
-        ))
-        for state in ("PrepareDataset", "Gate", "Register", "Deploy", "ConfirmDeployment",
-                      "RecordFailure"):
+            a["Deploy"].allow_resource(
+                arn,
+                "The Deploy Lambda creates one model and endpoint "
+                "config per model version, named at run time.",
+            )
+        f["Deploy"].add_to_role_policy(
+            iam.PolicyStatement(
+                actions=[
+                    "sagemaker:CreateEndpoint",
+                    "sagemaker:UpdateEndpoint",
+                    "sagemaker:DescribeEndpoint",
+                    "sagemaker:AddTags",
+                ],
+                resources=[endpoint_arn],
+            )
+        )
+        f["ConfirmDeployment"].add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["sagemaker:DescribeEndpoint"],
+                resources=[endpoint_arn],
+            )
+        )
+        for state in (
+            "PrepareDataset",
+            "Gate",
+            "Register",
+            "Deploy",
+            "ConfirmDeployment",
+            "RecordFailure",
+        ):
             grant_table(t.model_versions, f[state], a[state], write=True)
         for state in ("PrepareDataset", "Deploy", "ConfirmDeployment"):
             grant_table(t.control, f[state], a[state], write=True)
 
         self.retrain = RetrainStateMachine(
-            self, "Retrain", config=config, functions=f, sagemaker_role=self.sagemaker_role,
-            training_image_uri=training_image.uri, submit_directory=code.s3_url,
-            artifacts=lake.artifacts, notify_topic=notifications.notify_topic,
+            self,
+            "Retrain",
+            config=config,
+            functions=f,
+            sagemaker_role=self.sagemaker_role,
+            training_image_uri=training_image.uri,
+            submit_directory=code.s3_url,
+            artifacts=lake.artifacts,
+            notify_topic=notifications.notify_topic,
             endpoint_arn=endpoint_arn,
         )
         self.state_machine = self.retrain.state_machine

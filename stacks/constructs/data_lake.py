@@ -54,9 +54,7 @@ class DataLake(Construct):
             ],
         )
 
-        def data_bucket(
-            bucket_id: str, rules: list[s3.LifecycleRule], prefix: str
-        ) -> s3.Bucket:
+        def data_bucket(bucket_id: str, rules: list[s3.LifecycleRule], prefix: str) -> s3.Bucket:
             return s3.Bucket(
                 self,
                 bucket_id,

@@ -18,10 +18,23 @@ from stacks.config import DlcImage
 
 _DEFAULT_ACCOUNT = "763104351884"
 _REGIONS_ON_DEFAULT_ACCOUNT = (
-    "us-east-1", "us-east-2", "us-west-1", "us-west-2", "ca-central-1", "sa-east-1",
-    "eu-central-1", "eu-north-1", "eu-west-1", "eu-west-2", "eu-west-3",
-    "ap-northeast-1", "ap-northeast-2", "ap-northeast-3", "ap-south-1",
-    "ap-southeast-1", "ap-southeast-2",
+    "us-east-1",
+    "us-east-2",
+    "us-west-1",
+    "us-west-2",
+    "ca-central-1",
+    "sa-east-1",
+    "eu-central-1",
+    "eu-north-1",
+    "eu-west-1",
+    "eu-west-2",
+    "eu-west-3",
+    "ap-northeast-1",
+    "ap-northeast-2",
+    "ap-northeast-3",
+    "ap-south-1",
+    "ap-southeast-1",
+    "ap-southeast-2",
 )
 DLC_REGISTRY_ACCOUNTS: dict[str, str] = {
     **dict.fromkeys(_REGIONS_ON_DEFAULT_ACCOUNT, _DEFAULT_ACCOUNT),
@@ -54,27 +67,49 @@ class DlcImageUri(Construct):
             mapping = CfnMapping(
                 stack,
                 _MAPPING_ID,
-                mapping={region: {"account": acct} for region, acct in
-                         sorted(DLC_REGISTRY_ACCOUNTS.items())},
+                mapping={
+                    region: {"account": acct}
+                    for region, acct in sorted(DLC_REGISTRY_ACCOUNTS.items())
+                },
             )
         self.account = mapping.find_in_map(Aws.REGION, "account")
         self.repository_arn = Fn.join(
             "",
-            ["arn:", Aws.PARTITION, ":ecr:", Aws.REGION, ":", self.account,
-             ":repository/", image.repository],
+            [
+                "arn:",
+                Aws.PARTITION,
+                ":ecr:",
+                Aws.REGION,
+                ":",
+                self.account,
+                ":repository/",
+                image.repository,
+            ],
         )
         self.uri = Fn.join(
             "",
-            [self.account, ".dkr.ecr.", Aws.REGION, ".", Aws.URL_SUFFIX, "/",
-             image.repository, ":", image.tag],
+            [
+                self.account,
+                ".dkr.ecr.",
+                Aws.REGION,
+                ".",
+                Aws.URL_SUFFIX,
+                "/",
+                image.repository,
+                ":",
+                image.tag,
+            ],
         )
 
     def grant_pull(self, grantee: iam.IGrantable) -> None:
         """Let ``grantee`` (e.g. the SageMaker execution role) pull this image."""
         grantee.grant_principal.add_to_principal_policy(
             iam.PolicyStatement(
-                actions=["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage",
-                         "ecr:GetDownloadUrlForLayer"],
+                actions=[
+                    "ecr:BatchCheckLayerAvailability",
+                    "ecr:BatchGetImage",
+                    "ecr:GetDownloadUrlForLayer",
+                ],
                 resources=[self.repository_arn],
             )
         )

@@ -42,8 +42,6 @@ class EncryptionKey(Construct):
                     principals=[iam.ServicePrincipal(service)],
                     actions=["kms:Decrypt", "kms:GenerateDataKey*"],
                     resources=["*"],  # in a key policy "*" means this key
-                    conditions={
-                        "StringEquals": {"aws:SourceAccount": self.key.stack.account}
-                    },
+                    conditions={"StringEquals": {"aws:SourceAccount": self.key.stack.account}},
                 )
             )

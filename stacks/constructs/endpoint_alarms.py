@@ -65,8 +65,7 @@ class EndpointAlarms(Construct):
         self.latency_alarm = self.latency_metric.create_alarm(
             self,
             "ModelLatencyP99",
-            alarm_description="Endpoint p99 model latency: roll back to the last-known-good "
-            "model.",
+            alarm_description="Endpoint p99 model latency: roll back to the last-known-good model.",
             threshold=thresholds.model_latency_p99_microseconds,
             comparison_operator=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
             evaluation_periods=thresholds.evaluation_periods,

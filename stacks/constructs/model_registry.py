@@ -36,8 +36,12 @@ class ModelRegistry(Construct):
         """Create and read model package versions in this group."""
         grantee.grant_principal.add_to_principal_policy(
             iam.PolicyStatement(
-                actions=["sagemaker:CreateModelPackage", "sagemaker:DescribeModelPackage",
-                         "sagemaker:UpdateModelPackage", "sagemaker:AddTags"],
+                actions=[
+                    "sagemaker:CreateModelPackage",
+                    "sagemaker:DescribeModelPackage",
+                    "sagemaker:UpdateModelPackage",
+                    "sagemaker:AddTags",
+                ],
                 resources=[self.group_arn, self.packages_arn],
             )
         )

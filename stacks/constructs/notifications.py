@@ -24,10 +24,16 @@ class Notifications(Construct):
             service_principals=["cloudwatch.amazonaws.com"],
         ).key
         self.notify_topic = sns.Topic(
-            self, "NotifyTopic", master_key=self.key, enforce_ssl=True,
+            self,
+            "NotifyTopic",
+            master_key=self.key,
+            enforce_ssl=True,
             display_name=f"TuneLoop {config.stage} notifications",
         )
         self.alarm_topic = sns.Topic(
-            self, "AlarmTopic", master_key=self.key, enforce_ssl=True,
+            self,
+            "AlarmTopic",
+            master_key=self.key,
+            enforce_ssl=True,
             display_name=f"TuneLoop {config.stage} endpoint alarms",
         )

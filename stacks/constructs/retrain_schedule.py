@@ -13,7 +13,11 @@ class RetrainSchedule(Construct):
     """Invokes ``function`` every ``every`` with ``{"trigger": "schedule"}``."""
 
     def __init__(
-        self, scope: Construct, construct_id: str, *, function: lambda_.IFunction,
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        function: lambda_.IFunction,
         every: Duration,
     ) -> None:
         super().__init__(scope, construct_id)

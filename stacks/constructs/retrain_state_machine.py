@@ -205,7 +205,9 @@ class RetrainStateMachine(Construct):
         )
         check.add_retry(
             errors=["SageMaker.SageMakerException", "SageMaker.ThrottlingException"],
-            interval=Duration.seconds(5), max_attempts=3, backoff_rate=2,
+            interval=Duration.seconds(5),
+            max_attempts=3,
+            backoff_rate=2,
         )
         confirm = self._lambda(
             "ConfirmDeployment",
@@ -222,9 +224,7 @@ class RetrainStateMachine(Construct):
                 "event": "deployed",
                 "model_version": _P.string_at("$.dataset.model_version"),
                 "production_version": _P.string_at("$.confirmation.production_version"),
-                "last_known_good_version": _P.string_at(
-                    "$.confirmation.last_known_good_version"
-                ),
+                "last_known_good_version": _P.string_at("$.confirmation.last_known_good_version"),
                 "endpoint_name": _P.string_at("$.deployment.endpoint_name"),
             },
         )
@@ -254,14 +254,25 @@ class RetrainStateMachine(Construct):
         )
         rejected = sfn.Succeed(self, "Rejected")
 
-        for task in (prepare, train, evaluate, gate, register, deploy, check, confirm, notify,
-                     notify_rejected):
+        for task in (
+            prepare,
+            train,
+            evaluate,
+            gate,
+            register,
+            deploy,
+            check,
+            confirm,
+            notify,
+            notify_rejected,
+        ):
             task.add_catch(record_failure, errors=[sfn.Errors.ALL], result_path="$.error")
 
         endpoint_ready = (
             sfn.Choice(self, "EndpointReady")
-            .when(sfn.Condition.string_equals("$.endpoint.status", "InService"),
-                  confirm.next(notify))
+            .when(
+                sfn.Condition.string_equals("$.endpoint.status", "InService"), confirm.next(notify)
+            )
             .when(
                 sfn.Condition.or_(
                     sfn.Condition.string_equals("$.endpoint.status", "Failed"),

@@ -43,25 +43,34 @@ class SageMakerExecutionRole(Construct):
         self.role.add_to_policy(
             iam.PolicyStatement(
                 actions=["s3:GetObject"],
-                resources=[training_code.asset.bucket.arn_for_objects(
-                    training_code.asset.s3_object_key)],
+                resources=[
+                    training_code.asset.bucket.arn_for_objects(training_code.asset.s3_object_key)
+                ],
             )
         )
         for image in images:
             image.grant_pull(self.role)
         sagemaker_logs = stack.format_arn(
-            service="logs", resource="log-group", resource_name="/aws/sagemaker/*",
+            service="logs",
+            resource="log-group",
+            resource_name="/aws/sagemaker/*",
             arn_format=ArnFormat.COLON_RESOURCE_NAME,
         )
         self.role.add_to_policy(
             iam.PolicyStatement(
-                actions=["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents",
-                         "logs:DescribeLogStreams"],
+                actions=[
+                    "logs:CreateLogGroup",
+                    "logs:CreateLogStream",
+                    "logs:PutLogEvents",
+                    "logs:DescribeLogStreams",
+                ],
                 resources=[sagemaker_logs],
             )
         )
-        allow.allow_resource(sagemaker_logs, "SageMaker writes job and endpoint logs to log "
-                             "groups it names under /aws/sagemaker/.")
+        allow.allow_resource(
+            sagemaker_logs,
+            "SageMaker writes job and endpoint logs to log groups it names under /aws/sagemaker/.",
+        )
         self.role.add_to_policy(
             iam.PolicyStatement(
                 actions=["cloudwatch:PutMetricData"],
@@ -69,6 +78,9 @@ class SageMakerExecutionRole(Construct):
                 conditions={"StringLike": {"cloudwatch:namespace": "/aws/sagemaker/*"}},
             )
         )
-        allow.allow_resource("*", "ecr:GetAuthorizationToken and cloudwatch:PutMetricData "
-                             "support no resource-level permissions (metrics are limited to "
-                             "the /aws/sagemaker/ namespaces by condition).")
+        allow.allow_resource(
+            "*",
+            "ecr:GetAuthorizationToken and cloudwatch:PutMetricData "
+            "support no resource-level permissions (metrics are limited to "
+            "the /aws/sagemaker/ namespaces by condition).",
+        )

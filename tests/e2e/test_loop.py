@@ -51,7 +51,9 @@ def platform(tmp_path_factory: pytest.TempPathFactory, base_model: Path) -> Iter
         local.deploy()
         benchmark = work / "facts.jsonl"
         benchmark.write_text(
-            json.dumps({"id": "q1", "prompt": "Is water wet?", "choices": [" yes", " no"], "answer": 0})
+            json.dumps(
+                {"id": "q1", "prompt": "Is water wet?", "choices": [" yes", " no"], "answer": 0}
+            )
             + "\n",
             encoding="utf-8",
         )
@@ -72,9 +74,10 @@ def _wait_for(condition: Callable[[], bool], timeout: float) -> bool:
 
 
 def _gate_function() -> dict[str, Any]:
+    lambdas: Any = boto3.client("lambda")
     return next(
         f
-        for f in boto3.client("lambda").list_functions()["Functions"]
+        for f in lambdas.list_functions()["Functions"]
         if f["Handler"] == "lambdas.gate.handler.handler"
     )
 
@@ -165,18 +168,22 @@ def test_second_run_replaces_it_and_an_alarm_rolls_back(
 
     platform.crash_endpoint()
     for _ in range(3):
-        with pytest.raises(Exception, match="ModelError|error"):
+        with pytest.raises(Exception, match=r"ModelError|error"):
             platform.invoke("Hello", max_new_tokens=2)
     restored = _wait_for(
-        lambda: (platform.control_item("production") or {}).get("model_version")
-        == first["model_version"],
+        lambda: (
+            (platform.control_item("production") or {}).get("model_version")
+            == first["model_version"]
+        ),
         timeout=60,
     )
     assert restored, "the alarm's rollback restores the last-known-good version"
     assert any("Invocation5XXErrors" in a["AlarmName"] for a in platform.emulator.alarms.fired)
     platform.wait_for_endpoint(
-        lambda e: e["EndpointStatus"] == "InService"
-        and e["EndpointConfigName"] == first["endpoint_config_name"],
+        lambda e: (
+            e["EndpointStatus"] == "InService"
+            and e["EndpointConfigName"] == first["endpoint_config_name"]
+        ),
         timeout=120,
     )
     assert platform.invoke("Hello", max_new_tokens=2)["model_version"] == first["model_version"]

@@ -32,8 +32,13 @@ def test_sourcedir_layout_skips_local_platform_caches_and_dockerfiles(tmp_path: 
     _tree(tmp_path)
     names = _names(sourcedir_bytes(tmp_path))
     assert names == sorted(names)
-    assert {"train.py", "evaluate.py", "tuneloop", "tuneloop/__init__.py",
-            "tuneloop/training/__init__.py"} <= set(names)
+    assert {
+        "train.py",
+        "evaluate.py",
+        "tuneloop",
+        "tuneloop/__init__.py",
+        "tuneloop/training/__init__.py",
+    } <= set(names)
     assert not [n for n in names if n.startswith("tuneloop/local") or "__pycache__" in n]
     assert "Dockerfile" not in names and "training_containers/train.py" not in names
 
@@ -52,15 +57,20 @@ def test_sourcedir_is_byte_for_byte_reproducible(tmp_path: Path) -> None:
 def test_shipped_sourcedir_holds_the_job_entry_points(dev: Assembly) -> None:
     # Given the file asset the Train/Evaluate jobs use as sagemaker_submit_directory
     (manifest,) = [json.loads(p.read_text()) for p in dev.outdir.glob("*Pipeline.assets.json")]
-    archives = [f["source"]["path"] for f in manifest["files"].values()
-                if f["source"]["path"].endswith(".tar.gz")]
+    archives = [
+        f["source"]["path"]
+        for f in manifest["files"].values()
+        if f["source"]["path"].endswith(".tar.gz")
+    ]
     assert len(archives) == 1
     names = set(_names((dev.outdir / archives[0]).read_bytes()))
     # Then it holds, at its root, the entry points and the library (not the local platform)
     assert {"train.py", "evaluate.py", "tuneloop", "tuneloop/envmodel.py"} <= names
     assert not [n for n in names if n.startswith("tuneloop/local")]
     for optional in ("serve.py", "inference.py", "requirements.txt"):
-        source = {"serve.py": "training_containers/serve.py",
-                  "inference.py": "training_containers/inference.py",
-                  "requirements.txt": "training_containers/requirements.txt"}[optional]
+        source = {
+            "serve.py": "training_containers/serve.py",
+            "inference.py": "training_containers/inference.py",
+            "requirements.txt": "training_containers/requirements.txt",
+        }[optional]
         assert (optional in names) == (PROJECT_ROOT / source).is_file()

@@ -53,8 +53,10 @@ def test_overrides_replace_base_model_and_threshold(tmp_path: object) -> None:
     ("overrides", "message"),
     [
         ({"retrain_threshold": "-1"}, "stage 'dev': retrain_threshold must be > 0, got -1"),
-        ({"retrain_threshold": "many"},
-         "stage 'dev': retrain_threshold must be an integer, got 'many'"),
+        (
+            {"retrain_threshold": "many"},
+            "stage 'dev': retrain_threshold must be an integer, got 'many'",
+        ),
         ({"base_model": "/models/tiny"}, "stage 'dev': base_model must be"),
         ({"training_instance_type": "x"}, "'training_instance_type' cannot be overridden"),
     ],
@@ -88,12 +90,20 @@ def test_config_is_frozen_and_keyword_only() -> None:
 
 
 def _run_app(context: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "CDK_CONTEXT_JSON": json.dumps(context),
-           "JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION": "1"}
+    env = {
+        **os.environ,
+        "CDK_CONTEXT_JSON": json.dumps(context),
+        "JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION": "1",
+    }
     env.pop("CDK_OUTDIR", None)
     return subprocess.run(
-        [sys.executable, "app.py"], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True,
-        timeout=120, check=False,
+        [sys.executable, "app.py"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
 
 

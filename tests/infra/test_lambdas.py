@@ -12,8 +12,15 @@ from tests.infra.conftest import Assembly
 from tuneloop.envmodel import env_var_names
 
 CONTRACT_FUNCTIONS = {
-    "ingest", "retrain_trigger", "prepare_dataset", "gate", "register", "deploy",
-    "confirm_deployment", "record_failure", "rollback",
+    "ingest",
+    "retrain_trigger",
+    "prepare_dataset",
+    "gate",
+    "register",
+    "deploy",
+    "confirm_deployment",
+    "record_failure",
+    "rollback",
 }
 RUNTIME_ONLY_VARIABLES = {"POWERTOOLS_SERVICE_NAME", "LOG_LEVEL"}
 
@@ -64,8 +71,10 @@ def test_environment_values_follow_the_stage_config(dev: Assembly, local: Assemb
         assert functions["ingest"]["Environment"]["Variables"]["RETRAIN_THRESHOLD"] == threshold
         deploy = functions["deploy"]["Environment"]["Variables"]
         assert deploy["SERVING_INSTANCE_TYPE"] == "ml.g5.xlarge"
-        assert deploy["ENDPOINT_NAME"] == functions["rollback"]["Environment"]["Variables"][
-            "ENDPOINT_NAME"]
+        assert (
+            deploy["ENDPOINT_NAME"]
+            == functions["rollback"]["Environment"]["Variables"]["ENDPOINT_NAME"]
+        )
         assert "Fn::ImportValue" in str(deploy["ROLLBACK_ALARM_NAMES"])
 
 

@@ -38,8 +38,9 @@ def test_endpoint_alarms_watch_the_generated_endpoint(dev: Assembly) -> None:
 
 def test_rollback_lambda_is_subscribed_to_the_alarm_topic(dev: Assembly) -> None:
     resources = dev.template("Serving")["Resources"]
-    (subscription,) = [r["Properties"] for r in resources.values()
-                       if r["Type"] == "AWS::SNS::Subscription"]
+    (subscription,) = [
+        r["Properties"] for r in resources.values() if r["Type"] == "AWS::SNS::Subscription"
+    ]
     assert subscription["Protocol"] == "lambda"
     assert subscription["TopicArn"]["Ref"].startswith("NotificationsAlarmTopic")
     assert subscription["Endpoint"]["Fn::GetAtt"][0].startswith("RollbackFunction")
@@ -60,8 +61,11 @@ def test_drop_events_reach_the_ingest_lambda_through_a_queue(dev: Assembly) -> N
     assert target["Arn"]["Fn::GetAtt"][0].startswith("IngestQueue")
     (schedule,) = [r for r in rules if "ScheduleExpression" in r]
     assert schedule["ScheduleExpression"] == "rate(1 day)"
-    (mapping,) = [r["Properties"] for r in resources.values()
-                  if r["Type"] == "AWS::Lambda::EventSourceMapping"]
+    (mapping,) = [
+        r["Properties"]
+        for r in resources.values()
+        if r["Type"] == "AWS::Lambda::EventSourceMapping"
+    ]
     assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     queues = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::SQS::Queue"]
     assert len(queues) == 2 and all("KmsMasterKeyId" in q for q in queues)

@@ -11,14 +11,33 @@ import pytest
 from tests.infra.conftest import Assembly
 
 CONTRACT_STATES = {
-    "PrepareDataset", "Train", "Evaluate", "Gate", "GateDecision", "Register", "Deploy",
-    "WaitForEndpoint", "CheckEndpoint", "EndpointReady", "ConfirmDeployment", "Notify",
-    "NotifyRejected", "Rejected", "RecordFailure", "NotifyFailure", "Failed",
+    "PrepareDataset",
+    "Train",
+    "Evaluate",
+    "Gate",
+    "GateDecision",
+    "Register",
+    "Deploy",
+    "WaitForEndpoint",
+    "CheckEndpoint",
+    "EndpointReady",
+    "ConfirmDeployment",
+    "Notify",
+    "NotifyRejected",
+    "Rejected",
+    "RecordFailure",
+    "NotifyFailure",
+    "Failed",
 }
 RESULT_PATHS = {
-    "PrepareDataset": "$.dataset", "Train": "$.train", "Evaluate": "$.evaluation",
-    "Gate": "$.gate", "Register": "$.registration", "Deploy": "$.deployment",
-    "CheckEndpoint": "$.endpoint", "ConfirmDeployment": "$.confirmation",
+    "PrepareDataset": "$.dataset",
+    "Train": "$.train",
+    "Evaluate": "$.evaluation",
+    "Gate": "$.gate",
+    "Register": "$.registration",
+    "Deploy": "$.deployment",
+    "CheckEndpoint": "$.endpoint",
+    "ConfirmDeployment": "$.confirmation",
 }
 
 
@@ -51,7 +70,8 @@ def test_every_task_catches_everything_into_the_failure_path(states: dict[str, A
         assert catch["ErrorEquals"] == ["States.ALL"], name
         assert catch["ResultPath"] == "$.error", name
         expected = {"RecordFailure": "NotifyFailure", "NotifyFailure": "Failed"}.get(
-            name, "RecordFailure")
+            name, "RecordFailure"
+        )
         assert catch["Next"] == expected, name
         assert state.get("Retry"), name
     assert states["RecordFailure"]["Next"] == "NotifyFailure"
@@ -78,8 +98,11 @@ def test_happy_rejected_and_polling_paths(states: dict[str, Any]) -> None:
     assert states["WaitForEndpoint"]["Next"] == "CheckEndpoint"
     assert states["CheckEndpoint"]["Next"] == "EndpointReady"
     ready = states["EndpointReady"]
-    assert ready["Choices"][0] == {"Variable": "$.endpoint.status", "StringEquals": "InService",
-                                   "Next": "ConfirmDeployment"}
+    assert ready["Choices"][0] == {
+        "Variable": "$.endpoint.status",
+        "StringEquals": "InService",
+        "Next": "ConfirmDeployment",
+    }
     assert ready["Choices"][1]["Next"] == "EndpointFailed"
     assert ready["Default"] == "WaitForEndpoint"
     assert states["EndpointFailed"]["Next"] == "RecordFailure"
@@ -91,13 +114,17 @@ def test_check_endpoint_is_an_sdk_call(states: dict[str, Any]) -> None:
     check = states["CheckEndpoint"]
     assert check["Resource"] == "arn:<cfn>:states:::aws-sdk:sagemaker:describeEndpoint"
     assert check["Parameters"] == {"EndpointName.$": "$.deployment.endpoint_name"}
-    assert check["ResultSelector"] == {"status.$": "$.EndpointStatus",
-                                       "endpoint_config_name.$": "$.EndpointConfigName"}
+    assert check["ResultSelector"] == {
+        "status.$": "$.EndpointStatus",
+        "endpoint_config_name.$": "$.EndpointConfigName",
+    }
 
 
 def test_train_and_evaluate_are_script_mode_training_jobs(states: dict[str, Any]) -> None:
-    for name, suffix, program in (("Train", "train", "train.py"),
-                                  ("Evaluate", "eval", "evaluate.py")):
+    for name, suffix, program in (
+        ("Train", "train", "train.py"),
+        ("Evaluate", "eval", "evaluate.py"),
+    ):
         state = states[name]
         assert state["Resource"] == "arn:<cfn>:states:::sagemaker:createTrainingJob.sync"
         params = state["Parameters"]
@@ -109,21 +136,37 @@ def test_train_and_evaluate_are_script_mode_training_jobs(states: dict[str, Any]
         assert params["OutputDataConfig"]["S3OutputPath"] == "s3://<cfn>/jobs/"
         assert "huggingface-pytorch-training" in params["AlgorithmSpecification"]["TrainingImage"]
     train = states["Train"]
-    assert train["ResultSelector"] == {"job_name.$": "$.TrainingJobName",
-                                       "model_data.$": "$.ModelArtifacts.S3ModelArtifacts"}
+    assert train["ResultSelector"] == {
+        "job_name.$": "$.TrainingJobName",
+        "model_data.$": "$.ModelArtifacts.S3ModelArtifacts",
+    }
     (channel,) = train["Parameters"]["InputDataConfig"]
     assert channel["ChannelName"] == "train"
     assert channel["DataSource"]["S3DataSource"]["S3Uri.$"] == "$.dataset.train_s3_uri"
     assert set(train["Parameters"]["HyperParameters"]) >= {
-        "base_model", "max_steps", "learning_rate", "lora_r", "lora_alpha", "lora_dropout",
-        "max_seq_length", "per_device_batch_size", "seed"}
+        "base_model",
+        "max_steps",
+        "learning_rate",
+        "lora_r",
+        "lora_alpha",
+        "lora_dropout",
+        "max_seq_length",
+        "per_device_batch_size",
+        "seed",
+    }
     evaluate = states["Evaluate"]
-    assert evaluate["ResultSelector"] == {"job_name.$": "$.TrainingJobName",
-                                          "output_path.$": "$.OutputDataConfig.S3OutputPath"}
-    channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri.$"]
-                for c in evaluate["Parameters"]["InputDataConfig"]}
-    assert channels == {"candidate": "$.train.model_data",
-                        "benchmarks": "$.dataset.benchmarks_s3_uri"}
+    assert evaluate["ResultSelector"] == {
+        "job_name.$": "$.TrainingJobName",
+        "output_path.$": "$.OutputDataConfig.S3OutputPath",
+    }
+    channels = {
+        c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri.$"]
+        for c in evaluate["Parameters"]["InputDataConfig"]
+    }
+    assert channels == {
+        "candidate": "$.train.model_data",
+        "benchmarks": "$.dataset.benchmarks_s3_uri",
+    }
     hyper = evaluate["Parameters"]["HyperParameters"]
     assert hyper["champion_model_data.$"] == "$.dataset.champion_model_data"
     assert {"mmlu_subset_size", "seed"} <= set(hyper)

@@ -57,14 +57,16 @@ def test_data_buckets_are_versioned_kms_encrypted_logged_and_private(dev: Assemb
         assert rule["ServerSideEncryptionByDefault"]["KMSMasterKeyID"] == {
             "Fn::GetAtt": ["DataKey", "Arn"]
         }
-        assert props["LoggingConfiguration"]["DestinationBucketName"] == {
-            "Ref": "AccessLogsBucket"
-        }
+        assert props["LoggingConfiguration"]["DestinationBucketName"] == {"Ref": "AccessLogsBucket"}
         assert all(props["PublicAccessBlockConfiguration"].values())
         assert props["LifecycleConfiguration"]["Rules"]
     logs = _bucket(dev, "AccessLogsBucket")
-    assert logs["BucketEncryption"]["ServerSideEncryptionConfiguration"][0][
-        "ServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+    assert (
+        logs["BucketEncryption"]["ServerSideEncryptionConfiguration"][0][
+            "ServerSideEncryptionByDefault"
+        ]["SSEAlgorithm"]
+        == "AES256"
+    )
 
 
 def test_every_bucket_denies_non_ssl_requests(dev: Assembly) -> None:
@@ -74,9 +76,11 @@ def test_every_bucket_denies_non_ssl_requests(dev: Assembly) -> None:
         if resource["Type"] != "AWS::S3::BucketPolicy":
             continue
         for statement in resource["Properties"]["PolicyDocument"]["Statement"]:
-            if statement["Effect"] == "Deny" and statement.get("Condition", {}).get(
-                "Bool", {}
-            ).get("aws:SecureTransport") == "false":
+            if (
+                statement["Effect"] == "Deny"
+                and statement.get("Condition", {}).get("Bool", {}).get("aws:SecureTransport")
+                == "false"
+            ):
                 secured.add(resource["Properties"]["Bucket"]["Ref"])
     assert secured == {"AccessLogsBucket", "RawBucket", "CuratedBucket", "ArtifactsBucket"}
 

@@ -51,24 +51,26 @@ def test_unacknowledged_finding_fails_synth(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="ValidationFailed"):
         app.synth()
     violations = _nag_violations(Assembly(outdir=tmp_path, templates={}))
-    assert any(v.startswith("AwsSolutions-SQS4 at TuneLoop-dev-Storage/Unacknowledged")
-               for v in violations), violations
+    assert any(
+        v.startswith("AwsSolutions-SQS4 at TuneLoop-dev-Storage/Unacknowledged") for v in violations
+    ), violations
 
 
 def test_cfn_lint_reports_no_errors(dev: Assembly, local: Assembly) -> None:
     for assembly in (dev, local):
         for name in assembly.templates:
             matches = lint_file(assembly.outdir / f"{name}.template.json")
-            errors = [f"{m.rule.id} {m.message} ({m.path})" for m in matches
-                      if m.rule.severity.lower() == "error"]
+            errors = [
+                f"{m.rule.id} {m.message} ({m.path})"
+                for m in matches
+                if m.rule.severity.lower() == "error"
+            ]
             assert errors == [], f"{name}: {errors}"
 
 
 def test_synth_needs_no_docker(dev: Assembly) -> None:
     # Given the assembly's asset manifests
-    asset_manifests = [
-        json.loads(path.read_text()) for path in dev.outdir.glob("*.assets.json")
-    ]
+    asset_manifests = [json.loads(path.read_text()) for path in dev.outdir.glob("*.assets.json")]
     # Then no asset is a Docker image and the manifests mention no docker build
     assert asset_manifests
     assert all(not manifest.get("dockerImages") for manifest in asset_manifests)

@@ -9,7 +9,6 @@ import tarfile
 import time
 import zipfile
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import boto3
@@ -37,7 +36,8 @@ if args.fail == "yes":
     sys.exit(1)
 rows = sorted(pathlib.Path(os.environ["SM_CHANNEL_TRAIN"]).glob("*.jsonl"))
 pathlib.Path(os.environ["SM_MODEL_DIR"], "weights.txt").write_text(str(len(rows)))
-pathlib.Path(os.environ["SM_OUTPUT_DATA_DIR"], "report.json").write_text(json.dumps({"files": len(rows)}))
+report = pathlib.Path(os.environ["SM_OUTPUT_DATA_DIR"], "report.json")
+report.write_text(json.dumps({"files": len(rows)}))
 print("train_loss=0.5;")
 """
 

@@ -72,7 +72,7 @@ class AlarmEvaluator:
 
     def evaluate_once(self) -> list[str]:
         """Evaluate every metric alarm once; return the names that moved to ALARM."""
-        cloudwatch = boto3.client("cloudwatch")
+        cloudwatch: Any = boto3.client("cloudwatch")
         moved = []
         for alarm in cloudwatch.describe_alarms(AlarmTypes=["MetricAlarm"])["MetricAlarms"]:
             if not alarm.get("MetricName"):
@@ -136,7 +136,7 @@ class AlarmEvaluator:
         }
         if new == "ALARM":
             self.fired.append(message)
-        sns = boto3.client("sns")
+        sns: Any = boto3.client("sns")
         for action in actions:
             if ":sns:" in action:
                 sns.publish(

@@ -61,7 +61,7 @@ class CloudWatchAlarm(CloudFormationModel):
         return self.arn
 
     @classmethod
-    def create_from_cloudformation_json(  # type: ignore[override]
+    def create_from_cloudformation_json(
         cls,
         resource_name: str,
         cloudformation_json: dict[str, Any],
@@ -124,7 +124,7 @@ class S3BucketPolicy(_Simple, CloudFormationModel):
         return "AWS::S3::BucketPolicy"
 
     @classmethod
-    def create_from_cloudformation_json(  # type: ignore[override]
+    def create_from_cloudformation_json(
         cls, resource_name: str, cloudformation_json: dict[str, Any], *args: Any, **kwargs: Any
     ) -> S3BucketPolicy:
         return cls(resource_name)
@@ -138,7 +138,7 @@ class SnsTopicPolicy(_Simple, CloudFormationModel):
         return "AWS::SNS::TopicPolicy"
 
     @classmethod
-    def create_from_cloudformation_json(  # type: ignore[override]
+    def create_from_cloudformation_json(
         cls, resource_name: str, cloudformation_json: dict[str, Any], *args: Any, **kwargs: Any
     ) -> SnsTopicPolicy:
         return cls(resource_name)
@@ -152,7 +152,7 @@ class SqsQueuePolicy(_Simple, CloudFormationModel):
         return "AWS::SQS::QueuePolicy"
 
     @classmethod
-    def create_from_cloudformation_json(  # type: ignore[override]
+    def create_from_cloudformation_json(
         cls, resource_name: str, cloudformation_json: dict[str, Any], *args: Any, **kwargs: Any
     ) -> SqsQueuePolicy:
         return cls(resource_name)
@@ -166,7 +166,7 @@ class SnsSubscription(_Simple, CloudFormationModel):
         return "AWS::SNS::Subscription"
 
     @classmethod
-    def create_from_cloudformation_json(  # type: ignore[override]
+    def create_from_cloudformation_json(
         cls,
         resource_name: str,
         cloudformation_json: dict[str, Any],
@@ -192,7 +192,7 @@ class SageMakerModelPackageGroup(_Simple, CloudFormationModel):
         return "AWS::SageMaker::ModelPackageGroup"
 
     @classmethod
-    def create_from_cloudformation_json(  # type: ignore[override]
+    def create_from_cloudformation_json(
         cls,
         resource_name: str,
         cloudformation_json: dict[str, Any],

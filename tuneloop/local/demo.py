@@ -84,7 +84,9 @@ def _describe_run(platform: LocalPlatform, run: RunResult) -> dict[str, Any]:
         result["train_steps"] = report.get("steps")
     evaluation = run.output.get("evaluation") or {}
     if evaluation.get("job_name"):
-        uri = f"{evaluation['output_path'].rstrip('/')}/{evaluation['job_name']}/output/output.tar.gz"
+        uri = (
+            f"{evaluation['output_path'].rstrip('/')}/{evaluation['job_name']}/output/output.tar.gz"
+        )
         scores = _tar_member_json(uri, "evaluation.json")["results"]
         result["scores"] = {
             model: {suite: round(float(r.get("acc", 0.0)), 3) for suite, r in suites.items()}
@@ -122,7 +124,9 @@ def _drop_and_run(
         described = _describe_run(platform, run)
         summary.runs.append(described)
         if run.status != "SUCCEEDED":
-            raise PlatformError(f"retrain {label} ended {run.status}: {run.error} {run.cause[:500]}")
+            raise PlatformError(
+                f"retrain {label} ended {run.status}: {run.error} {run.cause[:500]}"
+            )
         production = platform.control_item("production") or {}
         if production.get("model_version") != run.name:
             raise PlatformError(
@@ -174,7 +178,9 @@ def _fault_and_rollback(platform: LocalPlatform, summary: Summary, good: str, ba
         }
         answer = _ask(platform, summary, "after rollback")
         if answer.get("model_version") != good:
-            raise PlatformError(f"after rollback the endpoint answers from {answer.get('model_version')}")
+            raise PlatformError(
+                f"after rollback the endpoint answers from {answer.get('model_version')}"
+            )
 
 
 def _wait_for_production(platform: LocalPlatform, version: str, timeout: float) -> dict[str, Any]:
@@ -205,12 +211,14 @@ def _print_summary(summary: Summary, total: float) -> None:
         for reason in run.get("reasons", []):
             _say(f"    - {reason}")
     for label, answer in summary.answers:
-        _say(f"answer {label} from {answer.get('model_version')}: {answer.get('generated_text', '').strip()[:80]!r}")
+        text = " ".join(str(answer.get("generated_text", "")).split())
+        _say(f"answer {label} from {answer.get('model_version')}: {text[:80]!r}")
     if summary.rollback:
         r = summary.rollback
         _say(
             f"rollback: alarm {r['alarm']} after {r['failed_requests']} failed requests; "
-            f"{r['rolled_back']} → {r['rolled_back_status']}, production restored to {r['restored']}"
+            f"{r['rolled_back']} → {r['rolled_back_status']}, "
+            f"production restored to {r['restored']}"
         )
     _say("wall time per stage:")
     for name, seconds in summary.timings:

@@ -85,7 +85,7 @@ def _patch_lambda_invoke() -> None:
         result = services().lambdas.invoke(spec, event if event is not None else {})
         return json.dumps(result.payload), not result.ok, result.log
 
-    LambdaFunction._invoke_lambda = invoke_locally
+    LambdaFunction._invoke_lambda = invoke_locally  # type: ignore[method-assign]
 
 
 # Gap: moto's Step Functions interpreter leaves an execution unnamed when StartExecution
@@ -101,7 +101,7 @@ def _patch_execution_names() -> None:
     ) -> Any:
         return original(self, state_machine_arn, name or str(uuid.uuid4()), *a, **k)
 
-    StepFunctionsParserBackend.start_execution = start_execution
+    StepFunctionsParserBackend.start_execution = start_execution  # type: ignore[method-assign]
 
 
 # Gap: the Step Functions interpreter treats `sagemaker` as unsupported (only
@@ -129,7 +129,7 @@ def _patch_training_jobs() -> None:
     original = SageMakerModelBackend.create_training_job
 
     def create_training_job(self: Any, *args: Any, **kwargs: Any) -> Any:
-        job = original(self, *args, **kwargs)
+        job: Any = original(self, *args, **kwargs)
         job.training_job_status = "InProgress"
         job.secondary_status = "Training"
         job.training_end_time = None
@@ -150,7 +150,7 @@ def _patch_training_jobs() -> None:
         services().jobs.start(spec, finished)
         return job
 
-    SageMakerModelBackend.create_training_job = create_training_job
+    SageMakerModelBackend.create_training_job = create_training_job  # type: ignore[method-assign]
 
 
 def _model_data_url(backend: Any, endpoint_config_name: str) -> str:
@@ -194,7 +194,7 @@ def _patch_endpoints() -> None:
     original_create = SageMakerModelBackend.create_endpoint
 
     def create_endpoint(self: Any, endpoint_name: str, endpoint_config_name: str, tags: Any) -> Any:
-        endpoint = original_create(self, endpoint_name, endpoint_config_name, tags)
+        endpoint: Any = original_create(self, endpoint_name, endpoint_config_name, tags)
         endpoint.endpoint_status = "Creating"
 
         def failed(reason: str) -> None:
@@ -235,7 +235,7 @@ def _patch_endpoints() -> None:
         )
         return ActionResult({"EndpointArn": endpoint.arn})
 
-    SageMakerModelBackend.create_endpoint = create_endpoint
+    SageMakerModelBackend.create_endpoint = create_endpoint  # type: ignore[method-assign]
     SageMakerModelBackend.update_endpoint = update_endpoint  # type: ignore[attr-defined]
     SageMakerResponse.update_endpoint = update_endpoint_response  # type: ignore[attr-defined]
 
@@ -260,10 +260,13 @@ def _patch_invoke_endpoint() -> None:
             return 200, headers, result.body
         # moto takes a response's status from its "status" header, not the tuple.
         if result.status == 404:
-            error = {"__type": "ValidationError", "message": f"Endpoint {endpoint_name} not found."}
-            return 400, {**headers, "status": "400"}, json.dumps(error)
+            missing = {
+                "__type": "ValidationError",
+                "message": f"Endpoint {endpoint_name} not found.",
+            }
+            return 400, {**headers, "status": "400"}, json.dumps(missing)
         # SageMaker reports a failing container as ModelError with the original status.
-        error = {
+        error: dict[str, Any] = {
             "__type": "ModelError",
             "message": f"Received server error ({result.status}) from model: "
             + result.body.decode(errors="replace")[:500],
@@ -271,7 +274,7 @@ def _patch_invoke_endpoint() -> None:
         }
         return 424, {**headers, "status": "424"}, json.dumps(error)
 
-    SageMakerRuntimeResponse.invoke_endpoint = invoke_endpoint
+    SageMakerRuntimeResponse.invoke_endpoint = invoke_endpoint  # type: ignore[method-assign]
 
 
 def _put_endpoint_metrics(endpoint_name: str, status: int, latency_ms: float) -> None:
@@ -286,7 +289,8 @@ def _put_endpoint_metrics(endpoint_name: str, status: int, latency_ms: float) ->
         ("Invocation4XXErrors", 1.0 if 400 <= status < 500 else 0.0, "Count"),
         ("ModelLatency", latency_ms * 1000.0, "Microseconds"),
     ]
-    boto3.client("cloudwatch").put_metric_data(
+    cloudwatch: Any = boto3.client("cloudwatch")
+    cloudwatch.put_metric_data(
         Namespace="AWS/SageMaker",
         MetricData=[
             {"MetricName": n, "Value": v, "Unit": u, "Dimensions": dimensions, "Timestamp": now}

@@ -8,6 +8,7 @@ point runs with the ``SM_*`` environment and ``/opt/ml`` layout mapped into a jo
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import subprocess
@@ -149,10 +150,10 @@ class LocalJobRunner:
                 bufsize=1,
             )
             assert process.stdout is not None
-            tail: list[str] = []
+            tail: collections.deque[str] = collections.deque(maxlen=20)
             for line in process.stdout:
                 log.write(line)
-                tail = (tail + [line.rstrip()])[-20:]
+                tail.append(line.rstrip())
                 if self._on_log:
                     self._on_log(spec.name, line.rstrip())
             code = process.wait()
@@ -162,7 +163,7 @@ class LocalJobRunner:
             reason = (
                 failure_file.read_text(encoding="utf-8").strip()
                 if failure_file.exists()
-                else "\n".join(tail[-5:])
+                else "\n".join(list(tail)[-5:])
             )
             return JobOutcome(False, f"AlgorithmError: {reason} (exit code {code}; log {log_path})")
 

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-
 _WORKER = Path(__file__).with_name("lambda_worker.py")
 
 
@@ -106,7 +105,7 @@ class LambdaRuntime:
                 )
                 log = completed.stdout + completed.stderr
             except subprocess.TimeoutExpired as exc:
-                log = f"{exc.stdout or ''}{exc.stderr or ''}"
+                log = _text(exc.stdout) + _text(exc.stderr)
                 return self._record(spec, log, _error("Sandbox.Timedout", "Task timed out"))
             if not result_file.exists():
                 message = f"runtime exited with code {completed.returncode}: {log[-2000:]}"
@@ -119,6 +118,12 @@ class LambdaRuntime:
         with open(self._log_root / f"lambda-{spec.name}.log", "a", encoding="utf-8") as out:
             out.write(log)
         return Invocation(invocation.ok, invocation.payload, log)
+
+
+def _text(output: str | bytes | None) -> str:
+    if isinstance(output, bytes):
+        return output.decode(errors="replace")
+    return output or ""
 
 
 def _error(error_type: str, message: str) -> Invocation:

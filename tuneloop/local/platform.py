@@ -36,7 +36,11 @@ def synth(outdir: Path, context: dict[str, str]) -> Path:
     env["CDK_OUTDIR"] = str(outdir)
     env["CDK_CONTEXT_JSON"] = json.dumps(context)
     completed = subprocess.run(
-        [sys.executable, "app.py"], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+        [sys.executable, "app.py"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
         check=False,
     )
     if completed.returncode != 0:
@@ -180,7 +184,7 @@ class LocalPlatform:
 
     # -- runs ------------------------------------------------------------------------
     def executions(self) -> list[dict[str, Any]]:
-        sfn = boto3.client("stepfunctions")
+        sfn: Any = boto3.client("stepfunctions")
         return list(
             sfn.list_executions(stateMachineArn=self.resources.state_machine_arn)["executions"]
         )
@@ -196,7 +200,7 @@ class LocalPlatform:
 
     def follow_run(self, execution_arn: str, timeout: float = 1800) -> RunResult:
         """Wait for a run to end, logging each state as it starts and ends."""
-        sfn = boto3.client("stepfunctions")
+        sfn: Any = boto3.client("stepfunctions")
         seen = 0
         entered: dict[str, float] = {}
         timings: list[StateTiming] = []
@@ -238,8 +242,12 @@ class LocalPlatform:
             seconds = stamp - entered.get(name, stamp)
             timings.append(StateTiming(name, seconds, "ok"))
         elif kind in {"TaskFailed", "LambdaFunctionFailed", "ExecutionFailed"}:
-            details = next((v for k, v in event.items() if k.endswith("EventDetails")), {})
-            self.log(f"  ✗ {kind}: {details.get('error', '')} {str(details.get('cause', ''))[:300]}")
+            details: dict[str, Any] = next(
+                (v for k, v in event.items() if k.endswith("EventDetails")), {}
+            )
+            self.log(
+                f"  ✗ {kind}: {details.get('error', '')} {str(details.get('cause', ''))[:300]}"
+            )
 
     # -- serving ---------------------------------------------------------------------
     def endpoint(self) -> dict[str, Any]:
@@ -262,7 +270,9 @@ class LocalPlatform:
     def crash_endpoint(self) -> None:
         self.emulator.endpoints.crash(self.resources.endpoint_name)
 
-    def wait_for_endpoint(self, predicate: Callable[[dict[str, Any]], bool], timeout: float) -> dict[str, Any]:
+    def wait_for_endpoint(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout: float
+    ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             described = self.endpoint()
