@@ -66,11 +66,14 @@ def test_environment_matches_the_handler_env_model(dev: Assembly, name: str) -> 
 
 
 def test_environment_values_follow_the_stage_config(dev: Assembly, local: Assembly) -> None:
-    for assembly, threshold in ((dev, "1000"), (local, "5")):
+    for assembly, threshold, instance in (
+        (dev, "1000", "ml.g5.xlarge"),
+        (local, "5", "ml.m5.large"),
+    ):
         functions = _functions(assembly)
         assert functions["ingest"]["Environment"]["Variables"]["RETRAIN_THRESHOLD"] == threshold
         deploy = functions["deploy"]["Environment"]["Variables"]
-        assert deploy["SERVING_INSTANCE_TYPE"] == "ml.g5.xlarge"
+        assert deploy["SERVING_INSTANCE_TYPE"] == instance
         assert (
             deploy["ENDPOINT_NAME"]
             == functions["rollback"]["Environment"]["Variables"]["ENDPOINT_NAME"]

@@ -107,6 +107,7 @@ class Emulator:
 
     def stop(self) -> None:
         self.alarms.stop()
+        gaps.uninstall()
         if self._local is not None:
             self._local.endpoints.stop_all()
         if self._server is not None:

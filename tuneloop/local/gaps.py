@@ -1,7 +1,9 @@
 """Every place where the local platform fills a gap in moto. One module, one patch per gap.
 
 Each patch names the gap it covers. They are installed once, in the emulator's own process
-(moto runs as a ThreadedMotoServer in that process), by ``install``.
+(moto runs as a ThreadedMotoServer in that process), by ``install``; while no platform is
+running (``uninstall``), the patched calls behave as moto's own, so other users of moto in
+the same process (unit tests with ``mock_aws``) see plain moto.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class LocalServices:
 
 
 _installed: LocalServices | None = None
+_patched = False
 _install_lock = threading.Lock()
 
 
@@ -40,11 +43,11 @@ def services() -> LocalServices:
 
 def install(local: LocalServices) -> None:
     """Install every patch (idempotent: later calls only swap the services they use)."""
-    global _installed
+    global _installed, _patched
     with _install_lock:
-        first_time = _installed is None
         _installed = local
-        if first_time:
+        if not _patched:
+            _patched = True
             _patch_lambda_invoke()
             _patch_execution_names()
             _patch_stepfunctions_sagemaker()
@@ -52,6 +55,17 @@ def install(local: LocalServices) -> None:
             _patch_endpoints()
             _patch_invoke_endpoint()
             _register_cloudformation_models()
+
+
+def uninstall() -> None:
+    """Stop routing to local services: the patched calls fall back to moto's behaviour."""
+    global _installed
+    with _install_lock:
+        _installed = None
+
+
+def _active() -> bool:
+    return _installed is not None
 
 
 def _now() -> datetime.datetime:
@@ -73,7 +87,11 @@ def _register_cloudformation_models() -> None:
 def _patch_lambda_invoke() -> None:
     from moto.awslambda.models import LambdaFunction
 
+    original = LambdaFunction._invoke_lambda
+
     def invoke_locally(self: Any, event: Any = None) -> tuple[str, bool, str]:
+        if not _active():
+            return original(self, event)
         spec = FunctionSpec(
             name=self.function_name,
             handler=self.handler,
@@ -114,7 +132,7 @@ def _patch_stepfunctions_sagemaker() -> None:
     original = state_task_factory.state_task_service_for
 
     def service_for(service_name: str) -> Any:
-        if service_name == "sagemaker":
+        if service_name == "sagemaker" and _active():
             return StateTaskServiceSageMaker()
         return original(service_name)
 
@@ -130,6 +148,8 @@ def _patch_training_jobs() -> None:
 
     def create_training_job(self: Any, *args: Any, **kwargs: Any) -> Any:
         job: Any = original(self, *args, **kwargs)
+        if not _active():
+            return job
         job.training_job_status = "InProgress"
         job.secondary_status = "Training"
         job.training_end_time = None
@@ -195,6 +215,8 @@ def _patch_endpoints() -> None:
 
     def create_endpoint(self: Any, endpoint_name: str, endpoint_config_name: str, tags: Any) -> Any:
         endpoint: Any = original_create(self, endpoint_name, endpoint_config_name, tags)
+        if not _active():
+            return endpoint
         endpoint.endpoint_status = "Creating"
 
         def failed(reason: str) -> None:
@@ -217,6 +239,9 @@ def _patch_endpoints() -> None:
                 message=f"Cannot update in-progress endpoint '{endpoint_name}' "
                 f"(status {endpoint.endpoint_status})."
             )
+        if not _active():  # metadata only, as moto would do it
+            endpoint.endpoint_config_name = endpoint_config_name
+            return endpoint
         endpoint.endpoint_status = "Updating"
 
         def rolled_back(reason: str) -> None:
@@ -245,7 +270,11 @@ def _patch_endpoints() -> None:
 def _patch_invoke_endpoint() -> None:
     from moto.sagemakerruntime.responses import SageMakerRuntimeResponse
 
+    original = SageMakerRuntimeResponse.invoke_endpoint
+
     def invoke_endpoint(self: Any) -> Any:
+        if not _active():
+            return original(self)
         endpoint_name = self._get_param("EndpointName") or self.path.split("/")[2]
         body = self.body if isinstance(self.body, bytes) else str(self.body).encode()
         result = services().endpoints.invoke(
