@@ -116,46 +116,28 @@ class _Simple:
 # subclass it directly.
 
 
-class S3BucketPolicy(_Simple, CloudFormationModel):
-    """Recorded, not enforced: the emulator does not authorize calls."""
+def _recorded_policy(resource_type: str) -> type[CloudFormationModel]:
+    """A resource policy: recorded, not enforced (the emulator does not authorize calls)."""
 
-    @staticmethod
-    def cloudformation_type() -> str:
-        return "AWS::S3::BucketPolicy"
+    class RecordedPolicy(_Simple, CloudFormationModel):
+        @staticmethod
+        def cloudformation_type() -> str:
+            return resource_type
 
-    @classmethod
-    def create_from_cloudformation_json(
-        cls, resource_name: str, cloudformation_json: dict[str, Any], *args: Any, **kwargs: Any
-    ) -> S3BucketPolicy:
-        return cls(resource_name)
+        @classmethod
+        def create_from_cloudformation_json(
+            cls, resource_name: str, cloudformation_json: dict[str, Any], *args: Any, **kwargs: Any
+        ) -> RecordedPolicy:
+            return cls(resource_name)
 
-
-class SnsTopicPolicy(_Simple, CloudFormationModel):
-    """Recorded, not enforced: the emulator does not authorize calls."""
-
-    @staticmethod
-    def cloudformation_type() -> str:
-        return "AWS::SNS::TopicPolicy"
-
-    @classmethod
-    def create_from_cloudformation_json(
-        cls, resource_name: str, cloudformation_json: dict[str, Any], *args: Any, **kwargs: Any
-    ) -> SnsTopicPolicy:
-        return cls(resource_name)
+    RecordedPolicy.__name__ = resource_type.replace("AWS::", "").replace("::", "")
+    return RecordedPolicy
 
 
-class SqsQueuePolicy(_Simple, CloudFormationModel):
-    """Recorded, not enforced: the emulator does not authorize calls."""
-
-    @staticmethod
-    def cloudformation_type() -> str:
-        return "AWS::SQS::QueuePolicy"
-
-    @classmethod
-    def create_from_cloudformation_json(
-        cls, resource_name: str, cloudformation_json: dict[str, Any], *args: Any, **kwargs: Any
-    ) -> SqsQueuePolicy:
-        return cls(resource_name)
+RECORDED_POLICIES = [
+    _recorded_policy(kind)
+    for kind in ("AWS::S3::BucketPolicy", "AWS::SNS::TopicPolicy", "AWS::SQS::QueuePolicy")
+]
 
 
 class SnsSubscription(_Simple, CloudFormationModel):
