@@ -148,10 +148,19 @@ class SuitePolicy:
     floor: float | None = None
     delta: float | None = None
     min_gain: float | None = None
+    # A custom suite's benchmark version each run freezes: "latest" or a sha256 (prefix).
+    version: str = "latest"
 
     def problems(self) -> list[Problem]:
         found: list[Problem] = []
         _check(found, "role", self.role, self.role in _SUITE_ROLES, f"one of {_SUITE_ROLES}")
+        _check(
+            found,
+            "version",
+            self.version,
+            self.version == "latest" or re.fullmatch(r"[0-9a-f]{8,64}", self.version) is not None,
+            "'latest' or 8..64 lowercase hex characters",
+        )
         _check(found, "metric", self.metric, bool(self.metric), "a metric name")
         required = {"must_pass": "floor", "general": "delta", "target": "min_gain"}.get(self.role)
         if required is not None and getattr(self, required) is None:
@@ -167,6 +176,8 @@ class SuitePolicy:
         for name in ("floor", "delta", "min_gain"):
             if getattr(self, name) is not None:
                 body[name] = getattr(self, name)
+        if self.version != "latest":
+            body["version"] = self.version
         return body
 
 

@@ -80,6 +80,9 @@ class PipelineStack(Stack):
                     "MODEL_VERSIONS_TABLE": t.model_versions.table_name,
                     "CURATED_BUCKET": b.curated.bucket_name,
                     "ARTIFACTS_BUCKET": b.artifacts.bucket_name,
+                    "BENCHMARKS_TABLE": t.benchmarks.table_name,
+                    # Names the suites (and pinned versions) each run freezes.
+                    "GATE_POLICY": config.gate_policy.to_json(),
                 },
                 timeout=Duration.minutes(15),
                 memory_size=2048,
@@ -150,6 +153,15 @@ class PipelineStack(Stack):
             a["PrepareDataset"],
             prefix="benchmarks/",
             access="read",
+        )
+        grant_table(t.benchmarks, f["PrepareDataset"], a["PrepareDataset"], write=False)
+        # The run's frozen copies: runs/<model_version>/benchmarks/<name>.jsonl.
+        grant_objects(
+            b.artifacts,
+            f["PrepareDataset"],
+            a["PrepareDataset"],
+            prefix="runs/",
+            access="read_write",
         )
         grant_objects(b.artifacts, f["Gate"], a["Gate"], prefix="jobs/", access="read")
         grant_objects(b.artifacts, f["Gate"], a["Gate"], prefix="gate/", access="read_write")

@@ -22,6 +22,7 @@ PINNED_LOGICAL_IDS = {
     "DropsTable": "tables.drops",
     "ModelVersionsTable": "tables.model_versions",
     "ControlTable": "tables.control",
+    "BenchmarksTable": "tables.benchmarks",
 }
 """Logical ID → attribute path. Renaming a construct must not replace stored data."""
 

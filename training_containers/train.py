@@ -9,6 +9,11 @@ variables, defaulting to ``/opt/ml/...``)::
         --lora_r 8 --lora_alpha 16 --lora_dropout 0.05 --max_seq_length 256 \\
         --per_device_batch_size 4 --seed 42
 
+Optional: ``--init_adapter <model.tar.gz, S3 URI or folder>`` continues that adapter (the
+production model) instead of starting a fresh one; ``SM_CHANNEL_REPLAY`` with
+``--replay_fraction 0.2`` mixes in earlier data. A checkpoint in ``--checkpoint_dir`` (saved
+every ``--checkpoint_steps`` and on SIGTERM) is resumed exactly.
+
 ``python training_containers/train.py --help`` lists every hyperparameter. The logic lives in
 ``tuneloop.training``; this file only wires the container contract to it.
 """

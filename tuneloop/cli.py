@@ -30,11 +30,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--base-model", help="base model reference (default: the stage's, SmolLM2-135M-Instruct)"
     )
     demo.set_defaults(func=_demo)
+    from tuneloop.benchmarks.commands import add_parser as add_benchmarks
+
+    add_benchmarks(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "benchmarks":
+        from tuneloop.benchmarks.commands import run_command
+
+        return run_command(args)
     return int(args.func(args))
 
 

@@ -1,8 +1,11 @@
-"""PrepareDataset: export the stored records to this run's training set; find the champion.
+"""PrepareDataset: export the stored records to this run's training set; find the champion;
+freeze the run's benchmark versions.
 
 Event: ``{"execution_name": str, "execution_arn": str}``. Result (``$.dataset``):
 ``{"model_version", "train_s3_uri", "dataset_s3_uri", "record_count", "dataset_sha256",
-"champion_version", "champion_model_data", "benchmarks_s3_uri"}``.
+"champion_version", "champion_model_data", "benchmarks_s3_uri", "benchmark_versions"}``.
+The custom suites of ``GATE_POLICY`` are resolved through ``BENCHMARKS_TABLE`` and copied to
+``runs/<model_version>/benchmarks/`` (``tuneloop.benchmarks.freeze``).
 """
 
 from __future__ import annotations
@@ -13,8 +16,11 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from tuneloop.benchmarks.freeze import freeze_benchmarks, requested_suites
+from tuneloop.benchmarks.store import BenchmarkStore
 from tuneloop.datasets import DatasetLocations, prepare_dataset
 from tuneloop.envmodel import load_env
+from tuneloop.gating.policy import parse_policy
 
 logger = Logger()
 
@@ -26,13 +32,23 @@ class Env:
     curated_bucket: str
     artifacts_bucket: str
     model_versions_table: str
+    benchmarks_table: str
+    gate_policy: str
 
 
 @logger.inject_lambda_context
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     env = load_env(Env)
+    model_version = str(event["execution_name"])
+    # Frozen first: a pinned version that does not exist fails the run before any export.
+    frozen = freeze_benchmarks(
+        BenchmarkStore(table=env.benchmarks_table, bucket=env.artifacts_bucket),
+        model_version=model_version,
+        suites=requested_suites(parse_policy(env.gate_policy)),
+    )
+    logger.info("benchmarks frozen", extra={"benchmarks": frozen.versions})
     result = prepare_dataset(
-        execution_name=str(event["execution_name"]),
+        execution_name=model_version,
         execution_arn=str(event.get("execution_arn", "")),
         where=DatasetLocations(
             records_table=env.records_table,
@@ -42,5 +58,6 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             model_versions_table=env.model_versions_table,
         ),
     )
+    result.update(frozen.as_result())
     logger.info("dataset prepared", extra={"dataset": result})
     return result

@@ -126,6 +126,8 @@ class RetrainStateMachine(Construct):
                 "base_model": config.base_model,
                 # Written into the model so the endpoint can say which version answers.
                 "model_version": _P.string_at("$.dataset.model_version"),
+                # Incremental training: continue the production adapter ("" = none yet).
+                "init_adapter": _P.string_at("$.dataset.champion_model_data"),
                 **config.training.as_hyperparameters(),
             },
             result_selector={
@@ -161,6 +163,8 @@ class RetrainStateMachine(Construct):
                 "model_version": _P.string_at("$.dataset.model_version"),
                 "evaluation": _P.object_at("$.evaluation"),
                 "champion_version": _P.string_at("$.dataset.champion_version"),
+                # The gate checks the job scored the versions PrepareDataset froze.
+                "benchmark_versions": _P.object_at("$.dataset.benchmark_versions"),
             },
             result_path="$.gate",
         )

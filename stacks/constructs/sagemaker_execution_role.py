@@ -40,6 +40,8 @@ class SageMakerExecutionRole(Construct):
         grant_objects(curated, self.role, allow, prefix="datasets/", access="read")
         grant_objects(artifacts, self.role, allow, prefix="jobs/", access="read_write")
         grant_objects(artifacts, self.role, allow, prefix="benchmarks/", access="read")
+        # Evaluate reads the benchmark versions PrepareDataset froze for the run.
+        grant_objects(artifacts, self.role, allow, prefix="runs/", access="read")
         self.role.add_to_policy(
             iam.PolicyStatement(
                 actions=["s3:GetObject"],

@@ -13,7 +13,7 @@ _S = dynamodb.AttributeType.STRING
 
 
 class StateTables(Construct):
-    """Records (+ GSI ``by_dataset``), Drops, ModelVersions and Control.
+    """Records (+ GSI ``by_dataset``), Drops, ModelVersions, Control and Benchmarks.
 
     On-demand billing, KMS encryption with the data key, point-in-time recovery and
     deletion protection (stages that retain data).
@@ -24,11 +24,12 @@ class StateTables(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
 
-        def table(table_id: str, partition_key: str) -> dynamodb.Table:
+        def table(table_id: str, partition_key: str, sort_key: str | None = None) -> dynamodb.Table:
             return dynamodb.Table(
                 self,
                 table_id,
                 partition_key=dynamodb.Attribute(name=partition_key, type=_S),
+                sort_key=dynamodb.Attribute(name=sort_key, type=_S) if sort_key else None,
                 billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
                 encryption=dynamodb.TableEncryption.CUSTOMER_MANAGED,
                 encryption_key=key,
@@ -51,3 +52,5 @@ class StateTables(Construct):
         self.drops = table("Drops", "drop_id")
         self.model_versions = table("ModelVersions", "model_version")
         self.control = table("Control", "key")
+        # Immutable benchmark versions (tuneloop/benchmarks/store.py).
+        self.benchmarks = table("Benchmarks", "name", sort_key="version")

@@ -18,12 +18,14 @@ PINNED = {
     "DropsTable": "AWS::DynamoDB::Table",
     "ModelVersionsTable": "AWS::DynamoDB::Table",
     "ControlTable": "AWS::DynamoDB::Table",
+    "BenchmarksTable": "AWS::DynamoDB::Table",
 }
 TABLE_KEYS = {
     "RecordsTable": "record_id",
     "DropsTable": "drop_id",
     "ModelVersionsTable": "model_version",
     "ControlTable": "key",
+    "BenchmarksTable": "name",
 }
 
 
@@ -97,11 +99,14 @@ def test_tables_follow_the_data_model(dev: Assembly) -> None:
     resources = dev.template("Storage")["Resources"]
     for logical_id, key in TABLE_KEYS.items():
         props = resources[logical_id]["Properties"]
-        assert props["KeySchema"] == [{"AttributeName": key, "KeyType": "HASH"}]
+        assert props["KeySchema"][0] == {"AttributeName": key, "KeyType": "HASH"}
+        assert len(props["KeySchema"]) == (2 if logical_id == "BenchmarksTable" else 1)
         assert props["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
         assert props["SSESpecification"]["SSEEnabled"] is True
         assert props["SSESpecification"]["KMSMasterKeyId"] == {"Fn::GetAtt": ["DataKey", "Arn"]}
         assert props["DeletionProtectionEnabled"] is True
+    benchmarks_keys = resources["BenchmarksTable"]["Properties"]["KeySchema"]
+    assert benchmarks_keys[1] == {"AttributeName": "version", "KeyType": "RANGE"}
     (index,) = resources["RecordsTable"]["Properties"]["GlobalSecondaryIndexes"]
     assert index["IndexName"] == "by_dataset"
     assert index["KeySchema"] == [

@@ -31,6 +31,7 @@ class Platform:
     drops_table: str = "Drops"
     model_versions_table: str = "ModelVersions"
     control_table: str = "Control"
+    benchmarks_table: str = "Benchmarks"
     model_package_group: str = "tuneloop-models"
     endpoint_name: str = "tuneloop-endpoint"
     serving_image_uri: str = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/serving:latest"
@@ -41,6 +42,10 @@ class Platform:
     topic_arn: str = ""
     state_machine_arn: str = ""
     retrain_threshold: int = 3
+    gate_policy: str = (
+        '{"suites": {"mmlu": {"role": "general", "delta": 0.05},'
+        ' "company_faq": {"role": "must_pass", "floor": 0.5}}}'
+    )
 
 
 def _table(name: str, key: str, **extra: Any) -> dict[str, Any]:
@@ -85,6 +90,17 @@ def create_platform(base: Platform | None = None) -> Platform:
     dynamodb.create_table(**_table(names.drops_table, "drop_id"))
     dynamodb.create_table(**_table(names.model_versions_table, "model_version"))
     dynamodb.create_table(**_table(names.control_table, "key"))
+    dynamodb.create_table(
+        **_table(
+            names.benchmarks_table,
+            "name",
+            extra_attributes=[{"AttributeName": "version", "AttributeType": "S"}],
+            KeySchema=[
+                {"AttributeName": "name", "KeyType": "HASH"},
+                {"AttributeName": "version", "KeyType": "RANGE"},
+            ],
+        )
+    )
     topic_arn = aws.client("sns").create_topic(Name="tuneloop-notify")["TopicArn"]
     aws.client("sagemaker").create_model_package_group(
         ModelPackageGroupName=names.model_package_group
@@ -116,8 +132,9 @@ HANDLER_ENV: dict[str, tuple[str, ...]] = {
         "CONTROL_TABLE",
         "CURATED_BUCKET",
         "ARTIFACTS_BUCKET",
-        # Not yet in docs/contracts.md; PrepareDataset writes the "training" item with it.
         "MODEL_VERSIONS_TABLE",
+        "BENCHMARKS_TABLE",
+        "GATE_POLICY",
     ),
     "register": ("MODEL_VERSIONS_TABLE", "MODEL_PACKAGE_GROUP", "SERVING_IMAGE_URI"),
     "deploy": (
@@ -153,6 +170,8 @@ def handler_env(platform: Platform, function: str) -> dict[str, str]:
         "ROLLBACK_ALARM_NAMES": platform.rollback_alarm_names,
         "ENDPOINT_NAME": platform.endpoint_name,
         "NOTIFY_TOPIC_ARN": platform.topic_arn,
+        "BENCHMARKS_TABLE": platform.benchmarks_table,
+        "GATE_POLICY": platform.gate_policy,
     }
     return {name: values[name] for name in HANDLER_ENV[function]}
 

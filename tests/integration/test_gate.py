@@ -109,6 +109,7 @@ def test_approved_candidate(gate_env: Platform) -> None:
     assert result == {
         "approved": True,
         "decision_s3_uri": uri,
+        "report_s3_uri": f"s3://{gate_env.artifacts_bucket}/gate/v2/report.html",
         "summary": "approved: 2 checks passed",
     }
     decision = stored_decision(gate_env, "v2")
@@ -175,3 +176,39 @@ def test_bad_input_and_configuration_name_the_field(
     monkeypatch.delenv("GATE_POLICY")
     with pytest.raises(EnvError, match="GATE_POLICY"):
         handler(event(), FakeLambdaContext())
+
+
+def test_report_html_is_written_next_to_the_decision_with_the_frozen_versions(
+    gate_env: Platform,
+) -> None:
+    # Given an evaluation on the versions PrepareDataset froze for the run
+    put_output(gate_env, evaluation(candidate_mmlu=60, champion_mmlu=55))
+    put_version(gate_env, "v2")
+    frozen = {"company_faq": "b" * 64}
+
+    # When the gate runs
+    result = handler({**event(), "benchmark_versions": frozen}, FakeLambdaContext())
+
+    # Then the decision names the versions both models were scored on ...
+    decision = stored_decision(gate_env, "v2")
+    assert decision["benchmark_versions"] == {"company_faq": "b" * 64, "mmlu": "a" * 64}
+    assert "same job" in decision["benchmark_versions_note"]
+    # ... and the HTML report sits beside it, with the suites' numbers
+    key = "gate/v2/report.html"
+    assert result["report_s3_uri"] == f"s3://{gate_env.artifacts_bucket}/{key}"
+    page = aws.s3().get_object(Bucket=gate_env.artifacts_bucket, Key=key)["Body"].read().decode()
+    assert page.startswith("<!DOCTYPE html>") and "APPROVED" in page
+    mmlu = decision["comparisons"][0]
+    assert f"{mmlu['diff']:+.3f} [{mmlu['ci_low']:+.3f}, {mmlu['ci_high']:+.3f}]" in page
+
+
+def test_an_evaluation_on_other_versions_than_the_frozen_ones_is_rejected(
+    gate_env: Platform,
+) -> None:
+    put_output(gate_env, evaluation(candidate_mmlu=60, champion_mmlu=60))
+    put_version(gate_env, "v2")
+    result = handler(
+        {**event(), "benchmark_versions": {"company_faq": "c" * 64}}, FakeLambdaContext()
+    )
+    assert result["approved"] is False
+    assert "company_faq: frozen at benchmark version cccccccccccc" in result["summary"]

@@ -223,7 +223,8 @@ def test_reaching_the_threshold_starts_a_retrain_run(
 ) -> None:
     monkeypatch.setenv("RETRAIN_THRESHOLD", "2")
 
-    invoke(drop(env, "drops/default/t.jsonl", b'{"text": "x"}\n{"text": "y"}\n'))
+    # (texts of at least 3 characters: shorter ones are quarantined as too_short)
+    invoke(drop(env, "drops/default/t.jsonl", b'{"text": "xyz"}\n{"text": "why"}\n'))
 
     sfn = aws.client("stepfunctions")
     (execution,) = sfn.list_executions(stateMachineArn=env.state_machine_arn)["executions"]
@@ -244,3 +245,65 @@ def test_a_drop_completes_once_even_if_two_deliveries_race_to_finish(env: Platfo
 
     assert (first, second) == (True, False)
     assert pending_records(env) == 2
+
+
+LONG = (
+    "Our support team answers every ticket within one business day and escalates outages "
+    "to the on-call engineer, who posts updates on the status page every thirty minutes"
+)
+
+
+def test_near_duplicates_across_drops_name_the_stored_record_they_match(env: Platform) -> None:
+    invoke(drop(env, "drops/support/first.jsonl", json.dumps({"text": LONG}).encode()))
+    (original,) = table_items(env.records_table)
+    later = b"\n".join(
+        json.dumps({"text": text}).encode()
+        for text in (LONG + " until it is resolved", "A different note about invoices and taxes.")
+    )
+    body = drop(env, "drops/support/second.jsonl", later)
+
+    invoke(body)
+    invoke(body)  # re-delivered: same counts, nothing new
+
+    manifest = drop_item(env, "drops/support/second.jsonl", body)
+    assert (manifest["received"], manifest["stored"], manifest["near_duplicate"]) == (2, 1, 1)
+    (near,) = manifest["near_duplicates"]
+    assert (near["line"], near["of"]) == (1, original["record_id"])
+    assert near["similarity"] >= 0.8
+    assert len(table_items(env.records_table)) == 2
+    bands = [i for i in table_items(env.control_table) if i["key"].startswith("near_dup#")]
+    assert bands and all(i["key"].startswith("near_dup#support#") for i in bands)
+
+
+def test_personal_data_never_reaches_records_manifest_quarantine_or_logs(
+    env: Platform, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key = "drops/default/pii.jsonl"
+    body = drop(
+        env,
+        key,
+        b'{"text": "Reach Anna at anna@example.com or +44 20 7946 0958, she is in Leeds."}\n'
+        b'{"text": "card 4111 1111 1111 1111" oops anna@example.com\n',
+    )
+
+    invoke(body)
+
+    (record,) = table_items(env.records_table)
+    assert record["text"] == "Reach Anna at <EMAIL> or <PHONE>, she is in Leeds."
+    assert record["redactions"] == {"EMAIL": 1, "PHONE": 1}
+    assert record["features"]["language"] == "en"
+    assert record["features"]["tags"] == ["dataset:default", "format:jsonl", "shape:text"]
+    assert int(record["features"]["tokens"]) > 0
+    manifest = drop_item(env, key, body)
+    assert manifest["redactions"] == {"EMAIL": 1, "PHONE": 1}
+    quarantined = (
+        aws.client("s3")
+        .get_object(Bucket=env.raw_bucket, Key=f"quarantine/{manifest['drop_id']}/pii.jsonl.jsonl")[
+            "Body"
+        ]
+        .read()
+    )
+    assert b"<CREDIT_CARD>" in quarantined and b"<EMAIL>" in quarantined
+    logged = capsys.readouterr().out
+    for secret in ("anna@example.com", "7946 0958", "4111 1111"):
+        assert secret.encode() not in quarantined and secret not in logged

@@ -88,7 +88,9 @@ def test_stored_records_become_the_training_set_with_manifest_and_lineage(env: P
         "dataset_sha256": hashlib.sha256(body).hexdigest(),
         "champion_version": "v0001-20251201-000000",
         "champion_model_data": "s3://tuneloop-artifacts/jobs/v0001-train/output/model.tar.gz",
+        # No benchmark versions stored or uploaded: today's prefix, nothing frozen.
         "benchmarks_s3_uri": f"s3://{env.artifacts_bucket}/benchmarks/",
+        "benchmark_versions": {},
     }
     # ... the manifest counts per dataset ...
     manifest = json.loads(read(env, f"{prefix}manifest.json"))

@@ -15,6 +15,7 @@ from typing import Any
 
 MULTIPLE_CHOICE = "multiple_choice"
 GENERATIVE = "generative"
+LOGLIKELIHOOD = "loglikelihood"
 # Bumped when the meaning of the normalized form changes, so old versions never collide.
 _VERSION_SALT = "tuneloop-benchmark/1"
 
@@ -28,13 +29,38 @@ class MultipleChoiceItem:
     choices: tuple[str, ...]
     answer: int
     tags: tuple[str, ...] = ()
+    # lm-eval's ``target_delimiter``, put before every choice as is. None (custom JSONL and
+    # MMLU): a space, or nothing when the prompt already ends in whitespace.
+    target_delimiter: str | None = None
+
+    def normalized(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.id,
+            "prompt": self.prompt,
+            "choices": list(self.choices),
+            "answer": self.answer,
+            "tags": list(self.tags),
+        }
+        if self.target_delimiter is not None:  # absent by default: old versions stay valid
+            out["target_delimiter"] = self.target_delimiter
+        return out
+
+
+@dataclass(frozen=True)
+class LoglikelihoodItem:
+    """lm-eval ``output_type: loglikelihood``: log P(continuation | prompt) and whether the
+    continuation is the greedy one (``acc``)."""
+
+    id: str
+    prompt: str
+    continuation: str
+    tags: tuple[str, ...] = ()
 
     def normalized(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "prompt": self.prompt,
-            "choices": list(self.choices),
-            "answer": self.answer,
+            "continuation": self.continuation,
             "tags": list(self.tags),
         }
 
@@ -65,7 +91,7 @@ class GenerativeItem:
         }
 
 
-Item = MultipleChoiceItem | GenerativeItem
+Item = MultipleChoiceItem | GenerativeItem | LoglikelihoodItem
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -43,11 +43,15 @@ _GEN_FIELDS = frozenset({"id", "prompt", "references", "scorer", "scorer_args", 
 _SCORER_ARGS = frozenset({"max_new_tokens", "stop", "ignore_case", "keys"})
 
 
-def load_custom_benchmarks(directory: Path | None) -> list[Benchmark]:
-    """Every ``*.jsonl`` directly in ``directory`` (none if it is absent), sorted by name."""
+def load_custom_benchmarks(
+    directory: Path | None, exclude: Collection[Path] = ()
+) -> list[Benchmark]:
+    """Every ``*.jsonl`` directly in ``directory`` (none if it is absent), sorted by name,
+    except ``exclude`` (resolved paths: the data of lm-eval task YAMLs)."""
     if directory is None or not directory.is_dir():
         return []
-    return [load_benchmark_file(path) for path in sorted(directory.glob("*.jsonl"))]
+    paths = sorted(p for p in directory.glob("*.jsonl") if p.resolve() not in exclude)
+    return [load_benchmark_file(path) for path in paths]
 
 
 def load_benchmark_file(path: Path) -> Benchmark:

@@ -1,7 +1,9 @@
 """The Evaluate job under the SageMaker container contract (docs/contracts.md).
 
 Inputs: channel ``candidate`` (``model.tar.gz``, or an already extracted model folder),
-channel ``benchmarks`` (custom ``*.jsonl``, optional), hyperparameters
+channel ``benchmarks`` (custom ``*.jsonl`` and lm-eval task ``*.yaml``, optional), channel
+``heldout`` (training-format ``*.jsonl`` for the held-out perplexity suite, optional), the
+task YAMLs shipped beside the entry point (``tasks/``), hyperparameters
 ``champion_model_data`` (S3 URI of the champion's ``model.tar.gz``, or ``""``),
 ``mmlu_subset_size`` (``0`` skips MMLU, ``all`` takes every question), ``seed`` and
 ``batch_size``. Output: ``SM_OUTPUT_DATA_DIR/evaluation.json``; on failure the reason goes
@@ -25,8 +27,10 @@ from typing import Any
 
 from tuneloop.evaluation.benchmarks import Benchmark
 from tuneloop.evaluation.custom import load_custom_benchmarks
-from tuneloop.evaluation.errors import EvaluationInputError
+from tuneloop.evaluation.errors import BenchmarkError, EvaluationInputError
+from tuneloop.evaluation.harness import find_task_files, load_tasks
 from tuneloop.evaluation.mmlu import load_mmlu
+from tuneloop.evaluation.perplexity import HeldoutSet, load_heldout
 
 REPORT_FILE = "evaluation.json"
 MODEL_ARCHIVE = "model.tar.gz"
@@ -52,14 +56,18 @@ class JobPaths:
     benchmarks: Path
     output_data: Path
     output: Path
+    heldout: Path | None = None
+    tasks: Path | None = None  # lm-eval task YAMLs shipped with the job
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> JobPaths:
+    def from_env(cls, environ: Mapping[str, str], tasks: Path | None = None) -> JobPaths:
         return cls(
             candidate=Path(environ.get("SM_CHANNEL_CANDIDATE", "/opt/ml/input/data/candidate")),
             benchmarks=Path(environ.get("SM_CHANNEL_BENCHMARKS", "/opt/ml/input/data/benchmarks")),
             output_data=Path(environ.get("SM_OUTPUT_DATA_DIR", "/opt/ml/output/data")),
             output=Path(environ.get("SM_OUTPUT_DIR", "/opt/ml/output")),
+            heldout=Path(environ.get("SM_CHANNEL_HELDOUT", "/opt/ml/input/data/heldout")),
+            tasks=tasks,
         )
 
 
@@ -134,14 +142,31 @@ def parse_settings(hyperparameters: Mapping[str, Any]) -> EvalSettings:
     )
 
 
-def load_benchmarks(settings: EvalSettings, benchmarks_dir: Path | None) -> list[Benchmark]:
+def load_benchmarks(
+    settings: EvalSettings,
+    benchmarks_dir: Path | None,
+    tasks_dir: Path | None = None,
+    heldout: HeldoutSet | None = None,
+) -> list[Benchmark]:
+    """MMLU, lm-eval task YAMLs (``tasks_dir``, then the channel), then custom JSONL."""
     benchmarks: list[Benchmark] = []
     if settings.mmlu_subset_size != 0:
         benchmarks.append(load_mmlu(settings.mmlu_subset_size, settings.seed))
-    benchmarks.extend(load_custom_benchmarks(benchmarks_dir))
-    if not benchmarks:
+    task_files = find_task_files([tasks_dir, benchmarks_dir])
+    tasks, task_data = load_tasks(task_files, benchmarks_dir)
+    benchmarks.extend(tasks)
+    benchmarks.extend(load_custom_benchmarks(benchmarks_dir, exclude=task_data))
+    names: set[str] = {heldout.name} if heldout is not None else set()
+    for bench in benchmarks:
+        if bench.name in names:
+            raise BenchmarkError(
+                bench.name, None, None, "two benchmarks (task YAML or JSONL) share this name"
+            )
+        names.add(bench.name)
+    if not benchmarks and heldout is None:
         raise EvaluationInputError(
-            "nothing to evaluate: mmlu_subset_size is 0 and the benchmarks channel is empty"
+            "nothing to evaluate: mmlu_subset_size is 0 and the benchmarks and heldout "
+            "channels are empty"
         )
     return benchmarks
 
@@ -205,7 +230,12 @@ def download_s3(uri: str, dest: Path) -> None:
 
 
 def evaluate_folder(
-    model_dir: Path, benchmarks: Sequence[Benchmark], settings: EvalSettings, label: str, log: Log
+    model_dir: Path,
+    benchmarks: Sequence[Benchmark],
+    settings: EvalSettings,
+    label: str,
+    log: Log,
+    heldout: HeldoutSet | None = None,
 ) -> dict[str, dict[str, Any]]:
     import torch
 
@@ -220,7 +250,13 @@ def evaluate_folder(
         model = model.to("cuda")
     log(f"[{label}] loaded in {time.monotonic() - started:.1f}s")
     results = evaluate_model(
-        model, tokenizer, benchmarks, batch_size=settings.batch_size, label=label, log=log
+        model,
+        tokenizer,
+        benchmarks,
+        batch_size=settings.batch_size,
+        label=label,
+        log=log,
+        heldout=heldout,
     )
     del model
     gc.collect()  # free the candidate before the champion loads
@@ -232,9 +268,17 @@ def run(settings: EvalSettings, paths: JobPaths, log: Log = _log) -> dict[str, A
     """Evaluate candidate (and champion) on the same items; write and return the report."""
     from tuneloop.evaluation.runner import build_report
 
-    benchmarks = load_benchmarks(settings, paths.benchmarks)
+    heldout = load_heldout(paths.heldout)
+    benchmarks = load_benchmarks(settings, paths.benchmarks, paths.tasks, heldout)
     for bench in benchmarks:
         log(f"benchmark {bench.name}: {len(bench.items)} items, version {bench.version[:12]}")
+    report_settings: dict[str, Any] = asdict(settings)
+    if heldout is None:
+        report_settings["heldout_perplexity"] = "skipped: the heldout channel is missing or empty"
+        log("heldout_perplexity: skipped (the heldout channel is missing or empty)")
+    else:
+        report_settings["heldout_perplexity"] = f"{len(heldout.records)} records"
+        log(f"benchmark {heldout.name}: {len(heldout.records)} records, {heldout.version[:12]}")
     results: dict[str, dict[str, dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory(prefix="tuneloop-eval-") as tmp:
         workdir = Path(tmp)
@@ -246,20 +290,24 @@ def run(settings: EvalSettings, paths: JobPaths, log: Log = _log) -> dict[str, A
             else None
         )
         log(f"model archives ready in {time.monotonic() - started:.1f}s")
-        results["candidate"] = evaluate_folder(candidate, benchmarks, settings, "candidate", log)
-        if champion is not None:
-            results["champion"] = evaluate_folder(champion, benchmarks, settings, "champion", log)
-    report = build_report(benchmarks, results, settings=asdict(settings))
+        for role, model_dir in (("candidate", candidate), ("champion", champion)):
+            if model_dir is not None:
+                results[role] = evaluate_folder(model_dir, benchmarks, settings, role, log, heldout)
+    report = build_report(benchmarks, results, settings=report_settings, heldout=heldout)
     paths.output_data.mkdir(parents=True, exist_ok=True)
     (paths.output_data / REPORT_FILE).write_text(json.dumps(report, indent=1) + "\n")
     log(f"wrote {REPORT_FILE}")
     return report
 
 
-def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+def main(
+    argv: Sequence[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    tasks_dir: Path | None = None,
+) -> int:
     """Run the job; 0 on success, 1 with ``SM_OUTPUT_DIR/failure`` written on failure."""
     env = os.environ if environ is None else environ
-    paths = JobPaths.from_env(env)
+    paths = JobPaths.from_env(env, tasks_dir)
     started = time.monotonic()
     try:
         settings = parse_settings(read_hyperparameters(sys.argv[1:] if argv is None else argv, env))

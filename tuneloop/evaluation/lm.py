@@ -58,7 +58,6 @@ def pad_id(tokenizer: Any) -> int:
     return 0
 
 
-@torch.inference_mode()
 def loglikelihoods(
     model: Any,
     tokenizer: Any,
@@ -67,6 +66,18 @@ def loglikelihoods(
     progress: Progress | None = None,
 ) -> list[float]:
     """log P(continuation | context) for each ``(context, continuation)`` request."""
+    return [ll for ll, _ in loglikelihoods_greedy(model, tokenizer, requests, batch_size, progress)]
+
+
+@torch.inference_mode()
+def loglikelihoods_greedy(
+    model: Any,
+    tokenizer: Any,
+    requests: Sequence[tuple[str, str]],
+    batch_size: int,
+    progress: Progress | None = None,
+) -> list[tuple[float, bool]]:
+    """(log P(continuation | context), is the continuation the greedy one) per request."""
     window = max_length(model)
     # Model input (without the continuation's last token) -> [(request index, cont ids)].
     groups: dict[tuple[int, ...], list[tuple[int, list[int]]]] = {}
@@ -78,7 +89,7 @@ def loglikelihoods(
         groups.setdefault(tuple(full[:-1]), []).append((index, cont_ids))
     # Longest first (as lm-eval) so memory problems show at once; ties by tokens: stable.
     ordered = sorted(groups.items(), key=lambda kv: (-len(kv[0]), kv[0]))
-    results = [0.0] * len(requests)
+    results: list[tuple[float, bool]] = [(0.0, False)] * len(requests)
     device = model.device
     batches = length_batches([len(key) for key, _ in ordered], batch_size)
     done = 0
@@ -99,7 +110,8 @@ def loglikelihoods(
                 # predicted by the last len(cont) positions of the input.
                 rows = logprobs[row, keep - len(cont_ids) :]
                 targets = torch.tensor(cont_ids).unsqueeze(-1)
-                results[index] = float(rows.gather(-1, targets).sum())
+                greedy = bool((rows.argmax(-1) == targets.squeeze(-1)).all())
+                results[index] = (float(rows.gather(-1, targets).sum()), greedy)
         done += len(batch)
         if progress:
             progress(done, len(ordered))

@@ -3,26 +3,40 @@
 Multiple choice (lm-eval ``output_type: multiple_choice``): each choice is the continuation
 ``" " + choice`` (no space when the prompt already ends in whitespace); the prediction is
 the choice with the highest log-likelihood (``acc``), and for ``acc_norm`` the highest
-log-likelihood per UTF-8 byte of the choice text. Generative: greedy generation scored by
-the item's scorer; ``acc`` is the mean score.
+log-likelihood per character of the choice text (lm-eval's ``len(choice)``). Items from
+lm-eval task YAMLs carry their ``target_delimiter`` and use it as is.
+
+Loglikelihood (lm-eval ``output_type: loglikelihood``): ``acc`` is the share of items whose
+continuation is the greedy one, ``perplexity`` is ``exp(-mean log-likelihood)``, as lm-eval
+aggregates them. Generative: greedy generation scored by the item's scorer; ``acc`` is the
+mean score. The held-out perplexity suite is described in ``tuneloop.evaluation.perplexity``.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from tuneloop.evaluation import lm
-from tuneloop.evaluation.benchmarks import Benchmark, GenerativeItem, MultipleChoiceItem
+from tuneloop.evaluation.benchmarks import (
+    Benchmark,
+    GenerativeItem,
+    LoglikelihoodItem,
+    MultipleChoiceItem,
+)
 from tuneloop.evaluation.metrics import argmax, mean, mean_stderr
+from tuneloop.evaluation.perplexity import HeldoutSet, score_heldout
 from tuneloop.evaluation.scorers import score_generation
 
 Log = Callable[[str], None]
 
 
-def continuation(prompt: str, choice: str) -> str:
-    """lm-eval's ``target_delimiter`` (a space) unless the prompt already ends in one."""
+def continuation(prompt: str, choice: str, delimiter: str | None = None) -> str:
+    """``delimiter + choice``; without a delimiter, a space unless the prompt ends in one."""
+    if delimiter is not None:
+        return delimiter + choice
     return choice if prompt[-1:].isspace() else " " + choice
 
 
@@ -34,6 +48,7 @@ def evaluate_model(
     batch_size: int,
     label: str = "model",
     log: Log = print,
+    heldout: HeldoutSet | None = None,
 ) -> dict[str, dict[str, Any]]:
     """``{suite: {"acc", "acc_stderr", ["acc_norm"], "n_items", "items"}}`` for one model."""
     results: dict[str, dict[str, Any]] = {}
@@ -42,12 +57,16 @@ def evaluate_model(
         log(f"[{label}] {bench.name}: scoring {len(bench.items)} {bench.kind} items")
         mc = [item for item in bench.items if isinstance(item, MultipleChoiceItem)]
         gen = [item for item in bench.items if isinstance(item, GenerativeItem)]
+        ll = [item for item in bench.items if isinstance(item, LoglikelihoodItem)]
         items = score_multiple_choice(model, tokenizer, mc, batch_size, label, log)
         items += score_generative(model, tokenizer, gen, batch_size)
+        items += score_loglikelihood(model, tokenizer, ll, batch_size, label, log)
         scores = [item["score"] for item in items]
         result: dict[str, Any] = {"acc": mean(scores), "acc_stderr": mean_stderr(scores)}
         if mc:
             result["acc_norm"] = mean([item["score_norm"] for item in items])
+        if ll:
+            result["perplexity"] = math.exp(-mean([item["loglikelihood"] for item in items]))
         result["n_items"] = len(items)
         result["items"] = items
         results[bench.name] = result
@@ -55,7 +74,24 @@ def evaluate_model(
         for metric in ("acc", "acc_norm"):
             if metric in result:
                 log(f"{label}_{bench.name}_{metric}={result[metric]:.6f};")
+    if heldout is not None:
+        results[heldout.name] = evaluate_heldout(model, tokenizer, heldout, batch_size, label, log)
     return results
+
+
+def evaluate_heldout(
+    model: Any, tokenizer: Any, heldout: HeldoutSet, batch_size: int, label: str, log: Log
+) -> dict[str, Any]:
+    started = time.monotonic()
+    log(f"[{label}] {heldout.name}: scoring {len(heldout.records)} held-out records")
+
+    def progress(done: int, total: int) -> None:
+        log(f"[{label}]   records {done}/{total}")
+
+    result = score_heldout(model, tokenizer, heldout, batch_size, progress)
+    log(f"[{label}] {heldout.name}: done in {time.monotonic() - started:.1f}s")
+    log(f"{label}_{heldout.name}_perplexity={result['perplexity']:.6f};")
+    return result
 
 
 def score_multiple_choice(
@@ -67,7 +103,7 @@ def score_multiple_choice(
     log: Log = print,
 ) -> list[dict[str, Any]]:
     requests = [
-        (item.prompt, continuation(item.prompt, choice))
+        (item.prompt, continuation(item.prompt, choice, item.target_delimiter))
         for item in items
         for choice in item.choices
     ]
@@ -81,7 +117,7 @@ def score_multiple_choice(
     for item in items:
         item_lls = lls[offset : offset + len(item.choices)]
         offset += len(item.choices)
-        lengths = [len(choice.encode("utf-8")) for choice in item.choices]
+        lengths = [max(1, len(choice)) for choice in item.choices]  # lm-eval: characters
         prediction = argmax(item_lls)
         prediction_norm = argmax([ll / n for ll, n in zip(item_lls, lengths, strict=True)])
         results.append(
@@ -97,6 +133,34 @@ def score_multiple_choice(
             }
         )
     return results
+
+
+def score_loglikelihood(
+    model: Any,
+    tokenizer: Any,
+    items: Sequence[LoglikelihoodItem],
+    batch_size: int,
+    label: str = "model",
+    log: Log = print,
+) -> list[dict[str, Any]]:
+    if not items:
+        return []
+
+    def progress(done: int, total: int) -> None:
+        log(f"[{label}]   forward passes {done}/{total}")
+
+    requests = [(item.prompt, item.continuation) for item in items]
+    scored = lm.loglikelihoods_greedy(model, tokenizer, requests, batch_size, progress)
+    return [
+        {
+            "id": item.id,
+            "score": float(greedy),
+            "prediction": greedy,
+            "loglikelihood": ll,
+            "tags": list(item.tags),
+        }
+        for item, (ll, greedy) in zip(items, scored, strict=True)
+    ]
 
 
 def score_generative(
@@ -129,12 +193,13 @@ def build_report(
     benchmarks: Sequence[Benchmark],
     results: dict[str, dict[str, dict[str, Any]]],
     settings: dict[str, Any] | None = None,
+    heldout: HeldoutSet | None = None,
 ) -> dict[str, Any]:
     """``evaluation.json``: benchmark versions, then results per model role."""
-    report: dict[str, Any] = {
-        "benchmarks": {bench.name: bench.describe() for bench in benchmarks},
-        "results": results,
-    }
+    described = {bench.name: bench.describe() for bench in benchmarks}
+    if heldout is not None:
+        described[heldout.name] = heldout.describe()
+    report: dict[str, Any] = {"benchmarks": described, "results": results}
     if settings:
         report["settings"] = settings
     return report

@@ -7,14 +7,17 @@
 ```
 
 Roles: ``must_pass`` needs ``floor``; ``general`` needs ``delta``; ``target`` takes
-``min_gain`` (default 0). ``metric`` is ``acc`` (default) or ``acc_norm``. Unknown keys are
-errors, so a typo cannot silently switch a check off.
+``min_gain`` (default 0). ``metric`` is ``acc`` (default) or ``acc_norm``. ``version``
+(optional, default ``"latest"``) pins a custom suite to one benchmark version (its sha256
+or a unique prefix of 8+ hex characters); PrepareDataset freezes it per run. Unknown keys
+are errors, so a typo cannot silently switch a check off.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable, Mapping, Set
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +26,8 @@ ROLES = ("must_pass", "general", "target")
 METRICS = ("acc", "acc_norm")
 _ROLE_FIELDS = {"must_pass": "floor", "general": "delta", "target": "min_gain"}
 _TOP_FIELDS = frozenset({"suites", "bootstrap_samples", "confidence", "seed"})
+LATEST_VERSION = "latest"
+_VERSION = re.compile(r"^[0-9a-f]{8,64}$")
 
 
 class PolicyError(ValueError):
@@ -37,11 +42,13 @@ class SuitePolicy:
     floor: float | None = None  # must_pass
     delta: float | None = None  # general: tolerated drop
     min_gain: float | None = None  # target
+    version: str = LATEST_VERSION  # benchmark version the run freezes
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"role": self.role, "metric": self.metric}
         field = _ROLE_FIELDS[self.role]
         out[field] = getattr(self, field)
+        out["version"] = self.version
         return out
 
 
@@ -104,7 +111,7 @@ def _suite(name: str, spec: Any, error: _Error) -> SuitePolicy:
     if role not in ROLES:
         raise error(f"{where}.role", f"required, one of {', '.join(ROLES)}")
     field = _ROLE_FIELDS[role]
-    _no_unknown(spec, {"role", "metric", field}, where, error, role)
+    _no_unknown(spec, {"role", "metric", "version", field}, where, error, role)
     metric = spec.get("metric", "acc")
     if metric not in METRICS:
         raise error(f"{where}.metric", f"one of {', '.join(METRICS)}")
@@ -113,7 +120,12 @@ def _suite(name: str, spec: Any, error: _Error) -> SuitePolicy:
     value = _number(spec.get(field, 0.0), f"{where}.{field}", error)
     if not 0 <= value <= 1:
         raise error(f"{where}.{field}", "a number in [0, 1]")
-    return SuitePolicy(name=name, role=role, metric=metric, **{field: value})
+    version = spec.get("version", LATEST_VERSION)
+    if not isinstance(version, str) or not (version == LATEST_VERSION or _VERSION.match(version)):
+        raise error(
+            f"{where}.version", "'latest' or 8..64 lowercase hex characters of a benchmark version"
+        )
+    return SuitePolicy(name=name, role=role, metric=metric, version=version, **{field: value})
 
 
 def _number(value: Any, path: str, error: _Error) -> float:

@@ -15,6 +15,7 @@ from typing import Any
 
 from tuneloop.gating.decide import GateDecision, ReportError, decide
 from tuneloop.gating.policy import GatePolicy
+from tuneloop.gating.report import render_report
 
 REPORT_FILE = "evaluation.json"
 
@@ -33,6 +34,8 @@ class GateEvent:
     job_name: str
     output_path: str
     champion_version: str = ""
+    # PrepareDataset's frozen versions ({name: version}); empty when the run froze none.
+    benchmark_versions: Mapping[str, str] | None = None
 
     @classmethod
     def parse(cls, event: Any) -> GateEvent:
@@ -55,11 +58,15 @@ class GateEvent:
         champion = event.get("champion_version") or ""
         if not isinstance(champion, str):
             raise GateEventError("Gate input: champion_version: a string (empty if none)")
+        frozen = event.get("benchmark_versions") or {}
+        if not isinstance(frozen, Mapping) or not all(isinstance(v, str) for v in frozen.values()):
+            raise GateEventError("Gate input: benchmark_versions: an object {name: version}")
         return cls(
             model_version=str(fields["model_version"]),
             job_name=str(fields["evaluation.job_name"]),
             output_path=output_path,
             champion_version=champion,
+            benchmark_versions={str(k): str(v) for k, v in frozen.items()},
         )
 
 
@@ -113,8 +120,13 @@ def run_gate(
     """Decide, store the decision, update the ModelVersions item; the Gate state's result."""
     report = read_report(s3, event.output_path, event.job_name)
     decision = decide(report, policy, expect_champion=bool(event.champion_version))
+    evaluated = evaluated_versions(report)
+    mismatches = version_mismatches(event.benchmark_versions or {}, evaluated)
+    if mismatches:
+        decision.approved = False
+        decision.reasons.extend(mismatches)
     timestamp = (now or datetime.now(UTC)).isoformat()
-    key = f"gate/{event.model_version}/decision.json"
+    prefix = f"gate/{event.model_version}/"
     document = {
         **decision.to_dict(),
         "summary": decision.summary,
@@ -122,18 +134,60 @@ def run_gate(
         "champion_version": event.champion_version,
         "evaluation_job": event.job_name,
         "benchmarks": report.get("benchmarks", {}),
+        # Candidate and champion are scored in one Evaluate job, on these versions.
+        "benchmark_versions": evaluated,
+        "benchmark_versions_note": (
+            "candidate and champion were evaluated in the same job on these benchmark "
+            "versions (custom suites frozen by PrepareDataset for this run)"
+        ),
         "policy": policy.to_dict(),
         "decided_at": timestamp,
     }
     s3.put_object(
         Bucket=artifacts_bucket,
-        Key=key,
+        Key=f"{prefix}decision.json",
         Body=json.dumps(document, indent=1).encode("utf-8"),
         ContentType="application/json",
     )
-    uri = f"s3://{artifacts_bucket}/{key}"
+    s3.put_object(
+        Bucket=artifacts_bucket,
+        Key=f"{prefix}report.html",
+        Body=render_report(document, decision, report).encode("utf-8"),
+        ContentType="text/html; charset=utf-8",
+    )
+    uri = f"s3://{artifacts_bucket}/{prefix}decision.json"
     record_decision(dynamodb, model_versions_table, event.model_version, uri, decision, timestamp)
-    return {"approved": decision.approved, "decision_s3_uri": uri, "summary": decision.summary}
+    return {
+        "approved": decision.approved,
+        "decision_s3_uri": uri,
+        "report_s3_uri": f"s3://{artifacts_bucket}/{prefix}report.html",
+        "summary": decision.summary,
+    }
+
+
+def evaluated_versions(report: Mapping[str, Any]) -> dict[str, str]:
+    """``{suite: version}`` as the evaluation report states them."""
+    benchmarks = report.get("benchmarks")
+    if not isinstance(benchmarks, Mapping):
+        return {}
+    return {
+        str(name): str(info["version"])
+        for name, info in sorted(benchmarks.items())
+        if isinstance(info, Mapping) and isinstance(info.get("version"), str)
+    }
+
+
+def version_mismatches(frozen: Mapping[str, str], evaluated: Mapping[str, str]) -> list[str]:
+    """Reasons to reject when the job did not score the versions PrepareDataset froze."""
+    problems = []
+    for name, version in sorted(frozen.items()):
+        found = evaluated.get(name)
+        if found != version:
+            problems.append(
+                f"{name}: frozen at benchmark version {version[:12]} but evaluated on "
+                + (f"version {found[:12]}" if found else "no version (suite missing)")
+            )
+    return problems
 
 
 def record_decision(

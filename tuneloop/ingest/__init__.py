@@ -1,11 +1,15 @@
-"""Data drop ingestion: parse, validate, normalize, dedup, store, quarantine, manifest."""
+"""Data drop ingestion: parse, validate, normalize, redact, filter, dedup (exact and near),
+store, quarantine, manifest. Decisions: docs/ingestion.md."""
 
 from tuneloop.ingest.events import DropObject, InvalidDropEventError, parse_drop_event
 from tuneloop.ingest.service import DropResult, IngestTables, ingest_drop, trigger_after_ingest
+from tuneloop.ingest.settings import DEFAULT_SETTINGS, IngestSettings
 
 __all__ = [
+    "DEFAULT_SETTINGS",
     "DropObject",
     "DropResult",
+    "IngestSettings",
     "IngestTables",
     "InvalidDropEventError",
     "ingest_drop",

@@ -1,18 +1,27 @@
-"""Where every record of a file ends up: stored, duplicate of another record, or quarantined.
+"""Where every record of a file ends up: stored, duplicate, near-duplicate or quarantined.
 
-This module is pure apart from the ``RecordStore`` it is given, so the reconciliation rule
-(received = stored + duplicate + quarantined) is testable without AWS.
+This module is pure apart from the ``RecordStore`` and ``NearDuplicateIndex`` it is given,
+so the reconciliation rule (received = stored + duplicate + near_duplicate + quarantined)
+is testable without AWS.
+
+Order of the steps: validate → redact → quality filters and features → exact dedup →
+near-dedup → store. Filters run before dedup so that a duplicate always points at a record
+that was stored, never at one the filters threw away.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from tuneloop.ingest.minhash import MemoryLSH, MinHasher, NearMatch, Signature
 from tuneloop.ingest.model import Candidate, Rejection
 from tuneloop.ingest.parsing import ParsedFile
+from tuneloop.ingest.processing import RecordProcessor
+from tuneloop.ingest.settings import DEFAULT_SETTINGS, IngestSettings, NearDuplicateSettings
 from tuneloop.ingest.validate import validate_entry
 
 
@@ -30,6 +39,22 @@ class RecordStore(Protocol):
         ...
 
 
+class NearDuplicateIndex(Protocol):
+    """Signatures of stored records, across drops."""
+
+    def find(self, items: Sequence[tuple[str, Signature]]) -> dict[str, NearMatch]:
+        """The stored record each (record_id, signature) nearly duplicates, if any.
+
+        A record that is itself already indexed matches nothing (a re-delivery or an exact
+        duplicate, which the record store decides).
+        """
+        ...
+
+    def add(self, items: Sequence[tuple[str, Signature]]) -> None:
+        """Index stored records; adding one twice changes nothing."""
+        ...
+
+
 @dataclass(frozen=True)
 class Duplicate:
     line: int
@@ -37,26 +62,49 @@ class Duplicate:
     of: StoredAt
 
 
+@dataclass(frozen=True)
+class NearDuplicate:
+    line: int
+    record_id: str
+    of: str  # record id of the stored record it matches
+    similarity: float
+
+
 @dataclass
 class FileOutcome:
     file: str
     stored: list[Candidate] = field(default_factory=list)
     duplicates: list[Duplicate] = field(default_factory=list)
+    near_duplicates: list[NearDuplicate] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
+    redactions: Counter[str] = field(default_factory=Counter)
 
     @property
     def received(self) -> int:
-        return len(self.stored) + len(self.duplicates) + len(self.rejections)
+        return (
+            len(self.stored)
+            + len(self.duplicates)
+            + len(self.near_duplicates)
+            + len(self.rejections)
+        )
 
     def reasons(self) -> dict[str, int]:
         return dict(Counter(rejection.reason for rejection in self.rejections))
 
 
 def account_for_file(
-    parsed: ParsedFile, *, drop_id: str, store: RecordStore, text_field: str = "text"
+    parsed: ParsedFile,
+    *,
+    drop_id: str,
+    store: RecordStore,
+    text_field: str = "text",
+    settings: IngestSettings = DEFAULT_SETTINGS,
+    index: NearDuplicateIndex | None = None,
+    tags: tuple[str, ...] = (),
 ) -> FileOutcome:
-    """Validate, dedup and store the records of one parsed file."""
+    """Validate, redact, filter, dedup (exact and near) and store the records of one file."""
     outcome = FileOutcome(file=parsed.file)
+    processor = RecordProcessor.from_settings(settings, tags)
     first_line: dict[str, int] = {}
     unique: list[Candidate] = []
     for item in parsed.items:
@@ -66,12 +114,21 @@ def account_for_file(
         checked = validate_entry(parsed.file, item, text_field=text_field, unit=parsed.unit)
         if isinstance(checked, Rejection):
             outcome.rejections.append(checked)
-        elif checked.record_id in first_line:
-            seen = StoredAt(drop_id=drop_id, line=first_line[checked.record_id])
-            outcome.duplicates.append(Duplicate(checked.line, checked.record_id, seen))
+            continue
+        redacted = processor.redact(checked)
+        outcome.redactions.update(redacted.redactions)
+        finished = processor.finish(parsed.file, redacted, item.raw, unit=parsed.unit)
+        if isinstance(finished, Rejection):
+            outcome.rejections.append(finished)
+        elif finished.record_id in first_line:
+            seen = StoredAt(drop_id=drop_id, line=first_line[finished.record_id])
+            outcome.duplicates.append(Duplicate(finished.line, finished.record_id, seen))
         else:
-            first_line[checked.record_id] = checked.line
-            unique.append(checked)
+            first_line[finished.record_id] = finished.line
+            unique.append(finished)
+
+    if settings.near_duplicates.enabled and unique:
+        unique = _drop_near_duplicates(unique, outcome, settings.near_duplicates, index)
 
     existing = store.insert_new(drop_id, unique) if unique else {}
     for candidate in unique:
@@ -82,4 +139,47 @@ def account_for_file(
             outcome.stored.append(candidate)
         else:
             outcome.duplicates.append(Duplicate(candidate.line, candidate.record_id, found))
+    if index is not None and outcome.stored:
+        index.add([(c.record_id, _signature(c)) for c in outcome.stored if c.minhash])
     return outcome
+
+
+def _signature(candidate: Candidate) -> Signature:
+    return candidate.minhash or b""
+
+
+def _drop_near_duplicates(
+    unique: list[Candidate],
+    outcome: FileOutcome,
+    settings: NearDuplicateSettings,
+    index: NearDuplicateIndex | None,
+) -> list[Candidate]:
+    """Move near-duplicates (within the file, then of stored records) into the outcome."""
+    hasher = MinHasher(settings.num_perm, settings.shingle_size, settings.seed)
+    signatures = hasher.signatures([c.content.plain_text() for c in unique])
+    in_file = MemoryLSH(threshold=settings.threshold, bands=settings.bands, rows=settings.rows)
+    kept: list[Candidate] = []
+    local: list[NearDuplicate] = []
+    for candidate, signature in zip(unique, signatures, strict=True):
+        match = in_file.best_match(signature)
+        if match is not None:
+            local.append(
+                NearDuplicate(candidate.line, candidate.record_id, match.of, match.similarity)
+            )
+            continue
+        in_file.insert(candidate.record_id, signature)
+        kept.append(dataclasses.replace(candidate, minhash=signature))
+
+    earlier = index.find([(c.record_id, _signature(c)) for c in kept]) if index else {}
+    for candidate in kept:
+        if candidate.record_id in earlier:
+            match = earlier[candidate.record_id]
+            outcome.near_duplicates.append(
+                NearDuplicate(candidate.line, candidate.record_id, match.of, match.similarity)
+            )
+    for near in local:
+        # Point at a record that is stored: follow a match that was itself a near-duplicate.
+        target = earlier.get(near.of)
+        outcome.near_duplicates.append(dataclasses.replace(near, of=target.of) if target else near)
+    outcome.near_duplicates.sort(key=lambda near: near.line)
+    return [c for c in kept if c.record_id not in earlier]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 # The unit a location refers to: JSON arrays count items, everything else counts lines.
@@ -95,9 +96,17 @@ class Content:
             return self.text
         return messages_json(self.messages or ())
 
-    @property
+    @cached_property
     def record_id(self) -> str:
+        # Cached: the id is read at every dedup step and a chat's canonical form is JSON.
         return hashlib.sha256(self.canonical().encode("utf-8")).hexdigest()
+
+    def plain_text(self) -> str:
+        """What quality filters and near-duplicate detection read: the text, or the turns'
+        contents one per line."""
+        if self.text is not None:
+            return self.text
+        return "\n".join(m.content for m in self.messages or ())
 
     def training_line(self) -> dict[str, Any]:
         """The object the training set holds for this record."""
@@ -117,10 +126,17 @@ def messages_json(messages: tuple[Message, ...]) -> str:
 
 @dataclass(frozen=True)
 class Candidate:
-    """A record that passed validation, ready to be stored."""
+    """A record that passed validation, ready to be stored.
+
+    Processing fills in the rest: ``redactions`` (placeholders per type), ``features``
+    (tokens, language, tags) and ``minhash`` (the near-duplicate signature, as bytes).
+    """
 
     line: int
     content: Content
+    redactions: dict[str, int] = field(default_factory=dict, compare=False)
+    features: dict[str, Any] = field(default_factory=dict, compare=False)
+    minhash: bytes | None = field(default=None, compare=False)
 
     @property
     def record_id(self) -> str:

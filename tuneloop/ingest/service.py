@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import posixpath
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -14,15 +16,22 @@ from tuneloop import aws
 from tuneloop.ingest.accounting import FileOutcome, account_for_file
 from tuneloop.ingest.drops import COMPLETE, DropsTable
 from tuneloop.ingest.events import DropObject
+from tuneloop.ingest.near_dup import DynamoNearDuplicateIndex
 from tuneloop.ingest.parsing import parse_file
+from tuneloop.ingest.redaction import redact, redactors_named
+from tuneloop.ingest.settings import DEFAULT_SETTINGS, IngestSettings
 from tuneloop.ingest.store import DynamoRecordStore
 from tuneloop.retrain import start_retrain_if_due
 
 QUARANTINE_PREFIX = "quarantine/"
+# The manifest names the first near-duplicates (line, record, the record it matches); the
+# count is always complete. Bounded so the item stays far below DynamoDB's 400 KB.
+MAX_MANIFEST_NEAR_DUPLICATES = 100
 
 
 class ReconciliationError(RuntimeError):
-    """A record was neither stored, a duplicate nor quarantined: a bug, never a silent drop."""
+    """A record was neither stored, a duplicate, a near-duplicate nor quarantined: a bug,
+    never a silent drop."""
 
 
 @dataclass(frozen=True)
@@ -41,8 +50,11 @@ class DropResult:
     received: int = 0
     stored: int = 0
     duplicate: int = 0
+    near_duplicate: int = 0
     quarantined: int = 0
     quarantine_uri: str = ""
+    # Placeholders inserted per type (counts only: the redacted values are never kept).
+    redactions: dict[str, int] = dataclasses.field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -52,7 +64,9 @@ def quarantine_key(drop_id: str, file_name: str) -> str:
     return f"{QUARANTINE_PREFIX}{drop_id}/{file_name}.jsonl"
 
 
-def ingest_drop(obj: DropObject, tables: IngestTables) -> DropResult:
+def ingest_drop(
+    obj: DropObject, tables: IngestTables, settings: IngestSettings = DEFAULT_SETTINGS
+) -> DropResult:
     """Process one object of the raw bucket; safe to call again with the same event."""
     if not obj.is_drop:
         return DropResult(obj.key, "skipped", f"not a data drop (outside drops/): {obj.key}")
@@ -72,18 +86,42 @@ def ingest_drop(obj: DropObject, tables: IngestTables) -> DropResult:
 
     parsed = parse_file(obj.key, body)
     store = DynamoRecordStore(tables.records, dataset=obj.dataset, source_key=obj.key)
-    outcome = account_for_file(parsed, drop_id=obj.drop_id, store=store)
+    index = DynamoNearDuplicateIndex(
+        control_table=tables.control,
+        records_table=tables.records,
+        dataset=obj.dataset,
+        settings=settings.near_duplicates,
+    )
+    outcome = account_for_file(
+        parsed,
+        drop_id=obj.drop_id,
+        store=store,
+        settings=settings,
+        index=index,
+        tags=source_tags(obj),
+    )
     if outcome.received != len(parsed.items):
         raise ReconciliationError(
             f"{obj.key}: {len(parsed.items)} records received but {outcome.received} accounted for"
         )
-    quarantine_uri = _write_quarantine(obj, outcome) if outcome.rejections else ""
+    quarantine_uri = _write_quarantine(obj, outcome, settings) if outcome.rejections else ""
     counts: dict[str, Any] = {
         "received": outcome.received,
         "stored": len(outcome.stored),
         "duplicate": len(outcome.duplicates),
+        "near_duplicate": len(outcome.near_duplicates),
         "quarantined": len(outcome.rejections),
         "reasons": outcome.reasons(),
+        "redactions": dict(outcome.redactions),
+        "near_duplicates": [
+            {
+                "line": near.line,
+                "record_id": near.record_id,
+                "of": near.of,
+                "similarity": Decimal(f"{near.similarity:.4f}"),
+            }
+            for near in outcome.near_duplicates[:MAX_MANIFEST_NEAR_DUPLICATES]
+        ],
         "quarantine_uri": quarantine_uri,
     }
     finished = drops.complete(
@@ -96,8 +134,10 @@ def ingest_drop(obj: DropObject, tables: IngestTables) -> DropResult:
         received=counts["received"],
         stored=counts["stored"],
         duplicate=counts["duplicate"],
+        near_duplicate=counts["near_duplicate"],
         quarantined=counts["quarantined"],
         quarantine_uri=quarantine_uri,
+        redactions=counts["redactions"],
     )
 
 
@@ -110,8 +150,10 @@ def _already_complete(key: str, item: dict[str, Any]) -> DropResult:
         received=int(item.get("received", 0)),
         stored=int(item.get("stored", 0)),
         duplicate=int(item.get("duplicate", 0)),
+        near_duplicate=int(item.get("near_duplicate", 0)),
         quarantined=int(item.get("quarantined", 0)),
         quarantine_uri=str(item.get("quarantine_uri", "")),
+        redactions={k: int(v) for k, v in dict(item.get("redactions", {})).items()},
     )
 
 
@@ -129,12 +171,23 @@ def _read_object(obj: DropObject) -> tuple[DropObject, bytes] | None:
     return None
 
 
-def _write_quarantine(obj: DropObject, outcome: FileOutcome) -> str:
+def source_tags(obj: DropObject) -> tuple[str, ...]:
+    """Where a record came from, as tags stored with its features."""
+    extension = posixpath.splitext(obj.file_name)[1].lstrip(".").lower() or "none"
+    return (f"dataset:{obj.dataset}", f"format:{extension}")
+
+
+def _write_quarantine(obj: DropObject, outcome: FileOutcome, settings: IngestSettings) -> str:
     key = quarantine_key(obj.drop_id, obj.file_name)
-    body = "".join(
-        json.dumps(rejection.to_json(), ensure_ascii=False) + "\n"
-        for rejection in outcome.rejections
-    )
+    # Rejected lines are redacted too: the quarantine must not become a store of personal data.
+    redactors = redactors_named(settings.redactors)
+    lines = []
+    for rejection in outcome.rejections:
+        entry = rejection.to_json()
+        entry["raw"] = redact(entry["raw"], redactors).text
+        entry["message"] = redact(entry["message"], redactors).text
+        lines.append(json.dumps(entry, ensure_ascii=False) + "\n")
+    body = "".join(lines)
     aws.s3().put_object(
         Bucket=obj.bucket, Key=key, Body=body.encode("utf-8"), ContentType="application/x-ndjson"
     )

@@ -70,6 +70,13 @@ class DynamoRecordStore:
             item["text"] = candidate.content.text
         else:
             item["messages"] = candidate.content.canonical()
+        if candidate.features:
+            item["features"] = candidate.features
+        if candidate.redactions:
+            item["redactions"] = candidate.redactions
+        if candidate.minhash:
+            # Read back by the near-duplicate index to verify a band match (see near_dup.py).
+            item["minhash"] = candidate.minhash
         return item
 
     def insert_new(self, drop_id: str, candidates: Sequence[Candidate]) -> dict[str, StoredAt]:
@@ -140,11 +147,16 @@ class DynamoRecordStore:
         return StoredAt(drop_id=str(values.get("drop_id", "")), line=int(values.get("line", 0)))
 
 
+def _size_proxy(value: Any) -> str:
+    # Binary attributes (the MinHash signature): hex over-estimates their size, which is safe.
+    return value.hex() if isinstance(value, bytes) else str(value)
+
+
 def _chunks(items: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
     chunk: list[dict[str, Any]] = []
     size = 0
     for item in items:
-        item_size = len(json.dumps(item, ensure_ascii=False).encode("utf-8"))
+        item_size = len(json.dumps(item, ensure_ascii=False, default=_size_proxy).encode("utf-8"))
         if chunk and (
             len(chunk) == MAX_TRANSACTION_ITEMS or size + item_size > MAX_TRANSACTION_BYTES
         ):

@@ -58,6 +58,31 @@ class TrainConfig:
     model_version: str = _hp("", "recorded in tuneloop_model.json; serving reports it")
     checkpoint_dir: str = _hp("/opt/ml/checkpoints", "where spot-resume checkpoints go")
     checkpoint_steps: int = _hp(0, "save a resumable checkpoint every N steps; 0 = never")
+    packing: bool = _hp(
+        True,
+        "pack each step's examples into rows of max_seq_length (position ids restart per "
+        "example, so no example attends to another); no padding compute",
+    )
+    group_by_length: bool = _hp(
+        True, "order examples by length within windows of steps so micro-batches pad less"
+    )
+    gradient_checkpointing: bool = _hp(
+        False, "recompute activations in the backward pass: less memory, ~30% slower"
+    )
+    attn_implementation: str = _hp("sdpa", "attention kernel: sdpa (default) or eager")
+    init_adapter: str = _hp(
+        "",
+        "continue training this adapter (S3 URI or local path of a model.tar.gz or adapter "
+        "folder, e.g. the production model); empty = a fresh LoRA adapter",
+    )
+    replay_fraction: float = _hp(
+        0.0, "share of the training records drawn from the optional replay channel, in [0, 1)"
+    )
+    stop_after_steps: int = _hp(
+        0,
+        "stop as a spot interruption would after N steps (checkpoint saved, exit 1); "
+        "for tests of resume; 0 = never",
+    )
 
     def validate(self) -> TrainConfig:
         """Return self, or raise TrainingError naming the first bad value."""
@@ -79,6 +104,7 @@ class TrainConfig:
             "max_grad_norm",
             "num_threads",
             "checkpoint_steps",
+            "stop_after_steps",
         )
         for name in non_negative:
             if getattr(self, name) < 0:
@@ -92,6 +118,15 @@ class TrainConfig:
         if not 0 <= self.lora_dropout < 1:
             raise TrainingError(
                 f"hyperparameter lora_dropout must be in [0, 1), got {self.lora_dropout}"
+            )
+        if not 0 <= self.replay_fraction < 1:
+            raise TrainingError(
+                f"hyperparameter replay_fraction must be in [0, 1), got {self.replay_fraction}"
+            )
+        if self.attn_implementation not in ("sdpa", "eager"):
+            raise TrainingError(
+                "hyperparameter attn_implementation must be sdpa or eager, "
+                f"got {self.attn_implementation!r}"
             )
         if self.max_seq_length < 8:
             raise TrainingError(
@@ -125,6 +160,8 @@ def _convert(name: str, value: Any, target: type) -> Any:
         with contextlib.suppress(ValueError):
             value = json.loads(value)
     try:
+        if target is bool:
+            return _to_bool(value)
         if target is int:
             number = float(value) if isinstance(value, str) else value
             if isinstance(number, bool) or not float(number).is_integer():
@@ -134,7 +171,19 @@ def _convert(name: str, value: Any, target: type) -> Any:
             return float(value)
         return str(value)
     except (TypeError, ValueError) as exc:
-        raise TrainingError(f"hyperparameter {name}={value!r}: expected {target.__name__}") from exc
+        expected = "true or false" if target is bool else target.__name__
+        raise TrainingError(f"hyperparameter {name}={value!r}: expected {expected}") from exc
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("not a boolean")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,13 @@ class Dataset:
     records: list[dict[str, Any]]
     sha256: str  # of the channel's .jsonl files' bytes, concatenated in path order
     files: list[str]
+    # One entry per file: {"channel", "file", "sha256", "records"}; replay picks added by mix.
+    manifest: list[dict[str, Any]] = field(default_factory=list)
+
+    def manifest_sha256(self) -> str:
+        """Identifies exactly which data trained a model (files and any replay sample)."""
+        payload = json.dumps(self.manifest, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(payload.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -34,15 +41,16 @@ class Example:
     labels: list[int]
 
 
-def read_channel(channel: Path) -> Dataset:
+def read_channel(channel: Path, name: str = "train") -> Dataset:
     """All records of the ``.jsonl`` files under ``channel``; TrainingError if none or bad."""
     if not channel.is_dir():
-        raise TrainingError(f"train channel {channel} does not exist or is not a folder")
+        raise TrainingError(f"{name} channel {channel} does not exist or is not a folder")
     files = sorted(p for p in channel.rglob("*.jsonl") if p.is_file())
     if not files:
-        raise TrainingError(f"train channel {channel} holds no .jsonl files")
+        raise TrainingError(f"{name} channel {channel} holds no .jsonl files")
     digest = hashlib.sha256()
     records: list[dict[str, Any]] = []
+    manifest: list[dict[str, Any]] = []
     for path in files:
         try:
             data = path.read_bytes()
@@ -50,12 +58,49 @@ def read_channel(channel: Path) -> Dataset:
         except (OSError, UnicodeDecodeError) as exc:
             raise TrainingError(f"cannot read {path.name}: {exc}") from exc
         digest.update(data)
+        before = len(records)
         for number, line in enumerate(text.splitlines(), start=1):
             if line.strip():
                 records.append(_parse_record(line, f"{path.name}:{number}"))
+        manifest.append(
+            {
+                "channel": name,
+                "file": str(path.relative_to(channel)),
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "records": len(records) - before,
+            }
+        )
     if not records:
-        raise TrainingError(f"train channel {channel} has no records (its .jsonl files are empty)")
-    return Dataset(records, digest.hexdigest(), [str(p.relative_to(channel)) for p in files])
+        raise TrainingError(f"{name} channel {channel} has no records (its .jsonl files are empty)")
+    names = [str(p.relative_to(channel)) for p in files]
+    return Dataset(records, digest.hexdigest(), names, manifest)
+
+
+def mix_replay(dataset: Dataset, replay: Dataset, fraction: float, seed: int) -> Dataset:
+    """``dataset`` plus a seeded sample of ``replay`` making up ``fraction`` of the result.
+
+    Replaying earlier data while continuing a production adapter keeps it from forgetting
+    what it learned before. The sample is drawn without replacement (capped at the replay
+    set's size); the manifest records which replay records were used.
+    """
+    if fraction <= 0:
+        return dataset
+    wanted = round(fraction / (1 - fraction) * len(dataset.records))
+    count = min(len(replay.records), wanted)
+    generator = torch.Generator().manual_seed(seed * 31 + 17)
+    picks = sorted(torch.randperm(len(replay.records), generator=generator)[:count].tolist())
+    selection = {
+        "channel": "replay",
+        "replay_of": replay.manifest,
+        "sampled_records": count,
+        "sampled_indices_sha256": hashlib.sha256(json.dumps(picks).encode()).hexdigest(),
+    }
+    return Dataset(
+        records=dataset.records + [replay.records[i] for i in picks],
+        sha256=dataset.sha256,
+        files=dataset.files,
+        manifest=[*dataset.manifest, selection],
+    )
 
 
 def _parse_record(line: str, where: str) -> dict[str, Any]:
@@ -125,17 +170,3 @@ def index_stream(count: int, seed: int) -> Iterator[int]:
         generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
         yield from torch.randperm(count, generator=generator).tolist()
         epoch += 1
-
-
-def collate(examples: Sequence[Example], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad to the longest example; padding is masked out and never labelled."""
-    width = max(len(e.input_ids) for e in examples)
-    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
-    attention = torch.zeros((len(examples), width), dtype=torch.long)
-    for row, example in enumerate(examples):
-        size = len(example.input_ids)
-        input_ids[row, :size] = torch.tensor(example.input_ids)
-        labels[row, :size] = torch.tensor(example.labels)
-        attention[row, :size] = 1
-    return {"input_ids": input_ids, "labels": labels, "attention_mask": attention}

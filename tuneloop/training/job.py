@@ -22,11 +22,13 @@ from typing import Any
 from tuneloop.training.config import TrainConfig, build_parser, parse_hyperparameters
 
 REPORT_FILE = "training_report.json"
+LOSS_CURVE_FILE = "loss_curve.png"
 
 
 @dataclass(frozen=True)
 class JobPaths:
     train_channel: Path
+    replay_channel: Path  # optional: earlier data to mix in (replay_fraction)
     model_dir: Path
     output_data_dir: Path
     output_dir: Path
@@ -39,6 +41,7 @@ class JobPaths:
 
         return cls(
             train_channel=get("SM_CHANNEL_TRAIN", "/opt/ml/input/data/train"),
+            replay_channel=get("SM_CHANNEL_REPLAY", "/opt/ml/input/data/replay"),
             model_dir=get("SM_MODEL_DIR", "/opt/ml/model"),
             output_data_dir=get("SM_OUTPUT_DATA_DIR", "/opt/ml/output/data"),
             output_dir=get("SM_OUTPUT_DIR", "/opt/ml/output"),
@@ -83,8 +86,9 @@ def _train_and_save(config: TrainConfig, paths: JobPaths, serving_code: Sequence
     # Imported here so --help and argument errors do not pay for importing torch.
     from tuneloop.models.catalog import resolve_model
     from tuneloop.models.loading import write_model_metadata
-    from tuneloop.training.data import read_channel
+    from tuneloop.training.data import mix_replay, read_channel
     from tuneloop.training.loop import train
+    from tuneloop.training.report_outputs import write_loss_curve
 
     def log(line: str) -> None:
         print(line, flush=True)
@@ -94,12 +98,29 @@ def _train_and_save(config: TrainConfig, paths: JobPaths, serving_code: Sequence
         f"train: {len(dataset.records)} records from {len(dataset.files)} file(s), "
         f"sha256 {dataset.sha256[:12]}; base model {config.base_model}"
     )
+    if config.replay_fraction > 0:
+        if paths.replay_channel.is_dir():
+            replay = read_channel(paths.replay_channel, "replay")
+            mixed = mix_replay(dataset, replay, config.replay_fraction, config.seed)
+            log(
+                f"train: mixed in {len(mixed.records) - len(dataset.records)} of "
+                f"{len(replay.records)} replay records (replay_fraction {config.replay_fraction})"
+            )
+            dataset = mixed
+        else:
+            # The first run of a platform has no earlier data to replay.
+            log(f"train: replay_fraction set but no replay channel at {paths.replay_channel}")
     result = train(config, dataset, log)
 
     paths.model_dir.mkdir(parents=True, exist_ok=True)
     result.model.save_pretrained(paths.model_dir)
     result.tokenizer.save_pretrained(paths.model_dir)
-    extra: dict[str, Any] = {"data_sha256": dataset.sha256}
+    extra: dict[str, Any] = {
+        "data_sha256": dataset.sha256,
+        "data_manifest_sha256": dataset.manifest_sha256(),
+    }
+    if config.init_adapter:
+        extra["continued_from"] = config.init_adapter
     if config.model_version:
         extra["model_version"] = config.model_version
     write_model_metadata(paths.model_dir, _portable_ref(config.base_model, resolve_model), **extra)
@@ -107,8 +128,14 @@ def _train_and_save(config: TrainConfig, paths: JobPaths, serving_code: Sequence
 
     paths.output_data_dir.mkdir(parents=True, exist_ok=True)
     report_path = paths.output_data_dir / REPORT_FILE
-    report_path.write_text(json.dumps(result.report, indent=2) + "\n", encoding="utf-8")
     report = result.report
+    curve = write_loss_curve(
+        report["losses"],
+        paths.output_data_dir / LOSS_CURVE_FILE,
+        title=f"training loss {config.model_version}".strip(),
+    )
+    report["loss_curve"] = curve.name
+    report_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     log(
         f"train: done, {report['steps']} steps, final loss {report['final_loss']:.4f}, "
         f"{report['tokens_per_second']:.0f} tokens/s, {report['wall_seconds']:.1f}s; "

@@ -5,27 +5,43 @@ gradient accumulation), which on CPU is faster and easier to reason about than H
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
 import os
 import random
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812 (the conventional alias)
 
 from tuneloop.models.catalog import resolve_model
 from tuneloop.models.loading import load_model_dir
+from tuneloop.training.adapters import (
+    continued_adapter,
+    fetch_adapter,
+    live_adapter_digest,
+    new_adapter,
+)
+from tuneloop.training.batching import micro_batches, step_plan
+from tuneloop.training.checkpoint import (
+    CHECKPOINT_FILE,
+    TrainState,
+    fingerprint,
+    load_checkpoint,
+    save_checkpoint,
+)
 from tuneloop.training.config import TrainConfig, TrainingError
-from tuneloop.training.data import IGNORE_INDEX, Dataset, collate, encode_dataset, index_stream
+from tuneloop.training.data import IGNORE_INDEX, Dataset, encode_dataset
+from tuneloop.training.report_outputs import peak_rss_mb
 
-CHECKPOINT_FILE = "tuneloop_checkpoint.pt"
 Log = Callable[[str], None]
 # Below this size a step is a few ms of tiny matmuls; extra threads only add sync overhead.
 _SMALL_MODEL_PARAMETERS = 5_000_000
@@ -71,7 +87,12 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
+    np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+class TrainingInterruptedError(TrainingError):
+    """The run stopped early (SIGTERM or ``stop_after_steps``) after saving a checkpoint."""
 
 
 def train(config: TrainConfig, dataset: Dataset, log: Log = print) -> TrainResult:
@@ -80,6 +101,7 @@ def train(config: TrainConfig, dataset: Dataset, log: Log = print) -> TrainResul
     seed_everything(config.seed)
     base: Any
     base, tokenizer = load_model_dir(resolve_model(config.base_model), merge=True)
+    base.set_attn_implementation(config.attn_implementation)
     threads = config.num_threads or auto_threads(sum(p.numel() for p in base.parameters()))
     torch.set_num_threads(threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -87,7 +109,9 @@ def train(config: TrainConfig, dataset: Dataset, log: Log = print) -> TrainResul
     base.to(device)
     log(
         f"train: device {device}, {threads} thread(s), "
-        f"{'bf16 autocast' if autocast_dtype else 'fp32'}"
+        f"{'bf16 autocast' if autocast_dtype else 'fp32'}, {config.attn_implementation} "
+        f"attention, packing {'on' if config.packing else 'off'}, "
+        f"gradient checkpointing {'on' if config.gradient_checkpointing else 'off'}"
     )
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -101,63 +125,99 @@ def train(config: TrainConfig, dataset: Dataset, log: Log = print) -> TrainResul
     if dropped:
         log(f"skipped {dropped} record(s) with nothing to learn within max_seq_length")
 
-    model = _with_lora(base, config)
+    base.config.use_cache = False  # no KV cache needed (or wanted) while training
+    init_info: dict[str, Any] | None = None
+    if config.init_adapter:
+        folder = fetch_adapter(config.init_adapter)
+        model = continued_adapter(base, folder, config, log)
+        init_info = {"source": config.init_adapter, "adapter_sha256": live_adapter_digest(model)}
+        log(f"train: continuing adapter {config.init_adapter}")
+    else:
+        model = new_adapter(base, config)
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _linear_schedule(config))
     head = _split_head(model)
 
-    state = _State()
     checkpoint = Path(config.checkpoint_dir) / CHECKPOINT_FILE
-    fingerprint = _fingerprint(config, dataset.sha256)
-    if config.checkpoint_steps and checkpoint.is_file():
-        state = _resume(checkpoint, fingerprint, model, optimizer, scheduler, log)
+    run_id = fingerprint(config, dataset.manifest_sha256())
+    state = load_checkpoint(checkpoint, run_id, model, optimizer, scheduler)
+    if state is None:
+        state = TrainState()
+    else:
+        log(f"resumed from checkpoint {checkpoint} at step {state.step}")
 
-    micro_batches = config.max_steps * config.gradient_accumulation_steps
-    stream = index_stream(len(examples), config.seed)
-    # Data order depends only on (seed, position), so a resumed run sees the same batches.
-    skip = state.step * config.gradient_accumulation_steps * config.per_device_batch_size
-    for _ in islice(stream, skip):
+    examples_per_step = config.per_device_batch_size * config.gradient_accumulation_steps
+    plan = step_plan(
+        [len(e.input_ids) for e in examples],
+        examples_per_step,
+        config.seed,
+        group_by_length=config.group_by_length,
+    )
+    # The plan depends only on (seed, step): skipping the steps done restores the position.
+    for _ in islice(plan, state.step):
         pass
+    if state.examples_seen != state.step * examples_per_step:
+        raise TrainingError(f"checkpoint {checkpoint} has an inconsistent data position")
 
     model.train()
     loop_started = time.monotonic()
-    for step in range(state.step, config.max_steps):
-        batches = [
-            collate([examples[i] for i in islice(stream, config.per_device_batch_size)], pad_id)
-            for _ in range(config.gradient_accumulation_steps)
-        ]
-        # Normalize by the step's label count so accumulation equals one big batch.
-        label_count = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches)
-        step_loss = 0.0
-        for batch in batches:
-            batch = {name: tensor.to(device) for name, tensor in batch.items()}
-            with torch.autocast(
-                device.type,
-                dtype=autocast_dtype or torch.float32,
-                enabled=autocast_dtype is not None,
-            ):
-                loss_sum = _loss_sum(model, head, batch)
-            (loss_sum / label_count).backward()
-            step_loss += float(loss_sum.detach())
-            state.tokens += int(batch["attention_mask"].sum())
-        state.label_tokens += label_count
-        if config.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+    stop = threading.Event()
+    with _stop_on_sigterm(stop):
+        for step in range(state.step, config.max_steps):
+            batches = micro_batches(
+                [examples[i] for i in next(plan)],
+                per_device_batch_size=config.per_device_batch_size,
+                accumulation_steps=config.gradient_accumulation_steps,
+                pad_id=pad_id,
+                packing=config.packing,
+                max_length=config.max_seq_length,
+            )
+            # Normalize by the step's label count so accumulation equals one big batch.
+            label_count = sum(batch.label_count for batch in batches)
+            step_loss = 0.0
+            for batch in batches:
+                tensors = {name: tensor.to(device) for name, tensor in batch.tensors.items()}
+                with torch.autocast(
+                    device.type,
+                    dtype=autocast_dtype or torch.float32,
+                    enabled=autocast_dtype is not None,
+                ):
+                    loss_sum = _loss_sum(model, head, tensors)
+                (loss_sum / label_count).backward()
+                step_loss += float(loss_sum.detach())
+                state.tokens += batch.tokens
+                state.positions += int(tensors["input_ids"].numel())
+            state.label_tokens += label_count
+            state.examples_seen += examples_per_step
+            if config.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
 
-        loss = step_loss / label_count
-        state.losses.append(loss)
-        state.step = step + 1
-        log(
-            f"step {state.step}/{config.max_steps} loss={loss:.4f} "
-            f"lr={scheduler.get_last_lr()[0]:.3g}"
-        )
-        log(f"train_loss={loss:.6f};")  # SageMaker metric definition regex target
-        if config.checkpoint_steps and state.step % config.checkpoint_steps == 0:
-            _save_checkpoint(checkpoint, fingerprint, model, optimizer, scheduler, state)
+            loss = step_loss / label_count
+            state.losses.append(loss)
+            state.step = step + 1
+            log(
+                f"step {state.step}/{config.max_steps} loss={loss:.4f} "
+                f"lr={scheduler.get_last_lr()[0]:.3g}"
+            )
+            log(f"train_loss={loss:.6f};")  # SageMaker metric definition regex target
+            ran = state.step - state.resumed_step
+            interrupted = stop.is_set() or (
+                config.stop_after_steps and ran >= config.stop_after_steps
+            )
+            if interrupted and state.step < config.max_steps:
+                save_checkpoint(checkpoint, run_id, model, optimizer, scheduler, state)
+                raise TrainingInterruptedError(
+                    f"stopped after step {state.step} of {config.max_steps}; "
+                    f"resumable checkpoint in {checkpoint}"
+                )
+            if config.checkpoint_steps and state.step % config.checkpoint_steps == 0:
+                save_checkpoint(checkpoint, run_id, model, optimizer, scheduler, state)
 
     train_seconds = time.monotonic() - loop_started
     model.eval()
@@ -167,42 +227,47 @@ def train(config: TrainConfig, dataset: Dataset, log: Log = print) -> TrainResul
         "final_loss": state.losses[-1] if state.losses else None,
         "steps": state.step,
         "resumed_from_step": state.resumed_step,
-        "micro_batches": micro_batches,
+        "micro_batches": config.max_steps * config.gradient_accumulation_steps,
+        "examples_seen": state.examples_seen,
         "tokens": state.tokens,
+        "tokens_seen": state.tokens,
         "label_tokens": state.label_tokens,
+        "padding_fraction": 1 - state.tokens / state.positions if state.positions else 0.0,
         "tokens_per_second": trained_tokens / train_seconds if train_seconds > 0 else None,
         "train_seconds": train_seconds,
         "wall_seconds": time.monotonic() - started,
+        "peak_rss_mb": peak_rss_mb(),
         "num_threads": threads,
         "device": str(device),
         "precision": "bf16" if autocast_dtype else "fp32",
+        "attention": config.attn_implementation,
         "records": len(dataset.records),
         "examples": len(examples),
         "dropped_records": dropped,
         "trainable_parameters": sum(p.numel() for p in params),
         "total_parameters": sum(p.numel() for p in model.parameters()),
+        "init_adapter": init_info,
+        "adapter_sha256": live_adapter_digest(model),
         "data_sha256": dataset.sha256,
         "data_files": dataset.files,
+        "data_manifest": dataset.manifest,
+        "data_manifest_sha256": dataset.manifest_sha256(),
         "config": dataclasses.asdict(config),
     }
     return TrainResult(model=model, tokenizer=tokenizer, report=report)
 
 
-def _with_lora(base: Any, config: TrainConfig) -> Any:
-    from peft import LoraConfig, get_peft_model
-
-    base.config.use_cache = False  # no KV cache needed (or wanted) while training
-    lora = LoraConfig(
-        r=config.lora_r,
-        lora_alpha=config.lora_alpha,
-        lora_dropout=config.lora_dropout,
-        target_modules=config.target_modules(),
-        task_type="CAUSAL_LM",
-    )
+@contextmanager
+def _stop_on_sigterm(stop: threading.Event) -> Iterator[None]:
+    """SIGTERM (a spot interruption) sets ``stop``: the loop checkpoints after this step."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be installed from the main thread
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     try:
-        return get_peft_model(base, lora)
-    except ValueError as exc:
-        raise TrainingError(f"cannot apply LoRA to {config.base_model!r}: {exc}") from exc
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _linear_schedule(config: TrainConfig) -> Callable[[int], float]:
@@ -235,71 +300,18 @@ def _loss_sum(model: Any, head: tuple[Any, Any] | None, batch: dict[str, torch.T
     """Summed next-token cross-entropy over the labelled positions of one micro-batch."""
     labels = batch["labels"][:, 1:]
     keep = labels != IGNORE_INDEX
+    # Packed rows carry position_ids and no attention mask: transformers then builds a
+    # block-diagonal causal mask from where the positions restart (only without a KV cache).
+    inputs: dict[str, Any] = {"use_cache": False}
+    inputs |= {
+        name: batch[name]
+        for name in ("input_ids", "attention_mask", "position_ids")
+        if name in batch
+    }
     if head is None:
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        logits = model(**inputs).logits
         return F.cross_entropy(logits[:, :-1][keep].float(), labels[keep], reduction="sum")
     decoder, output = head
-    hidden = decoder(
-        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
-    ).last_hidden_state
+    hidden = decoder(**inputs).last_hidden_state
     logits = output(hidden[:, :-1][keep])
     return F.cross_entropy(logits.float(), labels[keep], reduction="sum")
-
-
-@dataclass
-class _State:
-    step: int = 0
-    losses: list[float] = field(default_factory=list)
-    tokens: int = 0
-    label_tokens: int = 0
-    resumed_step: int = 0
-    resumed_tokens: int = 0
-
-
-def _fingerprint(config: TrainConfig, data_sha256: str) -> str:
-    """Identifies a run: a checkpoint from another config or data set is not resumed."""
-    settings = dataclasses.asdict(config)
-    for name in ("checkpoint_dir", "checkpoint_steps", "num_threads", "model_version"):
-        settings.pop(name)
-    payload = json.dumps({"config": settings, "data": data_sha256}, sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()
-
-
-def _save_checkpoint(
-    path: Path, fingerprint: str, model: Any, optimizer: Any, scheduler: Any, state: _State
-) -> None:
-    from peft import get_peft_model_state_dict
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(
-        {
-            "fingerprint": fingerprint,
-            "adapter": get_peft_model_state_dict(model),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "rng": torch.get_rng_state(),
-            "state": dataclasses.asdict(state),
-        },
-        tmp,
-    )
-    tmp.replace(path)  # atomic: a spot interruption never leaves half a checkpoint
-
-
-def _resume(
-    path: Path, fingerprint: str, model: Any, optimizer: Any, scheduler: Any, log: Log
-) -> _State:
-    from peft import set_peft_model_state_dict
-
-    saved = torch.load(path, map_location="cpu", weights_only=False)
-    if saved.get("fingerprint") != fingerprint:
-        log(f"ignoring checkpoint {path}: it belongs to another config or data set")
-        return _State()
-    set_peft_model_state_dict(model, saved["adapter"])
-    optimizer.load_state_dict(saved["optimizer"])
-    scheduler.load_state_dict(saved["scheduler"])
-    torch.set_rng_state(saved["rng"])
-    state = _State(**saved["state"])
-    state.resumed_step, state.resumed_tokens = state.step, state.tokens
-    log(f"resumed from checkpoint {path} at step {state.step}")
-    return state

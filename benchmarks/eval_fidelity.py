@@ -1,0 +1,257 @@
+"""Fidelity and speed of TuneLoop's MMLU scoring against lm-evaluation-harness (baseline).
+
+Same model (the demo SmolLM2-135M-Instruct, converted once and cached), same MMLU items (a
+stratified subset of the packaged test set), same batch size, same process. lm-eval runs
+offline on a task defined over a local JSONL written to a temporary folder (the prompt of
+``eval_containers/tasks/mmlu.yaml``), with ``HFLM(pretrained=<the loaded model>)``.
+
+Printed:
+
+- fidelity: max |Δ log-likelihood| over every (item, choice) (goal <= 1e-4), whether the
+  acc / acc_norm predictions agree item by item, and whether the prompts are identical;
+- speed: items/second of each scorer on the identical (context, continuation) requests
+  (model time only; the two run in alternating chunks, since the machine may be shared),
+  and end to end (ours: MMLU subset + scoring; lm-eval:
+  ``simple_evaluate`` with task building), as ``ours/lm-eval speed ratio = X`` (goal >= 2).
+
+Run (needs the ``ml`` and ``dev`` groups; ~35 s more the first time, to convert the model)::
+
+    .venv/bin/python benchmarks/eval_fidelity.py --items 40 --batch-size 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# Before any Hugging Face import: nothing may be fetched from a hub.
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TUNELOOP_OFFLINE", "1")
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import yaml  # noqa: E402
+
+from tuneloop.evaluation.benchmarks import MultipleChoiceItem  # noqa: E402
+from tuneloop.evaluation.mmlu import LETTERS, load_mmlu, mmlu_data_path  # noqa: E402
+
+TASK = "mmlu_fidelity"
+CHUNK = 8  # items per alternation of the two scorers
+
+
+@dataclass(frozen=True)
+class Args:
+    items: int
+    batch_size: int
+    seed: int
+    model: str
+
+
+def parse_args(argv: list[str] | None = None) -> Args:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, default=40, help="MMLU items (stratified subset)")
+    parser.add_argument("--batch-size", type=int, default=8, help="batch size of both scorers")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the stratified subset")
+    parser.add_argument("--model", default="smollm2-135m-instruct", help="catalog reference")
+    ns = parser.parse_args(argv)
+    return Args(ns.items, ns.batch_size, ns.seed, ns.model)
+
+
+def subset_rows(items: list[MultipleChoiceItem]) -> list[dict[str, Any]]:
+    """The raw MMLU rows of ``items``, in item order (ids follow tuneloop.evaluation.mmlu)."""
+    wanted = {item.id: index for index, item in enumerate(items)}
+    rows: list[dict[str, Any] | None] = [None] * len(items)
+    per_subject: dict[str, int] = defaultdict(int)
+    for raw in mmlu_data_path().read_text(encoding="utf-8").splitlines():
+        if not raw.strip():
+            continue
+        row = json.loads(raw)
+        if row.get("correct_answer") not in LETTERS:
+            continue  # the stray CSV header rows
+        subject = row["topic"]
+        item_id = f"{subject.replace(' ', '_')}/{per_subject[subject]}"
+        per_subject[subject] += 1
+        if item_id in wanted:
+            rows[wanted[item_id]] = {**row, "tuneloop_id": item_id}
+    missing = [items[i].id for i, row in enumerate(rows) if row is None]
+    if missing:
+        raise SystemExit(f"MMLU rows not found for {missing}")
+    return [row for row in rows if row is not None]
+
+
+def write_task(folder: Path, rows: list[dict[str, Any]]) -> None:
+    """The shipped mmlu.yaml pointed at a local JSONL of ``rows``."""
+    data = folder / "mmlu_subset.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    config = yaml.safe_load((ROOT / "eval_containers" / "tasks" / "mmlu.yaml").read_text())
+    config["task"] = TASK
+    config["dataset_kwargs"] = {"data_files": {"test": str(data)}}
+    (folder / f"{TASK}.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def run_ours(
+    model: Any, tokenizer: Any, items: list[MultipleChoiceItem], batch_size: int
+) -> tuple[list[dict[str, Any]], float]:
+    from tuneloop.evaluation.runner import score_multiple_choice
+
+    started = time.perf_counter()
+    results = score_multiple_choice(model, tokenizer, items, batch_size, log=lambda _: None)
+    return results, time.perf_counter() - started
+
+
+def run_lm_eval_task(lm: Any, folder: Path, n_items: int) -> tuple[list[dict[str, Any]], float]:
+    """lm-eval end to end on the task: (samples in document order, seconds)."""
+    from lm_eval import evaluator
+    from lm_eval.tasks import TaskManager
+
+    started = time.perf_counter()
+    manager = TaskManager(include_path=str(folder), include_defaults=False)
+    out = evaluator.simple_evaluate(
+        model=lm,
+        tasks=[TASK],
+        num_fewshot=0,
+        task_manager=manager,
+        log_samples=True,
+        bootstrap_iters=0,
+    )
+    elapsed = time.perf_counter() - started
+    if out is None:
+        raise SystemExit("lm-eval returned no results")
+    samples = sorted(out["samples"][TASK], key=lambda s: s["doc_id"])
+    if len(samples) != n_items:
+        raise SystemExit(f"lm-eval scored {len(samples)} documents, expected {n_items}")
+    return samples, elapsed
+
+
+def run_lm_eval_requests(lm: Any, requests: list[tuple[str, str]]) -> tuple[list[float], float]:
+    """lm-eval's HFLM.loglikelihood on the very requests TuneLoop scores (model time only)."""
+    from lm_eval.api.instance import Instance
+
+    instances = [
+        Instance(request_type="loglikelihood", doc={}, arguments=request, idx=index)
+        for index, request in enumerate(requests)
+    ]
+    started = time.perf_counter()
+    scored = lm.loglikelihood(instances, disable_tqdm=True)
+    return [float(ll) for ll, _ in scored], time.perf_counter() - started
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.getLogger("lm_eval").setLevel(logging.WARNING)
+    try:
+        from lm_eval.models.huggingface import HFLM
+    except ImportError as exc:
+        raise SystemExit(f"lm-eval is not installed ({exc}): pip install lm-eval==0.4.13") from None
+    import torch
+
+    from tuneloop.evaluation.runner import continuation
+    from tuneloop.models.catalog import resolve_model
+    from tuneloop.models.loading import load_model_dir
+
+    torch.manual_seed(args.seed)
+    print(f"model {args.model}: resolving (converted once and cached) ...", flush=True)
+    started = time.perf_counter()
+    model, tokenizer = load_model_dir(resolve_model(args.model))
+    model.eval()
+    print(f"model ready in {time.perf_counter() - started:.1f}s", flush=True)
+
+    started = time.perf_counter()
+    bench = load_mmlu(args.items, args.seed)
+    items = [item for item in bench.items if isinstance(item, MultipleChoiceItem)]
+    ours_build = time.perf_counter() - started
+    rows = subset_rows(items)
+    if any(len(item.choices) != 4 for item in items):
+        raise SystemExit("expected four choices per MMLU item")
+    print(f"{len(items)} MMLU items over {len({i.tags[0] for i in items})} subjects", flush=True)
+
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=args.batch_size)
+    requests = [(i.prompt, continuation(i.prompt, c)) for i in items for c in i.choices]
+
+    # Warm-up (first-call allocations, thread pools) for both, on two items.
+    run_ours(model, tokenizer, items[:2], args.batch_size)
+    run_lm_eval_requests(lm, requests[:8])
+
+    # The machine is shared: run the two scorers in alternating chunks (alternating which
+    # goes first) so that a burst of load elsewhere hits both alike.
+    ours: list[dict[str, Any]] = []
+    theirs_lls: list[float] = []
+    ours_time = theirs_time = 0.0
+    for chunk, start in enumerate(range(0, len(items), CHUNK)):
+        part = items[start : start + CHUNK]
+        part_requests = requests[4 * start : 4 * (start + len(part))]
+        for runner in ("ours", "lm-eval") if chunk % 2 == 0 else ("lm-eval", "ours"):
+            if runner == "ours":
+                results, seconds = run_ours(model, tokenizer, part, args.batch_size)
+                ours += results
+                ours_time += seconds
+            else:
+                lls, seconds = run_lm_eval_requests(lm, part_requests)
+                theirs_lls += lls
+                theirs_time += seconds
+        done = start + len(part)
+        print(
+            f"  {done}/{len(items)} items: ours {ours_time:.1f}s, lm-eval {theirs_time:.1f}s",
+            flush=True,
+        )
+    print("scoring: lm-eval task (simple_evaluate) ...", flush=True)
+    with tempfile.TemporaryDirectory(prefix="tuneloop-fidelity-") as tmp:
+        write_task(Path(tmp), rows)
+        samples, task_time = run_lm_eval_task(lm, Path(tmp), len(items))
+
+    # Fidelity: our per-choice log-likelihoods vs lm-eval's, through the task path.
+    max_delta = 0.0
+    max_delta_requests = 0.0
+    prompts_equal = True
+    acc_equal = acc_norm_equal = True
+    for index, (mine, sample, item) in enumerate(zip(ours, samples, items, strict=True)):
+        lls = [float(resp[0][0]) for resp in sample["resps"]]
+        if sample["arguments"][0][0] != item.prompt:
+            prompts_equal = False
+        direct = theirs_lls[index * 4 : index * 4 + 4]
+        for ll, task_ll, direct_ll in zip(mine["loglikelihoods"], lls, direct, strict=True):
+            max_delta = max(max_delta, abs(ll - task_ll))
+            max_delta_requests = max(max_delta_requests, abs(ll - direct_ll))
+        acc_equal &= mine["score"] == float(sample["acc"])
+        acc_norm_equal &= mine["score_norm"] == float(sample["acc_norm"])
+    ours_acc = sum(r["score"] for r in ours) / len(ours)
+    theirs_acc = sum(float(s["acc"]) for s in samples) / len(samples)
+
+    n = len(items)
+    ours_rate = n / ours_time
+    theirs_rate = n / theirs_time
+    ours_e2e = n / (ours_build + ours_time)
+    task_rate = n / task_time
+    print()
+    print(f"items: {n}, choices: {len(requests)}, batch size: {args.batch_size}")
+    print(f"prompts identical to lm-eval's task rendering: {prompts_equal}")
+    print(f"max |delta loglik| vs lm-eval task: {max_delta:.3g} (goal <= 1e-4)")
+    print(f"max |delta loglik| vs lm-eval HFLM, same requests: {max_delta_requests:.3g}")
+    print(f"acc: ours {ours_acc:.4f}, lm-eval {theirs_acc:.4f}; per item equal: {acc_equal}")
+    print(f"acc_norm per item equal: {acc_norm_equal}")
+    print(
+        f"model time: ours {ours_time:.2f}s ({ours_rate:.2f} items/s), "
+        f"lm-eval HFLM {theirs_time:.2f}s ({theirs_rate:.2f} items/s)"
+    )
+    print(
+        f"end to end: ours {ours_build + ours_time:.2f}s ({ours_e2e:.2f} items/s), "
+        f"lm-eval simple_evaluate {task_time:.2f}s ({task_rate:.2f} items/s)"
+    )
+    print(f"end-to-end ours/lm-eval speed ratio = {ours_e2e / task_rate:.2f}")
+    print(f"ours/lm-eval speed ratio = {ours_rate / theirs_rate:.2f} (goal >= 2)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""MinHash signatures and LSH banding: deterministic, close to the true Jaccard, selective."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tuneloop.ingest.minhash import (
+    MemoryLSH,
+    MinHasher,
+    band_hashes,
+    candidate_probability,
+    jaccard_estimate,
+)
+from tuneloop.ingest.settings import NearDuplicateSettings
+
+BASE = (
+    "the quick brown fox jumps over the lazy dog while the farmer watches from the old "
+    "wooden fence and the sun sets slowly behind the hills of the quiet green valley"
+)
+
+
+def true_jaccard(first: str, second: str, size: int = 5) -> float:
+    def shingles(text: str) -> set[str]:
+        words = re.findall(r"\w+", text.lower())
+        return {" ".join(words[i : i + size]) for i in range(len(words) - size + 1)}
+
+    a, b = shingles(first), shingles(second)
+    return len(a & b) / len(a | b)
+
+
+def test_signatures_do_not_depend_on_the_process_or_its_hash_seed() -> None:
+    code = (
+        "from tuneloop.ingest.minhash import MinHasher;"
+        f"print(MinHasher().signature({BASE!r}).hex())"
+    )
+    outputs = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={"PYTHONHASHSEED": seed, "PATH": ""},
+        ).stdout.strip()
+        for seed in ("1", "2")
+    }
+    assert outputs == {MinHasher().signature(BASE).hex()}
+
+
+def test_numpy_batches_and_the_pure_python_path_give_the_same_signatures() -> None:
+    # The Lambda runtime has no numpy: its signatures must match those computed with it.
+    hasher = MinHasher(num_perm=64)
+    texts = [BASE, BASE.upper(), "short text", "", BASE + " again"] * 120
+    batch = hasher.signatures(texts, use_numpy=True)
+    assert len(batch) == 600 and {len(signature) for signature in batch} == {64 * 4}
+    assert batch == hasher.signatures(texts, use_numpy=False)
+    assert batch[3] == b"\xff" * 256  # no words: matches nothing real
+    assert batch[0] == hasher.signature(texts[0])
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        BASE + " tonight",
+        BASE.replace("quick", "slow"),
+        BASE.replace("farmer", "old farmer").replace("quiet", "calm"),
+        "an entirely different sentence about invoices taxes and refunds for the quarter",
+    ],
+)
+def test_the_estimate_is_close_to_the_true_jaccard(other: str) -> None:
+    hasher = MinHasher()
+    estimate = jaccard_estimate(hasher.signature(BASE), hasher.signature(other))
+    assert abs(estimate - true_jaccard(BASE, other)) < 0.12
+
+
+def test_case_and_punctuation_do_not_make_a_text_new() -> None:
+    hasher = MinHasher()
+    shouted = BASE.upper().replace(" and ", ", and ")
+    assert jaccard_estimate(hasher.signature(BASE), hasher.signature(shouted)) == 1.0
+
+
+def test_default_banding_finds_pairs_at_the_threshold_and_few_far_below() -> None:
+    near = NearDuplicateSettings()
+    assert candidate_probability(near.threshold, near.bands, near.rows) > 0.99
+    assert candidate_probability(0.3, near.bands, near.rows) < 0.1
+    assert len(band_hashes(MinHasher().signature(BASE), near.bands, near.rows)) == near.bands
+
+
+def test_memory_index_returns_the_most_similar_record_above_the_threshold() -> None:
+    hasher = MinHasher()
+    index = MemoryLSH(threshold=0.8, bands=9, rows=4)
+    index.add([("base", hasher.signature(BASE)), ("other", hasher.signature("unrelated words"))])
+
+    match = index.best_match(hasher.signature(BASE + " tonight"))
+    assert match is not None and match.of == "base" and match.similarity >= 0.8
+    farther = BASE.replace("farmer", "shepherd")  # five of 31 shingles change
+    assert true_jaccard(BASE, farther) < 0.75
+    assert index.best_match(hasher.signature(farther)) is None
+    # A record already in the index is itself, not a near-duplicate of anything.
+    assert index.find([("base", hasher.signature(BASE))]) == {}
+
+
+def test_settings_refuse_nonsense() -> None:
+    with pytest.raises(ValueError, match="threshold"):
+        NearDuplicateSettings(threshold=0.0)
+    with pytest.raises(ValueError, match="exceeds num_perm"):
+        NearDuplicateSettings(num_perm=16, bands=9, rows=4)

@@ -1,0 +1,199 @@
+"""MinHash signatures over word shingles, and LSH banding to find near-duplicate candidates.
+
+Signatures are deterministic across processes and machines (fixed seed, permutations drawn
+with ``random.Random``, shingles hashed with CRC-32 rather than Python's salted ``hash``),
+because they are persisted and compared with signatures computed by other invocations.
+
+A signature is ``bytes``: ``num_perm`` little-endian uint32 values, stored as is in
+DynamoDB. numpy computes them in batches when it is installed; the Lambda runtime has no
+numpy (only the Powertools layer), so a pure-Python path computes the very same values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+import sys
+import zlib
+from array import array
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from types import ModuleType
+
+np: ModuleType | None
+try:
+    import numpy as np
+except ImportError:  # pragma: no cover - exercised by forcing use_numpy=False in tests
+    np = None
+
+# Largest prime below 2**32: (a * x + b) stays below 2**64 for 32-bit x, so numpy's uint64
+# arithmetic never wraps.
+_PRIME = 4_294_967_291
+_MAX = 2**32 - 1
+_CHUNK_TEXTS = 512
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+Signature = bytes
+
+
+def _pack(values: Iterable[int]) -> bytes:
+    packed = array("I", values)
+    if sys.byteorder == "big":
+        packed.byteswap()
+    return packed.tobytes()
+
+
+def unpack(signature: Signature) -> array[int]:
+    values = array("I", signature)
+    if sys.byteorder == "big":
+        values.byteswap()
+    return values
+
+
+@dataclass(frozen=True)
+class MinHasher:
+    num_perm: int = 128
+    shingle_size: int = 5
+    seed: int = 1
+    _a: tuple[int, ...] = field(init=False, repr=False, compare=False)
+    _b: tuple[int, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if array("I").itemsize != 4:  # pragma: no cover - every mainstream platform
+            raise RuntimeError("MinHash signatures need a 4-byte unsigned int array type")
+        rng = random.Random(self.seed)
+        a = tuple(rng.randrange(1, _PRIME) for _ in range(self.num_perm))
+        b = tuple(rng.randrange(0, _PRIME) for _ in range(self.num_perm))
+        object.__setattr__(self, "_a", a)
+        object.__setattr__(self, "_b", b)
+
+    def shingle_hashes(self, text: str) -> list[int]:
+        """32-bit hashes of the word ``shingle_size``-grams (the whole text if shorter)."""
+        words = _WORD.findall(text.lower())
+        size = min(self.shingle_size, len(words))
+        if size == 0:
+            return []
+        shingles = {" ".join(words[i : i + size]) for i in range(len(words) - size + 1)}
+        return [zlib.crc32(s.encode()) for s in shingles]
+
+    def signature(self, text: str) -> Signature:
+        return self.signatures([text])[0]
+
+    def signatures(self, texts: Sequence[str], *, use_numpy: bool | None = None) -> list[Signature]:
+        """One signature per text; a text without words gets all-max (matches nothing real)."""
+        hashed = [self.shingle_hashes(text) for text in texts]
+        if use_numpy is None:
+            use_numpy = np is not None
+        if use_numpy:
+            return self._numpy(hashed)
+        return [self._python(hashes) for hashes in hashed]
+
+    def _python(self, hashes: list[int]) -> Signature:
+        if not hashes:
+            return _pack([_MAX] * self.num_perm)
+        return _pack(
+            min((a * x + b) % _PRIME for x in hashes) for a, b in zip(self._a, self._b, strict=True)
+        )
+
+    def _numpy(self, hashed: list[list[int]]) -> list[Signature]:
+        assert np is not None
+        a = np.array(self._a, dtype=np.uint64)
+        b = np.array(self._b, dtype=np.uint64)
+        prime = np.uint64(_PRIME)
+        out = np.full((len(hashed), self.num_perm), _MAX, dtype="<u4")
+        lengths = np.array([len(h) for h in hashed], dtype=np.int64)
+        present = np.flatnonzero(lengths)
+        # Chunks keep the (num_perm x shingles) matrix in cache: ~10x faster than one pass.
+        for chunk in np.array_split(present, max(1, present.size // _CHUNK_TEXTS)):
+            if chunk.size == 0:
+                continue
+            flat = np.fromiter(
+                (x for i in chunk for x in hashed[i]),
+                dtype=np.uint64,
+                count=int(lengths[chunk].sum()),
+            )
+            starts = np.concatenate(([0], np.cumsum(lengths[chunk])[:-1]))
+            # (num_perm, shingles of the chunk): permuted hashes, then the minimum per text.
+            permuted = (np.outer(a, flat) + b[:, None]) % prime
+            out[chunk] = np.minimum.reduceat(permuted, starts, axis=1).T
+        return [row.tobytes() for row in out]
+
+
+def jaccard_estimate(first: Signature, second: Signature) -> float:
+    """The share of equal MinHash values: an unbiased estimate of the Jaccard similarity."""
+    left, right = unpack(first), unpack(second)
+    return sum(1 for x, y in zip(left, right, strict=True) if x == y) / len(left)
+
+
+def candidate_probability(similarity: float, bands: int, rows: int) -> float:
+    """The chance that LSH nominates a pair of this Jaccard similarity (the S-curve)."""
+    return float(1 - (1 - similarity**rows) ** bands)
+
+
+def band_hashes(signature: Signature, bands: int, rows: int) -> list[str]:
+    """One short hex digest per band; two signatures share a band when the digests match."""
+    data = signature
+    width = rows * 4
+    return [
+        f"{band:02d}-{hashlib.blake2b(data[band * width : (band + 1) * width], digest_size=8).hexdigest()}"  # noqa: E501
+        for band in range(bands)
+    ]
+
+
+@dataclass(frozen=True)
+class NearMatch:
+    of: str  # record id of the earlier record
+    similarity: float
+
+
+class MemoryLSH:
+    """An in-memory LSH index: the records of one file, or a benchmark's whole drop.
+
+    It also serves as the ``NearDuplicateIndex`` of tests and benchmarks.
+    """
+
+    def __init__(self, *, threshold: float, bands: int, rows: int) -> None:
+        self.threshold = threshold
+        self.bands, self.rows = bands, rows
+        self._buckets: dict[str, list[str]] = {}
+        self._signatures: dict[str, Signature] = {}
+
+    def best_match(self, signature: Signature, record_id: str | None = None) -> NearMatch | None:
+        """The most similar indexed record at or above the threshold, if any.
+
+        A record already in the index (``record_id`` found) matches nothing: it is itself.
+        """
+        candidates = self._candidates(band_hashes(signature, self.bands, self.rows))
+        if record_id is not None and record_id in candidates:
+            return None
+        best: NearMatch | None = None
+        for other in candidates:
+            similarity = jaccard_estimate(signature, self._signatures[other])
+            if similarity >= self.threshold and (best is None or similarity > best.similarity):
+                best = NearMatch(other, similarity)
+        return best
+
+    def insert(self, record_id: str, signature: Signature) -> None:
+        self._signatures[record_id] = signature
+        for key in band_hashes(signature, self.bands, self.rows):
+            self._buckets.setdefault(key, []).append(record_id)
+
+    def find(self, items: Sequence[tuple[str, Signature]]) -> dict[str, NearMatch]:
+        found = {}
+        for record_id, signature in items:
+            match = self.best_match(signature, record_id)
+            if match is not None:
+                found[record_id] = match
+        return found
+
+    def add(self, items: Sequence[tuple[str, Signature]]) -> None:
+        for record_id, signature in items:
+            if record_id not in self._signatures:
+                self.insert(record_id, signature)
+
+    def _candidates(self, keys: Iterable[str]) -> dict[str, None]:
+        found: dict[str, None] = {}
+        for key in keys:
+            found.update(dict.fromkeys(self._buckets.get(key, ())))
+        return found
