@@ -116,8 +116,9 @@ def _drop_and_run(
                 summary.drops.append(drop)
                 _say(
                     f"   {drop['key']}: received {drop['received']}, stored {drop['stored']}, "
-                    f"duplicate {drop['duplicate']}, quarantined {drop['quarantined']}"
-                    + _reasons(drop)
+                    f"duplicate {drop['duplicate']}, "
+                    f"near-duplicate {drop.get('near_duplicate', 0)}, "
+                    f"quarantined {drop['quarantined']}" + _reasons(drop)
                 )
     with _stage(summary, f"retrain {label}"):
         run = platform.follow_run(platform.wait_for_new_run(known))
@@ -197,11 +198,12 @@ def _print_summary(summary: Summary, total: float) -> None:
     _say("\n== Summary")
     stored = sum(int(d["stored"]) for d in summary.drops)
     duplicate = sum(int(d["duplicate"]) for d in summary.drops)
+    near_duplicate = sum(int(d.get("near_duplicate", 0)) for d in summary.drops)
     quarantined = sum(int(d["quarantined"]) for d in summary.drops)
     received = sum(int(d["received"]) for d in summary.drops)
     _say(
         f"records: received {received}, stored {stored}, duplicate {duplicate}, "
-        f"quarantined {quarantined}"
+        f"near-duplicate {near_duplicate}, quarantined {quarantined}"
     )
     for run in summary.runs:
         _say(
