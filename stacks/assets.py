@@ -51,6 +51,10 @@ SOURCEDIR_FILES: tuple[tuple[str, str], ...] = (
     ("eval_containers/evaluate.py", "evaluate.py"),
 )
 SOURCEDIR_PACKAGE = "tuneloop"
+# Standard tasks in lm-eval's YAML format, with any local data beside them: evaluate.py
+# reads them from `tasks/` next to itself.
+SOURCEDIR_TASKS = ("eval_containers/tasks", "tasks")
+_TASK_SUFFIXES = (".yaml", ".yml", ".json", ".jsonl")
 _SKIPPED_DIRS = frozenset({"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache"})
 _SKIPPED_SUFFIXES = (".pyc", ".pyo")
 
@@ -75,7 +79,17 @@ def sourcedir_entries(root: Path = PROJECT_ROOT) -> list[tuple[Path, str]]:
     """(source file, archive name) pairs, sorted by archive name; missing files are skipped."""
     entries = [(root / src, name) for src, name in SOURCEDIR_FILES if (root / src).is_file()]
     entries += list(_package_files(root))
+    entries += list(_task_files(root))
     return sorted(entries, key=lambda entry: entry[1])
+
+
+def _task_files(root: Path) -> Iterator[tuple[Path, str]]:
+    source, target = SOURCEDIR_TASKS
+    folder = root / source
+    if folder.is_dir():
+        for path in sorted(folder.iterdir()):
+            if path.is_file() and path.suffix in _TASK_SUFFIXES:
+                yield path, f"{target}/{path.name}"
 
 
 def _tar_info(name: str, *, is_dir: bool, size: int = 0) -> tarfile.TarInfo:

@@ -22,6 +22,10 @@ def _tree(root: Path) -> None:
     (root / "training_containers" / "Dockerfile").write_text("FROM scratch\n")
     (root / "eval_containers").mkdir()
     (root / "eval_containers" / "evaluate.py").write_text("print('eval')\n")
+    (root / "eval_containers" / "tasks").mkdir()
+    (root / "eval_containers" / "tasks" / "quiz.yaml").write_text("task: quiz\n")
+    (root / "eval_containers" / "tasks" / "quiz.jsonl").write_text("{}\n")
+    (root / "eval_containers" / "tasks" / "README.md").write_text("# tasks\n")
     for package in ("tuneloop", "tuneloop/local", "tuneloop/training", "tuneloop/__pycache__"):
         (root / package).mkdir(parents=True)
         (root / package / "__init__.py").write_text("")
@@ -38,7 +42,10 @@ def test_sourcedir_layout_skips_local_platform_caches_and_dockerfiles(tmp_path: 
         "tuneloop",
         "tuneloop/__init__.py",
         "tuneloop/training/__init__.py",
+        "tasks/quiz.yaml",
+        "tasks/quiz.jsonl",
     } <= set(names)
+    assert "tasks/README.md" not in names
     assert not [n for n in names if n.startswith("tuneloop/local") or "__pycache__" in n]
     assert "Dockerfile" not in names and "training_containers/train.py" not in names
 
@@ -66,6 +73,7 @@ def test_shipped_sourcedir_holds_the_job_entry_points(dev: Assembly) -> None:
     names = set(_names((dev.outdir / archives[0]).read_bytes()))
     # Then it holds, at its root, the entry points and the library (not the local platform)
     assert {"train.py", "evaluate.py", "tuneloop", "tuneloop/envmodel.py"} <= names
+    assert "tasks/mmlu.yaml" in names, "user task YAMLs ship beside evaluate.py"
     assert not [n for n in names if n.startswith("tuneloop/local")]
     for optional in ("serve.py", "inference.py", "requirements.txt"):
         source = {
