@@ -194,6 +194,10 @@ def _wait_for_production(platform: LocalPlatform, version: str, timeout: float) 
     raise PlatformError(f"production did not return to {version} within {timeout:.0f} s")
 
 
+def _rounded(value: Any) -> str:
+    return f"{float(value):.3f}" if isinstance(value, int | float) else str(value)
+
+
 def _print_summary(summary: Summary, total: float) -> None:
     _say("\n== Summary")
     stored = sum(int(d["stored"]) for d in summary.drops)
@@ -207,7 +211,7 @@ def _print_summary(summary: Summary, total: float) -> None:
     )
     for run in summary.runs:
         _say(
-            f"run {run['version']}: {run['status']}, train loss {run.get('final_loss')}, "
+            f"run {run['version']}: {run['status']}, train loss {_rounded(run.get('final_loss'))}, "
             f"scores {run.get('scores')}, gate {'approved' if run.get('approved') else 'rejected'}"
         )
         for reason in run.get("reasons", []):
