@@ -9,19 +9,23 @@ from pathlib import Path
 
 
 def run(environ: Mapping[str, str] | None = None) -> int:
-    """Serve ``SM_MODEL_DIR`` (default /opt/ml/model) on ``HOST:PORT`` (127.0.0.1:8080)."""
+    """Serve ``SM_MODEL_DIR`` (default /opt/ml/model) on ``HOST:PORT`` (127.0.0.1:8080),
+    batching per ``TUNELOOP_MAX_BATCH_SIZE`` (8) and ``TUNELOOP_BATCH_WAIT_MS`` (10)."""
     env = os.environ if environ is None else environ
     model_dir = Path(env.get("SM_MODEL_DIR") or "/opt/ml/model")
     host = env.get("HOST") or "127.0.0.1"
     try:
         port = int(env.get("PORT") or "8080")
+        from tuneloop.serving.batching import BatchSettings
+
+        batch_settings = BatchSettings.from_env(env)
         if not model_dir.is_dir():  # fail before paying for the torch import
             raise ValueError(f"model folder {str(model_dir)!r} does not exist")
         from tuneloop.serving.engine import Generator
         from tuneloop.serving.http import make_server
 
         generator = Generator.from_model_dir(model_dir)
-        server = make_server(generator, host, port)
+        server = make_server(generator, host, port, batch_settings=batch_settings)
     except Exception as exc:
         print(f"serve failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
         return 1

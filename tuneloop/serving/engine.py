@@ -130,7 +130,8 @@ def _is_number(value: Any) -> bool:
 
 
 class Generator:
-    """A loaded model that answers requests one at a time (a lock serializes generation)."""
+    """A loaded model; ``generate_batch`` runs several requests in one ``model.generate`` call
+    (a lock serializes calls, so one batch runs at a time)."""
 
     def __init__(self, model: Any, tokenizer: Any, model_version: str) -> None:
         self.model = model
@@ -157,52 +158,116 @@ class Generator:
         return request.prompt or ""
 
     def generate(self, request: GenerationRequest) -> dict[str, Any]:
+        """One request alone; raises ``RequestError`` if it cannot be served."""
+        outcome = self.generate_batch([request])[0]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    def generate_batch(
+        self, requests: Sequence[GenerationRequest]
+    ) -> list[dict[str, Any] | Exception]:
+        """One outcome per request, in order: the response dict, or the exception it raised.
+
+        Greedy requests share one left-padded ``generate`` call and each gets exactly what it
+        would alone (its own length limit and stop strings end its row). A sampling request
+        runs on its own so that its ``seed`` still reproduces its text.
+        """
         started = time.monotonic()
-        text = self.prompt_text(request)
+        outcomes: list[dict[str, Any] | Exception] = [
+            RuntimeError("not generated") for _ in requests
+        ]
+        greedy: list[tuple[int, list[int]]] = []
+        for index, request in enumerate(requests):
+            try:
+                ids = self._encode(request)
+            except Exception as exc:  # this request's fault only: the others go on
+                outcomes[index] = exc
+                continue
+            if request.temperature > 0:
+                outcomes[index] = self._run_guarded([(request, ids)], started)[0]
+            else:
+                greedy.append((index, ids))
+        if greedy:
+            results = self._run_guarded([(requests[i], ids) for i, ids in greedy], started)
+            for (index, _), result in zip(greedy, results, strict=True):
+                outcomes[index] = result
+        return outcomes
+
+    def _encode(self, request: GenerationRequest) -> list[int]:
         # A chat template already holds its special tokens; a raw prompt gets the defaults.
-        encoded = self.tokenizer(
-            text, return_tensors="pt", add_special_tokens=request.messages is None
-        )
-        input_ids = encoded["input_ids"]
-        prompt_tokens = int(input_ids.shape[1])
+        ids: list[int] = self.tokenizer(
+            self.prompt_text(request), add_special_tokens=request.messages is None
+        )["input_ids"]
         limit = getattr(self.model.config, "max_position_embeddings", None)
-        if limit and prompt_tokens + request.max_new_tokens > limit:
+        if limit and len(ids) + request.max_new_tokens > limit:
             raise RequestError(
-                f"prompt ({prompt_tokens} tokens) plus max_new_tokens "
+                f"prompt ({len(ids)} tokens) plus max_new_tokens "
                 f"({request.max_new_tokens}) exceeds the model's {limit}"
             )
+        return ids
+
+    def _run_guarded(
+        self, rows: list[tuple[GenerationRequest, list[int]]], started: float
+    ) -> list[dict[str, Any] | Exception]:
+        try:
+            return list(self._run(rows, started))
+        except Exception as exc:  # a model failure fails this group, not the server
+            return [exc for _ in rows]
+
+    def _run(
+        self, rows: list[tuple[GenerationRequest, list[int]]], started: float
+    ) -> list[dict[str, Any]]:
+        width = max(len(ids) for _, ids in rows)
+        pad = self.tokenizer.pad_token_id
+        # Left padding: every row's last prompt token sits at the same position.
+        input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for _, ids in rows])
+        attention_mask = torch.tensor(
+            [[0] * (width - len(ids)) + [1] * len(ids) for _, ids in rows]
+        )
+        first = rows[0][0]
+        stop = _RowStops(
+            self.tokenizer,
+            width,
+            [request.max_new_tokens for request, _ in rows],
+            [request.stop for request, _ in rows],
+        )
         options: dict[str, Any] = {
-            "max_new_tokens": request.max_new_tokens,
-            "pad_token_id": self.tokenizer.pad_token_id,
+            "max_new_tokens": max(request.max_new_tokens for request, _ in rows),
+            "pad_token_id": pad,
+            "stopping_criteria": StoppingCriteriaList([stop]),
         }
-        if request.temperature > 0:
-            options.update(do_sample=True, temperature=request.temperature, top_p=request.top_p)
+        if first.temperature > 0:
+            options.update(do_sample=True, temperature=first.temperature, top_p=first.top_p)
         else:
             options.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        if request.stop:
-            stop = _StopOnText(self.tokenizer, prompt_tokens, request.stop)
-            options["stopping_criteria"] = StoppingCriteriaList([stop])
         with self._lock, torch.inference_mode():
-            if request.seed is not None:
-                torch.manual_seed(request.seed)
+            if first.seed is not None:
+                torch.manual_seed(first.seed)
             output = self.model.generate(
                 input_ids=input_ids.to(self.model.device),
-                attention_mask=encoded["attention_mask"].to(self.model.device),
+                attention_mask=attention_mask.to(self.model.device),
                 **options,
             )
-        new_tokens = output[0, prompt_tokens:].tolist()
+        latency_ms = round((time.monotonic() - started) * 1000, 1)
         eos = self.tokenizer.eos_token_id
-        if new_tokens and eos is not None and new_tokens[-1] == eos:
-            new_tokens = new_tokens[:-1]
-        generated = self.tokenizer.decode(new_tokens, skip_special_tokens=True)
-        generated = _cut_at_stop(generated, request.stop)
-        return {
-            "generated_text": generated,
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": len(new_tokens),
-            "latency_ms": round((time.monotonic() - started) * 1000, 1),
-            "model_version": self.model_version,
-        }
+        results = []
+        for row, (request, ids) in enumerate(rows):
+            length = stop.finished_at[row] or request.max_new_tokens
+            new_tokens = output[row, width : width + length].tolist()
+            if new_tokens and eos is not None and new_tokens[-1] == eos:
+                new_tokens = new_tokens[:-1]
+            generated = self.tokenizer.decode(new_tokens, skip_special_tokens=True)
+            results.append(
+                {
+                    "generated_text": _cut_at_stop(generated, request.stop),
+                    "prompt_tokens": len(ids),
+                    "completion_tokens": len(new_tokens),
+                    "latency_ms": latency_ms,
+                    "model_version": self.model_version,
+                }
+            )
+        return results
 
 
 def _cut_at_stop(text: str, stops: Sequence[str]) -> str:
@@ -210,15 +275,37 @@ def _cut_at_stop(text: str, stops: Sequence[str]) -> str:
     return text[:cut] if cut >= 0 else text
 
 
-class _StopOnText(StoppingCriteria):
-    """Stops generation once the decoded continuation contains a stop string."""
+class _RowStops(StoppingCriteria):
+    """Ends each row on its own: at its EOS, its ``max_new_tokens`` or one of its stop strings,
+    and records how many tokens the row had generated then (later ones are padding)."""
 
-    def __init__(self, tokenizer: Any, prompt_tokens: int, stops: Sequence[str]) -> None:
+    def __init__(
+        self,
+        tokenizer: Any,
+        prompt_width: int,
+        limits: Sequence[int],
+        stops: Sequence[Sequence[str]],
+    ) -> None:
         self.tokenizer = tokenizer
-        self.prompt_tokens = prompt_tokens
+        self.prompt_width = prompt_width
+        self.limits = limits
         self.stops = stops
+        self.finished_at: list[int | None] = [None] * len(limits)
 
     def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-        text = self.tokenizer.decode(input_ids[0, self.prompt_tokens :], skip_special_tokens=True)
-        done = any(stop in text for stop in self.stops)
-        return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
+        generated = int(input_ids.shape[1]) - self.prompt_width
+        eos = self.tokenizer.eos_token_id
+        for row, done_at in enumerate(self.finished_at):
+            if done_at is not None:
+                continue
+            last = int(input_ids[row, -1])
+            if generated >= self.limits[row] or (eos is not None and last == eos):
+                self.finished_at[row] = generated
+            elif self.stops[row]:
+                text = self.tokenizer.decode(
+                    input_ids[row, self.prompt_width :], skip_special_tokens=True
+                )
+                if any(stop in text for stop in self.stops[row]):
+                    self.finished_at[row] = generated
+        done = [at is not None for at in self.finished_at]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)

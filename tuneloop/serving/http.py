@@ -1,37 +1,75 @@
 """The SageMaker serving HTTP contract on the standard library's threading server.
 
-``GET /ping`` answers 200 while a generation runs (generation holds the engine's lock, not
-the server); ``POST /invocations`` returns the engine's JSON, or 400 ``{"error": ...}`` for a
-bad request. Nothing a client sends can crash the server.
+``GET /ping`` answers 200 while a generation runs (generation runs on the batcher's worker
+thread, not the server's); ``POST /invocations`` returns the engine's JSON, or 400
+``{"error": ...}`` for a bad request. Concurrent invocations are batched (``batching``) and
+each one logs a metrics line (``metrics``). Nothing a client sends can crash the server.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import time
 import traceback
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, TextIO
 
+from tuneloop.serving.batching import Batcher, BatchSettings
 from tuneloop.serving.engine import Generator, RequestError, parse_request
+from tuneloop.serving.metrics import ServingMetrics
 
 MAX_BODY_BYTES = 1_000_000
+# The body was not read: the connection cannot be reused.
+_CLOSING = (HTTPStatus.LENGTH_REQUIRED, HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
 
 
-def make_server(generator: Generator, host: str, port: int) -> ThreadingHTTPServer:
+class InferenceServer(ThreadingHTTPServer):
+    """The HTTP server plus its batcher and metrics; ``server_close`` stops the batcher."""
+
+    daemon_threads = True  # a hung client must not block shutdown
+    batcher: Batcher
+    metrics: ServingMetrics
+
+    def server_close(self) -> None:
+        super().server_close()
+        # A failed bind calls this from __init__, before make_server has set the batcher.
+        batcher: Batcher | None = getattr(self, "batcher", None)
+        if batcher is not None:
+            batcher.close()
+
+
+def make_server(
+    generator: Generator,
+    host: str,
+    port: int,
+    *,
+    batch_settings: BatchSettings | None = None,
+    metrics_stream: TextIO | None = None,
+) -> InferenceServer:
     """A server bound to ``host:port`` (port 0 picks a free one), not yet serving."""
+    batcher = Batcher(generator, batch_settings)
+    metrics = ServingMetrics(metrics_stream)
 
     class Handler(_Handler):
         engine = generator
+        batch = batcher
+        stats = metrics
 
-    server = ThreadingHTTPServer((host, port), Handler)
-    server.daemon_threads = True  # a hung client must not block shutdown
+    try:
+        server = InferenceServer((host, port), Handler)
+    except BaseException:  # e.g. the port is taken: do not leave the worker running
+        batcher.close()
+        raise
+    server.batcher, server.metrics = batcher, metrics
     return server
 
 
 class _Handler(BaseHTTPRequestHandler):
     engine: Generator
+    batch: Batcher
+    stats: ServingMetrics
     protocol_version = "HTTP/1.1"
 
     def do_GET(self) -> None:
@@ -45,34 +83,39 @@ class _Handler(BaseHTTPRequestHandler):
             self._discard_body()
             self._send(HTTPStatus.NOT_FOUND, {"error": f"no route POST {self.path}"})
             return
+        started = time.monotonic()
+        status, result = self._invoke()
+        latency_ms = (time.monotonic() - started) * 1000
+        if status == HTTPStatus.OK:  # the client's latency includes the wait for a batch
+            result["latency_ms"] = round(latency_ms, 1)
+        # Logged before the reply is sent, so a client that has its answer sees its line.
+        self.stats.record(
+            status=int(status),
+            latency_ms=latency_ms,
+            prompt_tokens=result.get("prompt_tokens"),
+            completion_tokens=result.get("completion_tokens"),
+        )
+        self._send(status, result, close=status in _CLOSING)
+
+    def _invoke(self) -> tuple[HTTPStatus, dict[str, Any]]:
         try:
             length = int(self.headers.get("Content-Length", ""))
         except ValueError:
-            self._send(
-                HTTPStatus.LENGTH_REQUIRED, {"error": "Content-Length header required"}, close=True
-            )
-            return
+            return HTTPStatus.LENGTH_REQUIRED, {"error": "Content-Length header required"}
         if length < 0 or length > MAX_BODY_BYTES:
-            self._send(
-                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                {"error": f"body must be at most {MAX_BODY_BYTES} bytes"},
-                close=True,
-            )
-            return
+            return HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {
+                "error": f"body must be at most {MAX_BODY_BYTES} bytes"
+            }
         body = self.rfile.read(length)
         try:
-            result = self.engine.generate(parse_request(body))
+            return HTTPStatus.OK, self.batch.submit(parse_request(body))
         except RequestError as exc:
-            self._send(HTTPStatus.BAD_REQUEST, {"error": str(exc)})
-            return
+            return HTTPStatus.BAD_REQUEST, {"error": str(exc)}
         except Exception as exc:  # a model failure is a 500 for this request, not a crash
-            traceback.print_exc(file=sys.stderr)
-            self._send(
-                HTTPStatus.INTERNAL_SERVER_ERROR,
-                {"error": f"generation failed: {type(exc).__name__}: {exc}"},
-            )
-            return
-        self._send(HTTPStatus.OK, result)
+            traceback.print_exception(exc, file=sys.stderr)
+            return HTTPStatus.INTERNAL_SERVER_ERROR, {
+                "error": f"generation failed: {type(exc).__name__}: {exc}"
+            }
 
     def _discard_body(self) -> None:
         try:

@@ -1,0 +1,199 @@
+"""Serving throughput: the batching HTTP server against a one-request-at-a-time loop.
+
+The baseline is the plain way to serve a model: a loop that tokenizes one prompt, calls
+``model.generate`` and decodes, request after request. Ours is ``tuneloop.serving``'s server,
+started in this process on a free loopback port, answering the same greedy requests sent by
+1, 4 and 16 concurrent clients (dynamic batching groups what arrives together). Printed per
+level: completion tokens per second, p50/p95 latency as the client sees it, and the
+throughput ratio ours / baseline::
+
+    .venv/bin/python benchmarks/serving_throughput.py          # SmolLM2-135M-Instruct
+    .venv/bin/python benchmarks/serving_throughput.py --tiny   # a tiny random model, seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from tuneloop.serving.batching import BatchSettings  # noqa: E402
+from tuneloop.serving.engine import Generator  # noqa: E402
+from tuneloop.serving.http import InferenceServer, make_server  # noqa: E402
+
+MODEL = "smollm2-135m-instruct"
+QUESTIONS = [
+    "Where is my order?",
+    "How do I reset my password?",
+    "Can I get a refund for a damaged item?",
+    "What does the warranty cover?",
+    "How long does shipping take to Canada?",
+    "Why was my card charged twice?",
+    "Can I change the delivery address after ordering?",
+    "How do I close my account?",
+]
+
+
+@dataclass(frozen=True)
+class Run:
+    name: str
+    seconds: float
+    completion_tokens: int
+    latencies_ms: list[float]
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.completion_tokens / self.seconds
+
+    def percentile(self, q: float) -> float:
+        ordered = sorted(self.latencies_ms)
+        return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+    def line(self) -> str:
+        return (
+            f"{self.name:<28} {self.tokens_per_s:9.1f} tok/s   p50 {self.percentile(0.5):8.1f} ms"
+            f"   p95 {self.percentile(0.95):8.1f} ms   ({self.completion_tokens} tokens,"
+            f" {len(self.latencies_ms)} requests, {self.seconds:.1f} s)"
+        )
+
+
+def payloads(count: int, max_new_tokens: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "messages": [{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}],
+            "parameters": {"max_new_tokens": max_new_tokens, "temperature": 0},
+        }
+        for i in range(count)
+    ]
+
+
+def baseline_loop(generator: Generator, requests: list[dict[str, Any]]) -> Run:
+    """Plain ``generate``, one request after the other (no server, no batching)."""
+    from tuneloop.training.chat import render_chat
+
+    tokenizer, model = generator.tokenizer, generator.model
+    latencies, tokens = [], 0
+    started = time.monotonic()
+    for payload in requests:
+        begun = time.monotonic()
+        text = render_chat(tokenizer, payload["messages"], add_generation_prompt=True)
+        encoded = tokenizer(text, return_tensors="pt", add_special_tokens=False)
+        with torch.inference_mode():
+            output = model.generate(
+                **encoded,
+                max_new_tokens=payload["parameters"]["max_new_tokens"],
+                do_sample=False,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        new = output[0, encoded["input_ids"].shape[1] :].tolist()
+        if new and new[-1] == tokenizer.eos_token_id:
+            new = new[:-1]
+        tokenizer.decode(new, skip_special_tokens=True)
+        tokens += len(new)
+        latencies.append((time.monotonic() - begun) * 1000)
+    return Run("baseline: generate loop", time.monotonic() - started, tokens, latencies)
+
+
+def served(httpd: InferenceServer, requests: list[dict[str, Any]], concurrency: int) -> Run:
+    port = int(httpd.server_address[1])
+
+    def send(payload: dict[str, Any]) -> tuple[float, int]:
+        begun = time.monotonic()
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+        try:
+            conn.request("POST", "/invocations", body=json.dumps(payload).encode())
+            response = conn.getresponse()
+            body = json.loads(response.read())
+        finally:
+            conn.close()
+        if response.status != 200:
+            raise RuntimeError(f"server answered {response.status}: {body}")
+        return (time.monotonic() - begun) * 1000, int(body["completion_tokens"])
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        results = list(pool.map(send, requests))
+    return Run(
+        f"ours: server, concurrency {concurrency}",
+        time.monotonic() - started,
+        sum(tokens for _, tokens in results),
+        [latency for latency, _ in results],
+    )
+
+
+def load(tiny: bool) -> Generator:
+    if tiny:
+        sys.path.insert(0, str(ROOT / "tests" / "unit"))
+        from tiny_models import make_tiny_causal_lm
+
+        return Generator.from_model_dir(make_tiny_causal_lm(Path(tempfile.mkdtemp()) / "tiny"))
+    from tuneloop.models.catalog import resolve_model
+
+    return Generator.from_model_dir(resolve_model(MODEL))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--tiny", action="store_true", help="a tiny random model, not SmolLM2")
+    parser.add_argument("--requests", type=int, default=16, help="requests per level (16)")
+    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--levels", default="1,4,16", help="client concurrency levels")
+    args = parser.parse_args(argv)
+    levels = [int(level) for level in args.levels.split(",")]
+    torch.manual_seed(0)
+    print(f"loading {'a tiny model' if args.tiny else MODEL} ...", flush=True)
+    generator = load(args.tiny)
+    requests = payloads(args.requests, args.max_new_tokens)
+    print("warm-up ...", flush=True)
+    baseline_loop(generator, requests[:2])
+    print(f"baseline: {len(requests)} requests one at a time ...", flush=True)
+    baseline = baseline_loop(generator, requests)
+    print(baseline.line(), flush=True)
+    settings = BatchSettings(max_batch_size=max(8, max(levels)), wait_ms=10)
+    # The per-request metrics lines would drown the report.
+    metrics_sink = open(os.devnull, "w")  # noqa: SIM115 (closed in the finally below)
+    httpd = make_server(
+        generator, "127.0.0.1", 0, batch_settings=settings, metrics_stream=metrics_sink
+    )
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    runs = []
+    try:
+        for level in levels:
+            print(f"server: {len(requests)} requests from {level} clients ...", flush=True)
+            run = served(httpd, requests, level)
+            print(run.line(), flush=True)
+            runs.append(run)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        metrics_sink.close()
+    print(f"\nmax batch size {settings.max_batch_size}, batch wait {settings.wait_ms} ms")
+    for run in runs:
+        ratio = run.tokens_per_s / baseline.tokens_per_s
+        p50 = run.percentile(0.5) / statistics.median(baseline.latencies_ms)
+        print(
+            f"{run.name:<28} throughput ours / baseline = {ratio:.2f}x   p50 latency = {p50:.2f}x"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""Dynamic batching: requests arriving within a short window are generated together.
+
+HTTP handler threads call ``Batcher.submit`` and block; one worker thread takes the first
+waiting request, collects more for up to ``wait_ms`` (at most ``max_batch_size`` in all) and
+runs them in one ``Generator.generate_batch`` call. Generation never runs on a handler
+thread, so ``/ping`` keeps answering.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from tuneloop.serving.engine import GenerationRequest, Generator
+
+DEFAULT_BATCH_WAIT_MS = 10.0
+DEFAULT_MAX_BATCH_SIZE = 8
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
+    wait_ms: float = DEFAULT_BATCH_WAIT_MS
+
+    def __post_init__(self) -> None:
+        if self.max_batch_size < 1:
+            raise ValueError(f"max batch size must be >= 1, got {self.max_batch_size}")
+        if not 0 <= self.wait_ms <= 10_000:
+            raise ValueError(f"batch wait must be in 0..10000 ms, got {self.wait_ms}")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> BatchSettings:
+        """From ``TUNELOOP_MAX_BATCH_SIZE`` and ``TUNELOOP_BATCH_WAIT_MS`` (defaults if unset)."""
+        size_text = env.get("TUNELOOP_MAX_BATCH_SIZE") or str(DEFAULT_MAX_BATCH_SIZE)
+        wait_text = env.get("TUNELOOP_BATCH_WAIT_MS") or str(DEFAULT_BATCH_WAIT_MS)
+        try:
+            size = int(size_text)
+        except ValueError:
+            raise ValueError(
+                f"TUNELOOP_MAX_BATCH_SIZE must be an integer, got {size_text!r}"
+            ) from None
+        try:
+            wait = float(wait_text)
+        except ValueError:
+            raise ValueError(
+                f"TUNELOOP_BATCH_WAIT_MS must be a number, got {wait_text!r}"
+            ) from None
+        return cls(max_batch_size=size, wait_ms=wait)
+
+
+@dataclass
+class _Pending:
+    request: GenerationRequest
+    done: threading.Event = field(default_factory=threading.Event)
+    outcome: dict[str, Any] | Exception | None = None
+
+
+class Batcher:
+    """Owns the generation worker thread; ``submit`` is safe to call from any thread."""
+
+    def __init__(self, generator: Generator, settings: BatchSettings | None = None) -> None:
+        self.generator = generator
+        self.settings = settings or BatchSettings()
+        self._queue: queue.Queue[_Pending | None] = queue.Queue()
+        self._worker = threading.Thread(target=self._serve, name="generation", daemon=True)
+        self._worker.start()
+
+    def submit(self, request: GenerationRequest) -> dict[str, Any]:
+        """The response for ``request``; raises what generating it raised."""
+        pending = _Pending(request)
+        self._queue.put(pending)
+        pending.done.wait()
+        if isinstance(pending.outcome, Exception):
+            raise pending.outcome
+        assert pending.outcome is not None
+        return pending.outcome
+
+    def close(self) -> None:
+        """Stop the worker once the queued requests are answered."""
+        self._queue.put(None)
+        self._worker.join(timeout=60)
+
+    def _serve(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch, stopping = self._collect(first)
+            self._answer(batch)
+            if stopping:
+                return
+
+    def _collect(self, first: _Pending) -> tuple[list[_Pending], bool]:
+        batch = [first]
+        deadline = time.monotonic() + self.settings.wait_ms / 1000
+        while len(batch) < self.settings.max_batch_size:
+            remaining = deadline - time.monotonic()
+            try:
+                item = (
+                    self._queue.get(timeout=remaining)
+                    if remaining > 0
+                    else self._queue.get_nowait()
+                )
+            except queue.Empty:
+                break
+            if item is None:
+                return batch, True
+            batch.append(item)
+        return batch, False
+
+    def _answer(self, batch: list[_Pending]) -> None:
+        try:
+            outcomes = self.generator.generate_batch([p.request for p in batch])
+        except Exception as exc:  # never leave a caller waiting
+            outcomes = [exc for _ in batch]
+        for pending, outcome in zip(batch, outcomes, strict=True):
+            pending.outcome = outcome
+            pending.done.set()
