@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from serving_client import post
 from tiny_models import make_tiny_causal_lm
 
 from tuneloop.serving.batching import Batcher, BatchSettings
@@ -49,16 +50,6 @@ def server(generator: RecordingGenerator) -> Iterator[InferenceServer]:
     yield httpd
     httpd.shutdown()
     httpd.server_close()
-
-
-def post(httpd: InferenceServer, body: bytes) -> tuple[int, dict[str, Any]]:
-    conn = http.client.HTTPConnection("127.0.0.1", httpd.server_address[1], timeout=60)
-    try:
-        conn.request("POST", "/invocations", body=body)
-        response = conn.getresponse()
-        return response.status, json.loads(response.read())
-    finally:
-        conn.close()
 
 
 def post_concurrently(httpd: InferenceServer, bodies: list[bytes]) -> list[tuple[int, Any]]:

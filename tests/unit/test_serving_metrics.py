@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.client
 import io
 import json
 import threading
@@ -10,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from serving_client import post
 from tiny_models import make_tiny_causal_lm
 
 from tuneloop.serving.engine import Generator
@@ -42,16 +42,6 @@ def served(generator: Generator) -> Iterator[tuple[InferenceServer, io.StringIO]
     yield httpd, stream
     httpd.shutdown()
     httpd.server_close()
-
-
-def post(httpd: InferenceServer, body: bytes) -> tuple[int, dict[str, Any]]:
-    conn = http.client.HTTPConnection("127.0.0.1", httpd.server_address[1], timeout=60)
-    try:
-        conn.request("POST", "/invocations", body=body)
-        response = conn.getresponse()
-        return response.status, json.loads(response.read())
-    finally:
-        conn.close()
 
 
 def lines(stream: io.StringIO) -> list[dict[str, Any]]:
