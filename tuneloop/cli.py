@@ -33,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     from tuneloop.benchmarks.commands import add_parser as add_benchmarks
 
     add_benchmarks(commands)
+    from tuneloop.data_cli.commands import add_parser as add_data
+
+    add_data(commands)
     return parser
 
 
@@ -42,6 +45,10 @@ def main(argv: list[str] | None = None) -> int:
         from tuneloop.benchmarks.commands import run_command
 
         return run_command(args)
+    if args.command == "data":
+        from tuneloop.data_cli.commands import run_command as run_data_command
+
+        return run_data_command(args)
     return int(args.func(args))
 
 
