@@ -1,0 +1,51 @@
+"""Connector: pull one SQL table or JSON API into data drops in the raw bucket.
+
+Event (EventBridge Scheduler, or by hand): ``{"connector": "<name>"}``. Each function runs
+one connector, whose settings are the ``CONNECTOR`` variable (JSON, docs/connectors.md);
+the name in the event must match it, so a mis-wired schedule fails instead of pulling
+the wrong source. Returns ``{"connector", "run_id", "rows", "objects", "watermark", "retries"}``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from tuneloop.connectors import connector_from_dict, run_connector
+from tuneloop.envmodel import load_env
+
+logger = Logger()
+
+# The lease outlives the invocation a little, so a retry of a timed-out run waits for it.
+LEASE_MARGIN_SECONDS = 60
+
+
+@dataclass(frozen=True)
+class Env:
+    raw_bucket: str
+    control_table: str
+    connector: str
+
+
+@logger.inject_lambda_context
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    env = load_env(Env)
+    settings = connector_from_dict(json.loads(env.connector), "CONNECTOR")
+    requested = str(event.get("connector") or settings.name)
+    if requested != settings.name:
+        raise ValueError(
+            f"event names connector {requested!r}, but this function runs {settings.name!r}"
+        )
+    lease = context.get_remaining_time_in_millis() // 1000 + LEASE_MARGIN_SECONDS
+    result = run_connector(
+        settings,
+        raw_bucket=env.raw_bucket,
+        control_table=env.control_table,
+        lease_seconds=lease,
+    )
+    logger.info("connector run", extra={"run": result.as_dict()})
+    return result.as_dict()
