@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from aws_cdk import Duration, Stack
+from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as event_sources
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
@@ -19,6 +20,10 @@ from stacks.constructs.state_tables import StateTables
 from stacks.grants import grant_objects, grant_table
 
 INGEST_TIMEOUT = Duration.minutes(5)
+# The AWS-managed "AWS SDK for pandas" layer brings pyarrow, which Parquet drops need.
+AWS_SDK_PANDAS_LAYER_ACCOUNT = "336392948345"
+AWS_SDK_PANDAS_LAYER_NAME = "AWSSDKPandas-Python312"
+AWS_SDK_PANDAS_LAYER_VERSION = 16
 
 
 class IngestionStack(Stack):
@@ -53,6 +58,14 @@ class IngestionStack(Stack):
                 "DROPS_TABLE": tables.drops.table_name,
                 **trigger_env,
             },
+        )
+        self.ingest.function.add_layers(
+            lambda_.LayerVersion.from_layer_version_arn(
+                self,
+                "AwsSdkPandas",
+                f"arn:{self.partition}:lambda:{self.region}:{AWS_SDK_PANDAS_LAYER_ACCOUNT}:layer:"
+                f"{AWS_SDK_PANDAS_LAYER_NAME}:{AWS_SDK_PANDAS_LAYER_VERSION}",
+            )
         )
         self.retrain_trigger = PythonFunction(
             self,

@@ -187,8 +187,8 @@ def test_large_drops_are_written_in_several_transactions(env: Platform) -> None:
 
 
 def test_an_unsupported_file_is_quarantined_whole(env: Platform) -> None:
-    key = "drops/default/export.parquet"
-    body = drop(env, key, b"PAR1\x00\x01")
+    key = "drops/default/export.xlsx"
+    body = drop(env, key, b"PK\x03\x04")
 
     invoke(body)
 
@@ -197,7 +197,7 @@ def test_an_unsupported_file_is_quarantined_whole(env: Platform) -> None:
     assert manifest["reasons"] == {"unsupported_format": 1}
     s3 = aws.client("s3")
     quarantined = s3.get_object(
-        Bucket=env.raw_bucket, Key=f"quarantine/{manifest['drop_id']}/export.parquet.jsonl"
+        Bucket=env.raw_bucket, Key=f"quarantine/{manifest['drop_id']}/export.xlsx.jsonl"
     )["Body"].read()
     entry = json.loads(quarantined)
     assert (entry["file"], entry["reason"]) == (key, "unsupported_format")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 
 import pytest
 
@@ -12,11 +13,11 @@ from tuneloop.ingest.parsing import parse_file
 FILE = "drops/support/tickets"
 
 
-def entries(items: list[Entry | Rejection]) -> list[Entry]:
+def entries(items: Iterable[Entry | Rejection]) -> list[Entry]:
     return [item for item in items if isinstance(item, Entry)]
 
 
-def rejections(items: list[Entry | Rejection]) -> list[Rejection]:
+def rejections(items: Iterable[Entry | Rejection]) -> list[Rejection]:
     return [item for item in items if isinstance(item, Rejection)]
 
 
@@ -58,7 +59,7 @@ def test_json_array_counts_items() -> None:
     ("body", "expected"),
     [
         (b'[{"text": "a"', "invalid JSON"),
-        (b'{"text": "a"}', "expected a JSON array"),
+        (b'"just a string"', "expected a JSON array"),
     ],
 )
 def test_json_that_is_not_an_array_of_objects_rejects_the_whole_file(
@@ -113,24 +114,23 @@ def test_text_and_markdown_split_into_paragraphs_at_blank_lines(extension: str) 
 
 
 def test_unknown_extension_quarantines_the_whole_file_naming_it() -> None:
-    parsed = parse_file("drops/default/data.parquet", b"PAR1...")
+    parsed = parse_file("drops/default/data.xlsx", b"PK...")
     (bad,) = parsed.items
     assert isinstance(bad, Rejection)
-    assert (bad.file, bad.line, bad.reason) == (
-        "drops/default/data.parquet",
-        0,
-        "unsupported_format",
-    )
-    assert bad.message.startswith("drops/default/data.parquet: unsupported format '.parquet'")
-    assert ".jsonl" in bad.message
+    assert (bad.file, bad.line, bad.reason) == ("drops/default/data.xlsx", 0, "unsupported_format")
+    assert bad.message.startswith("drops/default/data.xlsx: unsupported format '.xlsx'")
+    assert ".jsonl" in bad.message and ".parquet" in bad.message
 
 
-def test_invalid_utf8_quarantines_the_whole_file_with_the_line() -> None:
-    parsed = parse_file(f"{FILE}.txt", b"fine\nbad \xff byte\n")
-    (bad,) = parsed.items
-    assert isinstance(bad, Rejection)
-    assert bad.reason == "invalid_encoding"
-    assert "line 2" in bad.message
+def test_invalid_utf8_quarantines_only_the_record_holding_it_naming_the_line() -> None:
+    # Given a text file whose second paragraph has a byte that is not UTF-8
+    parsed = parse_file(f"{FILE}.txt", b"fine\n\nbad \xff byte\nsame paragraph\n\nlast\n")
+
+    # Then the other paragraphs are read and the broken one is quarantined at its start
+    assert [e.payload["text"] for e in entries(parsed.items)] == ["fine", "last"]
+    (bad,) = rejections(parsed.items)
+    assert (bad.line, bad.reason) == (3, "invalid_encoding")
+    assert "line 3" in bad.message and "byte 4" in bad.message
 
 
 def test_utf8_byte_order_mark_is_not_part_of_the_first_record() -> None:

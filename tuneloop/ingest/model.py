@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-# The unit a location refers to: JSON arrays count items, everything else counts lines.
+# The unit a location refers to: JSON arrays count items, Parquet rows, the rest lines.
 LINE = "line"
 ITEM = "item"
+ROW = "row"
 
 # Raw text kept in a quarantine entry: enough to find and fix the record, bounded in size.
 MAX_RAW_CHARS = 20_000
@@ -130,10 +131,13 @@ class Candidate:
 
     Processing fills in the rest: ``redactions`` (placeholders per type), ``features``
     (tokens, language, tags) and ``minhash`` (the near-duplicate signature, as bytes).
+    ``metadata`` holds what the source said about the record besides its content (a log
+    line's level, timestamp and logger), redacted like the content.
     """
 
     line: int
     content: Content
+    metadata: dict[str, str] = field(default_factory=dict, compare=False)
     redactions: dict[str, int] = field(default_factory=dict, compare=False)
     features: dict[str, Any] = field(default_factory=dict, compare=False)
     minhash: bytes | None = field(default=None, compare=False)

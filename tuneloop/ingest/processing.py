@@ -48,7 +48,13 @@ class RecordProcessor:
 
     def redact(self, candidate: Candidate) -> Candidate:
         content, counts = redact_content(candidate.content, self.redactors)
-        return dataclasses.replace(candidate, content=content, redactions=counts)
+        metadata = dict(candidate.metadata)
+        for key, value in candidate.metadata.items():
+            result = redact(value, self.redactors)
+            metadata[key] = result.text
+            for kind, count in result.counts.items():
+                counts[kind] = counts.get(kind, 0) + count
+        return dataclasses.replace(candidate, content=content, redactions=counts, metadata=metadata)
 
     def finish(
         self, file: str, candidate: Candidate, raw: str, *, unit: str = LINE

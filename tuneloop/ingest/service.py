@@ -85,6 +85,7 @@ def ingest_drop(
         return _already_complete(obj.key, existing)
 
     parsed = parse_file(obj.key, body)
+    items = list(parsed.items)
     store = DynamoRecordStore(tables.records, dataset=obj.dataset, source_key=obj.key)
     index = DynamoNearDuplicateIndex(
         control_table=tables.control,
@@ -100,9 +101,9 @@ def ingest_drop(
         index=index,
         tags=source_tags(obj),
     )
-    if outcome.received != len(parsed.items):
+    if outcome.received != len(items):
         raise ReconciliationError(
-            f"{obj.key}: {len(parsed.items)} records received but {outcome.received} accounted for"
+            f"{obj.key}: {len(items)} records received but {outcome.received} accounted for"
         )
     quarantine_uri = _write_quarantine(obj, outcome, settings) if outcome.rejections else ""
     counts: dict[str, Any] = {

@@ -19,6 +19,8 @@ from tuneloop.ingest.normalize import normalize_text
 ROLES = frozenset({"system", "user", "assistant"})
 # DynamoDB items are limited to 400 KB; stay well below with the other attributes.
 MAX_RECORD_BYTES = 256 * 1024
+MAX_METADATA_FIELDS = 20
+MAX_METADATA_CHARS = 200
 
 # fail(reason, detail, field) -> the rejection for the entry being validated
 Fail = Callable[[str, str, str | None], Rejection]
@@ -66,7 +68,19 @@ def validate_entry(
             f"record is {size} bytes after normalization; the limit is {MAX_RECORD_BYTES}",
             None,
         )
-    return Candidate(line=entry.line, content=content)
+    return Candidate(line=entry.line, content=content, metadata=_metadata(payload))
+
+
+def _metadata(payload: dict[str, Any]) -> dict[str, str]:
+    """String metadata the parser attached (log level, timestamp, logger), bounded."""
+    value = payload.get("metadata")
+    if not isinstance(value, dict):
+        return {}
+    return {
+        str(key)[:MAX_METADATA_CHARS]: str(item)[:MAX_METADATA_CHARS]
+        for key, item in list(value.items())[:MAX_METADATA_FIELDS]
+        if item is not None
+    }
 
 
 def _text(value: Any, field: str, fail: Fail) -> Content | Rejection:
