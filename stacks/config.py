@@ -19,11 +19,19 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from tuneloop.connectors.settings import (
+    ConnectorConfigError,
+    ConnectorSettings,
+    duplicate_name_problems,
+    parse_connectors,
+)
+
 LOCAL_BASE_MODEL = "smollm2-135m-instruct"
 """The packaged GGUF base model (see ARCHITECTURE.md, "Models")."""
 
-OVERRIDABLE_FIELDS = ("base_model", "retrain_threshold")
-"""Context keys that may override a stage's value (``cdk synth -c base_model=...``)."""
+OVERRIDABLE_FIELDS = ("base_model", "retrain_threshold", "connectors")
+"""Context keys that may override a stage's value (``cdk synth -c base_model=...``);
+``connectors`` is a list of connector objects (cdk.json) or its JSON text (docs/connectors.md)."""
 
 # CloudWatch Logs accepts only these retention periods (days).
 LOG_RETENTION_DAYS = frozenset(
@@ -297,6 +305,8 @@ class StageConfig:
     powertools_layer_version: int
     removal_policy: Literal["retain", "destroy"]
     termination_protection: bool
+    # Pull connectors (docs/connectors.md): none by default, so no connector resources.
+    connectors: tuple[ConnectorSettings, ...] = ()
 
     def __post_init__(self) -> None:
         problems = self.problems()
@@ -367,6 +377,9 @@ class StageConfig:
         }
         for prefix, check in nested.items():
             found += _prefixed(prefix, check())
+        for index, connector in enumerate(self.connectors):
+            found += _prefixed(f"connectors[{index}]", connector.problems())
+        found += duplicate_name_problems(self.connectors)
         return found
 
     @property
@@ -551,6 +564,11 @@ def load_stage_config(stage: str, overrides: Mapping[str, Any] | None = None) ->
     for key, raw in (overrides or {}).items():
         if key == "base_model":
             changes[key] = str(raw)
+        elif key == "connectors":
+            try:
+                changes[key] = parse_connectors(raw)
+            except ConnectorConfigError as error:
+                raise ConfigError(f"stage {stage!r}: {error}") from None
         elif key == "retrain_threshold":
             try:
                 changes[key] = int(str(raw).strip())

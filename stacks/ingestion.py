@@ -11,6 +11,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from stacks.config import StageConfig
+from stacks.constructs.connectors import Connectors
 from stacks.constructs.data_lake import DataLake
 from stacks.constructs.ingest_queue import IngestQueue
 from stacks.constructs.notifications import Notifications
@@ -82,6 +83,14 @@ class IngestionStack(Stack):
             consumer_timeout=INGEST_TIMEOUT,
             notify_topic=notifications.notify_topic,
             config=config,
+        )
+        # Pull connectors declared in the stage config (none: no resources).
+        self.connectors = Connectors(
+            self,
+            "Connectors",
+            config=config,
+            raw_bucket=lake.raw,
+            control_table=tables.control,
         )
         RetrainSchedule(
             self,
