@@ -73,6 +73,7 @@ def test_a_valid_declaration_round_trips_through_json() -> None:
         ({"secret_arn": ""}, "connectors[0].secret_arn is required for engine 'postgresql'"),
         ({"sql.table": "tickets; DROP TABLE x"}, "connectors[0].sql.table must be an SQL"),
         ({"sql.fields": {"text": "body text"}}, "connectors[0].sql.fields.text must be an SQL"),
+        ({"sql.fields": {"author": "author"}}, "connectors[0].sql.fields.author must be text,"),
         ({"sql.engine": "oracle"}, "connectors[0].sql.engine must be one of"),
         ({"sql.host": ""}, "connectors[0].sql.host is required"),
         ({"sql.sslmode": "prefer"}, "connectors[0].sql.sslmode must be one of"),

@@ -18,7 +18,7 @@ SETTINGS = SqlSettings(
     database="x.db",
     schema="app",
     table="Tickets",
-    fields={"text": "body", "meta.wm": "updated_at"},
+    fields={"text": "body", "metadata.wm": "updated_at"},
     watermark_column="updated_at",
     key_column="id",
 )
@@ -74,9 +74,9 @@ def test_position_orders_by_watermark_then_key() -> None:
 def test_fields_map_into_nested_records_and_database_types_become_json() -> None:
     row = {"id": 1, "body": "hi", "updated_at": dt.datetime(2026, 1, 1, tzinfo=dt.UTC)}
     record = map_fields(row, SETTINGS.fields)
-    assert record == {"text": "hi", "meta": {"wm": row["updated_at"]}}
+    assert record == {"text": "hi", "metadata": {"wm": row["updated_at"]}}
     line = to_jsonl([record, {"n": decimal.Decimal("2"), "b": b"\x00"}]).decode()
     assert line.splitlines() == [
-        '{"text":"hi","meta":{"wm":"2026-01-01T00:00:00+00:00"}}',
+        '{"text":"hi","metadata":{"wm":"2026-01-01T00:00:00+00:00"}}',
         '{"n":2,"b":"AA=="}',
     ]

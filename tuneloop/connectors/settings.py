@@ -34,6 +34,9 @@ _SECRET_ARN = re.compile(
 _SUBNET = re.compile(r"^subnet-[0-9a-f]{8,17}$")
 _SECURITY_GROUP = re.compile(r"^sg-[0-9a-f]{8,17}$")
 _HEADER = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+# The record fields ingestion reads (CANONICAL_FIELDS of tuneloop/ingest/manifest.py);
+# anything else belongs under metadata.
+_TARGET = re.compile(r"^(text|messages|prompt|completion|metadata(\.[A-Za-z_]\w*)*)$")
 
 
 class ConnectorConfigError(ValueError):
@@ -61,11 +64,12 @@ def _fields_problems(fields: Mapping[str, str]) -> list[Problem]:
     if not isinstance(fields, Mapping) or not fields:
         return [("fields", f"must map record fields to source columns, got {fields!r}")]
     for target, source in fields.items():
-        if not isinstance(target, str) or not re.match(
-            r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$", target
-        ):
+        if not isinstance(target, str) or not _TARGET.match(target):
             found.append(
-                (f"fields.{target}", "must be a field name like 'text' or 'metadata.author'")
+                (
+                    f"fields.{target}",
+                    "must be text, messages, prompt, completion or metadata.<name>",
+                )
             )
         if not isinstance(source, str) or not source:
             found.append((f"fields.{target}", f"must name a source column/path, got {source!r}"))
