@@ -307,3 +307,120 @@ def test_personal_data_never_reaches_records_manifest_quarantine_or_logs(
     logged = capsys.readouterr().out
     for secret in ("anna@example.com", "7946 0958", "4111 1111"):
         assert secret.encode() not in quarantined and secret not in logged
+
+
+def test_a_folder_manifest_maps_fields_and_tags_every_record(env: Platform) -> None:
+    # Given a folder manifest uploaded first, then a CSV with its own column names
+    manifest = {
+        "dataset": "support",
+        "source": "zendesk",
+        "field_mapping": {"prompt": "Question", "completion": "Answer"},
+        "tags": ["team:care"],
+    }
+    put_drop(env.raw_bucket, "drops/support/faq/_manifest.json", json.dumps(manifest).encode())
+    key = "drops/support/faq/2024.csv"
+    body = drop(env, key, b"Question,Answer\nHow do I log in?,Use your badge.\n")
+
+    # When both events arrive (the manifest's is skipped: it is not data)
+    manifest_event = object_created(
+        env.raw_bucket, {"key": "drops/support/faq/_manifest.json", "etag": "m", "size": 1}
+    )
+    assert invoke(manifest_event, body) == {"batchItemFailures": []}
+
+    # Then the record has the mapped content, the source and the manifest's tags
+    (record,) = table_items(env.records_table)
+    assert json.loads(record["messages"]) == [
+        {"role": "user", "content": "How do I log in?"},
+        {"role": "assistant", "content": "Use your badge."},
+    ]
+    assert record["source"] == "zendesk"
+    assert record["features"]["tags"] == [
+        "dataset:support",
+        "format:csv",
+        "source:zendesk",
+        "team:care",
+        "shape:chat",
+    ]
+    assert [item["key"] for item in table_items(env.drops_table)] == [key]
+
+
+def test_a_sidecar_manifest_wins_over_the_folder_manifest(env: Platform) -> None:
+    put_drop(env.raw_bucket, "drops/default/_manifest.json", b'{"source": "folder"}')
+    put_drop(
+        env.raw_bucket,
+        "drops/default/export.dat.manifest.json",
+        b'{"source": "sidecar", "format": "jsonl", "field_mapping": {"text": "body.text"}}',
+    )
+    invoke(drop(env, "drops/default/export.dat", b'{"body": {"text": "nested text"}}\n'))
+    (record,) = table_items(env.records_table)
+    assert (record["text"], record["source"]) == ("nested text", "sidecar")
+
+
+@pytest.mark.parametrize(
+    ("manifest", "reason", "field"),
+    [
+        (b'{"dataset": "billing"}', "dataset_mismatch", "dataset"),
+        (b'{"tags": "not-a-list"}', "invalid_manifest", "tags"),
+    ],
+)
+def test_an_invalid_manifest_quarantines_each_file_it_governs_whole(
+    env: Platform, manifest: bytes, reason: str, field: str
+) -> None:
+    put_drop(env.raw_bucket, "drops/support/_manifest.json", manifest)
+    key = "drops/support/a.jsonl"
+    body = drop(env, key, b'{"text": "never read"}\n{"text": "nor this"}\n')
+
+    assert invoke(body) == {"batchItemFailures": []}
+
+    item = drop_item(env, key, body)
+    assert (item["received"], item["quarantined"], item["reasons"]) == (1, 1, {reason: 1})
+    assert table_items(env.records_table) == []
+    quarantined = (
+        aws.client("s3")
+        .get_object(Bucket=env.raw_bucket, Key=f"quarantine/{item['drop_id']}/a.jsonl.jsonl")[
+            "Body"
+        ]
+        .read()
+    )
+    entry = json.loads(quarantined)
+    assert (entry["line"], entry["reason"], entry["field"]) == (0, reason, field)
+    assert "drop manifest drops/support/_manifest.json" in entry["message"]
+
+
+def test_log_parquet_and_gzip_drops_are_ingested_with_metadata(env: Platform) -> None:
+    import gzip
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    log = b"2024-01-01T00:00:00Z ERROR billing.worker: payment failed for anna@example.com\n"
+    invoke(drop(env, "drops/ops/app.log.gz", gzip.compress(log)))
+    sink = io.BytesIO()
+    rows = [{"text": f"parquet row number {n}"} for n in range(5)]
+    pq.write_table(pa.Table.from_pylist(rows), sink, row_group_size=2)
+    invoke(drop(env, "drops/ops/rows.parquet", sink.getvalue()))
+
+    records = table_items(env.records_table)
+    (entry,) = [r for r in records if r["source_key"].endswith(".log.gz")]
+    assert entry["text"] == "payment failed for <EMAIL>"
+    assert entry["metadata"]["level"] == "ERROR"
+    assert entry["metadata"]["logger"] == "billing.worker"
+    assert "format:log" in entry["features"]["tags"]
+    parquet = sorted(int(r["line"]) for r in records if r["source_key"].endswith(".parquet"))
+    assert parquet == [1, 2, 3, 4, 5]
+
+
+def test_records_are_accounted_for_in_chunks_with_whole_file_line_numbers(env: Platform) -> None:
+    from tuneloop.ingest import IngestSettings, IngestTables, ingest_drop, parse_drop_event
+
+    # Given a file of 7 records with a duplicate across chunks of 3 and a bad line
+    lines = [json.dumps({"text": f"chunked record {n}"}) for n in range(5)]
+    lines += [lines[0], "{bad"]
+    body = drop(env, "drops/default/chunks.jsonl", "\n".join(lines).encode())
+
+    tables = IngestTables(env.records_table, env.drops_table, env.control_table)
+    result = ingest_drop(parse_drop_event(body), tables, IngestSettings(chunk_records=3))
+
+    assert (result.received, result.stored, result.duplicate, result.quarantined) == (7, 5, 1, 1)
+    assert sorted(int(r["line"]) for r in table_items(env.records_table)) == [1, 2, 3, 4, 5]

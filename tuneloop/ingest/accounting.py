@@ -183,3 +183,46 @@ def _drop_near_duplicates(
         outcome.near_duplicates.append(dataclasses.replace(near, of=target.of) if target else near)
     outcome.near_duplicates.sort(key=lambda near: near.line)
     return [c for c in kept if c.record_id not in earlier]
+
+
+@dataclass
+class DropTally:
+    """The counts of a drop (or a segment of one) summed over its chunks of records."""
+
+    received: int = 0
+    stored: int = 0
+    duplicate: int = 0
+    near_duplicate: int = 0
+    quarantined: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)
+    redactions: Counter[str] = field(default_factory=Counter)
+    # The first near-duplicates, for the manifest; the count above is always complete.
+    near_duplicates: list[NearDuplicate] = field(default_factory=list)
+    max_listed: int = 100
+
+    def add(self, outcome: FileOutcome) -> None:
+        self.received += outcome.received
+        self.stored += len(outcome.stored)
+        self.duplicate += len(outcome.duplicates)
+        self.near_duplicate += len(outcome.near_duplicates)
+        self.quarantined += len(outcome.rejections)
+        self.reasons.update(outcome.reasons())
+        self.redactions.update(outcome.redactions)
+        room = self.max_listed - len(self.near_duplicates)
+        self.near_duplicates.extend(outcome.near_duplicates[: max(room, 0)])
+
+    def merge(self, other: DropTally) -> None:
+        self.received += other.received
+        self.stored += other.stored
+        self.duplicate += other.duplicate
+        self.near_duplicate += other.near_duplicate
+        self.quarantined += other.quarantined
+        self.reasons.update(other.reasons)
+        self.redactions.update(other.redactions)
+        room = self.max_listed - len(self.near_duplicates)
+        self.near_duplicates.extend(other.near_duplicates[: max(room, 0)])
+
+    @property
+    def reconciles(self) -> bool:
+        accounted = self.stored + self.duplicate + self.near_duplicate + self.quarantined
+        return self.received == accounted

@@ -1,32 +1,45 @@
-"""Ingest one data drop: read, account for every record, quarantine, finish the manifest."""
+"""Ingest one data drop: stream, account for every record, quarantine, finish the manifest.
+
+A file is read as a stream and accounted for in chunks of ``IngestSettings.chunk_records``
+records, so memory stays bounded whatever the file's size; the quarantine file is spooled
+and uploaded once at the end.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import posixpath
+import io
+import itertools
+from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import IO, Any
 from urllib.parse import unquote_plus
 
 from botocore.exceptions import ClientError
 
-from tuneloop import aws
-from tuneloop.ingest.accounting import FileOutcome, account_for_file
+from tuneloop.ingest import objects
+from tuneloop.ingest.accounting import DropTally, account_for_file
 from tuneloop.ingest.drops import COMPLETE, DropsTable
 from tuneloop.ingest.events import DropObject
+from tuneloop.ingest.manifest import DropManifest, ManifestError, is_manifest_key, load_manifest
+from tuneloop.ingest.model import Rejection
 from tuneloop.ingest.near_dup import DynamoNearDuplicateIndex
-from tuneloop.ingest.parsing import parse_file
-from tuneloop.ingest.redaction import redact, redactors_named
+from tuneloop.ingest.parsing import ParsedFile, ReadOptions, data_extension, format_of, parse_stream
+from tuneloop.ingest.quarantine import QUARANTINE_PREFIX, QuarantineWriter, quarantine_key
+from tuneloop.ingest.records import DropRecordStore
+from tuneloop.ingest.redaction import redactors_named
 from tuneloop.ingest.settings import DEFAULT_SETTINGS, IngestSettings
-from tuneloop.ingest.store import DynamoRecordStore
 from tuneloop.retrain import start_retrain_if_due
 
-QUARANTINE_PREFIX = "quarantine/"
+__all__ = ["QUARANTINE_PREFIX", "DropResult", "IngestTables", "ingest_drop", "quarantine_key"]
+
 # The manifest names the first near-duplicates (line, record, the record it matches); the
 # count is always complete. Bounded so the item stays far below DynamoDB's 400 KB.
 MAX_MANIFEST_NEAR_DUPLICATES = 100
+# Read-ahead over an S3 object for Parquet's ranged reads.
+RANGE_BUFFER_BYTES = 1024 * 1024
 
 
 class ReconciliationError(RuntimeError):
@@ -60,60 +73,85 @@ class DropResult:
         return dataclasses.asdict(self)
 
 
-def quarantine_key(drop_id: str, file_name: str) -> str:
-    return f"{QUARANTINE_PREFIX}{drop_id}/{file_name}.jsonl"
-
-
 def ingest_drop(
     obj: DropObject, tables: IngestTables, settings: IngestSettings = DEFAULT_SETTINGS
 ) -> DropResult:
     """Process one object of the raw bucket; safe to call again with the same event."""
     if not obj.is_drop:
         return DropResult(obj.key, "skipped", f"not a data drop (outside drops/): {obj.key}")
+    if is_manifest_key(obj.key):
+        return DropResult(obj.key, "skipped", f"a drop manifest, not data: {obj.key}")
     drops = DropsTable(tables.drops)
     if obj.etag:
         existing = drops.get(obj.drop_id)
         if existing and existing.get("status") == COMPLETE:
             return _already_complete(obj.key, existing)
-    read = _read_object(obj)
-    if read is None:
+    found = _locate(obj)
+    if found is None:
         return DropResult(obj.key, "skipped", f"s3://{obj.bucket}/{obj.key} no longer exists")
-    obj, body = read
+    obj = found
 
     existing = drops.start(obj.drop_id, obj)
     if existing and existing.get("status") == COMPLETE:
         return _already_complete(obj.key, existing)
 
-    parsed = parse_file(obj.key, body)
-    items = list(parsed.items)
-    store = DynamoRecordStore(tables.records, dataset=obj.dataset, source_key=obj.key)
-    index = DynamoNearDuplicateIndex(
-        control_table=tables.control,
-        records_table=tables.records,
-        dataset=obj.dataset,
-        settings=settings.near_duplicates,
-    )
-    outcome = account_for_file(
-        parsed,
-        drop_id=obj.drop_id,
-        store=store,
-        settings=settings,
-        index=index,
-        tags=source_tags(obj),
-    )
-    if outcome.received != len(items):
+    tally = DropTally(max_listed=MAX_MANIFEST_NEAR_DUPLICATES)
+    redactors = redactors_named(settings.redactors)
+    key = quarantine_key(obj.drop_id, obj.file_name)
+    with QuarantineWriter(obj.bucket, key, redactors) as quarantine:
+        try:
+            manifest = load_manifest(obj.bucket, obj.key, dataset=obj.dataset)
+        except ManifestError as exc:
+            rejection = _manifest_rejection(obj, exc)
+            tally.received, tally.quarantined = 1, 1
+            tally.reasons[rejection.reason] += 1
+            quarantine.write([rejection])
+        else:
+            _account_for_object(obj, manifest, tables, settings, tally, quarantine)
+        quarantine_uri = quarantine.upload()
+    if not tally.reconciles:
         raise ReconciliationError(
-            f"{obj.key}: {len(items)} records received but {outcome.received} accounted for"
+            f"{obj.key}: {tally.received} records received but "
+            f"{tally.received - tally.quarantined} not accounted for"
         )
-    quarantine_uri = _write_quarantine(obj, outcome, settings) if outcome.rejections else ""
-    counts: dict[str, Any] = {
-        "received": outcome.received,
-        "stored": len(outcome.stored),
-        "duplicate": len(outcome.duplicates),
-        "near_duplicate": len(outcome.near_duplicates),
-        "quarantined": len(outcome.rejections),
-        "reasons": outcome.reasons(),
-        "redactions": dict(outcome.redactions),
+    counts = _manifest_counts(tally, quarantine_uri)
+    finished = drops.complete(
+        obj.drop_id, counts, control_table=tables.control, stored=tally.stored
+    )
+    return DropResult(
+        key=obj.key,
+        status=COMPLETE if finished else "already_complete",
+        drop_id=obj.drop_id,
+        received=tally.received,
+        stored=tally.stored,
+        duplicate=tally.duplicate,
+        near_duplicate=tally.near_duplicate,
+        quarantined=tally.quarantined,
+        quarantine_uri=quarantine_uri,
+        redactions=dict(tally.redactions),
+    )
+
+
+def _manifest_rejection(obj: DropObject, exc: ManifestError) -> Rejection:
+    return Rejection(
+        file=obj.key,
+        line=0,
+        reason=exc.reason,
+        field=exc.field,
+        message=f"{obj.key}: {exc}",
+        raw="",
+    )
+
+
+def _manifest_counts(tally: DropTally, quarantine_uri: str) -> dict[str, Any]:
+    return {
+        "received": tally.received,
+        "stored": tally.stored,
+        "duplicate": tally.duplicate,
+        "near_duplicate": tally.near_duplicate,
+        "quarantined": tally.quarantined,
+        "reasons": dict(tally.reasons),
+        "redactions": dict(tally.redactions),
         "near_duplicates": [
             {
                 "line": near.line,
@@ -121,25 +159,71 @@ def ingest_drop(
                 "of": near.of,
                 "similarity": Decimal(f"{near.similarity:.4f}"),
             }
-            for near in outcome.near_duplicates[:MAX_MANIFEST_NEAR_DUPLICATES]
+            for near in tally.near_duplicates
         ],
         "quarantine_uri": quarantine_uri,
     }
-    finished = drops.complete(
-        obj.drop_id, counts, control_table=tables.control, stored=len(outcome.stored)
-    )
-    return DropResult(
-        key=obj.key,
-        status=COMPLETE if finished else "already_complete",
-        drop_id=obj.drop_id,
-        received=counts["received"],
-        stored=counts["stored"],
-        duplicate=counts["duplicate"],
-        near_duplicate=counts["near_duplicate"],
-        quarantined=counts["quarantined"],
-        quarantine_uri=quarantine_uri,
-        redactions=counts["redactions"],
-    )
+
+
+def read_options(manifest: DropManifest) -> ReadOptions:
+    return ReadOptions(format=manifest.format, field_mapping=manifest.field_mapping)
+
+
+def _account_for_object(
+    obj: DropObject,
+    manifest: DropManifest,
+    tables: IngestTables,
+    settings: IngestSettings,
+    tally: DropTally,
+    quarantine: QuarantineWriter,
+    options: ReadOptions | None = None,
+    byte_range: tuple[int, int | None] = (0, None),
+) -> None:
+    """Stream the object (or its byte range) through parsing and accounting, chunk by chunk."""
+    options = options or read_options(manifest)
+    with ExitStack() as stack:
+        stream = _open(obj, options, byte_range, stack)
+        parsed = parse_stream(obj.key, stream, options)
+        store = DropRecordStore(
+            tables.records, dataset=obj.dataset, source_key=obj.key, source=manifest.source or ""
+        )
+        tags = (*source_tags(obj, manifest), *manifest.record_tags())
+        for chunk in _chunks(parsed.items, settings.chunk_records):
+            # A fresh index per chunk: its cache of band items must not grow with the file.
+            index = DynamoNearDuplicateIndex(
+                control_table=tables.control,
+                records_table=tables.records,
+                dataset=obj.dataset,
+                settings=settings.near_duplicates,
+            )
+            part = ParsedFile(parsed.file, parsed.unit, chunk, parsed.format)
+            outcome = account_for_file(
+                part, drop_id=obj.drop_id, store=store, settings=settings, index=index, tags=tags
+            )
+            if outcome.received != len(chunk):
+                raise ReconciliationError(
+                    f"{obj.key}: {len(chunk)} records received but {outcome.received} accounted for"
+                )
+            tally.add(outcome)
+            quarantine.write(outcome.rejections)
+
+
+def _chunks(items: Any, size: int) -> Iterator[list[Any]]:
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
+
+
+def _open(
+    obj: DropObject, options: ReadOptions, byte_range: tuple[int, int | None], stack: ExitStack
+) -> IO[bytes]:
+    if format_of(obj.key, options.format) == "parquet":
+        # Parquet reads its footer first and then only the row groups it needs.
+        return io.BufferedReader(
+            objects.RangeFile(obj.bucket, obj.key, obj.size), RANGE_BUFFER_BYTES
+        )
+    start, end = byte_range
+    return stack.enter_context(objects.open_range(obj.bucket, obj.key, start, end))
 
 
 def _already_complete(key: str, item: dict[str, Any]) -> DropResult:
@@ -158,41 +242,24 @@ def _already_complete(key: str, item: dict[str, Any]) -> DropResult:
     )
 
 
-def _read_object(obj: DropObject) -> tuple[DropObject, bytes] | None:
+def _locate(obj: DropObject) -> DropObject | None:
+    """The object with its etag and size, or None when it is gone."""
     # S3 notifications URL-encode keys; EventBridge is documented not to, but try both.
     for key in dict.fromkeys([obj.key, unquote_plus(obj.key)]):
-        try:
-            response = aws.s3().get_object(Bucket=obj.bucket, Key=key)
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in {"NoSuchKey", "404"}:
-                continue
-            raise
-        etag = obj.etag or str(response.get("ETag", "")).strip('"')
-        return dataclasses.replace(obj, key=key, etag=etag), response["Body"].read()
+        found = objects.head(obj.bucket, key)
+        if found is None:
+            continue
+        etag = obj.etag or str(found.get("ETag", "")).strip('"')
+        size = int(found.get("ContentLength", obj.size))
+        return dataclasses.replace(obj, key=key, etag=etag, size=size)
     return None
 
 
-def source_tags(obj: DropObject) -> tuple[str, ...]:
+def source_tags(obj: DropObject, manifest: DropManifest | None = None) -> tuple[str, ...]:
     """Where a record came from, as tags stored with its features."""
-    extension = posixpath.splitext(obj.file_name)[1].lstrip(".").lower() or "none"
+    declared = manifest.format if manifest else None
+    extension = declared or data_extension(obj.file_name).lstrip(".") or "none"
     return (f"dataset:{obj.dataset}", f"format:{extension}")
-
-
-def _write_quarantine(obj: DropObject, outcome: FileOutcome, settings: IngestSettings) -> str:
-    key = quarantine_key(obj.drop_id, obj.file_name)
-    # Rejected lines are redacted too: the quarantine must not become a store of personal data.
-    redactors = redactors_named(settings.redactors)
-    lines = []
-    for rejection in outcome.rejections:
-        entry = rejection.to_json()
-        entry["raw"] = redact(entry["raw"], redactors).text
-        entry["message"] = redact(entry["message"], redactors).text
-        lines.append(json.dumps(entry, ensure_ascii=False) + "\n")
-    body = "".join(lines)
-    aws.s3().put_object(
-        Bucket=obj.bucket, Key=key, Body=body.encode("utf-8"), ContentType="application/x-ndjson"
-    )
-    return f"s3://{obj.bucket}/{key}"
 
 
 def trigger_after_ingest(

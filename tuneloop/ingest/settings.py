@@ -62,6 +62,8 @@ class IngestSettings:
     redactors: tuple[str, ...] = field(default_factory=_all_redactors)
     quality: QualitySettings = field(default_factory=QualitySettings)
     near_duplicates: NearDuplicateSettings = field(default_factory=NearDuplicateSettings)
+    # Records accounted for (validated, deduplicated, written) together; bounds memory.
+    chunk_records: int = 1000
 
 
 DEFAULT_SETTINGS = IngestSettings()
