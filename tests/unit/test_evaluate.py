@@ -15,7 +15,13 @@ from tuneloop.evaluation.benchmarks import GenerativeItem, MultipleChoiceItem
 from tuneloop.evaluation.custom import load_benchmark_file
 from tuneloop.evaluation.errors import BenchmarkError, EvaluationInputError
 from tuneloop.evaluation.job import parse_settings, read_hyperparameters
-from tuneloop.evaluation.mmlu import format_prompt, mmlu_data_path, read_mmlu, stratified_subset
+from tuneloop.evaluation.mmlu import (
+    format_prompt,
+    mmlu_data_path,
+    read_mmlu,
+    stratified_subset,
+    with_fewshot,
+)
 from tuneloop.evaluation.scorers import score_generation
 
 REPO = Path(__file__).resolve().parents[2]
@@ -69,6 +75,48 @@ def test_loglikelihoods_equal_direct_computation(tiny: tuple[Any, Any], batch_si
     expected = [direct_loglikelihood(model, tokenizer, c, x) for c, x in REQUESTS]
     assert got == pytest.approx(expected, abs=1e-5)
     assert got[1] != got[2]  # shared context, different answers
+
+
+SHARED = "The following are questions about arithmetic, answered briefly.\n\n"
+PREFIX_REQUESTS = [
+    (SHARED + "Question: 2+2?\nAnswer:", " A"),
+    (SHARED + "Question: 2+2?\nAnswer:", " B"),
+    (SHARED + "Question: what is seven times six, in words?\nAnswer:", " forty-two"),
+    (SHARED + "Q:", " yes"),
+    ("The capital of France is", " Paris"),
+    (SHARED, "Question"),  # the whole shared prefix is this request's context
+]
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 3, 8])
+def test_shared_prefixes_score_like_the_direct_computation(
+    tiny: tuple[Any, Any], batch_size: int
+) -> None:
+    model, tokenizer = tiny
+    pairs = [lm.encode_pair(tokenizer, *request) for request in PREFIX_REQUESTS]
+    keys = [tuple(context + cont)[:-1] for context, cont in pairs]
+    tails = {key: len(cont) for key, (_, cont) in zip(keys, pairs, strict=True)}
+    shared = [length for length, members in lm.prefix_groups(tails) if len(members) > 1]
+    assert shared and max(shared) >= len(lm.encode(tokenizer, SHARED)) // 2  # cache is used
+    got = lm.loglikelihoods_greedy(model, tokenizer, PREFIX_REQUESTS, batch_size)
+    expected = [direct_loglikelihood(model, tokenizer, c, x) for c, x in PREFIX_REQUESTS]
+    assert [ll for ll, _ in got] == pytest.approx(expected, abs=1e-5)
+    reference = lm.loglikelihoods_greedy(model, tokenizer, PREFIX_REQUESTS, 1)
+    assert [greedy for _, greedy in got] == [greedy for _, greedy in reference]
+
+
+def test_prefix_groups_keep_a_token_per_key_and_split_short_prefixes() -> None:
+    a = (1,) * 20 + (2, 3)
+    b = (1,) * 20 + (4,)
+    c = (1,) * 20
+    other = (9, 9, 9)
+    groups = lm.prefix_groups({b: 1, other: 1, a: 1, c: 1})
+    assert groups == [(19, [c, a, b]), (0, [other])]
+    # A key whose needed positions reach into the shared part shortens the prefix.
+    assert lm.prefix_groups({b: 1, a: 5}) == [(17, [a, b])]
+    assert lm.prefix_groups({a: 1, b: 1}, share=False) == [(0, [a, b])]
+    short = lm.prefix_groups({(1, 2, 3, 4): 1, (1, 2, 3, 5): 1})
+    assert short == [(0, [(1, 2, 3, 4)]), (0, [(1, 2, 3, 5)])]
 
 
 def test_length_batches_bound_size_and_padding() -> None:
@@ -345,6 +393,25 @@ def test_mmlu_prompt_matches_the_lm_eval_task_yaml(mmlu_items: list[MultipleChoi
     assert task["target_delimiter"] == " "
     target = env.from_string(task["doc_to_target"]).render(**row)
     assert int(target) == mmlu_items[0].answer
+
+
+def test_mmlu_fewshot_prompts_hold_solved_examples_never_scored(
+    mmlu_items: list[MultipleChoiceItem],
+) -> None:
+    subject = mmlu_items[0].tags[0]
+    same = [item for item in mmlu_items if item.tags[0] == subject]
+    shots = with_fewshot(mmlu_items, 2)
+    assert len(shots) == len(mmlu_items) - 2 * len({item.tags[0] for item in mmlu_items})
+    assert {item.id for item in shots}.isdisjoint({same[0].id, same[1].id})
+    first = next(item for item in shots if item.tags[0] == subject)
+    assert first.id == same[2].id and first.answer == same[2].answer
+    header, _, question = same[2].prompt.partition("\n\n")
+    solved = [
+        item.prompt.partition("\n\n")[2] + " " + "ABCD"[item.answer] + "\n\n" for item in same[:2]
+    ]
+    assert first.prompt == header + "\n\n" + "".join(solved) + question
+    assert with_fewshot(mmlu_items, 0) == mmlu_items
+    assert parse_settings({"mmlu_num_fewshot": "5"}).mmlu_num_fewshot == 5
 
 
 # --- hyperparameters and main() -----------------------------------------------------------

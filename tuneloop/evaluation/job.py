@@ -5,7 +5,8 @@ channel ``benchmarks`` (custom ``*.jsonl`` and lm-eval task ``*.yaml``, optional
 ``heldout`` (training-format ``*.jsonl`` for the held-out perplexity suite, optional), the
 task YAMLs shipped beside the entry point (``tasks/``), hyperparameters
 ``champion_model_data`` (S3 URI of the champion's ``model.tar.gz``, or ``""``),
-``mmlu_subset_size`` (``0`` skips MMLU, ``all`` takes every question), ``seed`` and
+``mmlu_subset_size`` (``0`` skips MMLU, ``all`` takes every question), ``mmlu_num_fewshot``
+(solved examples per MMLU prompt, default 0), ``seed`` and
 ``batch_size``. Output: ``SM_OUTPUT_DATA_DIR/evaluation.json``; on failure the reason goes
 to ``SM_OUTPUT_DIR/failure`` and the exit code is 1.
 """
@@ -48,6 +49,7 @@ class EvalSettings:
     mmlu_subset_size: int | None = 100  # None: the whole test set
     seed: int = 0
     batch_size: int = 8
+    mmlu_num_fewshot: int = 0  # solved examples per prompt (lm-eval's MMLU leaderboard: 5)
 
 
 @dataclass(frozen=True)
@@ -139,6 +141,7 @@ def parse_settings(hyperparameters: Mapping[str, Any]) -> EvalSettings:
         mmlu_subset_size=size,
         seed=integer("seed", defaults.seed, 0),
         batch_size=integer("batch_size", defaults.batch_size, 1),
+        mmlu_num_fewshot=integer("mmlu_num_fewshot", defaults.mmlu_num_fewshot, 0),
     )
 
 
@@ -151,7 +154,11 @@ def load_benchmarks(
     """MMLU, lm-eval task YAMLs (``tasks_dir``, then the channel), then custom JSONL."""
     benchmarks: list[Benchmark] = []
     if settings.mmlu_subset_size != 0:
-        benchmarks.append(load_mmlu(settings.mmlu_subset_size, settings.seed))
+        benchmarks.append(
+            load_mmlu(
+                settings.mmlu_subset_size, settings.seed, num_fewshot=settings.mmlu_num_fewshot
+            )
+        )
     task_files = find_task_files([tasks_dir, benchmarks_dir])
     tasks, task_data = load_tasks(task_files, benchmarks_dir)
     benchmarks.extend(tasks)

@@ -12,7 +12,7 @@ row scores exactly as it would alone (up to float rounding).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -81,41 +81,165 @@ def loglikelihoods_greedy(
     window = max_length(model)
     # Model input (without the continuation's last token) -> [(request index, cont ids)].
     groups: dict[tuple[int, ...], list[tuple[int, list[int]]]] = {}
-    for index, (context, continuation) in enumerate(requests):
-        context_ids, cont_ids = encode_pair(tokenizer, context, continuation)
+    encoded: dict[tuple[str, str], tuple[list[int], list[int]]] = {}
+    for index, request in enumerate(requests):
+        if request not in encoded:  # the same prompt comes back once per choice
+            encoded[request] = encode_pair(tokenizer, *request)
+        context_ids, cont_ids = encoded[request]
         if not cont_ids:
-            raise ValueError(f"continuation {continuation!r} encodes to no tokens")
+            raise ValueError(f"continuation {request[1]!r} encodes to no tokens")
         full = (context_ids + cont_ids)[-(window + 1) :]
         groups.setdefault(tuple(full[:-1]), []).append((index, cont_ids))
-    # Longest first (as lm-eval) so memory problems show at once; ties by tokens: stable.
-    ordered = sorted(groups.items(), key=lambda kv: (-len(kv[0]), kv[0]))
     results: list[tuple[float, bool]] = [(0.0, False)] * len(requests)
-    device = model.device
-    batches = length_batches([len(key) for key, _ in ordered], batch_size)
+    parts = _model_parts(model)
     done = 0
-    for indexes in batches:
-        batch = [ordered[i] for i in indexes]
-        keep = max(len(cont) for _, reqs in batch for _, cont in reqs)
-        input_ids, mask, positions = _left_pad([list(k) for k, _ in batch], pad_id(tokenizer))
-        logits = model(
-            input_ids=input_ids.to(device),
-            attention_mask=mask.to(device),
-            position_ids=positions.to(device),
-            logits_to_keep=keep,
-        ).logits
-        logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
-        for row, (_, reqs) in enumerate(batch):
-            for index, cont_ids in reqs:
-                # Logits at position t predict token t+1: the continuation's tokens are
-                # predicted by the last len(cont) positions of the input.
-                rows = logprobs[row, keep - len(cont_ids) :]
-                targets = torch.tensor(cont_ids).unsqueeze(-1)
-                greedy = bool((rows.argmax(-1) == targets.squeeze(-1)).all())
-                results[index] = (float(rows.gather(-1, targets).sum()), greedy)
-        done += len(batch)
-        if progress:
-            progress(done, len(ordered))
+    tails = {key: max(len(cont) for _, cont in reqs) for key, reqs in groups.items()}
+    for prefix_length, keys in prefix_groups(tails, parts is not None):
+        prefix_cache = None
+        if prefix_length:
+            assert parts is not None
+            prefix_cache = _encode_prefix(parts[0], keys[0][:prefix_length])
+        # Longest suffix first, so memory problems show at once; ties by tokens: stable.
+        keys = sorted(keys, key=lambda key: (-len(key), key))
+        for indexes in length_batches([len(key) - prefix_length for key in keys], batch_size):
+            batch = [keys[i] for i in indexes]
+            keep = max(len(cont) for key in batch for _, cont in groups[key])
+            logprobs = _batch_logprobs(model, parts, batch, prefix_length, prefix_cache, keep)
+            for row, key in enumerate(batch):
+                for index, cont_ids in groups[key]:
+                    # Row ``row`` holds the log-probs predicted at the last ``keep`` input
+                    # positions; the continuation is predicted by the last len(cont) ones.
+                    rows = logprobs[row, keep - len(cont_ids) :]
+                    targets = torch.tensor(cont_ids).unsqueeze(-1)
+                    greedy = bool((rows.argmax(-1) == targets.squeeze(-1)).all())
+                    results[index] = (float(rows.gather(-1, targets).sum()), greedy)
+            done += len(batch)
+            if progress:
+                progress(done, len(groups))
     return results
+
+
+# A prompt prefix shorter than this is recomputed per row: a cache copy costs more.
+MIN_SHARED_PREFIX = 8
+
+
+def prefix_groups(
+    tails: Mapping[tuple[int, ...], int], share: bool = True
+) -> list[tuple[int, list[tuple[int, ...]]]]:
+    """Inputs grouped by a shared leading prefix: ``[(prefix length, keys)]``.
+
+    Keys are sorted by their tokens, so inputs starting alike (MMLU's per-subject header,
+    a task's few-shot examples) are neighbours and a group's common prefix is that of its
+    first and last key. A key joins the group while the common prefix stays at least
+    ``MIN_SHARED_PREFIX`` tokens and half its length so far. ``tails`` maps each key to the
+    number of its last positions whose logits are needed: those stay out of the prefix.
+    Prefix 0: no sharing.
+    """
+    ordered = sorted(tails)
+    if not share:
+        return [(0, ordered)] if ordered else []
+    grouped: list[tuple[int, list[tuple[int, ...]]]] = []
+    for key in ordered:
+        if grouped:
+            shared, members = grouped[-1]
+            common = min(_common_prefix(members[0], key), len(key) - tails[key])
+            first = len(members[0]) - tails[members[0]]
+            common = min(common, first) if len(members) == 1 else min(common, shared)
+            if common >= MIN_SHARED_PREFIX and (len(members) == 1 or 2 * common >= shared):
+                grouped[-1] = (common, [*members, key])
+                continue
+        grouped.append((0, [key]))
+    return [(shared if len(members) > 1 else 0, members) for shared, members in grouped]
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _model_parts(model: Any) -> tuple[Any, Any] | None:
+    """(decoder, LM head) when the logits are exactly ``head(decoder(...))``, else None.
+
+    Models that post-process logits (soft-capping, scaling) or have no separate decoder are
+    scored through their full forward, without prefix sharing.
+    """
+    config = getattr(model, "config", None)
+    if any(
+        getattr(config, attr, None) not in (None, 1.0)
+        for attr in ("final_logit_softcapping", "logit_scale", "logits_scaling")
+    ):
+        return None
+    if getattr(config, "sliding_window", None) and not getattr(config, "use_sliding_window", 1):
+        pass  # declared but disabled (Qwen2): a plain causal decoder
+    elif getattr(config, "sliding_window", None):
+        return None
+    try:
+        decoder, head = model.get_decoder(), model.get_output_embeddings()
+    except (AttributeError, NotImplementedError):
+        return None
+    if decoder is None or head is None or decoder is model:
+        return None
+    return decoder, head
+
+
+def _encode_prefix(decoder: Any, prefix: Sequence[int]) -> Any:
+    """The KV cache of ``prefix`` (batch 1)."""
+    ids = torch.tensor([list(prefix)], dtype=torch.long, device=decoder.device)
+    return decoder(input_ids=ids, use_cache=True).past_key_values
+
+
+def _expanded_cache(prefix_cache: Any, rows: int) -> Any:
+    """A new cache holding ``prefix_cache`` for ``rows`` rows (a forward appends to it)."""
+    from transformers import DynamicCache
+
+    layers = [
+        (layer.keys.expand(rows, -1, -1, -1), layer.values.expand(rows, -1, -1, -1))
+        for layer in prefix_cache.layers
+    ]
+    return DynamicCache(ddp_cache_data=layers)
+
+
+def _batch_logprobs(
+    model: Any,
+    parts: tuple[Any, Any] | None,
+    keys: Sequence[tuple[int, ...]],
+    prefix_length: int,
+    prefix_cache: Any,
+    keep: int,
+) -> torch.Tensor:
+    """Log-probs (batch x keep x vocabulary, float32, CPU) at each row's last ``keep`` inputs.
+
+    Rows are right-padded and run without an attention mask: under a causal mask padding
+    after a row's last token cannot change it, and SDPA keeps its fast causal path. Only
+    the needed positions go through the LM head (a 49k-vocabulary head costs a quarter of
+    a small model's forward).
+    """
+    suffixes = [list(key[prefix_length:]) for key in keys]
+    width = max(len(s) for s in suffixes)
+    ids = torch.zeros((len(suffixes), width), dtype=torch.long)
+    for row, suffix in enumerate(suffixes):
+        ids[row, : len(suffix)] = torch.tensor(suffix, dtype=torch.long)
+    # Per row, the last ``keep`` real positions (clamped at 0; unused when clamped).
+    last = torch.tensor([len(s) for s in suffixes]).unsqueeze(-1)
+    positions = (last - keep + torch.arange(keep)).clamp(min=0)
+    if parts is None:
+        logits = model(input_ids=ids.to(model.device)).logits
+        picked = logits.gather(
+            1, positions.unsqueeze(-1).expand(-1, -1, logits.shape[-1]).to(logits.device)
+        )
+    else:
+        decoder, head = parts
+        cache = _expanded_cache(prefix_cache, len(keys)) if prefix_cache is not None else None
+        hidden = decoder(
+            input_ids=ids.to(decoder.device), past_key_values=cache, use_cache=cache is not None
+        ).last_hidden_state
+        index = positions.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]).to(hidden.device)
+        picked = head(hidden.gather(1, index))
+    return torch.log_softmax(picked.float(), dim=-1).cpu()
 
 
 # Padding is wasted compute (on CPU it is all of the cost): a batch grows only while its

@@ -9,6 +9,12 @@ skipped, leaving MMLU's 14,042 test questions.
 Prompts match lm-evaluation-harness's ``mmlu`` task (zero-shot): the subject description,
 the question, the lettered options and ``Answer:``; the choices are the letters, scored as
 the continuations `` A``..`` D`` (see ``eval_containers/tasks/mmlu.yaml``).
+
+Few-shot (``num_fewshot`` k > 0), as lm-eval's ``mmlu`` 5-shot with its ``first_n`` sampler:
+the description, then k solved examples of the same subject (``doc_to_text`` + `` `` +
+letter + ``\n\n``), then the question. The package holds only the test split, so the
+examples are each subject's first k questions in file order (standing in for MMLU's dev
+split) and are never scored themselves: the subset is drawn from the remaining questions.
 """
 
 from __future__ import annotations
@@ -52,6 +58,32 @@ def format_prompt(subject: str, question: str, options: tuple[str, ...]) -> str:
         + "\n".join(lines)
         + "\nAnswer:"
     )
+
+
+def with_fewshot(items: list[MultipleChoiceItem], num_fewshot: int) -> list[MultipleChoiceItem]:
+    """The items after each subject's first ``num_fewshot``, prompted with those solved."""
+    if num_fewshot <= 0:
+        return list(items)
+    examples: dict[str, list[MultipleChoiceItem]] = defaultdict(list)
+    scored: list[MultipleChoiceItem] = []
+    for item in items:
+        shots = examples[item.tags[0]]
+        if len(shots) < num_fewshot:
+            shots.append(item)
+        else:
+            scored.append(item)
+    prefixed: list[MultipleChoiceItem] = []
+    for item in scored:
+        header, _, question = item.prompt.partition("\n\n")
+        solved = "".join(
+            shot.prompt.partition("\n\n")[2] + " " + LETTERS[shot.answer] + "\n\n"
+            for shot in examples[item.tags[0]]
+        )
+        prompt = header + "\n\n" + solved + question
+        prefixed.append(
+            MultipleChoiceItem(item.id, prompt, item.choices, item.answer, tags=item.tags)
+        )
+    return prefixed
 
 
 def read_mmlu(path: Path) -> list[MultipleChoiceItem]:
@@ -121,9 +153,11 @@ def _rank(seed: int, key: str) -> str:
     return hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()
 
 
-def load_mmlu(subset_size: int | None, seed: int, path: Path | None = None) -> Benchmark:
+def load_mmlu(
+    subset_size: int | None, seed: int, path: Path | None = None, num_fewshot: int = 0
+) -> Benchmark:
     """The MMLU benchmark: a stratified subset of ``subset_size`` items (None: all)."""
-    items = read_mmlu(path or mmlu_data_path())
+    items = with_fewshot(read_mmlu(path or mmlu_data_path()), num_fewshot)
     return Benchmark.build(
         NAME, MULTIPLE_CHOICE, tuple(stratified_subset(items, subset_size, seed))
     )
