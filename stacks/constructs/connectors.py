@@ -11,6 +11,8 @@ with subnets and security groups run in that VPC. No connectors: nothing is crea
 from __future__ import annotations
 
 from aws_cdk import Duration
+from aws_cdk import aws_cloudwatch as cw
+from aws_cdk import aws_cloudwatch_actions as cw_actions
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
@@ -18,6 +20,7 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_scheduler as scheduler
 from aws_cdk import aws_scheduler_targets as targets
 from aws_cdk import aws_secretsmanager as secretsmanager
+from aws_cdk import aws_sns as sns
 from constructs import Construct
 
 from stacks.config import StageConfig
@@ -61,10 +64,13 @@ class Connectors(Construct):
         config: StageConfig,
         raw_bucket: s3.IBucket,
         control_table: dynamodb.Table,
+        notify_topic: sns.ITopic,
     ) -> None:
         super().__init__(scope, construct_id_)
+        self._notify_topic = notify_topic
         self.functions: dict[str, PythonFunction] = {}
         self.schedules: dict[str, scheduler.Schedule] = {}
+        self.alarms: dict[str, cw.Alarm] = {}
         self._pg8000: lambda_.LayerVersion | None = None
         for connector in config.connectors:
             self._add(connector, config, raw_bucket, control_table)
@@ -147,6 +153,21 @@ class Connectors(Construct):
             "CDK's invoke grant also names the function's versions and aliases (<arn>:*) of "
             "this one function.",
         )
+        # A failed run is recorded in the state item, but nobody reads that unprompted.
+        alarm = function.function.metric_errors(
+            period=Duration.minutes(5), statistic=cw.Stats.SUM
+        ).create_alarm(
+            self,
+            f"{cid}Errors",
+            alarm_description=f"Pull connector {connector.name} failed; see last_error in "
+            f"the Control item connector#{connector.name} and the function's logs.",
+            threshold=1,
+            comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            evaluation_periods=1,
+            treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+        )
+        alarm.add_alarm_action(cw_actions.SnsAction(self._notify_topic))
+        self.alarms[connector.name] = alarm
         self.schedules[connector.name] = scheduler.Schedule(
             self,
             f"{cid}Schedule",

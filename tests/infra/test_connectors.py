@@ -170,6 +170,19 @@ def test_grants_are_limited_to_own_prefix_state_item_and_secret(assembly: Assemb
         assert own in rendered and other not in rendered
 
 
+def test_a_failing_connector_alarms_to_the_notify_topic(assembly: Assembly) -> None:
+    functions = _connector_functions(assembly)
+    alarms = [
+        r["Properties"]
+        for r in assembly.resources("AWS::CloudWatch::Alarm").values()
+        if r["Properties"].get("MetricName") == "Errors"
+        and r["Properties"]["Namespace"] == "AWS/Lambda"
+    ]
+    watched = {a["Dimensions"][0]["Value"]["Ref"] for a in alarms}
+    assert watched == {logical_id for logical_id, _ in functions.values()}
+    assert all(len(a["AlarmActions"]) == 1 for a in alarms)
+
+
 def test_vpc_only_when_subnets_are_given(assembly: Assembly) -> None:
     functions = _connector_functions(assembly)
     vpc = functions["tickets-db"][1]["VpcConfig"]

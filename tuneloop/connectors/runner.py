@@ -111,12 +111,14 @@ def _run_sql(
         nonlocal version, batch
         if not batch or last is None:
             return
-        result.objects.append(writer.write(batch))
+        key = writer.write(batch)
+        result.objects.append(key)
         version = store.advance(
             result.run_id, expected_version=version, position=last, rows=len(batch)
         )
         result.rows += len(batch)
         result.watermark = last.watermark
+        logger.info("%s: wrote %s; %d rows so far", settings.name, key, result.rows)
         batch = []
 
     try:
@@ -154,8 +156,10 @@ def _run_http(
     def flush() -> None:
         nonlocal batch
         if batch:
-            result.objects.append(writer.write(batch))
+            key = writer.write(batch)
+            result.objects.append(key)
             result.rows += len(batch)
+            logger.info("%s: wrote %s; %d records so far", settings.name, key, result.rows)
             batch = []
 
     try:
@@ -176,7 +180,7 @@ def _run_http(
                     key = str(get_path(item, http.key_field)) if http.key_field else None
                     if not _is_new(mark, key, stored, seen):
                         continue
-                    if newest is None or mark > newest:
+                    if newest is None or _is_new(mark, None, newest, set()):
                         newest, newest_keys = mark, set()
                     if mark == newest and key is not None:
                         newest_keys.add(key)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import sqlite3
 import ssl
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -81,7 +82,7 @@ class Database(Protocol):
 class SqliteDatabase:
     def __init__(self, path: str) -> None:
         # Read-only: a connector never writes to the source.
-        self._connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        self._connection = sqlite3.connect(f"file:{urllib.parse.quote(path)}?mode=ro", uri=True)
 
     def fetch(self, query: Query) -> list[tuple[Any, ...]]:
         return list(self._connection.execute(query.text, query.parameters).fetchall())
