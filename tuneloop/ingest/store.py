@@ -4,6 +4,11 @@ BatchWriteItem cannot carry a condition, and exact dedup relies on
 ``attribute_not_exists(record_id)``. TransactWriteItems can, for up to 100 puts at a time:
 a cancelled transaction reports, per item, whether its condition failed (a duplicate,
 returned with its old item) or whether it was merely not written (retried).
+
+Transactions are independent of each other (a record id occurs in one chunk only), so up
+to ``max_in_flight`` of them run at once: the write is bound by round trips, not CPU. A
+record written by a concurrent drop in between makes a transaction fail its condition or
+conflict; either way the next round settles it, so a record is stored once.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +34,11 @@ MAX_TRANSACTION_ITEMS = 100
 # TransactWriteItems accepts 4 MB in total; leave room for keys and attribute names.
 MAX_TRANSACTION_BYTES = 3_000_000
 MAX_ROUNDS = 6
+# Transactions in flight per store (boto3 clients are thread-safe and pool 10 connections;
+# DynamoDB bills per item, so more in flight costs nothing extra). One by default: moto,
+# which tests and the local platform run on, applies transactions without isolation and
+# fails ("dictionary changed size during iteration") when two overlap.
+DEFAULT_MAX_IN_FLIGHT = 1
 # Cancellation codes that mean "this item was not written, try again".
 RETRYABLE = frozenset({"None", "TransactionConflict", "ThrottlingError"})
 
@@ -47,10 +58,14 @@ class DynamoRecordStore:
         dataset: str,
         source_key: str,
         client: DynamoDBClient | None = None,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
     ) -> None:
+        if max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be at least 1, got {max_in_flight}")
         self.table_name = table_name
         self.dataset = dataset
         self.source_key = source_key
+        self.max_in_flight = max_in_flight
         self._client = client
 
     @property
@@ -81,18 +96,31 @@ class DynamoRecordStore:
 
     def insert_new(self, drop_id: str, candidates: Sequence[Candidate]) -> dict[str, StoredAt]:
         ingested_at = datetime.now(UTC).isoformat()
-        pending = [self.item(drop_id, candidate, ingested_at) for candidate in candidates]
         existing: dict[str, StoredAt] = {}
-        for round_number in range(MAX_ROUNDS):
-            unwritten: list[dict[str, Any]] = []
-            for chunk in _chunks(pending):
-                found, retry = self._transact(chunk)
-                existing.update(found)
-                unwritten.extend(retry)
-            if not unwritten:
-                return existing
-            pending = unwritten
-            time.sleep(min(0.05 * 2**round_number, 1.0))
+        pending: list[dict[str, Any]] = []
+        first_line: dict[str, int] = {}
+        for candidate in candidates:
+            if candidate.record_id in first_line:
+                # One transaction cannot touch an item twice: the first occurrence is
+                # written, later ones are reported as duplicates of it.
+                existing[candidate.record_id] = StoredAt(drop_id, first_line[candidate.record_id])
+                continue
+            first_line[candidate.record_id] = candidate.line
+            pending.append(self.item(drop_id, candidate, ingested_at))
+        if not pending:
+            return existing
+        with ThreadPoolExecutor(max_workers=self.max_in_flight) as pool:
+            # pool.map keeps at most max_in_flight transactions running; one runs inline.
+            run = map if self.max_in_flight == 1 else pool.map
+            for round_number in range(MAX_ROUNDS):
+                unwritten: list[dict[str, Any]] = []
+                for found, retry in run(self._transact, _chunks(pending)):
+                    existing.update(found)
+                    unwritten.extend(retry)
+                if not unwritten:
+                    return existing
+                pending = unwritten
+                time.sleep(min(0.05 * 2**round_number, 1.0))
         raise RecordStoreError(
             f"{len(pending)} records of {self.source_key} were not written after "
             f"{MAX_ROUNDS} attempts (transaction conflicts or throttling); the message will "
