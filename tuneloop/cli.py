@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     from tuneloop.data_cli.commands import add_parser as add_data
 
     add_data(commands)
+    from tuneloop.connectors.commands import add_parser as add_connectors
+
+    add_connectors(commands)
     return parser
 
 
