@@ -46,7 +46,7 @@ VPC_ACTIONS = (
 )
 
 
-def construct_id(name: str) -> str:
+def _pascal(name: str) -> str:
     """``tickets-db`` → ``TicketsDb``."""
     return "".join(part[:1].upper() + part[1:] for part in name.split("-"))
 
@@ -59,14 +59,14 @@ class Connectors(Construct):
     def __init__(
         self,
         scope: Construct,
-        construct_id_: str,
+        construct_id: str,
         *,
         config: StageConfig,
         raw_bucket: s3.IBucket,
         control_table: dynamodb.Table,
         notify_topic: sns.ITopic,
     ) -> None:
-        super().__init__(scope, construct_id_)
+        super().__init__(scope, construct_id)
         self._notify_topic = notify_topic
         self.functions: dict[str, PythonFunction] = {}
         self.schedules: dict[str, scheduler.Schedule] = {}
@@ -95,7 +95,7 @@ class Connectors(Construct):
         raw_bucket: s3.IBucket,
         control_table: dynamodb.Table,
     ) -> None:
-        cid = construct_id(connector.name)
+        cid = _pascal(connector.name)
         function = PythonFunction(
             self,
             cid,
@@ -194,7 +194,7 @@ class Connectors(Construct):
         # The statement must exist before the function is created, so Lambda can attach ENIs.
         policy = iam.Policy(
             self,
-            f"{construct_id(connector.name)}VpcAccess",
+            f"{_pascal(connector.name)}VpcAccess",
             statements=[iam.PolicyStatement(actions=list(VPC_ACTIONS), resources=["*"])],
         )
         policy.attach_to_role(function.role)
