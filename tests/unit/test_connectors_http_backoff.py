@@ -48,3 +48,11 @@ def test_first_url_merges_params_page_size_since_and_page() -> None:
 
 def test_urls_in_messages_show_parameter_names_only() -> None:
     assert _redact_url("https://x/y?cursor=abc&key=secret") == "https://x/y?cursor=...&key=..."
+
+
+def test_the_secret_is_scrubbed_from_error_text() -> None:
+    client = HttpClient(HttpSettings(url="https://x"), "tok-123")
+    assert client._scrub('{"error": "bad header Bearer tok-123"}') == (
+        '{"error": "bad header Bearer <redacted>"}'
+    )
+    assert "tok-123" not in repr(client)

@@ -64,6 +64,10 @@ class HttpClient:
         delay = min(cap, self.settings.backoff_seconds * 2**attempt)
         return delay / 2 + self.jitter() * delay / 2
 
+    def _scrub(self, text: str) -> str:
+        # An API that echoes the request's headers in its error body must not leak the secret.
+        return text.replace(self.auth_value, "<redacted>") if self.auth_value else text
+
     def get_json(self, url: str) -> Response:
         attempts = self.settings.max_retries + 1
         for attempt in range(attempts):
@@ -77,7 +81,7 @@ class HttpClient:
                     return Response(reply.status, headers, _decode(url, raw))
             except urllib.error.HTTPError as error:
                 status = error.code
-                detail = _snippet(error.read())
+                detail = self._scrub(_snippet(error.read()))
                 if status != 429 and status < 500:
                     raise HttpConnectorError(
                         f"GET {_redact_url(url)} failed with HTTP {status} {error.reason}: {detail}"
