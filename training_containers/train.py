@@ -1,4 +1,4 @@
-"""SageMaker entry point of the Train step: LoRA fine-tuning of a causal LM.
+"""SageMaker entry point of the Train step: LoRA (or full) fine-tuning of a causal LM.
 
 Run it the way SageMaker does (hyperparameters as ``--name value``; paths from ``SM_*``
 variables, defaulting to ``/opt/ml/...``)::
@@ -12,7 +12,10 @@ variables, defaulting to ``/opt/ml/...``)::
 Optional: ``--init_adapter <model.tar.gz, S3 URI or folder>`` continues that adapter (the
 production model) instead of starting a fresh one; ``SM_CHANNEL_REPLAY`` with
 ``--replay_fraction 0.2`` mixes in earlier data. A checkpoint in ``--checkpoint_dir`` (saved
-every ``--checkpoint_steps`` and on SIGTERM) is resumed exactly.
+every ``--checkpoint_steps`` and on SIGTERM) is resumed exactly. ``--finetune_method full``
+trains every weight; ``--quantize_4bit true`` is QLoRA (CUDA + bitsandbytes). On an instance
+with several GPUs (``SM_NUM_GPUS`` > 1) this script relaunches itself under ``torchrun``, one
+data-parallel process per GPU.
 
 ``python training_containers/train.py --help`` lists every hyperparameter. The logic lives in
 ``tuneloop.training``; this file only wires the container contract to it.
@@ -38,7 +41,11 @@ SERVING_CODE = tuple(_HERE / name for name in ("inference.py", "requirements.txt
 def main(argv: Sequence[str] | None = None) -> int:
     """Train with ``argv`` (default: the process arguments); 0 on success, 1 on failure."""
     args = sys.argv[1:] if argv is None else list(argv)
-    return run(args, serving_code=[path for path in SERVING_CODE if path.is_file()])
+    return run(
+        args,
+        serving_code=[path for path in SERVING_CODE if path.is_file()],
+        script=Path(__file__).resolve(),
+    )
 
 
 if __name__ == "__main__":

@@ -35,6 +35,11 @@ class MicroBatch:
     tokens: int  # non-padding tokens
     label_count: int  # predicted positions (next-token targets)
 
+    @property
+    def positions(self) -> int:
+        """Token positions computed, padding included."""
+        return int(self.tensors["input_ids"].numel())
+
 
 def step_plan(
     lengths: Sequence[int], examples_per_step: int, seed: int, *, group_by_length: bool

@@ -1,8 +1,9 @@
 """Spot-resume checkpoints: everything a run needs to continue exactly where it stopped.
 
-One file in the checkpoint dir holds the adapter weights, the optimizer and scheduler
-states, the RNG states of python, numpy and torch, the data position (steps done; the data
-plan is a pure function of seed and step) and the progress so far (losses, token counts).
+One file in the checkpoint dir holds the trained weights (the adapter, or every weight with
+full fine-tuning), the optimizer and scheduler states, the RNG states of python, numpy and
+torch, the data position (steps done; the data plan is a pure function of seed and step)
+and the progress so far (losses, token counts).
 A run resumed from it produces the same losses, step for step, as one never interrupted.
 """
 
@@ -73,17 +74,33 @@ def restore_rng_states(states: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
+def trainable_weights(model: Any) -> dict[str, torch.Tensor]:
+    """The parameters the run trains (the LoRA adapter, or every weight), by name, on CPU."""
+    return {
+        name: parameter.detach().cpu()
+        for name, parameter in model.named_parameters()
+        if parameter.requires_grad
+    }
+
+
+def restore_trainable_weights(model: Any, weights: dict[str, torch.Tensor]) -> None:
+    parameters = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    if parameters.keys() != weights.keys():
+        raise ValueError("checkpoint weights do not match the model's trainable parameters")
+    with torch.no_grad():
+        for name, parameter in parameters.items():
+            parameter.copy_(weights[name])
+
+
 def save_checkpoint(
     path: Path, run_id: str, model: Any, optimizer: Any, scheduler: Any, state: TrainState
 ) -> None:
-    from peft import get_peft_model_state_dict
-
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save(
         {
             "fingerprint": run_id,
-            "adapter": get_peft_model_state_dict(model),
+            "trainable": trainable_weights(model),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "rng": rng_states(),
@@ -98,14 +115,12 @@ def load_checkpoint(
     path: Path, run_id: str, model: Any, optimizer: Any, scheduler: Any
 ) -> TrainState | None:
     """Restore a matching checkpoint into the objects and return its state; None if none."""
-    from peft import set_peft_model_state_dict
-
     if not path.is_file():
         return None
     saved = torch.load(path, map_location="cpu", weights_only=False)
     if saved.get("fingerprint") != run_id:
         return None
-    set_peft_model_state_dict(model, saved["adapter"])
+    restore_trainable_weights(model, saved["trainable"])
     optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])
     restore_rng_states(saved["rng"])

@@ -29,11 +29,17 @@ def _hp(default: Any, help_text: str) -> Any:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """LoRA SFT hyperparameters (each is a ``--name value`` argument)."""
+    """SFT hyperparameters (each is a ``--name value`` argument)."""
 
     base_model: str = _hp(
         "smollm2-135m-instruct",
         "model reference: smollm2-135m-instruct, hf://<id>, s3://..., or a local folder",
+    )
+    finetune_method: str = _hp(
+        "lora", "lora (train a LoRA adapter) or full (train every weight, save the whole model)"
+    )
+    quantize_4bit: bool = _hp(
+        False, "QLoRA: load the base in 4-bit NF4 (CUDA GPU and bitsandbytes only)"
     )
     max_steps: int = _hp(10, "optimizer steps to run")
     learning_rate: float = _hp(2e-4, "peak AdamW learning rate (linear warmup, linear decay)")
@@ -122,6 +128,20 @@ class TrainConfig:
         if not 0 <= self.replay_fraction < 1:
             raise TrainingError(
                 f"hyperparameter replay_fraction must be in [0, 1), got {self.replay_fraction}"
+            )
+        if self.finetune_method not in ("lora", "full"):
+            raise TrainingError(
+                f"hyperparameter finetune_method must be lora or full, got {self.finetune_method!r}"
+            )
+        if self.finetune_method == "full" and self.quantize_4bit:
+            raise TrainingError(
+                "hyperparameter quantize_4bit (QLoRA) trains a LoRA adapter over a 4-bit base: "
+                "it needs finetune_method lora, got full"
+            )
+        if self.finetune_method == "full" and self.init_adapter:
+            raise TrainingError(
+                "hyperparameter init_adapter continues a LoRA adapter: it needs finetune_method "
+                "lora (to continue a fully fine-tuned model, pass it as base_model)"
             )
         if self.attn_implementation not in ("sdpa", "eager"):
             raise TrainingError(

@@ -1,6 +1,7 @@
 """The Train step as a SageMaker training job: paths from the environment, outputs, failure.
 
-Container contract (docs/contracts.md): data in ``SM_CHANNEL_TRAIN``, adapter + tokenizer +
+Container contract (docs/contracts.md): data in ``SM_CHANNEL_TRAIN`` (and the optional
+``SM_CHANNEL_REPLAY``), adapter (or whole model) + tokenizer +
 ``tuneloop_model.json`` (+ ``code/`` for the Hugging Face inference container) to
 ``SM_MODEL_DIR``, ``training_report.json`` to ``SM_OUTPUT_DATA_DIR``, and on error a one-line
 reason in ``SM_OUTPUT_DIR/failure`` with exit code 1. Unset variables default to the
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tuneloop.training import distributed
 from tuneloop.training.config import TrainConfig, build_parser, parse_hyperparameters
 
 REPORT_FILE = "training_report.json"
@@ -53,36 +55,54 @@ def run(
     argv: Sequence[str],
     environ: Mapping[str, str] | None = None,
     serving_code: Sequence[Path] = (),
+    script: Path | None = None,
 ) -> int:
     """Run one training job; 0 on success, 1 (and a failure file) on any error.
 
     ``serving_code`` lists files (``inference.py``, ``requirements.txt``) copied to
     ``<model dir>/code/`` together with the ``tuneloop`` package, so the Hugging Face
-    inference container can serve the model straight from ``model.tar.gz``.
+    inference container can serve the model straight from ``model.tar.gz``. On a multi-GPU
+    instance (``SM_NUM_GPUS`` > 1) ``script`` (the entry point) is relaunched under torchrun.
     """
     env = os.environ if environ is None else environ
     paths = JobPaths.from_env(env)
     if any(arg in ("-h", "--help") for arg in argv):
         print(usage())
         return 0
+    place = distributed.topology(env)
     try:
         config = parse_hyperparameters(argv, env, paths.input_config_dir)
-        _train_and_save(config, paths, serving_code)
+        if script is not None and distributed.should_relaunch(env):
+            return _relaunch(script, argv, env, paths)
+        _train_and_save(config, paths, serving_code, main_process=place.is_main)
         return 0
     except Exception as exc:
         if not isinstance(exc, ValueError):  # an unexpected bug: keep the traceback
             traceback.print_exc(file=sys.stderr)
         reason = " ".join(f"{type(exc).__name__}: {exc}".split())
-        _write_failure(paths.output_dir, reason)
+        if place.is_main:  # one failure file per job, however many processes fail
+            _write_failure(paths.output_dir, reason)
         print(f"train failed: {reason}", file=sys.stderr, flush=True)
         return 1
+    finally:
+        distributed.stop(place)
+
+
+def _relaunch(script: Path, argv: Sequence[str], env: Mapping[str, str], paths: JobPaths) -> int:
+    code = distributed.relaunch(script, argv, env)
+    if code != 0 and not (paths.output_dir / "failure").is_file():
+        # A process other than rank 0 failed (rank 0 writes its own reason).
+        _write_failure(paths.output_dir, f"a training process exited with code {code}")
+    return 0 if code == 0 else 1
 
 
 def usage() -> str:
     return build_parser().format_help()
 
 
-def _train_and_save(config: TrainConfig, paths: JobPaths, serving_code: Sequence[Path]) -> None:
+def _train_and_save(
+    config: TrainConfig, paths: JobPaths, serving_code: Sequence[Path], *, main_process: bool
+) -> None:
     # Imported here so --help and argument errors do not pay for importing torch.
     from tuneloop.models.catalog import resolve_model
     from tuneloop.models.loading import write_model_metadata
@@ -91,7 +111,8 @@ def _train_and_save(config: TrainConfig, paths: JobPaths, serving_code: Sequence
     from tuneloop.training.report_outputs import write_loss_curve
 
     def log(line: str) -> None:
-        print(line, flush=True)
+        if main_process:
+            print(line, flush=True)
 
     dataset = read_channel(paths.train_channel)
     log(
@@ -111,13 +132,18 @@ def _train_and_save(config: TrainConfig, paths: JobPaths, serving_code: Sequence
             # The first run of a platform has no earlier data to replay.
             log(f"train: replay_fraction set but no replay channel at {paths.replay_channel}")
     result = train(config, dataset, log)
+    if not main_process:
+        return  # rank 0 writes the model and the report
 
     paths.model_dir.mkdir(parents=True, exist_ok=True)
+    # LoRA: the adapter only; full fine-tuning: the whole model (config.json + weights).
     result.model.save_pretrained(paths.model_dir)
     result.tokenizer.save_pretrained(paths.model_dir)
     extra: dict[str, Any] = {
         "data_sha256": dataset.sha256,
         "data_manifest_sha256": dataset.manifest_sha256(),
+        "adapter": config.finetune_method == "lora",
+        "finetune_method": config.finetune_method,
     }
     if config.init_adapter:
         extra["continued_from"] = config.init_adapter

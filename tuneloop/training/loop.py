@@ -1,5 +1,6 @@
-"""The LoRA training loop: plain PyTorch (AdamW over the LoRA parameters, linear schedule,
-gradient accumulation), which on CPU is faster and easier to reason about than HF Trainer.
+"""The training loop: plain PyTorch (AdamW over the trainable parameters, linear schedule,
+gradient accumulation, data parallelism), which on CPU is faster and easier to reason about
+than HF Trainer.
 """
 
 from __future__ import annotations
@@ -22,14 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812 (the conventional alias)
 
-from tuneloop.models.catalog import resolve_model
-from tuneloop.models.loading import load_model_dir
-from tuneloop.training.adapters import (
-    continued_adapter,
-    fetch_adapter,
-    live_adapter_digest,
-    new_adapter,
-)
+from tuneloop.training import distributed
+from tuneloop.training.adapters import live_adapter_digest
 from tuneloop.training.batching import micro_batches, step_plan
 from tuneloop.training.checkpoint import (
     CHECKPOINT_FILE,
@@ -40,6 +35,12 @@ from tuneloop.training.checkpoint import (
 )
 from tuneloop.training.config import TrainConfig, TrainingError
 from tuneloop.training.data import IGNORE_INDEX, Dataset, encode_dataset
+from tuneloop.training.model_setup import (
+    is_peft_model,
+    load_base,
+    trainable_model,
+    underlying_model,
+)
 from tuneloop.training.report_outputs import peak_rss_mb
 
 Log = Callable[[str], None]
@@ -96,22 +97,29 @@ class TrainingInterruptedError(TrainingError):
 
 
 def train(config: TrainConfig, dataset: Dataset, log: Log = print) -> TrainResult:
-    """Fine-tune a LoRA adapter on ``dataset``; returns the peft model and a report."""
+    """Fine-tune on ``dataset`` (LoRA adapter or every weight); returns the model and a report.
+
+    Under torchrun every process calls this; only rank 0 logs (``distributed.py``).
+    """
     started = time.monotonic()
+    place = distributed.topology()
+    distributed.start(place)
+    if not place.is_main:
+        log = _silent
     seed_everything(config.seed)
-    base: Any
-    base, tokenizer = load_model_dir(resolve_model(config.base_model), merge=True)
-    base.set_attn_implementation(config.attn_implementation)
+    device = _device(place)
+    autocast_dtype = resolve_precision(config.precision, device)
+    base, tokenizer = load_base(config, device)
     threads = config.num_threads or auto_threads(sum(p.numel() for p in base.parameters()))
     torch.set_num_threads(threads)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    autocast_dtype = resolve_precision(config.precision, device)
-    base.to(device)
     log(
         f"train: device {device}, {threads} thread(s), "
         f"{'bf16 autocast' if autocast_dtype else 'fp32'}, {config.attn_implementation} "
-        f"attention, packing {'on' if config.packing else 'off'}, "
+        f"attention, {config.finetune_method} fine-tuning"
+        f"{' over a 4-bit base' if config.quantize_4bit else ''}, "
+        f"packing {'on' if config.packing else 'off'}, "
         f"gradient checkpointing {'on' if config.gradient_checkpointing else 'off'}"
+        + (f", {place.world_size} processes" if place.distributed else "")
     )
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -126,18 +134,12 @@ def train(config: TrainConfig, dataset: Dataset, log: Log = print) -> TrainResul
         log(f"skipped {dropped} record(s) with nothing to learn within max_seq_length")
 
     base.config.use_cache = False  # no KV cache needed (or wanted) while training
-    init_info: dict[str, Any] | None = None
-    if config.init_adapter:
-        folder = fetch_adapter(config.init_adapter)
-        model = continued_adapter(base, folder, config, log)
-        init_info = {"source": config.init_adapter, "adapter_sha256": live_adapter_digest(model)}
-        log(f"train: continuing adapter {config.init_adapter}")
-    else:
-        model = new_adapter(base, config)
+    model, init_info = trainable_model(base, config, log)
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    named_params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    params = [p for _, p in named_params]
+    optimizer = _adamw(params, config, device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _linear_schedule(config))
     head = _split_head(model)
 
@@ -149,7 +151,10 @@ def train(config: TrainConfig, dataset: Dataset, log: Log = print) -> TrainResul
     else:
         log(f"resumed from checkpoint {checkpoint} at step {state.step}")
 
-    examples_per_step = config.per_device_batch_size * config.gradient_accumulation_steps
+    # Micro-batches per optimizer step over all processes; the effective batch is
+    # per_device_batch_size * gradient_accumulation_steps * processes examples.
+    micro_steps = config.gradient_accumulation_steps * place.world_size
+    examples_per_step = config.per_device_batch_size * micro_steps
     plan = step_plan(
         [len(e.input_ids) for e in examples],
         examples_per_step,
@@ -162,6 +167,10 @@ def train(config: TrainConfig, dataset: Dataset, log: Log = print) -> TrainResul
     if state.examples_seen != state.step * examples_per_step:
         raise TrainingError(f"checkpoint {checkpoint} has an inconsistent data position")
 
+    def save() -> None:
+        if place.is_main:
+            save_checkpoint(checkpoint, run_id, model, optimizer, scheduler, state)
+
     model.train()
     loop_started = time.monotonic()
     stop = threading.Event()
@@ -170,16 +179,19 @@ def train(config: TrainConfig, dataset: Dataset, log: Log = print) -> TrainResul
             batches = micro_batches(
                 [examples[i] for i in next(plan)],
                 per_device_batch_size=config.per_device_batch_size,
-                accumulation_steps=config.gradient_accumulation_steps,
+                accumulation_steps=micro_steps,
                 pad_id=pad_id,
                 packing=config.packing,
                 max_length=config.max_seq_length,
             )
             # Normalize by the step's label count so accumulation equals one big batch.
             label_count = sum(batch.label_count for batch in batches)
-            step_loss = 0.0
-            for batch in batches:
-                tensors = {name: tensor.to(device) for name, tensor in batch.tensors.items()}
+            loss_total = torch.zeros((), dtype=torch.float64, device=device)
+            for batch in batches[place.rank :: place.world_size]:
+                tensors = {
+                    name: tensor.to(device, non_blocking=True)
+                    for name, tensor in batch.tensors.items()
+                }
                 with torch.autocast(
                     device.type,
                     dtype=autocast_dtype or torch.float32,
@@ -187,13 +199,17 @@ def train(config: TrainConfig, dataset: Dataset, log: Log = print) -> TrainResul
                 ):
                     loss_sum = _loss_sum(model, head, tensors)
                 (loss_sum / label_count).backward()
-                step_loss += float(loss_sum.detach())
-                state.tokens += batch.tokens
-                state.positions += int(tensors["input_ids"].numel())
+                loss_total += loss_sum.detach()  # no host sync per micro-batch
+            state.tokens += sum(batch.tokens for batch in batches)
+            state.positions += sum(batch.positions for batch in batches)
             state.label_tokens += label_count
             state.examples_seen += examples_per_step
+            step_loss = float(loss_total)
+            if place.distributed:
+                distributed.sum_gradients(params)
+                (step_loss,) = distributed.sum_scalars([step_loss], device)
             if config.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+                torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm, foreach=True)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -207,47 +223,58 @@ def train(config: TrainConfig, dataset: Dataset, log: Log = print) -> TrainResul
             )
             log(f"train_loss={loss:.6f};")  # SageMaker metric definition regex target
             ran = state.step - state.resumed_step
-            interrupted = stop.is_set() or (
+            stop_votes = float(stop.is_set())
+            if place.distributed:  # every process stops after the same step
+                (stop_votes,) = distributed.sum_scalars([stop_votes], device)
+            interrupted = stop_votes > 0 or (
                 config.stop_after_steps and ran >= config.stop_after_steps
             )
             if interrupted and state.step < config.max_steps:
-                save_checkpoint(checkpoint, run_id, model, optimizer, scheduler, state)
+                save()
                 raise TrainingInterruptedError(
                     f"stopped after step {state.step} of {config.max_steps}; "
                     f"resumable checkpoint in {checkpoint}"
                 )
             if config.checkpoint_steps and state.step % config.checkpoint_steps == 0:
-                save_checkpoint(checkpoint, run_id, model, optimizer, scheduler, state)
+                save()
 
     train_seconds = time.monotonic() - loop_started
     model.eval()
     trained_tokens = state.tokens - state.resumed_tokens
+    tokens_per_second = trained_tokens / train_seconds if train_seconds > 0 else None
+    log(f"train_tokens_per_second={tokens_per_second or 0:.1f};")  # metric definition target
     report = {
         "losses": state.losses,
         "final_loss": state.losses[-1] if state.losses else None,
         "steps": state.step,
         "resumed_from_step": state.resumed_step,
-        "micro_batches": config.max_steps * config.gradient_accumulation_steps,
+        "micro_batches": config.max_steps * micro_steps,
         "examples_seen": state.examples_seen,
         "tokens": state.tokens,
         "tokens_seen": state.tokens,
         "label_tokens": state.label_tokens,
         "padding_fraction": 1 - state.tokens / state.positions if state.positions else 0.0,
-        "tokens_per_second": trained_tokens / train_seconds if train_seconds > 0 else None,
+        "tokens_per_second": tokens_per_second,
         "train_seconds": train_seconds,
         "wall_seconds": time.monotonic() - started,
         "peak_rss_mb": peak_rss_mb(),
+        "peak_gpu_memory_mb": (
+            torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+        ),
         "num_threads": threads,
         "device": str(device),
+        "processes": place.world_size,
         "precision": "bf16" if autocast_dtype else "fp32",
         "attention": config.attn_implementation,
+        "finetune_method": config.finetune_method,
+        "quantize_4bit": config.quantize_4bit,
         "records": len(dataset.records),
         "examples": len(examples),
         "dropped_records": dropped,
         "trainable_parameters": sum(p.numel() for p in params),
         "total_parameters": sum(p.numel() for p in model.parameters()),
         "init_adapter": init_info,
-        "adapter_sha256": live_adapter_digest(model),
+        "adapter_sha256": live_adapter_digest(model) if is_peft_model(model) else None,
         "data_sha256": dataset.sha256,
         "data_files": dataset.files,
         "data_manifest": dataset.manifest,
@@ -255,6 +282,26 @@ def train(config: TrainConfig, dataset: Dataset, log: Log = print) -> TrainResul
         "config": dataclasses.asdict(config),
     }
     return TrainResult(model=model, tokenizer=tokenizer, report=report)
+
+
+def _silent(_: str) -> None:
+    pass
+
+
+def _device(place: distributed.Topology) -> torch.device:
+    if torch.cuda.is_available():
+        torch.cuda.set_device(place.local_rank)
+        return torch.device("cuda", place.local_rank)
+    return torch.device("cpu")
+
+
+def _adamw(params: list[Any], config: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW with the fused kernel (one call for all parameters instead of a Python loop over
+    hundreds of LoRA tensors), where this PyTorch has it for the device."""
+    fused = device.type in ("cuda", "cpu") and all(p.is_floating_point() for p in params)
+    return torch.optim.AdamW(
+        params, lr=config.learning_rate, weight_decay=config.weight_decay, fused=fused
+    )
 
 
 @contextmanager
@@ -287,7 +334,7 @@ def _split_head(model: Any) -> tuple[Any, Any] | None:
     Applying the head only where a label exists skips most of the vocabulary projection
     (the most expensive layer of a small model) on prompt tokens and padding.
     """
-    base = model.get_base_model()
+    base = underlying_model(model)
     get_decoder = getattr(base, "get_decoder", None)
     decoder = get_decoder() if callable(get_decoder) else None
     head = base.get_output_embeddings()
