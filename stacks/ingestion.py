@@ -101,6 +101,9 @@ class IngestionStack(Stack):
         )
 
         ingest = self.ingest.function
+        # Large drops are split into segments sent back to this queue (one per invocation).
+        ingest.add_environment("INGEST_QUEUE_URL", self.queue.queue.queue_url)
+        self.queue.queue.grant_send_messages(ingest)
         ingest.add_event_source(
             event_sources.SqsEventSource(
                 self.queue.queue,

@@ -1,5 +1,8 @@
 """Ingest: an SQS batch of S3 "Object Created" events → stored, duplicate or quarantined.
 
+A large object is split into segments sent back to the same queue (``INGEST_QUEUE_URL``);
+a segment message is ingested like an event, for its byte range of the object.
+
 Failed messages are reported individually (partial batch response) and retried; all
 writes are idempotent, so a retried or re-delivered message creates nothing new.
 """
@@ -19,7 +22,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from tuneloop.envmodel import load_env
-from tuneloop.ingest import IngestTables, ingest_drop, parse_drop_event, trigger_after_ingest
+from tuneloop.ingest import IngestTables, ingest_message, trigger_after_ingest
 
 logger = Logger()
 
@@ -31,6 +34,8 @@ class Env:
     control_table: str
     state_machine_arn: str
     retrain_threshold: int
+    # Where segments of large drops are sent; empty: every drop is processed whole.
+    ingest_queue_url: str = ""
 
 
 @logger.inject_lambda_context
@@ -39,7 +44,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     tables = IngestTables(env.records_table, env.drops_table, env.control_table)
 
     def ingest_record(record: SQSRecord) -> dict[str, Any]:
-        result = ingest_drop(parse_drop_event(record.body), tables).as_dict()
+        result = ingest_message(record.body, tables, queue_url=env.ingest_queue_url).as_dict()
         logger.info("drop processed", extra={"drop": result})
         return result
 

@@ -424,3 +424,50 @@ def test_records_are_accounted_for_in_chunks_with_whole_file_line_numbers(env: P
 
     assert (result.received, result.stored, result.duplicate, result.quarantined) == (7, 5, 1, 1)
     assert sorted(int(r["line"]) for r in table_items(env.records_table)) == [1, 2, 3, 4, 5]
+
+
+def test_a_large_drop_is_split_into_segments_that_complete_it_once(env: Platform) -> None:
+    from tuneloop.ingest import IngestSettings, IngestTables, ingest_message
+
+    # Given a CSV larger than the (tiny) segment size, with a quoted cell spanning lines,
+    # a duplicate in a later segment and a bad row
+    sqs = aws.client("sqs")
+    queue_url = sqs.create_queue(QueueName="ingest")["QueueUrl"]
+    rows = [f"segmented record number {n},{n}" for n in range(30)]
+    rows[4] = '"a quoted cell\nthat spans\nthree lines",4'
+    rows[25] = rows[1]
+    rows[27] = '1,2,3,"too many cells"'
+    key = "drops/support/big.csv"
+    body = drop(env, key, ("text,n\n" + "\n".join(rows) + "\n").encode())
+    tables = IngestTables(env.records_table, env.drops_table, env.control_table)
+    settings = IngestSettings(segment_bytes=200)
+
+    # When the event is ingested, and then every segment message it queued
+    first = ingest_message(body, tables, settings, queue_url=queue_url)
+    messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10)["Messages"]
+    results = [ingest_message(m["Body"], tables, settings) for m in messages]
+    # (a segment delivered twice changes nothing)
+    again = ingest_message(messages[0]["Body"], tables, settings)
+
+    # Then the drop was split, and completed once with the summed, reconciled counts
+    assert first.status == "segmented"
+    assert len(messages) == len(results) > 2
+    assert again.status == "already_complete"
+    parent = drop_item(env, key, body)
+    assert parent["status"] == "complete"
+    assert int(parent["segments"]) == int(parent["segments_done"]) == len(messages)
+    assert (parent["received"], parent["stored"]) == (30, 28)
+    assert (parent["duplicate"], parent["quarantined"]) == (1, 1)
+    assert parent["reasons"] == {"invalid_csv": 1}
+    assert parent["quarantine_uri"] == f"s3://{env.raw_bucket}/quarantine/{parent['drop_id']}/"
+    # ... line numbers are those of the whole file (the header is line 1) ...
+    lines = sorted(int(r["line"]) for r in table_items(env.records_table))
+    expected = [n + 2 if n <= 4 else n + 4 for n in range(30) if n not in (25, 27)]
+    assert lines == expected
+    # ... the segment items name their drop, and the retrain counter grew by the stored count
+    segments = [i for i in table_items(env.drops_table) if "segment_of" in i]
+    assert {i["segment_of"] for i in segments} == {parent["drop_id"]}
+    assert pending_records(env) == 28
+    # ... and the whole-file event delivered again changes nothing
+    assert ingest_message(body, tables, settings, queue_url=queue_url).status == "already_complete"
+    assert sqs.receive_message(QueueUrl=queue_url).get("Messages", []) == []

@@ -2,7 +2,13 @@
 store, quarantine, manifest. Decisions: docs/ingestion.md."""
 
 from tuneloop.ingest.events import DropObject, InvalidDropEventError, parse_drop_event
-from tuneloop.ingest.service import DropResult, IngestTables, ingest_drop, trigger_after_ingest
+from tuneloop.ingest.service import (
+    DropResult,
+    IngestTables,
+    ingest_drop,
+    ingest_message,
+    trigger_after_ingest,
+)
 from tuneloop.ingest.settings import DEFAULT_SETTINGS, IngestSettings
 
 __all__ = [
@@ -13,6 +19,7 @@ __all__ = [
     "IngestTables",
     "InvalidDropEventError",
     "ingest_drop",
+    "ingest_message",
     "parse_drop_event",
     "trigger_after_ingest",
 ]

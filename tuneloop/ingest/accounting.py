@@ -12,10 +12,11 @@ that was stored, never at one the filters threw away.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from tuneloop.ingest.minhash import MemoryLSH, MinHasher, NearMatch, Signature
 from tuneloop.ingest.model import Candidate, Rejection
@@ -226,3 +227,38 @@ class DropTally:
     def reconciles(self) -> bool:
         accounted = self.stored + self.duplicate + self.near_duplicate + self.quarantined
         return self.received == accounted
+
+
+def chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
+
+
+def account_in_chunks(
+    parsed: ParsedFile,
+    *,
+    drop_id: str,
+    store: RecordStore,
+    settings: IngestSettings = DEFAULT_SETTINGS,
+    new_index: Callable[[], NearDuplicateIndex | None] = lambda: None,
+    tags: tuple[str, ...] = (),
+    on_chunk: Callable[[FileOutcome], None],
+) -> None:
+    """``account_for_file`` over ``settings.chunk_records`` records at a time, so memory
+    is bounded by the chunk, not the file; ``on_chunk`` takes each chunk's outcome.
+
+    A duplicate of a record from an earlier chunk is found by the store (it exists
+    already), a near-duplicate by the index (a fresh one per chunk from ``new_index``, so
+    no cache grows with the file).
+    """
+    for chunk in chunks(parsed.items, settings.chunk_records):
+        part = ParsedFile(parsed.file, parsed.unit, chunk, parsed.format)
+        outcome = account_for_file(
+            part, drop_id=drop_id, store=store, settings=settings, index=new_index(), tags=tags
+        )
+        if outcome.received != len(chunk):
+            raise AssertionError(
+                f"{parsed.file}: {len(chunk)} records received but {outcome.received} accounted for"
+            )
+        on_chunk(outcome)

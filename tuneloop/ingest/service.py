@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import itertools
-from collections.abc import Iterator
+import json
 from contextlib import ExitStack
 from dataclasses import dataclass
 from decimal import Decimal
@@ -19,27 +18,46 @@ from urllib.parse import unquote_plus
 
 from botocore.exceptions import ClientError
 
+from tuneloop import aws
 from tuneloop.ingest import objects
-from tuneloop.ingest.accounting import DropTally, account_for_file
-from tuneloop.ingest.drops import COMPLETE, DropsTable
-from tuneloop.ingest.events import DropObject
+from tuneloop.ingest.accounting import DropTally, FileOutcome, account_in_chunks
+from tuneloop.ingest.drops import COMPLETE, DropsTable, SegmentedDrops
+from tuneloop.ingest.events import DropObject, parse_drop_event
 from tuneloop.ingest.manifest import DropManifest, ManifestError, is_manifest_key, load_manifest
 from tuneloop.ingest.model import Rejection
 from tuneloop.ingest.near_dup import DynamoNearDuplicateIndex
-from tuneloop.ingest.parsing import ParsedFile, ReadOptions, data_extension, format_of, parse_stream
+from tuneloop.ingest.parsing import ReadOptions, data_extension, format_of, parse_stream
 from tuneloop.ingest.quarantine import QUARANTINE_PREFIX, QuarantineWriter, quarantine_key
+from tuneloop.ingest.reading import GZIP_MAGIC
 from tuneloop.ingest.records import DropRecordStore
 from tuneloop.ingest.redaction import redactors_named
+from tuneloop.ingest.segments import (
+    LINE_FORMATS,
+    SegmentMessage,
+    parquet_row_groups,
+    parse_segment_message,
+    plan_line_segments,
+    plan_parquet_segments,
+)
 from tuneloop.ingest.settings import DEFAULT_SETTINGS, IngestSettings
 from tuneloop.retrain import start_retrain_if_due
 
-__all__ = ["QUARANTINE_PREFIX", "DropResult", "IngestTables", "ingest_drop", "quarantine_key"]
+__all__ = [
+    "QUARANTINE_PREFIX",
+    "DropResult",
+    "IngestTables",
+    "ingest_drop",
+    "ingest_message",
+    "ingest_segment",
+    "quarantine_key",
+]
 
 # The manifest names the first near-duplicates (line, record, the record it matches); the
 # count is always complete. Bounded so the item stays far below DynamoDB's 400 KB.
 MAX_MANIFEST_NEAR_DUPLICATES = 100
 # Read-ahead over an S3 object for Parquet's ranged reads.
 RANGE_BUFFER_BYTES = 1024 * 1024
+MAX_SQS_BATCH = 10
 
 
 class ReconciliationError(RuntimeError):
@@ -57,7 +75,9 @@ class IngestTables:
 @dataclass(frozen=True)
 class DropResult:
     key: str
-    status: str  # "complete" (processed now), "already_complete" or "skipped"
+    # "complete" (processed now), "already_complete", "skipped" or "segmented" (split
+    # into segments that other invocations process)
+    status: str
     reason: str = ""
     drop_id: str = ""
     received: int = 0
@@ -73,10 +93,36 @@ class DropResult:
         return dataclasses.asdict(self)
 
 
-def ingest_drop(
-    obj: DropObject, tables: IngestTables, settings: IngestSettings = DEFAULT_SETTINGS
+def ingest_message(
+    body: str,
+    tables: IngestTables,
+    settings: IngestSettings = DEFAULT_SETTINGS,
+    *,
+    queue_url: str = "",
 ) -> DropResult:
-    """Process one object of the raw bucket; safe to call again with the same event."""
+    """Process one ingest-queue message: an S3 event, or a segment of a large drop."""
+    try:
+        decoded: Any = json.loads(body)
+    except json.JSONDecodeError:
+        decoded = None
+    segment = parse_segment_message(decoded)
+    if segment is not None:
+        return ingest_segment(segment, tables, settings)
+    return ingest_drop(parse_drop_event(body), tables, settings, queue_url=queue_url)
+
+
+def ingest_drop(
+    obj: DropObject,
+    tables: IngestTables,
+    settings: IngestSettings = DEFAULT_SETTINGS,
+    *,
+    queue_url: str = "",
+) -> DropResult:
+    """Process one object of the raw bucket; safe to call again with the same event.
+
+    With ``queue_url``, an object over ``settings.segment_bytes`` is split into segments
+    sent to that queue (segments.py) instead of being processed here.
+    """
     if not obj.is_drop:
         return DropResult(obj.key, "skipped", f"not a data drop (outside drops/): {obj.key}")
     if is_manifest_key(obj.key):
@@ -94,6 +140,13 @@ def ingest_drop(
     existing = drops.start(obj.drop_id, obj)
     if existing and existing.get("status") == COMPLETE:
         return _already_complete(obj.key, existing)
+    if existing and existing.get("segments"):
+        return _resend_segments(obj, int(existing["segments"]), tables, queue_url)
+
+    if queue_url and obj.size > settings.segment_bytes:
+        segmented = _split(obj, tables, settings, queue_url)
+        if segmented is not None:
+            return segmented
 
     tally = DropTally(max_listed=MAX_MANIFEST_NEAR_DUPLICATES)
     redactors = redactors_named(settings.redactors)
@@ -130,6 +183,153 @@ def ingest_drop(
         quarantine_uri=quarantine_uri,
         redactions=dict(tally.redactions),
     )
+
+
+def ingest_segment(
+    message: SegmentMessage, tables: IngestTables, settings: IngestSettings = DEFAULT_SETTINGS
+) -> DropResult:
+    """Process one segment of a large drop; the last one to finish completes the drop."""
+    obj, segment = message.obj, message.segment
+    drops = SegmentedDrops(tables.drops)
+    own_id = message.segment_id
+    existing = drops.get(own_id)
+    if existing is None:
+        raise SegmentError(f"{own_id}: no segment item; the drop was not planned")
+    if existing.get("status") == COMPLETE:
+        drops.finish_if_done(obj.drop_id)  # a crash between the two steps is repaired here
+        return _already_complete(obj.key, {**existing, "drop_id": own_id})
+
+    tally = DropTally(max_listed=MAX_MANIFEST_NEAR_DUPLICATES)
+    redactors = redactors_named(settings.redactors)
+    key = quarantine_key(obj.drop_id, f"{obj.file_name}.{segment.index:05d}")
+    with QuarantineWriter(obj.bucket, key, redactors) as quarantine:
+        try:
+            manifest = load_manifest(obj.bucket, obj.key, dataset=obj.dataset)
+        except ManifestError as exc:
+            rejection = _manifest_rejection(obj, exc)
+            tally.received, tally.quarantined = 1, 1
+            tally.reasons[rejection.reason] += 1
+            quarantine.write([rejection])
+        else:
+            options = dataclasses.replace(
+                read_options(manifest),
+                first_line=segment.first_line,
+                csv_header=segment.csv_header,
+                row_groups=segment.row_groups,
+                first_row=segment.first_row,
+            )
+            _account_for_object(
+                obj,
+                manifest,
+                tables,
+                settings,
+                tally,
+                quarantine,
+                options=options,
+                byte_range=(segment.start, segment.end),
+            )
+        quarantine_uri = quarantine.upload()
+    if not tally.reconciles:
+        raise ReconciliationError(f"{own_id}: counts do not reconcile")
+    counts = _manifest_counts(tally, quarantine_uri)
+    finished = drops.complete_segment(
+        own_id, obj.drop_id, counts, control_table=tables.control, stored=tally.stored
+    )
+    drops.finish_if_done(obj.drop_id)
+    return DropResult(
+        key=obj.key,
+        status=COMPLETE if finished else "already_complete",
+        reason=f"segment {segment.index + 1} of {message.count}",
+        drop_id=own_id,
+        received=tally.received,
+        stored=tally.stored,
+        duplicate=tally.duplicate,
+        near_duplicate=tally.near_duplicate,
+        quarantined=tally.quarantined,
+        quarantine_uri=quarantine_uri,
+        redactions=dict(tally.redactions),
+    )
+
+
+class SegmentError(RuntimeError):
+    """A segment message whose drop has no plan; retried, then the DLQ."""
+
+
+def _split(
+    obj: DropObject, tables: IngestTables, settings: IngestSettings, queue_url: str
+) -> DropResult | None:
+    """Plan the segments of a large object and send them, or None when it cannot be split
+    (gzip, a JSON document, an invalid manifest: processed here, streaming)."""
+    try:
+        manifest = load_manifest(obj.bucket, obj.key, dataset=obj.dataset)
+    except ManifestError:
+        return None
+    file_format = format_of(obj.key, manifest.format)
+    if file_format is None or _starts_with_gzip(obj):
+        return None
+    if file_format == "parquet":
+        source = io.BufferedReader(
+            objects.RangeFile(obj.bucket, obj.key, obj.size), RANGE_BUFFER_BYTES
+        )
+        try:
+            groups = parquet_row_groups(source)
+        except Exception:  # an unreadable file is quarantined by the whole-file path
+            return None
+        planned = plan_parquet_segments(groups, settings.segment_bytes)
+    elif file_format in LINE_FORMATS:
+        with objects.open_range(obj.bucket, obj.key) as stream:
+            planned = plan_line_segments(stream, file_format, settings.segment_bytes)
+    else:
+        return None
+    if len(planned) < 2:
+        return None
+    messages = [SegmentMessage(obj, segment, len(planned)) for segment in planned]
+    drops = SegmentedDrops(tables.drops)
+    drops.plan(obj.drop_id, [(m.segment_id, m.to_json()) for m in messages], obj)
+    _send(queue_url, [m.to_json() for m in messages])
+    return DropResult(
+        obj.key,
+        "segmented",
+        f"split into {len(messages)} segments of at most about "
+        f"{settings.segment_bytes} bytes, each ingested by its own invocation",
+        drop_id=obj.drop_id,
+    )
+
+
+def _resend_segments(
+    obj: DropObject, count: int, tables: IngestTables, queue_url: str
+) -> DropResult:
+    """A re-delivered event of a segmented drop: send the unfinished segments again (a
+    first delivery may have stopped before sending all); finished ones are skipped."""
+    drops = SegmentedDrops(tables.drops)
+    pending = drops.unfinished_messages(obj.drop_id, count)
+    if pending and queue_url:
+        _send(queue_url, pending)
+    finished = drops.finish_if_done(obj.drop_id)
+    if finished is not None and finished.get("status") == COMPLETE:
+        return _already_complete(obj.key, finished)
+    return DropResult(
+        obj.key,
+        "segmented",
+        f"{count} segments, {len(pending)} not finished (sent again)",
+        drop_id=obj.drop_id,
+    )
+
+
+def _send(queue_url: str, bodies: list[str]) -> None:
+    sqs = aws.client("sqs")
+    for start in range(0, len(bodies), MAX_SQS_BATCH):
+        batch = bodies[start : start + MAX_SQS_BATCH]
+        entries = [{"Id": str(n), "MessageBody": body} for n, body in enumerate(batch)]
+        response = sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
+        failed = response.get("Failed", [])
+        if failed:
+            raise SegmentError(f"could not queue {len(failed)} segments: {failed[0]}")
+
+
+def _starts_with_gzip(obj: DropObject) -> bool:
+    with objects.open_range(obj.bucket, obj.key, 0, 2) as head:
+        return head.read(2) == GZIP_MAGIC
 
 
 def _manifest_rejection(obj: DropObject, exc: ManifestError) -> Rejection:
@@ -188,30 +388,28 @@ def _account_for_object(
             tables.records, dataset=obj.dataset, source_key=obj.key, source=manifest.source or ""
         )
         tags = (*source_tags(obj, manifest), *manifest.record_tags())
-        for chunk in _chunks(parsed.items, settings.chunk_records):
-            # A fresh index per chunk: its cache of band items must not grow with the file.
-            index = DynamoNearDuplicateIndex(
+
+        def new_index() -> DynamoNearDuplicateIndex:
+            return DynamoNearDuplicateIndex(
                 control_table=tables.control,
                 records_table=tables.records,
                 dataset=obj.dataset,
                 settings=settings.near_duplicates,
             )
-            part = ParsedFile(parsed.file, parsed.unit, chunk, parsed.format)
-            outcome = account_for_file(
-                part, drop_id=obj.drop_id, store=store, settings=settings, index=index, tags=tags
-            )
-            if outcome.received != len(chunk):
-                raise ReconciliationError(
-                    f"{obj.key}: {len(chunk)} records received but {outcome.received} accounted for"
-                )
+
+        def on_chunk(outcome: FileOutcome) -> None:
             tally.add(outcome)
             quarantine.write(outcome.rejections)
 
-
-def _chunks(items: Any, size: int) -> Iterator[list[Any]]:
-    iterator = iter(items)
-    while chunk := list(itertools.islice(iterator, size)):
-        yield chunk
+        account_in_chunks(
+            parsed,
+            drop_id=obj.drop_id,
+            store=store,
+            settings=settings,
+            new_index=new_index,
+            tags=tags,
+            on_chunk=on_chunk,
+        )
 
 
 def _open(

@@ -64,6 +64,9 @@ class IngestSettings:
     near_duplicates: NearDuplicateSettings = field(default_factory=NearDuplicateSettings)
     # Records accounted for (validated, deduplicated, written) together; bounds memory.
     chunk_records: int = 1000
+    # A file larger than this is split into segments of about this size, each ingested by
+    # its own invocation (segments.py); sized so a segment fits the Lambda's time limit.
+    segment_bytes: int = 64 * 1024 * 1024
 
 
 DEFAULT_SETTINGS = IngestSettings()
