@@ -3,12 +3,17 @@
 The baseline is the plain way to serve a model: a loop that tokenizes one prompt, calls
 ``model.generate`` and decodes, request after request. Ours is ``tuneloop.serving``'s server,
 started in this process on a free loopback port, answering the same greedy requests sent by
-1, 4 and 16 concurrent clients (dynamic batching groups what arrives together). Printed per
-level: completion tokens per second, p50/p95 latency as the client sees it, and the
-throughput ratio ours / baseline::
+1, 4 and 16 concurrent clients (dynamic batching groups what arrives together). The baseline
+and the levels run interleaved (baseline, 1, 4, 16, baseline, 1, ...) for ``--repeats``
+rounds, so a change in machine load hits both alike; each level's ratio is taken against its
+own round's baseline and the median over rounds is printed, with median tokens/s and
+p50/p95 latency as the client sees it::
 
-    .venv/bin/python benchmarks/serving_throughput.py          # SmolLM2-135M-Instruct
+    .venv/bin/python benchmarks/serving_throughput.py --threads 1 --repeats 3  # SmolLM2-135M
     .venv/bin/python benchmarks/serving_throughput.py --tiny   # a tiny random model, seconds
+
+``--threads`` sets torch's intra-op threads for both sides (on a shared machine one thread
+avoids the spinning of oversubscribed OpenMP threads).
 """
 
 from __future__ import annotations
@@ -156,41 +161,68 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=16, help="requests per level (16)")
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--levels", default="1,4,16", help="client concurrency levels")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds (3)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     args = parser.parse_args(argv)
     levels = [int(level) for level in args.levels.split(",")]
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(f"loading {'a tiny model' if args.tiny else MODEL} ...", flush=True)
     generator = load(args.tiny)
     requests = payloads(args.requests, args.max_new_tokens)
-    print("warm-up ...", flush=True)
-    baseline_loop(generator, requests[:2])
-    print(f"baseline: {len(requests)} requests one at a time ...", flush=True)
-    baseline = baseline_loop(generator, requests)
-    print(baseline.line(), flush=True)
     settings = BatchSettings(max_batch_size=max(8, max(levels)), wait_ms=10)
     # The per-request metrics lines would drown the report.
     metrics_sink = open(os.devnull, "w")  # noqa: SIM115 (closed in the finally below)
     httpd = make_server(
-        generator, "127.0.0.1", 0, batch_settings=settings, metrics_stream=metrics_sink
+        generator,
+        "127.0.0.1",
+        0,
+        batch_settings=settings,
+        metrics_stream=metrics_sink,
+        access_log=False,
     )
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    runs = []
+    print("warm-up ...", flush=True)
+    baseline_loop(generator, requests[:2])
+    served(httpd, requests[:2], 2)
+    rounds: list[tuple[Run, list[Run]]] = []
     try:
-        for level in levels:
-            print(f"server: {len(requests)} requests from {level} clients ...", flush=True)
-            run = served(httpd, requests, level)
-            print(run.line(), flush=True)
-            runs.append(run)
+        for repeat in range(args.repeats):
+            print(f"round {repeat + 1}/{args.repeats}", flush=True)
+            baseline = baseline_loop(generator, requests)
+            print("  " + baseline.line(), flush=True)
+            runs = []
+            for level in levels:
+                run = served(httpd, requests, level)
+                print("  " + run.line(), flush=True)
+                runs.append(run)
+            rounds.append((baseline, runs))
     finally:
         httpd.shutdown()
         httpd.server_close()
         metrics_sink.close()
-    print(f"\nmax batch size {settings.max_batch_size}, batch wait {settings.wait_ms} ms")
-    for run in runs:
-        ratio = run.tokens_per_s / baseline.tokens_per_s
-        p50 = run.percentile(0.5) / statistics.median(baseline.latencies_ms)
+    print(
+        f"\nmax batch size {settings.max_batch_size}, batch wait {settings.wait_ms} ms, "
+        f"torch threads {torch.get_num_threads()}, {len(requests)} requests x "
+        f"{args.max_new_tokens} new tokens per level, median of {args.repeats} rounds"
+    )
+    median = statistics.median
+    baselines = [baseline for baseline, _ in rounds]
+    print(
+        f"{'baseline: generate loop':<28} {median(b.tokens_per_s for b in baselines):9.1f} tok/s"
+        f"   p50 {median(b.percentile(0.5) for b in baselines):8.1f} ms"
+        f"   p95 {median(b.percentile(0.95) for b in baselines):8.1f} ms"
+    )
+    for position in range(len(levels)):
+        level_runs = [runs[position] for _, runs in rounds]
+        ratios = [runs[position].tokens_per_s / baseline.tokens_per_s for baseline, runs in rounds]
         print(
-            f"{run.name:<28} throughput ours / baseline = {ratio:.2f}x   p50 latency = {p50:.2f}x"
+            f"{level_runs[0].name:<28} {median(r.tokens_per_s for r in level_runs):9.1f} tok/s"
+            f"   p50 {median(r.percentile(0.5) for r in level_runs):8.1f} ms"
+            f"   p95 {median(r.percentile(0.95) for r in level_runs):8.1f} ms"
+            f"   throughput ours / baseline = {median(ratios):.2f}x"
+            f" (rounds: {', '.join(f'{r:.2f}' for r in ratios)})"
         )
     return 0
 

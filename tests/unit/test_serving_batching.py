@@ -6,7 +6,7 @@ import http.client
 import json
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +25,12 @@ class RecordingGenerator(Generator):
     batch_sizes: list[int]
 
     def generate_batch(
-        self, requests: Sequence[GenerationRequest]
+        self,
+        requests: Sequence[GenerationRequest],
+        on_result: Callable[[int, dict[str, Any] | Exception], None] | None = None,
     ) -> list[dict[str, Any] | Exception]:
         self.batch_sizes.append(len(requests))
-        return super().generate_batch(requests)
+        return super().generate_batch(requests, on_result)
 
 
 @pytest.fixture(scope="module")
@@ -164,6 +166,51 @@ def test_batches_never_exceed_the_max_size(generator: RecordingGenerator) -> Non
     assert max(generator.batch_sizes) == 2
 
 
+def wait_for(condition: Callable[[], bool], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return condition()
+
+
+def test_a_lone_request_starts_without_waiting_the_window(
+    generator: RecordingGenerator,
+) -> None:
+    batcher = Batcher(generator, BatchSettings(max_batch_size=8, wait_ms=10_000))
+    generator.batch_sizes.clear()
+    request = parse_request({"prompt": "hi", "parameters": {"max_new_tokens": 2}})
+    threads = [threading.Thread(target=batcher.submit, args=(request,)) for _ in range(2)]
+    try:
+        with generator._lock:  # the worker blocks inside its batch, as in a long generation
+            threads[0].start()
+            # Nothing else announced: the batch starts at once, well before the 10 s window.
+            assert wait_for(lambda: generator.batch_sizes == [1], 5), generator.batch_sizes
+            threads[1].start()  # arrives while the first batch runs: it waits for the next
+    finally:
+        for thread in threads:
+            thread.join(timeout=60)
+        batcher.close()
+    assert generator.batch_sizes == [1, 1]
+
+
+def test_an_announced_request_joins_the_batch(generator: RecordingGenerator) -> None:
+    batcher = Batcher(generator, BatchSettings(max_batch_size=8, wait_ms=10_000))
+    generator.batch_sizes.clear()
+    request = parse_request({"prompt": "hi", "parameters": {"max_new_tokens": 2}})
+    batcher.announce()  # a second request is being read by a handler
+    first = threading.Thread(target=batcher.submit, args=(request,))
+    second = threading.Thread(target=batcher.submit, args=(request,), kwargs={"announced": True})
+    try:
+        first.start()
+        assert not wait_for(lambda: bool(generator.batch_sizes), 0.3)  # held open for it
+        second.start()
+    finally:
+        first.join(timeout=60)
+        second.join(timeout=60)
+        batcher.close()
+    assert generator.batch_sizes == [2]
+
+
 def test_submit_raises_the_request_error(generator: RecordingGenerator) -> None:
     batcher = Batcher(generator, BatchSettings(wait_ms=0))
     try:
@@ -196,6 +243,13 @@ def test_serve_app_rejects_bad_batch_settings(tmp_path: Path, capsys: Any) -> No
     env = {"SM_MODEL_DIR": str(tmp_path), "TUNELOOP_MAX_BATCH_SIZE": "x"}
     assert run(env) == 1
     assert "TUNELOOP_MAX_BATCH_SIZE" in capsys.readouterr().err
+
+
+def test_serve_app_rejects_a_bad_thread_count(tmp_path: Path, capsys: Any) -> None:
+    from tuneloop.serving.app import run
+
+    assert run({"SM_MODEL_DIR": str(tmp_path), "TUNELOOP_NUM_THREADS": "two"}) == 1
+    assert "TUNELOOP_NUM_THREADS must be an integer" in capsys.readouterr().err
 
 
 def test_a_taken_port_stops_the_worker(

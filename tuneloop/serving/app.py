@@ -10,7 +10,8 @@ from pathlib import Path
 
 def run(environ: Mapping[str, str] | None = None) -> int:
     """Serve ``SM_MODEL_DIR`` (default /opt/ml/model) on ``HOST:PORT`` (127.0.0.1:8080),
-    batching per ``TUNELOOP_MAX_BATCH_SIZE`` (8) and ``TUNELOOP_BATCH_WAIT_MS`` (10)."""
+    batching per ``TUNELOOP_MAX_BATCH_SIZE`` (8) and ``TUNELOOP_BATCH_WAIT_MS`` (10), with
+    ``TUNELOOP_NUM_THREADS`` torch threads (default: torch's, one per core)."""
     env = os.environ if environ is None else environ
     model_dir = Path(env.get("SM_MODEL_DIR") or "/opt/ml/model")
     host = env.get("HOST") or "127.0.0.1"
@@ -19,10 +20,16 @@ def run(environ: Mapping[str, str] | None = None) -> int:
         from tuneloop.serving.batching import BatchSettings
 
         batch_settings = BatchSettings.from_env(env)
+        threads = _num_threads(env)
         if not model_dir.is_dir():  # fail before paying for the torch import
             raise ValueError(f"model folder {str(model_dir)!r} does not exist")
         from tuneloop.serving.engine import Generator
         from tuneloop.serving.http import make_server
+
+        if threads:  # e.g. 1 when several servers share a machine's cores
+            import torch
+
+            torch.set_num_threads(threads)
 
         generator = Generator.from_model_dir(model_dir)
         server = make_server(generator, host, port, batch_settings=batch_settings)
@@ -37,3 +44,14 @@ def run(environ: Mapping[str, str] | None = None) -> int:
     finally:
         server.server_close()
     return 0
+
+
+def _num_threads(env: Mapping[str, str]) -> int:
+    text = env.get("TUNELOOP_NUM_THREADS") or "0"
+    try:
+        threads = int(text)
+    except ValueError:
+        raise ValueError(f"TUNELOOP_NUM_THREADS must be an integer, got {text!r}") from None
+    if threads < 0:
+        raise ValueError(f"TUNELOOP_NUM_THREADS must be >= 0, got {threads}")
+    return threads

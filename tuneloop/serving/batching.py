@@ -4,6 +4,13 @@ HTTP handler threads call ``Batcher.submit`` and block; one worker thread takes 
 waiting request, collects more for up to ``wait_ms`` (at most ``max_batch_size`` in all) and
 runs them in one ``Generator.generate_batch`` call. Generation never runs on a handler
 thread, so ``/ping`` keeps answering.
+
+The window is waited only while more requests are known to be on their way: the HTTP
+handler calls ``announce()`` once a request line is in and ``arrived()`` once the request is
+queued or rejected, and the worker stops collecting as soon
+as the queue is empty and no request is being read. A lone request therefore starts at once
+(no idle wait at concurrency 1), and a burst starts as soon as its last request is queued.
+Each request is answered as soon as its own row ends, not when its whole batch ends.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from tuneloop.serving.engine import GenerationRequest, Generator
 
 DEFAULT_BATCH_WAIT_MS = 10.0
 DEFAULT_MAX_BATCH_SIZE = 8
+_POLL_SECONDS = 0.002
 
 
 @dataclass(frozen=True)
@@ -66,13 +74,28 @@ class Batcher:
         self.generator = generator
         self.settings = settings or BatchSettings()
         self._queue: queue.Queue[_Pending | None] = queue.Queue()
+        self._arrivals_lock = threading.Lock()
+        self._arriving = 0  # requests being read by a handler, not yet queued
         self._worker = threading.Thread(target=self._serve, name="generation", daemon=True)
         self._worker.start()
 
-    def submit(self, request: GenerationRequest) -> dict[str, Any]:
-        """The response for ``request``; raises what generating it raised."""
+    def announce(self) -> None:
+        """A request is being read (call ``arrived`` once it is queued or rejected): until
+        then the worker keeps its batch open for it, up to the wait window."""
+        with self._arrivals_lock:
+            self._arriving += 1
+
+    def arrived(self) -> None:
+        with self._arrivals_lock:
+            self._arriving -= 1
+
+    def submit(self, request: GenerationRequest, *, announced: bool = False) -> dict[str, Any]:
+        """The response for ``request``; raises what generating it raised. ``announced``:
+        the caller called ``announce`` for it (counted as arrived once it is queued)."""
         pending = _Pending(request)
         self._queue.put(pending)
+        if announced:
+            self.arrived()
         pending.done.wait()
         if isinstance(pending.outcome, Exception):
             raise pending.outcome
@@ -98,25 +121,34 @@ class Batcher:
         batch = [first]
         deadline = time.monotonic() + self.settings.wait_ms / 1000
         while len(batch) < self.settings.max_batch_size:
-            remaining = deadline - time.monotonic()
             try:
-                item = (
-                    self._queue.get(timeout=remaining)
-                    if remaining > 0
-                    else self._queue.get_nowait()
-                )
+                item = self._queue.get_nowait()
             except queue.Empty:
-                break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._more_expected():
+                    break
+                try:  # short naps: an arrival that is rejected never reaches the queue
+                    item = self._queue.get(timeout=min(remaining, _POLL_SECONDS))
+                except queue.Empty:
+                    continue
             if item is None:
                 return batch, True
             batch.append(item)
         return batch, False
 
+    def _more_expected(self) -> bool:
+        with self._arrivals_lock:
+            return self._arriving > 0
+
     def _answer(self, batch: list[_Pending]) -> None:
+        def answer(index: int, outcome: dict[str, Any] | Exception) -> None:
+            batch[index].outcome = outcome
+            batch[index].done.set()
+
         try:
-            outcomes = self.generator.generate_batch([p.request for p in batch])
+            outcomes = self.generator.generate_batch([p.request for p in batch], answer)
         except Exception as exc:  # never leave a caller waiting
             outcomes = [exc for _ in batch]
-        for pending, outcome in zip(batch, outcomes, strict=True):
-            pending.outcome = outcome
-            pending.done.set()
+        for index, pending in enumerate(batch):
+            if not pending.done.is_set():
+                answer(index, outcomes[index])

@@ -12,13 +12,14 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList
+
+from tuneloop.serving.decode import DecodeResult, DecodeRow, decode
 
 DEFAULT_MAX_NEW_TOKENS = 64
 MAX_NEW_TOKENS_LIMIT = 1024
@@ -130,7 +131,7 @@ def _is_number(value: Any) -> bool:
 
 
 class Generator:
-    """A loaded model; ``generate_batch`` runs several requests in one ``model.generate`` call
+    """A loaded model; ``generate_batch`` runs several requests in one batched decode
     (a lock serializes calls, so one batch runs at a time)."""
 
     def __init__(self, model: Any, tokenizer: Any, model_version: str) -> None:
@@ -140,6 +141,9 @@ class Generator:
         self._lock = threading.Lock()
         if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
             tokenizer.pad_token = tokenizer.eos_token
+        self._pad_id = int(tokenizer.pad_token_id or 0)
+        # generate() stops at the generation config's EOS ids; the tokenizer's EOS ends a chat turn.
+        self._eos_ids = _eos_ids(tokenizer, getattr(model, "generation_config", None))
 
     @classmethod
     def from_model_dir(cls, path: Path) -> Generator:
@@ -165,40 +169,76 @@ class Generator:
         return outcome
 
     def generate_batch(
-        self, requests: Sequence[GenerationRequest]
+        self,
+        requests: Sequence[GenerationRequest],
+        on_result: Callable[[int, dict[str, Any] | Exception], None] | None = None,
     ) -> list[dict[str, Any] | Exception]:
         """One outcome per request, in order: the response dict, or the exception it raised.
 
-        Greedy requests share one left-padded ``generate`` call and each gets exactly what it
-        would alone (its own length limit and stop strings end its row). A sampling request
-        runs on its own so that its ``seed`` still reproduces its text.
+        All valid requests share one left-padded decode (``decode.decode``); each gets exactly
+        what it would alone: greedy rows the same tokens, sampling rows the same draws from
+        their own seeded RNG, each row ending at its own length limit, EOS or stop string.
+        ``on_result(index, outcome)`` is called as soon as a request's outcome is known, so a
+        caller can answer a short request before the longest one in its batch ends.
         """
         started = time.monotonic()
         outcomes: list[dict[str, Any] | Exception] = [
             RuntimeError("not generated") for _ in requests
         ]
-        greedy: list[tuple[int, list[int]]] = []
+
+        settled: set[int] = set()
+
+        def settle(index: int, outcome: dict[str, Any] | Exception) -> None:
+            outcomes[index] = outcome
+            settled.add(index)
+            if on_result is not None:
+                on_result(index, outcome)
+
+        valid: list[tuple[int, list[int]]] = []
         for index, request in enumerate(requests):
             try:
-                ids = self._encode(request)
+                valid.append((index, self._encode(request)))
             except Exception as exc:  # this request's fault only: the others go on
-                outcomes[index] = exc
-                continue
-            if request.temperature > 0:
-                outcomes[index] = self._run_guarded([(request, ids)], started)[0]
-            else:
-                greedy.append((index, ids))
-        if greedy:
-            results = self._run_guarded([(requests[i], ids) for i, ids in greedy], started)
-            for (index, _), result in zip(greedy, results, strict=True):
-                outcomes[index] = result
+                settle(index, exc)
+        if not valid:
+            return outcomes
+
+        def finished(slot: int, result: DecodeResult) -> None:
+            index, ids = valid[slot]
+            settle(index, self._response(requests[index], ids, result, started))
+
+        rows = [
+            DecodeRow(
+                prompt_ids=ids,
+                max_new_tokens=requests[index].max_new_tokens,
+                temperature=requests[index].temperature,
+                top_p=requests[index].top_p,
+                stop=requests[index].stop,
+                seed=requests[index].seed,
+            )
+            for index, ids in valid
+        ]
+        try:
+            with self._lock, torch.inference_mode():
+                decode(
+                    self.model,
+                    rows,
+                    pad_token_id=self._pad_id,
+                    eos_token_ids=self._eos_ids,
+                    detokenize=self._detokenize,
+                    on_done=finished,
+                )
+        except Exception as exc:  # a model failure fails the unfinished rows, not the server
+            for index, _ in valid:
+                if index not in settled:
+                    settle(index, exc)
         return outcomes
 
     def _encode(self, request: GenerationRequest) -> list[int]:
         # A chat template already holds its special tokens; a raw prompt gets the defaults.
-        ids: list[int] = self.tokenizer(
+        ids: list[int] = self.tokenizer.encode(
             self.prompt_text(request), add_special_tokens=request.messages is None
-        )["input_ids"]
+        )
         limit = getattr(self.model.config, "max_position_embeddings", None)
         if limit and len(ids) + request.max_new_tokens > limit:
             raise RequestError(
@@ -207,67 +247,19 @@ class Generator:
             )
         return ids
 
-    def _run_guarded(
-        self, rows: list[tuple[GenerationRequest, list[int]]], started: float
-    ) -> list[dict[str, Any] | Exception]:
-        try:
-            return list(self._run(rows, started))
-        except Exception as exc:  # a model failure fails this group, not the server
-            return [exc for _ in rows]
+    def _detokenize(self, tokens: list[int]) -> str:
+        return str(self.tokenizer.decode(tokens, skip_special_tokens=True))
 
-    def _run(
-        self, rows: list[tuple[GenerationRequest, list[int]]], started: float
-    ) -> list[dict[str, Any]]:
-        width = max(len(ids) for _, ids in rows)
-        pad = self.tokenizer.pad_token_id
-        # Left padding: every row's last prompt token sits at the same position.
-        input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for _, ids in rows])
-        attention_mask = torch.tensor(
-            [[0] * (width - len(ids)) + [1] * len(ids) for _, ids in rows]
-        )
-        first = rows[0][0]
-        stop = _RowStops(
-            self.tokenizer,
-            width,
-            [request.max_new_tokens for request, _ in rows],
-            [request.stop for request, _ in rows],
-        )
-        options: dict[str, Any] = {
-            "max_new_tokens": max(request.max_new_tokens for request, _ in rows),
-            "pad_token_id": pad,
-            "stopping_criteria": StoppingCriteriaList([stop]),
+    def _response(
+        self, request: GenerationRequest, ids: list[int], result: DecodeResult, started: float
+    ) -> dict[str, Any]:
+        return {
+            "generated_text": _cut_at_stop(self._detokenize(result.tokens), request.stop),
+            "prompt_tokens": len(ids),
+            "completion_tokens": len(result.tokens),
+            "latency_ms": round((time.monotonic() - started) * 1000, 1),
+            "model_version": self.model_version,
         }
-        if first.temperature > 0:
-            options.update(do_sample=True, temperature=first.temperature, top_p=first.top_p)
-        else:
-            options.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        with self._lock, torch.inference_mode():
-            if first.seed is not None:
-                torch.manual_seed(first.seed)
-            output = self.model.generate(
-                input_ids=input_ids.to(self.model.device),
-                attention_mask=attention_mask.to(self.model.device),
-                **options,
-            )
-        latency_ms = round((time.monotonic() - started) * 1000, 1)
-        eos = self.tokenizer.eos_token_id
-        results = []
-        for row, (request, ids) in enumerate(rows):
-            length = stop.finished_at[row] or request.max_new_tokens
-            new_tokens = output[row, width : width + length].tolist()
-            if new_tokens and eos is not None and new_tokens[-1] == eos:
-                new_tokens = new_tokens[:-1]
-            generated = self.tokenizer.decode(new_tokens, skip_special_tokens=True)
-            results.append(
-                {
-                    "generated_text": _cut_at_stop(generated, request.stop),
-                    "prompt_tokens": len(ids),
-                    "completion_tokens": len(new_tokens),
-                    "latency_ms": latency_ms,
-                    "model_version": self.model_version,
-                }
-            )
-        return results
 
 
 def _cut_at_stop(text: str, stops: Sequence[str]) -> str:
@@ -275,37 +267,13 @@ def _cut_at_stop(text: str, stops: Sequence[str]) -> str:
     return text[:cut] if cut >= 0 else text
 
 
-class _RowStops(StoppingCriteria):
-    """Ends each row on its own: at its EOS, its ``max_new_tokens`` or one of its stop strings,
-    and records how many tokens the row had generated then (later ones are padding)."""
-
-    def __init__(
-        self,
-        tokenizer: Any,
-        prompt_width: int,
-        limits: Sequence[int],
-        stops: Sequence[Sequence[str]],
-    ) -> None:
-        self.tokenizer = tokenizer
-        self.prompt_width = prompt_width
-        self.limits = limits
-        self.stops = stops
-        self.finished_at: list[int | None] = [None] * len(limits)
-
-    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-        generated = int(input_ids.shape[1]) - self.prompt_width
-        eos = self.tokenizer.eos_token_id
-        for row, done_at in enumerate(self.finished_at):
-            if done_at is not None:
-                continue
-            last = int(input_ids[row, -1])
-            if generated >= self.limits[row] or (eos is not None and last == eos):
-                self.finished_at[row] = generated
-            elif self.stops[row]:
-                text = self.tokenizer.decode(
-                    input_ids[row, self.prompt_width :], skip_special_tokens=True
-                )
-                if any(stop in text for stop in self.stops[row]):
-                    self.finished_at[row] = generated
-        done = [at is not None for at in self.finished_at]
-        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+def _eos_ids(tokenizer: Any, generation_config: Any) -> frozenset[int]:
+    ids: set[int] = set()
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    configured = getattr(generation_config, "eos_token_id", None)
+    if isinstance(configured, int):
+        ids.add(configured)
+    elif isinstance(configured, list | tuple):
+        ids.update(int(i) for i in configured)
+    return frozenset(ids)

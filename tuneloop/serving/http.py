@@ -47,8 +47,10 @@ def make_server(
     *,
     batch_settings: BatchSettings | None = None,
     metrics_stream: TextIO | None = None,
+    access_log: bool = True,
 ) -> InferenceServer:
-    """A server bound to ``host:port`` (port 0 picks a free one), not yet serving."""
+    """A server bound to ``host:port`` (port 0 picks a free one), not yet serving.
+    ``access_log=False`` drops the per-request access lines (the metrics lines stay)."""
     batcher = Batcher(generator, batch_settings)
     metrics = ServingMetrics(metrics_stream)
 
@@ -56,6 +58,7 @@ def make_server(
         engine = generator
         batch = batcher
         stats = metrics
+        log_requests = access_log
 
     try:
         server = InferenceServer((host, port), Handler)
@@ -70,7 +73,23 @@ class _Handler(BaseHTTPRequestHandler):
     engine: Generator
     batch: Batcher
     stats: ServingMetrics
+    log_requests = True
     protocol_version = "HTTP/1.1"
+
+    _announced = False
+
+    def parse_request(self) -> bool:
+        # The request line is in: an invocation is on its way, keep the next batch open.
+        ok = super().parse_request()
+        if ok and self.command == "POST" and self.path == "/invocations":
+            self.batch.announce()
+            self._announced = True
+        return ok
+
+    def _arrived(self) -> None:
+        if self._announced:
+            self._announced = False
+            self.batch.arrived()
 
     def do_GET(self) -> None:
         if self.path == "/ping":
@@ -84,7 +103,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(HTTPStatus.NOT_FOUND, {"error": f"no route POST {self.path}"})
             return
         started = time.monotonic()
-        status, result = self._invoke()
+        try:
+            status, result = self._invoke()
+        finally:  # a request rejected before it was queued is no longer on its way
+            self._arrived()
         latency_ms = (time.monotonic() - started) * 1000
         if status == HTTPStatus.OK:  # the client's latency includes the wait for a batch
             result["latency_ms"] = round(latency_ms, 1)
@@ -106,9 +128,10 @@ class _Handler(BaseHTTPRequestHandler):
             return HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {
                 "error": f"body must be at most {MAX_BODY_BYTES} bytes"
             }
-        body = self.rfile.read(length)
         try:
-            return HTTPStatus.OK, self.batch.submit(parse_request(body))
+            request = parse_request(self.rfile.read(length))
+            announced, self._announced = self._announced, False
+            return HTTPStatus.OK, self.batch.submit(request, announced=announced)
         except RequestError as exc:
             return HTTPStatus.BAD_REQUEST, {"error": str(exc)}
         except Exception as exc:  # a model failure is a 500 for this request, not a crash
@@ -138,5 +161,5 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         # One access-log line per request on stderr, without the health-check noise.
-        if not self.path.startswith("/ping"):
+        if self.log_requests and not self.path.startswith("/ping"):
             super().log_message(format, *args)
