@@ -125,6 +125,19 @@ def test_qlora_loads_the_base_in_4bit_nf4_and_prepares_it_for_training(
     assert calls["prepare"] == ("4-bit model", True)
 
 
+def test_empty_replay_file_of_a_first_run_trains_on_the_new_records_only(
+    base_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PrepareDataset writes an empty replay/replay.jsonl when there is no champion yet."""
+    sm_env(monkeypatch, tmp_path, varied_records()[:12])
+    replay = tmp_path / "input/data/replay"
+    replay.mkdir(parents=True)
+    replay.joinpath("replay.jsonl").write_bytes(b"")
+    report = run_job(base_model, tmp_path, "--replay_fraction", "0.5", "--max_steps", "1")
+    assert report["records"] == 12
+    assert [entry["channel"] for entry in report["data_manifest"]] == ["train"]
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [

@@ -76,6 +76,20 @@ def read_channel(channel: Path, name: str = "train") -> Dataset:
     return Dataset(records, digest.hexdigest(), names, manifest)
 
 
+def has_records(channel: Path) -> bool:
+    """True when ``channel`` holds a ``.jsonl`` file with a non-blank line."""
+    if not channel.is_dir():
+        return False
+    for path in channel.rglob("*.jsonl"):
+        try:
+            with path.open("rb") as lines:
+                if any(line.strip() for line in lines):
+                    return True
+        except OSError:
+            continue
+    return False
+
+
 def mix_replay(dataset: Dataset, replay: Dataset, fraction: float, seed: int) -> Dataset:
     """``dataset`` plus a seeded sample of ``replay`` making up ``fraction`` of the result.
 

@@ -106,7 +106,7 @@ def _train_and_save(
     # Imported here so --help and argument errors do not pay for importing torch.
     from tuneloop.models.catalog import resolve_model
     from tuneloop.models.loading import write_model_metadata
-    from tuneloop.training.data import mix_replay, read_channel
+    from tuneloop.training.data import has_records, mix_replay, read_channel
     from tuneloop.training.loop import train
     from tuneloop.training.report_outputs import write_loss_curve
 
@@ -120,7 +120,7 @@ def _train_and_save(
         f"sha256 {dataset.sha256[:12]}; base model {config.base_model}"
     )
     if config.replay_fraction > 0:
-        if paths.replay_channel.is_dir():
+        if has_records(paths.replay_channel):
             replay = read_channel(paths.replay_channel, "replay")
             mixed = mix_replay(dataset, replay, config.replay_fraction, config.seed)
             log(
@@ -129,8 +129,9 @@ def _train_and_save(
             )
             dataset = mixed
         else:
-            # The first run of a platform has no earlier data to replay.
-            log(f"train: replay_fraction set but no replay channel at {paths.replay_channel}")
+            # The first run of a platform has no earlier data to replay (PrepareDataset then
+            # writes an empty replay file, or the channel is absent).
+            log(f"train: replay_fraction set but no replay records in {paths.replay_channel}")
     result = train(config, dataset, log)
     if not main_process:
         return  # rank 0 writes the model and the report
