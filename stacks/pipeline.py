@@ -83,6 +83,11 @@ class PipelineStack(Stack):
                     "BENCHMARKS_TABLE": t.benchmarks.table_name,
                     # Names the suites (and pinned versions) each run freezes.
                     "GATE_POLICY": config.gate_policy.to_json(),
+                    # The held-out slice (Evaluate's heldout channel) and the replay sample
+                    # (Train's replay channel); docs/contracts.md.
+                    "HELDOUT_FRACTION": "0.05",
+                    "HELDOUT_MAX_RECORDS": "500",
+                    "REPLAY_RATIO": "0.5",
                 },
                 timeout=Duration.minutes(15),
                 memory_size=2048,

@@ -1,9 +1,10 @@
-"""PrepareDataset: export the stored records to this run's training set; find the champion;
-freeze the run's benchmark versions.
+"""PrepareDataset: export the stored records to this run's training, held-out and replay
+sets (``tuneloop.datasets``); find the champion; freeze the run's benchmark versions.
 
 Event: ``{"execution_name": str, "execution_arn": str}``. Result (``$.dataset``):
-``{"model_version", "train_s3_uri", "dataset_s3_uri", "record_count", "dataset_sha256",
-"champion_version", "champion_model_data", "benchmarks_s3_uri", "benchmark_versions"}``.
+``{"model_version", "train_s3_uri", "dataset_s3_uri", "heldout_s3_uri", "replay_s3_uri",
+"record_count", "heldout_count", "replay_count", "dataset_sha256", "champion_version",
+"champion_model_data", "benchmarks_s3_uri", "benchmark_versions"}``.
 The custom suites of ``GATE_POLICY`` are resolved through ``BENCHMARKS_TABLE`` and copied to
 ``runs/<model_version>/benchmarks/`` (``tuneloop.benchmarks.freeze``).
 """
@@ -18,7 +19,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from tuneloop.benchmarks.freeze import freeze_benchmarks, requested_suites
 from tuneloop.benchmarks.store import BenchmarkStore
-from tuneloop.datasets import DatasetLocations, prepare_dataset
+from tuneloop.datasets import DatasetLocations, SplitSettings, prepare_dataset
 from tuneloop.envmodel import load_env
 from tuneloop.gating.policy import parse_policy
 
@@ -34,6 +35,9 @@ class Env:
     model_versions_table: str
     benchmarks_table: str
     gate_policy: str
+    heldout_fraction: float = 0.05  # share of records held out (by a hash of the record id)
+    heldout_max_records: int = 500
+    replay_ratio: float = 0.5  # earlier records exported for replay per new record
 
 
 @logger.inject_lambda_context
@@ -57,6 +61,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             artifacts_bucket=env.artifacts_bucket,
             model_versions_table=env.model_versions_table,
         ),
+        split=SplitSettings(env.heldout_fraction, env.heldout_max_records, env.replay_ratio),
     )
     result.update(frozen.as_result())
     logger.info("dataset prepared", extra={"dataset": result})

@@ -121,7 +121,8 @@ class RetrainStateMachine(Construct):
             "Train",
             program="train.py",
             name_suffix="train",
-            channels={"train": "$.dataset.train_s3_uri"},
+            # replay: earlier records the trainer mixes in (hyperparameter replay_fraction).
+            channels={"train": "$.dataset.train_s3_uri", "replay": "$.dataset.replay_s3_uri"},
             hyperparameters={
                 "base_model": config.base_model,
                 # Written into the model so the endpoint can say which version answers.
@@ -144,6 +145,8 @@ class RetrainStateMachine(Construct):
             channels={
                 "candidate": "$.train.model_data",
                 "benchmarks": "$.dataset.benchmarks_s3_uri",
+                # The held-out slice of the curated data: the heldout_perplexity suite.
+                "heldout": "$.dataset.heldout_s3_uri",
             },
             hyperparameters={
                 "champion_model_data": _P.string_at("$.dataset.champion_model_data"),

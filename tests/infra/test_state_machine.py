@@ -140,9 +140,14 @@ def test_train_and_evaluate_are_script_mode_training_jobs(states: dict[str, Any]
         "job_name.$": "$.TrainingJobName",
         "model_data.$": "$.ModelArtifacts.S3ModelArtifacts",
     }
-    (channel,) = train["Parameters"]["InputDataConfig"]
-    assert channel["ChannelName"] == "train"
-    assert channel["DataSource"]["S3DataSource"]["S3Uri.$"] == "$.dataset.train_s3_uri"
+    train_channels = {
+        c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri.$"]
+        for c in train["Parameters"]["InputDataConfig"]
+    }
+    assert train_channels == {
+        "train": "$.dataset.train_s3_uri",
+        "replay": "$.dataset.replay_s3_uri",
+    }
     assert set(train["Parameters"]["HyperParameters"]) >= {
         "base_model",
         "max_steps",
@@ -166,6 +171,7 @@ def test_train_and_evaluate_are_script_mode_training_jobs(states: dict[str, Any]
     assert channels == {
         "candidate": "$.train.model_data",
         "benchmarks": "$.dataset.benchmarks_s3_uri",
+        "heldout": "$.dataset.heldout_s3_uri",
     }
     hyper = evaluate["Parameters"]["HyperParameters"]
     assert hyper["champion_model_data.$"] == "$.dataset.champion_model_data"
