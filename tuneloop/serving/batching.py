@@ -5,11 +5,12 @@ waiting request, collects more for up to ``wait_ms`` (at most ``max_batch_size``
 runs them in one ``Generator.generate_batch`` call. Generation never runs on a handler
 thread, so ``/ping`` keeps answering.
 
-The window is waited only while more requests are known to be on their way: the HTTP
-handler calls ``announce()`` once a request line is in and ``arrived()`` once the request is
-queued or rejected, and the worker stops collecting as soon
-as the queue is empty and no request is being read. A lone request therefore starts at once
-(no idle wait at concurrency 1), and a burst starts as soon as its last request is queued.
+The window is waited only while more requests can be expected: the HTTP handler calls
+``announce()`` once a request line is in and ``arrived()`` once the request is queued or
+rejected, and the worker stops collecting as soon as the queue is empty, no request is being
+read and the batch is as large as the previous one (clients answered together come back
+together). A lone client's request therefore starts at once (no idle wait at concurrency
+1), and a burst starts as soon as its last request is queued.
 Each request is answered as soon as its own row ends, not when its whole batch ends.
 """
 
@@ -76,6 +77,7 @@ class Batcher:
         self._queue: queue.Queue[_Pending | None] = queue.Queue()
         self._arrivals_lock = threading.Lock()
         self._arriving = 0  # requests being read by a handler, not yet queued
+        self._last_batch_size = 1
         self._worker = threading.Thread(target=self._serve, name="generation", daemon=True)
         self._worker.start()
 
@@ -125,7 +127,8 @@ class Batcher:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or not self._more_expected():
+                expecting = len(batch) < self._last_batch_size or self._more_expected()
+                if remaining <= 0 or not expecting:
                     break
                 try:  # short naps: an arrival that is rejected never reaches the queue
                     item = self._queue.get(timeout=min(remaining, _POLL_SECONDS))
@@ -134,6 +137,7 @@ class Batcher:
             if item is None:
                 return batch, True
             batch.append(item)
+        self._last_batch_size = len(batch)
         return batch, False
 
     def _more_expected(self) -> bool:
