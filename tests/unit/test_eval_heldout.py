@@ -69,16 +69,18 @@ def test_heldout_scores_equal_direct_computation(tiny: tuple[Any, Any], tmp_path
     for item, (nll_sum, count) in zip(result["items"], expected, strict=True):
         assert item["n_tokens"] == count
         assert item["nll_sum"] == pytest.approx(nll_sum, abs=1e-4)
-        assert item["nll"] == pytest.approx(nll_sum / count, abs=1e-5)
-        assert item["score"] == -item["nll"]  # higher is better, as for every suite
+        assert item["nll_per_token"] == pytest.approx(nll_sum / count, abs=1e-5)
+        assert "score" not in item  # a NLL is not an accuracy-like score
     # The chat record scores only its assistant turn, not the prompt.
     assert expected[1][1] < len(encode_record(RECORDS[1], tokenizer, 512).input_ids) - 1
     total_nll = sum(s for s, _ in expected)
     total_tokens = sum(c for _, c in expected)
     assert result["n_tokens"] == total_tokens
-    assert result["nll"] == pytest.approx(total_nll / total_tokens, abs=1e-5)
+    assert result["nll_per_token"] == pytest.approx(total_nll / total_tokens, abs=1e-5)
     assert result["perplexity"] == pytest.approx(math.exp(total_nll / total_tokens), rel=1e-5)
-    assert result["acc"] == pytest.approx(-sum(s / c for s, c in expected) / len(expected))
+    assert "acc" not in result
+    assert set(result["lower_is_better"]) == {"perplexity", "nll_per_token"}
+    assert result["nll_per_token_stderr"] > 0
     assert (result["n_items"], result["n_skipped"]) == (4, 0)
 
 
@@ -146,9 +148,9 @@ def test_batch_sizes_1_and_8_give_the_same_per_item_scores(
     for a, b in zip(one["ll"]["items"], eight["ll"]["items"], strict=True):
         assert a["loglikelihood"] == pytest.approx(b["loglikelihood"], abs=1e-5)
     for a, b in zip(one[NAME]["items"], eight[NAME]["items"], strict=True):
-        assert a["nll"] == pytest.approx(b["nll"], abs=1e-5)
+        assert a["nll_per_token"] == pytest.approx(b["nll_per_token"], abs=1e-5)
     # Not trivially equal: the items differ from one another.
-    assert len({round(i["nll"], 6) for i in one[NAME]["items"]}) == len(RECORDS)
+    assert len({round(i["nll_per_token"], 6) for i in one[NAME]["items"]}) == len(RECORDS)
 
 
 # --- the Evaluate job with the heldout channel -------------------------------------------
@@ -192,7 +194,7 @@ def test_job_reports_heldout_perplexity_for_candidate_and_champion(
     assert report["benchmarks"][NAME]["n_items"] == 2
     assert report["settings"][NAME] == "2 records"
     candidate = report["results"]["candidate"][NAME]
-    assert candidate["perplexity"] == pytest.approx(math.exp(candidate["nll"]))
+    assert candidate["perplexity"] == pytest.approx(math.exp(candidate["nll_per_token"]))
     assert candidate["perplexity"] > 1.0
     assert [i["id"] for i in candidate["items"]] == ["heldout.jsonl:1", "heldout.jsonl:2"]
     assert report["results"]["champion"][NAME] == candidate

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 import time
+from statistics import NormalDist
 from typing import Any
 
 import pytest
@@ -89,7 +91,14 @@ def test_pass_when_equal_to_champion_and_above_floor() -> None:
         "passed",
         "reason",
         "mcnemar_p",
+        "delta",
+        "margin",
+        "false_block_risk",
+        "min_items",
+        "discordance",
     }
+    # Identical answers: the margin is delta, no equal candidate could be blocked.
+    assert (general.delta, general.margin, general.false_block_risk) == (0.05, 0.05, 0.0)
     json.dumps(as_dict)  # serializable as is
 
 
@@ -124,7 +133,104 @@ def test_regression_beyond_delta_is_detected() -> None:
     assert general.diff == pytest.approx(-0.3)
     assert general.ci_low < -0.05 and general.ci_high < 0
     assert general.mcnemar_p is not None and general.mcnemar_p < 1e-6
-    assert "may be worse than the champion by more than 0.050" in general.reason
+    # 200 items disagreeing on 30%: too few for 0.05, the margin widens to its 0.10 cap
+    # and the 30-point drop is still caught.
+    assert general.margin == 0.10 and general.discordance == pytest.approx(0.3)
+    assert "may be worse than the champion by more than 0.100" in general.reason
+    assert "0.050 needs about" in general.reason
+    fixed = comparison(decide(report(*_drop()), policy(suites=_fixed(0.05))), "mmlu")
+    assert fixed.margin == 0.05 and "by more than 0.050" in fixed.reason
+
+
+def _drop() -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    return {"mmlu": scores(200, 100)}, {"mmlu": scores(200, 160)}
+
+
+def _fixed(delta: float) -> dict[str, Any]:
+    return {"mmlu": {"role": "general", "delta": delta, "max_delta": delta}}
+
+
+def test_margin_widens_for_equal_but_discordant_models_and_says_why() -> None:
+    # Both right on half of 400 items, disagreeing on 200 of them (discordance 0.5).
+    cand, champ = scores(400, 200), scores(400, 200, offset=100)
+    decision = decide(report({"mmlu": cand}, {"mmlu": champ}), policy(suites=_fixed(0.05)))
+    general = comparison(decision, "mmlu")
+    assert general.diff == 0 and general.discordance == 0.5
+    # With a fixed 0.05, such an equal pair is blocked most of the time: Φ(1.96 - δ/se),
+    # se = sd / √n with sd ≈ √0.5 ...
+    se = math.sqrt(0.5 * 400 / 399) / 20
+    assert general.false_block_risk == pytest.approx(NormalDist().cdf(1.959964 - 0.05 / se), 1e-4)
+    assert general.false_block_risk > 0.7 and not decision.approved
+    # ... and 0.05 would need (1.96 + 1.645)^2 * 0.5 / 0.05^2 ≈ 2,600 items.
+    assert 2400 < general.min_items < 2800
+    adaptive = comparison(
+        decide(report({"mmlu": cand}, {"mmlu": champ}), policy(suites=_mmlu(0.05))), "mmlu"
+    )
+    assert adaptive.margin == 0.10 and adaptive.threshold == -0.10
+    assert adaptive.ci_low is not None and adaptive.ci_low > -0.10 and adaptive.passed
+    assert "margin widened from 0.050 to 0.100" in adaptive.reason
+    # Looser cap and fewer tolerated false blocks: the reliable margin itself.
+    wide = comparison(
+        decide(
+            report({"mmlu": cand}, {"mmlu": champ}),
+            policy(suites=_mmlu(0.05, max_delta=0.5, max_false_block=0.01)),
+        ),
+        "mmlu",
+    )
+    # (1.96 + 2.326) * sd / sqrt(400), sd of the differences ≈ 0.708.
+    assert wide.margin == pytest.approx(4.2863 * 0.70799 / 20, rel=1e-3)
+
+
+def _mmlu(delta: float, **extra: float) -> dict[str, Any]:
+    return {"mmlu": {"role": "general", "delta": delta, **extra}}
+
+
+def heldout_suite(nll_per_token: list[float], tokens: list[int]) -> dict[str, Any]:
+    items = [
+        {"id": f"h{i}", "nll_per_token": nll, "nll_sum": nll * n, "n_tokens": n}
+        for i, (nll, n) in enumerate(zip(nll_per_token, tokens, strict=True))
+    ]
+    total = sum(i["nll_sum"] for i in items) / sum(tokens)
+    return {"perplexity": math.exp(total), "nll_per_token": total, "items": items}
+
+
+def test_perplexity_is_lower_is_better_with_a_relative_tolerance() -> None:
+    rng = random.Random(3)
+    tokens = [rng.randint(20, 200) for _ in range(120)]
+    champ = [rng.uniform(1.5, 3.0) for _ in tokens]
+    rules = policy(
+        suites={"held": {"role": "general", "metric": "perplexity", "max_increase": 0.05}}
+    )
+
+    def run(cand: list[float]) -> Any:
+        rep = {
+            "results": {
+                "candidate": {"held": heldout_suite(cand, tokens)},
+                "champion": {"held": heldout_suite(champ, tokens)},
+            }
+        }
+        return decide(rep, rules)
+
+    # 1% worse on every item (NLL + log 1.01): within the 5% tolerance.
+    slightly = comparison(run([n + math.log(1.01) for n in champ]), "held")
+    assert slightly.passed and slightly.lower_is_better
+    assert slightly.diff == pytest.approx(0.01)
+    assert slightly.threshold == 0.05
+    assert slightly.candidate == pytest.approx(1.01 * slightly.champion)
+    # Better (lower) perplexity passes; 10% worse fails, naming the bound.
+    assert comparison(run([n - 0.2 for n in champ]), "held").passed
+    worse = comparison(run([n + math.log(1.10) for n in champ]), "held")
+    assert not worse.passed and worse.ci_high == pytest.approx(0.10, abs=1e-9)
+    assert "may exceed the champion's by more than 5.0%" in worse.reason
+    # Noisy per-item changes averaging 0: the interval straddles 0, within tolerance.
+    noisy = comparison(run([n + rng.uniform(-0.05, 0.05) for n in champ]), "held")
+    assert noisy.ci_low is not None and noisy.ci_low < 0 < noisy.ci_high < 0.05
+    # A ceiling: must_pass on perplexity.
+    ceiling = policy(suites={"held": {"role": "must_pass", "metric": "perplexity", "ceiling": 10}})
+    rep = {"results": {"candidate": {"held": heldout_suite(champ, tokens)}}}
+    assert decide(rep, ceiling).approved
+    high = {"results": {"candidate": {"held": heldout_suite([3.0] * len(tokens), tokens)}}}
+    assert "above the ceiling 10.000" in comparison(decide(high, ceiling), "held").reason
 
 
 def test_small_drop_within_delta_passes() -> None:
@@ -318,6 +424,26 @@ def test_policy_parses_the_documented_example() -> None:
         ({**POLICY, "bootstrap_samples": 5}, "GATE_POLICY: bootstrap_samples"),
         ({**POLICY, "seed": "x"}, "GATE_POLICY: seed"),
         ({**POLICY, "samples": 5}, "GATE_POLICY: samples: unknown field"),
+        (
+            {"suites": {"p": {"role": "target", "metric": "perplexity"}}},
+            "GATE_POLICY: suites.p.role: 'target' is not available for perplexity",
+        ),
+        (
+            {"suites": {"p": {"role": "general", "metric": "perplexity", "delta": 0.1}}},
+            "GATE_POLICY: suites.p.delta: unknown field",
+        ),
+        (
+            {"suites": {"p": {"role": "must_pass", "metric": "perplexity", "ceiling": 0.5}}},
+            "GATE_POLICY: suites.p.ceiling: a perplexity",
+        ),
+        (
+            {"suites": {"m": {"role": "general", "delta": 0.1, "max_delta": 0.05}}},
+            "GATE_POLICY: suites.m.max_delta: a number in [delta, 1]",
+        ),
+        (
+            {"suites": {"m": {"role": "general", "delta": 0.1, "max_false_block": 0}}},
+            "GATE_POLICY: suites.m.max_false_block",
+        ),
     ],
 )
 def test_policy_errors_name_the_field(raw: Any, expected: str) -> None:

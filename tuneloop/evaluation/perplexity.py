@@ -8,16 +8,18 @@ the scored tokens are the ones training puts a loss on: every token of a text (p
 only the assistant turns of a conversation. Records longer than the model's window are cut
 to the window, as training cuts them to ``max_length``.
 
-Report (suite ``heldout_perplexity``, kind ``perplexity``):
+Report (suite ``heldout_perplexity``, kind ``perplexity``); both metrics are **lower is
+better** (``lower_is_better`` lists them), and there is no ``acc``: this is not an accuracy.
 
-- per item (``id`` = ``<file>:<line>``): ``nll`` = mean negative log-likelihood per scored
-  token (nats), ``n_tokens``, ``nll_sum``, and ``score`` = ``-nll``. The score is negated so
-  that, like every other suite, **higher is better**: the gate's paired comparison of
-  candidate - champion works unchanged and its ``delta`` is in nats per token.
-- per suite: ``nll`` = total NLL / total scored tokens (token-level, lm-eval's
-  ``word_perplexity`` style weighting), ``perplexity`` = ``exp(nll)``, ``n_tokens``, and
-  ``acc`` / ``acc_stderr`` = mean / standard error of the item scores (the field the gate
-  reads; here a mean negative NLL, not an accuracy).
+- per item (``id`` = ``<file>:<line>``): ``nll_per_token`` = mean negative log-likelihood
+  per scored token (nats), ``nll_sum`` and ``n_tokens``.
+- per suite: ``nll_per_token`` = total NLL / total scored tokens (token-level, lm-eval's
+  ``word_perplexity`` style weighting), ``perplexity`` = ``exp(nll_per_token)``,
+  ``n_tokens``, and ``nll_per_token_stderr`` (standard error of the per-item values).
+
+The gate compares ``perplexity`` with a relative tolerance (``tuneloop.gating.decide``):
+the token-weighted NLL difference is bootstrapped over items, so a long record weighs as
+much as its tokens.
 """
 
 from __future__ import annotations
@@ -31,10 +33,11 @@ from pathlib import Path
 from typing import Any
 
 from tuneloop.evaluation.errors import BenchmarkError
-from tuneloop.evaluation.metrics import mean, mean_stderr
+from tuneloop.evaluation.metrics import mean_stderr
 
 NAME = "heldout_perplexity"
 KIND = "perplexity"
+LOWER_IS_BETTER = ("perplexity", "nll_per_token")
 # Full logits are batch x tokens x vocabulary floats (~200 KB per token for a 49k
 # vocabulary): a batch holds at most this many padded tokens, or one record.
 MAX_BATCH_TOKENS = 2048
@@ -152,8 +155,7 @@ def score_heldout(
         items.append(
             {
                 "id": heldout.records[index].id,
-                "score": -nll,
-                "nll": nll,
+                "nll_per_token": nll,
                 "nll_sum": nll_sum,
                 "n_tokens": n_tokens,
             }
@@ -161,13 +163,13 @@ def score_heldout(
     total_tokens = sum(item["n_tokens"] for item in items)
     total_nll = math.fsum(item["nll_sum"] for item in items)
     nll = total_nll / total_tokens if total_tokens else 0.0
-    scores = [item["score"] for item in items]
+    per_item = [item["nll_per_token"] for item in items]
     return {
         "perplexity": math.exp(nll),
-        "nll": nll,
+        "nll_per_token": nll,
+        "nll_per_token_stderr": mean_stderr(per_item),
+        "lower_is_better": list(LOWER_IS_BETTER),
         "n_tokens": total_tokens,
-        "acc": mean(scores),
-        "acc_stderr": mean_stderr(scores),
         "n_items": len(items),
         "n_skipped": len(heldout.records) - len(items),  # nothing left to score after cutting
         "items": items,

@@ -5,7 +5,14 @@ one set of benchmark versions):
 
 - ``must_pass``: the candidate's metric >= ``floor`` (with or without a champion).
 - ``general`` (non-inferiority): lower bound of the paired-bootstrap CI of
-  candidate - champion > -``delta``; McNemar's exact p-value is reported for 0/1 scores.
+  candidate - champion > -margin; McNemar's exact p-value is reported for 0/1 scores. The
+  margin is ``delta``, widened (up to ``max_delta``) when the items are too few or too
+  discordant for ``delta``: an equal candidate must be blocked at most ``max_false_block``
+  of the time (``stats.reliable_margin``). The decision reports the margin, the chance of a
+  false block at ``delta`` and the items ``delta`` would need.
+- lower-is-better metrics (``perplexity``): ``must_pass`` is a ceiling; ``general`` bootstraps
+  the token-weighted NLL difference and needs the upper CI bound of candidate / champion
+  perplexity below ``1 + max_increase``.
 - ``target``: mean gain >= ``min_gain`` and lower CI bound > 0.
 - No champion: only floors apply; general and target suites are reported "no champion".
 
@@ -22,10 +29,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tuneloop.gating.policy import GatePolicy, SuitePolicy
-from tuneloop.gating.stats import mcnemar_exact_p, paired_bootstrap_ci
+from tuneloop.gating.stats import (
+    false_block_chance,
+    mcnemar_exact_p,
+    paired_bootstrap_ci,
+    paired_bootstrap_ratio_ci,
+    reliable_margin,
+)
 
-# The per-item value that averages to each suite metric in evaluation.json.
-ITEM_FIELDS = {"acc": "score", "acc_norm": "score_norm"}
+# The per-item value behind each suite metric in evaluation.json (perplexity: per-item
+# NLL per token, shown in the report; the gate weighs items by their tokens).
+ITEM_FIELDS = {"acc": "score", "acc_norm": "score_norm", "perplexity": "nll_per_token"}
 
 
 class ReportError(ValueError):
@@ -46,6 +60,13 @@ class Comparison:
     passed: bool = False
     reason: str = ""
     mcnemar_p: float | None = None
+    # General suites on 0/1-like scores: how reliable the margin is (see module docstring).
+    delta: float | None = None  # configured
+    margin: float | None = None  # used: delta, or widened
+    false_block_risk: float | None = None  # chance an equal candidate is blocked at delta
+    min_items: int | None = None  # items for which delta keeps that below max_false_block
+    discordance: float | None = None  # share of 0/1 items the two models disagree on
+    lower_is_better: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         out = {
@@ -63,6 +84,11 @@ class Comparison:
         }
         if self.mcnemar_p is not None:
             out["mcnemar_p"] = self.mcnemar_p
+        for name in ("delta", "margin", "false_block_risk", "min_items", "discordance"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
+        if self.lower_is_better:
+            out["lower_is_better"] = True
         return out
 
 
@@ -156,6 +182,8 @@ def _compare(
         if out.champion is not None:
             out.diff = out.candidate - out.champion
 
+    if suite.lower_is_better:
+        return _compare_lower(suite, cand, champion, champ, policy, out)
     if suite.role == "must_pass":
         assert suite.floor is not None
         out.threshold = suite.floor
@@ -195,16 +223,19 @@ def _compare(
         f"{metric} {out.candidate:.3f} vs champion {out.champion:.3f} "
         f"(diff {out.diff:+.3f}, {level}, n={n})"
     )
+    if out.mcnemar_p is not None:
+        out.discordance = sum(1 for d in diffs if d != 0) / n
     if suite.role == "general":
         assert suite.delta is not None
-        out.threshold = -suite.delta
-        out.passed = out.ci_low > -suite.delta
+        margin, note = _margin(out, suite, diffs, policy.confidence)
+        out.threshold = -margin
+        out.passed = out.ci_low > -margin
         verdict = (
-            f"not worse than the champion beyond the tolerated {suite.delta:.3f}"
+            f"not worse than the champion beyond the tolerated {margin:.3f}"
             if out.passed
-            else f"may be worse than the champion by more than {suite.delta:.3f}"
-            f" (CI lower bound {out.ci_low:+.3f} <= {-suite.delta:+.3f})"
-        )
+            else f"may be worse than the champion by more than {margin:.3f}"
+            f" (CI lower bound {out.ci_low:+.3f} <= {-margin:+.3f})"
+        ) + note
     else:
         assert suite.min_gain is not None
         out.threshold = suite.min_gain
@@ -217,6 +248,126 @@ def _compare(
         )
     out.reason = f"{name}: {verdict}; {summary}"
     return out
+
+
+def _margin(
+    out: Comparison, suite: SuitePolicy, diffs: list[float], confidence: float
+) -> tuple[float, str]:
+    """The non-inferiority margin to use, and a note when it is not ``delta``."""
+    assert suite.delta is not None
+    cap = suite.max_delta if suite.max_delta is not None else suite.delta
+    se, reliable = reliable_margin(diffs, confidence, suite.max_false_block)
+    margin = min(max(suite.delta, reliable), max(cap, suite.delta))
+    out.delta, out.margin = suite.delta, margin
+    out.false_block_risk = false_block_chance(suite.delta, se, confidence)
+    sd = se * math.sqrt(len(diffs))
+    # Items at which delta alone would be reliable (same per-item spread).
+    out.min_items = math.ceil(len(diffs) * (reliable / suite.delta) ** 2) if suite.delta else None
+    if out.false_block_risk <= suite.max_false_block or sd == 0:
+        return margin, ""
+    chance = false_block_chance(margin, se, confidence)
+    widened = (
+        f"margin widened from {suite.delta:.3f} to {margin:.3f}" if margin > suite.delta else ""
+    )
+    note = (
+        f" [{widened + '; ' if widened else ''}{len(diffs)} items this discordant would block an "
+        f"equal candidate {out.false_block_risk:.0%} of the time at {suite.delta:.3f}"
+        f" ({chance:.0%} at {margin:.3f}); {suite.delta:.3f} needs about {out.min_items} items]"
+    )
+    return margin, note
+
+
+def _compare_lower(
+    suite: SuitePolicy,
+    cand: Mapping[str, Any],
+    champion: dict[str, Any] | None,
+    champ: Any,
+    policy: GatePolicy,
+    out: Comparison,
+) -> Comparison:
+    """Perplexity: a ceiling, or a relative tolerance on candidate / champion."""
+    name, metric = suite.name, suite.metric
+    out.lower_is_better = True
+    assert out.candidate is not None
+    if suite.role == "must_pass":
+        assert suite.ceiling is not None
+        out.threshold = suite.ceiling
+        out.passed = out.candidate <= suite.ceiling
+        verdict = "is within" if out.passed else "is above"
+        out.reason = (
+            f"{name}: {metric} {out.candidate:.3f} {verdict} the ceiling {suite.ceiling:.3f} "
+            "(lower is better)"
+        )
+        return out
+    if champion is None:
+        out.passed = True
+        out.reason = f"{name}: no champion, not compared ({metric} {out.candidate:.3f})"
+        return out
+    if not isinstance(champ, Mapping):
+        out.reason = f"{name}: the champion has no results for this suite"
+        return out
+    pairs = _paired_nll(cand, champ)
+    if isinstance(pairs, str):
+        out.reason = f"{name}: {pairs}"
+        return out
+    sums, tokens = pairs
+    rng = random.Random(f"{policy.seed}:{name}")
+    low, high = paired_bootstrap_ratio_ci(
+        sums, tokens, policy.bootstrap_samples, policy.confidence, rng
+    )
+    cand_nll = math.fsum(s for s, _ in sums) / math.fsum(t for t, _ in tokens)
+    champ_nll = math.fsum(s for _, s in sums) / math.fsum(t for _, t in tokens)
+    out.candidate, out.champion = math.exp(cand_nll), math.exp(champ_nll)
+    # Relative change of perplexity: exp(NLL difference) - 1 (positive = worse).
+    out.diff = math.exp(cand_nll - champ_nll) - 1
+    out.ci_low, out.ci_high = math.exp(low) - 1, math.exp(high) - 1
+    assert suite.max_increase is not None
+    out.threshold = suite.max_increase
+    out.passed = out.ci_high < suite.max_increase
+    level = f"{policy.confidence:.0%} CI [{out.ci_low:+.1%}, {out.ci_high:+.1%}]"
+    summary = (
+        f"{metric} {out.candidate:.3f} vs champion {out.champion:.3f} "
+        f"(change {out.diff:+.1%}, {level}, n={len(sums)}; lower is better)"
+    )
+    verdict = (
+        f"perplexity not above the champion's by more than {suite.max_increase:.1%}"
+        if out.passed
+        else f"perplexity may exceed the champion's by more than {suite.max_increase:.1%}"
+        f" (CI upper bound {out.ci_high:+.1%})"
+    )
+    out.reason = f"{name}: {verdict}; {summary}"
+    return out
+
+
+def _paired_nll(
+    cand: Mapping[str, Any], champ: Mapping[str, Any]
+) -> tuple[list[tuple[float, float]], list[tuple[float, float]]] | str:
+    """Per item (candidate, champion) summed NLL and scored tokens, in candidate order."""
+    by_role: list[dict[str, tuple[float, float]]] = []
+    for role, result in (("candidate", cand), ("champion", champ)):
+        items = result.get("items")
+        if not isinstance(items, list) or not items:
+            return f"the {role} has no per-item results"
+        values: dict[str, tuple[float, float]] = {}
+        for item in items:
+            nll = item.get("nll_sum") if isinstance(item, Mapping) else None
+            count = item.get("n_tokens") if isinstance(item, Mapping) else None
+            if not all(
+                isinstance(v, int | float) and not isinstance(v, bool) for v in (nll, count)
+            ):
+                return f"the {role}'s items lack 'nll_sum' and 'n_tokens' (needed for perplexity)"
+            assert isinstance(nll, int | float) and isinstance(count, int | float)
+            values[str(item.get("id"))] = (float(nll), float(count))
+        by_role.append(values)
+    cand_values, champ_values = by_role
+    if set(cand_values) != set(champ_values):
+        return "candidate and champion were scored on different items; cannot compare"
+    ids = list(cand_values)
+    sums = [(cand_values[i][0], champ_values[i][0]) for i in ids]
+    tokens = [(cand_values[i][1], champ_values[i][1]) for i in ids]
+    if any(c <= 0 or h <= 0 for c, h in tokens):
+        return "an item has no scored tokens"
+    return sums, tokens
 
 
 def _metric(result: Mapping[str, Any], metric: str) -> float | None:

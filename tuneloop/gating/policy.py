@@ -7,7 +7,19 @@
 ```
 
 Roles: ``must_pass`` needs ``floor``; ``general`` needs ``delta``; ``target`` takes
-``min_gain`` (default 0). ``metric`` is ``acc`` (default) or ``acc_norm``. ``version``
+``min_gain`` (default 0). ``metric`` is ``acc`` (default) or ``acc_norm``.
+
+General suites on these metrics also take ``max_false_block`` (default 0.05) and
+``max_delta`` (default 0.10, never below ``delta``): when the paired items are too few or
+too discordant for ``delta`` to keep the chance of blocking a candidate *equal* to the
+champion below ``max_false_block``, the margin widens to the smallest one that does, up
+to ``max_delta``; the decision reports the margin used and the items ``delta`` would need.
+``max_delta`` equal to ``delta`` keeps the margin fixed.
+
+``metric: "perplexity"`` (lower is better, the held-out suite) takes ``ceiling`` for
+``must_pass`` (perplexity <= ceiling) and ``max_increase`` for ``general`` (a relative
+tolerance: the upper CI bound of candidate / champion perplexity must stay below
+``1 + max_increase``); it has no ``target`` role. ``version``
 (optional, default ``"latest"``) pins a custom suite to one benchmark version (its sha256
 or a unique prefix of 8+ hex characters); PrepareDataset freezes it per run. Unknown keys
 are errors, so a typo cannot silently switch a check off.
@@ -23,8 +35,14 @@ from dataclasses import dataclass
 from typing import Any
 
 ROLES = ("must_pass", "general", "target")
-METRICS = ("acc", "acc_norm")
+HIGHER_IS_BETTER = ("acc", "acc_norm")
+LOWER_IS_BETTER = ("perplexity",)
+METRICS = HIGHER_IS_BETTER + LOWER_IS_BETTER
 _ROLE_FIELDS = {"must_pass": "floor", "general": "delta", "target": "min_gain"}
+_LOWER_ROLE_FIELDS = {"must_pass": "ceiling", "general": "max_increase"}
+_RELIABILITY_FIELDS = ("max_false_block", "max_delta")
+DEFAULT_MAX_FALSE_BLOCK = 0.05
+DEFAULT_MAX_DELTA = 0.10
 _TOP_FIELDS = frozenset({"suites", "bootstrap_samples", "confidence", "seed"})
 LATEST_VERSION = "latest"
 _VERSION = re.compile(r"^[0-9a-f]{8,64}$")
@@ -43,13 +61,29 @@ class SuitePolicy:
     delta: float | None = None  # general: tolerated drop
     min_gain: float | None = None  # target
     version: str = LATEST_VERSION  # benchmark version the run freezes
+    ceiling: float | None = None  # must_pass on a lower-is-better metric
+    max_increase: float | None = None  # general on a lower-is-better metric (relative)
+    max_false_block: float = DEFAULT_MAX_FALSE_BLOCK  # general, higher-is-better
+    max_delta: float | None = None  # general, higher-is-better: cap of the widened margin
+
+    @property
+    def lower_is_better(self) -> bool:
+        return self.metric in LOWER_IS_BETTER
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"role": self.role, "metric": self.metric}
-        field = _ROLE_FIELDS[self.role]
+        field = role_field(self.role, self.metric)
         out[field] = getattr(self, field)
+        if self.role == "general" and not self.lower_is_better:
+            out["max_false_block"] = self.max_false_block
+            out["max_delta"] = self.max_delta
         out["version"] = self.version
         return out
+
+
+def role_field(role: str, metric: str) -> str:
+    """The threshold field of ``role`` for ``metric``."""
+    return (_LOWER_ROLE_FIELDS if metric in LOWER_IS_BETTER else _ROLE_FIELDS)[role]
 
 
 @dataclass(frozen=True)
@@ -110,22 +144,46 @@ def _suite(name: str, spec: Any, error: _Error) -> SuitePolicy:
     role = spec.get("role")
     if role not in ROLES:
         raise error(f"{where}.role", f"required, one of {', '.join(ROLES)}")
-    field = _ROLE_FIELDS[role]
-    _no_unknown(spec, {"role", "metric", "version", field}, where, error, role)
     metric = spec.get("metric", "acc")
     if metric not in METRICS:
         raise error(f"{where}.metric", f"one of {', '.join(METRICS)}")
+    lower = metric in LOWER_IS_BETTER
+    if lower and role not in _LOWER_ROLE_FIELDS:
+        raise error(f"{where}.role", f"{role!r} is not available for {metric} (lower is better)")
+    field = role_field(role, metric)
+    allowed = {"role", "metric", "version", field}
+    if role == "general" and not lower:
+        allowed |= set(_RELIABILITY_FIELDS)
+    _no_unknown(spec, allowed, where, error, role)
     if field not in spec and role != "target":
         raise error(f"{where}.{field}", f"required for role {role!r}")
     value = _number(spec.get(field, 0.0), f"{where}.{field}", error)
-    if not 0 <= value <= 1:
+    if field == "ceiling":
+        if value < 1:
+            raise error(f"{where}.{field}", "a perplexity, a number >= 1")
+    elif not 0 <= value <= 1:
         raise error(f"{where}.{field}", "a number in [0, 1]")
+    extra: dict[str, Any] = {}
+    if role == "general" and not lower:
+        false_block = _number(
+            spec.get("max_false_block", DEFAULT_MAX_FALSE_BLOCK), f"{where}.max_false_block", error
+        )
+        if not 0 < false_block <= 0.5:
+            raise error(f"{where}.max_false_block", "a number in (0, 0.5]")
+        cap = _number(
+            spec.get("max_delta", max(DEFAULT_MAX_DELTA, value)), f"{where}.max_delta", error
+        )
+        if not value <= cap <= 1:
+            raise error(f"{where}.max_delta", f"a number in [delta, 1] (delta is {value})")
+        extra = {"max_false_block": false_block, "max_delta": cap}
     version = spec.get("version", LATEST_VERSION)
     if not isinstance(version, str) or not (version == LATEST_VERSION or _VERSION.match(version)):
         raise error(
             f"{where}.version", "'latest' or 8..64 lowercase hex characters of a benchmark version"
         )
-    return SuitePolicy(name=name, role=role, metric=metric, version=version, **{field: value})
+    return SuitePolicy(
+        name=name, role=role, metric=metric, version=version, **{field: value}, **extra
+    )
 
 
 def _number(value: Any, path: str, error: _Error) -> float:

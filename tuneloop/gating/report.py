@@ -118,6 +118,8 @@ def _comparisons_table(
         field = ITEM_FIELDS.get(c.metric, "score")
         cand = score_interval(_item_values(candidate.get(c.suite), field), confidence)
         champ = score_interval(_item_values(champion.get(c.suite), field), confidence)
+        if c.lower_is_better:  # perplexities (lower is better); the difference is relative
+            cand = champ = None
         diff = (
             f"{c.diff:+.3f} [{c.ci_low:+.3f}, {c.ci_high:+.3f}]"
             if c.diff is not None and c.ci_low is not None and c.ci_high is not None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+import statistics
 from collections.abc import Sequence
 
 
@@ -49,3 +50,66 @@ def mcnemar_exact_p(b: int, c: int) -> float:
         term = term * (n - k + 1) // k
         tail += term
     return min(1.0, 2 * tail / 2**n)
+
+
+def paired_bootstrap_ratio_ci(
+    numerators: Sequence[tuple[float, float]],
+    denominators: Sequence[tuple[float, float]],
+    samples: int,
+    confidence: float,
+    rng: random.Random,
+) -> tuple[float, float]:
+    """Percentile CI of ``Σa/Σb (candidate) - Σa/Σb (champion)`` resampling paired items.
+
+    ``numerators[i]`` / ``denominators[i]`` are item i's (candidate, champion) values, e.g.
+    summed NLL and scored tokens: the statistic is then the difference in token-weighted
+    mean NLL, and each resample keeps an item's two models together.
+    """
+    n = len(numerators)
+    if n == 0 or n != len(denominators):
+        raise ValueError("no items to bootstrap, or numerators and denominators differ")
+    stats: list[float] = []
+    for _ in range(samples):
+        picks = [rng.randrange(n) for _ in range(n)]
+        stats.append(_ratio_diff(numerators, denominators, picks))
+    stats.sort()
+    alpha = 1.0 - confidence
+    return quantile(stats, alpha / 2), quantile(stats, 1 - alpha / 2)
+
+
+def _ratio_diff(
+    numerators: Sequence[tuple[float, float]],
+    denominators: Sequence[tuple[float, float]],
+    picks: Sequence[int],
+) -> float:
+    cand_num = math.fsum(numerators[i][0] for i in picks)
+    champ_num = math.fsum(numerators[i][1] for i in picks)
+    cand_den = math.fsum(denominators[i][0] for i in picks)
+    champ_den = math.fsum(denominators[i][1] for i in picks)
+    return cand_num / cand_den - champ_num / champ_den
+
+
+def reliable_margin(
+    diffs: Sequence[float], confidence: float, max_false_block: float
+) -> tuple[float, float]:
+    """(standard error of the mean difference, the smallest reliable margin).
+
+    With a true difference of 0, the CI's lower bound falls below ``-margin`` with chance
+    ``Φ(z_conf - margin / se)``; the margin ``(z_conf + z_(1 - max_false_block)) * se``
+    keeps that chance at ``max_false_block``. For 0/1 scores ``se ≈ √(discordance / n)``.
+    """
+    n = len(diffs)
+    if n < 2:
+        return 0.0, 0.0
+    se = statistics.stdev(diffs) / math.sqrt(n)
+    normal = statistics.NormalDist()
+    z_sum = normal.inv_cdf((1 + confidence) / 2) + normal.inv_cdf(1 - max_false_block)
+    return se, z_sum * se
+
+
+def false_block_chance(margin: float, se: float, confidence: float) -> float:
+    """The chance that a candidate equal to the champion is blocked at ``margin``."""
+    if se <= 0:
+        return 0.0
+    normal = statistics.NormalDist()
+    return normal.cdf(normal.inv_cdf((1 + confidence) / 2) - margin / se)
