@@ -186,11 +186,11 @@ def _mmlu(delta: float, **extra: float) -> dict[str, Any]:
 
 
 def heldout_suite(nll_per_token: list[float], tokens: list[int]) -> dict[str, Any]:
-    items = [
+    items: list[dict[str, Any]] = [
         {"id": f"h{i}", "nll_per_token": nll, "nll_sum": nll * n, "n_tokens": n}
         for i, (nll, n) in enumerate(zip(nll_per_token, tokens, strict=True))
     ]
-    total = sum(i["nll_sum"] for i in items) / sum(tokens)
+    total = sum(nll * n for nll, n in zip(nll_per_token, tokens, strict=True)) / sum(tokens)
     return {"perplexity": math.exp(total), "nll_per_token": total, "items": items}
 
 
