@@ -147,6 +147,17 @@ class EvalSettings:
         return found
 
 
+_SUITE_FIELDS = (
+    "floor",
+    "delta",
+    "min_gain",
+    "max_false_block",
+    "max_delta",
+    "ceiling",
+    "max_increase",
+)
+
+
 @dataclass(frozen=True, kw_only=True)
 class SuitePolicy:
     """How the gate treats one benchmark suite (see contracts.md, "Gate policy")."""
@@ -158,6 +169,13 @@ class SuitePolicy:
     min_gain: float | None = None
     # A custom suite's benchmark version each run freezes: "latest" or a sha256 (prefix).
     version: str = "latest"
+    # General suites on acc/acc_norm: the margin widens (up to max_delta) when the items
+    # are too few or too discordant for delta (tuneloop/gating/policy.py).
+    max_false_block: float | None = None
+    max_delta: float | None = None
+    # metric "perplexity" (lower is better): must_pass ceiling, general max_increase.
+    ceiling: float | None = None
+    max_increase: float | None = None
 
     def problems(self) -> list[Problem]:
         found: list[Problem] = []
@@ -170,10 +188,13 @@ class SuitePolicy:
             "'latest' or 8..64 lowercase hex characters",
         )
         _check(found, "metric", self.metric, bool(self.metric), "a metric name")
-        required = {"must_pass": "floor", "general": "delta", "target": "min_gain"}.get(self.role)
+        fields = {"must_pass": "floor", "general": "delta", "target": "min_gain"}
+        if self.metric == "perplexity":
+            fields = {"must_pass": "ceiling", "general": "max_increase"}
+        required = fields.get(self.role)
         if required is not None and getattr(self, required) is None:
             found.append((required, f"is required for role {self.role!r}"))
-        for name in ("floor", "delta", "min_gain"):
+        for name in ("floor", "delta", "min_gain", "max_false_block", "max_delta", "max_increase"):
             value = getattr(self, name)
             if value is not None:
                 _number_in(found, name, value, 0.0, 1.0, "in [0, 1]")
@@ -181,7 +202,7 @@ class SuitePolicy:
 
     def as_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {"role": self.role, "metric": self.metric}
-        for name in ("floor", "delta", "min_gain"):
+        for name in _SUITE_FIELDS:
             if getattr(self, name) is not None:
                 body[name] = getattr(self, name)
         if self.version != "latest":

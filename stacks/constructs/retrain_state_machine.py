@@ -31,6 +31,13 @@ from stacks.nag import WildcardAllowances
 from stacks.retention import log_retention
 
 JOBS_PREFIX = "jobs/"
+CHECKPOINTS_PREFIX = "checkpoints/"
+CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
+# What the trainer prints (tuneloop/training/loop.py) -> SageMaker metrics of the Train job.
+TRAIN_METRIC_DEFINITIONS = {
+    "train_loss": r"train_loss=([0-9.eE+-]+);",
+    "train_tokens_per_second": r"train_tokens_per_second=([0-9.eE+-]+);",
+}
 SAGEMAKER_RETRY_ERRORS = ["SageMaker.AmazonSageMakerException", "SageMaker.ThrottlingException"]
 _P = sfn.JsonPath
 
@@ -53,6 +60,52 @@ class _S3Uri(tasks.S3Location):
     ) -> tasks.S3LocationConfig:
         del task, for_reading, for_writing
         return tasks.S3LocationConfig(uri=self._uri)
+
+
+class _TrainingJob(tasks.SageMakerCreateTrainingJob):
+    """``SageMakerCreateTrainingJob`` plus request fields CDK does not model
+    (``CheckpointConfig``, ``EnableManagedSpotTraining``, ``StoppingCondition.MaxWaitTime``):
+    they are merged into the rendered state's ``Parameters``, one level deep."""
+
+    def __init__(
+        self, scope: Construct, construct_id: str, *, extra: Mapping[str, Any], **props: Any
+    ) -> None:
+        super().__init__(scope, construct_id, **props)
+        self._extra = dict(extra)
+
+    def to_state_json(
+        self, state_machine_query_language: sfn.QueryLanguage | None = None
+    ) -> Mapping[Any, Any]:
+        state = dict(super().to_state_json(state_machine_query_language))
+        parameters = dict(state["Parameters"])
+        for key, value in self._extra.items():
+            current = parameters.get(key)
+            if isinstance(current, Mapping) and isinstance(value, Mapping):
+                value = {**current, **value}
+            parameters[key] = value
+        state["Parameters"] = parameters
+        return state
+
+
+def train_job_extras(config: StageConfig, artifacts: s3.IBucket) -> dict[str, Any]:
+    """Train's checkpoints (``s3://<artifacts>/checkpoints/<model_version>/`` synced with
+    ``/opt/ml/checkpoints``, where the trainer saves and resumes) and, when the stage says
+    so, managed spot training."""
+    extras: dict[str, Any] = {
+        "CheckpointConfig": {
+            "S3Uri.$": (
+                f"States.Format('s3://{artifacts.bucket_name}/{CHECKPOINTS_PREFIX}{{}}/', "
+                "$.dataset.model_version)"
+            ),
+            "LocalPath": CHECKPOINT_LOCAL_PATH,
+        }
+    }
+    if config.training_spot:
+        extras["EnableManagedSpotTraining"] = True
+        extras["StoppingCondition"] = {
+            "MaxWaitTimeInSeconds": config.training_spot_max_wait_minutes * 60
+        }
+    return extras
 
 
 def _execution_name_with(suffix: str) -> str:
@@ -136,6 +189,8 @@ class RetrainStateMachine(Construct):
                 "model_data": _P.string_at("$.ModelArtifacts.S3ModelArtifacts"),
             },
             result_path="$.train",
+            metric_definitions=TRAIN_METRIC_DEFINITIONS,
+            extra=train_job_extras(config, artifacts),
             **common_job,
         )
         evaluate = self._training_job(
@@ -373,12 +428,16 @@ class RetrainStateMachine(Construct):
         hyperparameters: Mapping[str, Any],
         result_selector: Mapping[str, Any],
         result_path: str,
+        metric_definitions: Mapping[str, str] | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> tasks.SageMakerCreateTrainingJob:
         """A script-mode SageMaker training job (``createTrainingJob.sync``) named
         ``<execution name>-<suffix>``, running ``program`` from ``sourcedir.tar.gz``."""
-        task = tasks.SageMakerCreateTrainingJob(
+        metrics = metric_definitions or {"train_loss": TRAIN_METRIC_DEFINITIONS["train_loss"]}
+        task = _TrainingJob(
             self,
             state_name,
+            extra=extra or {},
             integration_pattern=sfn.IntegrationPattern.RUN_JOB,
             training_job_name=_execution_name_with(name_suffix),
             role=role,
@@ -386,7 +445,8 @@ class RetrainStateMachine(Construct):
                 training_image=tasks.DockerImage.from_registry(image_uri),
                 training_input_mode=tasks.InputMode.FILE,
                 metric_definitions=[
-                    tasks.MetricDefinition(name="train_loss", regex=r"train_loss=([0-9.eE+-]+);")
+                    tasks.MetricDefinition(name=name, regex=regex)
+                    for name, regex in metrics.items()
                 ],
             ),
             input_data_config=[

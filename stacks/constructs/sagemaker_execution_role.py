@@ -39,6 +39,8 @@ class SageMakerExecutionRole(Construct):
         allow = self.allowances
         grant_objects(curated, self.role, allow, prefix="datasets/", access="read")
         grant_objects(artifacts, self.role, allow, prefix="jobs/", access="read_write")
+        # Train's spot-resume checkpoints (CheckpointConfig), synced both ways by SageMaker.
+        grant_objects(artifacts, self.role, allow, prefix="checkpoints/", access="read_write")
         grant_objects(artifacts, self.role, allow, prefix="benchmarks/", access="read")
         # Evaluate reads the benchmark versions PrepareDataset froze for the run.
         grant_objects(artifacts, self.role, allow, prefix="runs/", access="read")

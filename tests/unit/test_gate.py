@@ -451,3 +451,23 @@ def test_policy_errors_name_the_field(raw: Any, expected: str) -> None:
         parse_policy(raw)
     assert isinstance(caught.value, ValueError)
     assert str(caught.value).startswith(expected)
+
+
+def test_stage_config_policy_round_trips_the_new_fields() -> None:
+    from stacks.config import GatePolicy as StagePolicy
+    from stacks.config import SuitePolicy as StageSuite
+
+    stage = StagePolicy(
+        suites={
+            "mmlu": StageSuite(role="general", delta=0.05, max_false_block=0.02, max_delta=0.08),
+            "heldout_perplexity": StageSuite(
+                role="general", metric="perplexity", max_increase=0.05
+            ),
+        }
+    )
+    assert stage.problems() == []
+    parsed = {s.name: s for s in parse_policy(stage.to_json()).suites}
+    assert (parsed["mmlu"].max_false_block, parsed["mmlu"].max_delta) == (0.02, 0.08)
+    assert parsed["heldout_perplexity"].max_increase == 0.05
+    missing = StageSuite(role="general", metric="perplexity")
+    assert ("max_increase", "is required for role 'general'") in missing.problems()

@@ -30,7 +30,8 @@ from tuneloop.evaluation.benchmarks import (
 from tuneloop.evaluation.errors import BenchmarkError
 from tuneloop.evaluation.scorers import SCORERS
 
-RESERVED_NAMES = frozenset({"mmlu"})
+# Built-in suites: MMLU and the held-out perplexity of the heldout channel (never frozen).
+RESERVED_NAMES = frozenset({"mmlu", "heldout_perplexity"})
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 DEFAULT_MAX_NEW_TOKENS = 64
 MAX_NEW_TOKENS_LIMIT = 2048
