@@ -44,7 +44,7 @@ class TrainConfig:
     max_steps: int = _hp(10, "optimizer steps to run")
     learning_rate: float = _hp(2e-4, "peak AdamW learning rate (linear warmup, linear decay)")
     warmup_steps: int = _hp(0, "linear warmup steps")
-    weight_decay: float = _hp(0.0, "AdamW weight decay on the LoRA parameters")
+    weight_decay: float = _hp(0.0, "AdamW weight decay on the trained parameters")
     max_grad_norm: float = _hp(1.0, "gradient clipping norm (0 disables clipping)")
     lora_r: int = _hp(8, "LoRA rank")
     lora_alpha: int = _hp(16, "LoRA alpha (scaling = alpha / r)")
