@@ -108,3 +108,24 @@ def test_settings_refuse_nonsense() -> None:
         NearDuplicateSettings(threshold=0.0)
     with pytest.raises(ValueError, match="exceeds num_perm"):
         NearDuplicateSettings(num_perm=16, bands=9, rows=4)
+
+
+def test_memory_index_prefers_the_closest_record_and_the_earliest_on_a_tie() -> None:
+    hasher = MinHasher()
+    index = MemoryLSH(threshold=0.5, bands=9, rows=4)
+    close, far = BASE + " tonight", BASE.replace("farmer", "old farmer")
+    index.insert("far", hasher.signature(far))
+    index.insert("close", hasher.signature(close))
+    index.insert("close again", hasher.signature(close))
+    match = index.best_match(hasher.signature(BASE + " tonight again"))
+    expected = jaccard_estimate(hasher.signature(BASE + " tonight again"), hasher.signature(close))
+    assert match is not None and (match.of, match.similarity) == ("close", expected)
+    assert index.best_match(hasher.signature("nothing in common with any of them")) is None
+
+
+def test_jaccard_estimate_counts_equal_values_and_refuses_different_lengths() -> None:
+    first = bytes(range(16))
+    second = bytes(range(8)) + bytes(8)  # the first two of four uint32 values agree
+    assert jaccard_estimate(first, second) == 0.5
+    with pytest.raises(ValueError, match="16 and 8 bytes"):
+        jaccard_estimate(first, first[:8])

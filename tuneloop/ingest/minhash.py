@@ -19,6 +19,8 @@ import zlib
 from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
+from operator import eq
 from types import ModuleType
 
 np: ModuleType | None
@@ -82,12 +84,17 @@ class MinHasher:
 
     def signatures(self, texts: Sequence[str], *, use_numpy: bool | None = None) -> list[Signature]:
         """One signature per text; a text without words gets all-max (matches nothing real)."""
-        hashed = [self.shingle_hashes(text) for text in texts]
         if use_numpy is None:
             use_numpy = np is not None
-        if use_numpy:
-            return self._numpy(hashed)
-        return [self._python(hashes) for hashes in hashed]
+        if not use_numpy:
+            return [self._python(self.shingle_hashes(text)) for text in texts]
+        # Shingled a chunk at a time: a drop's shingle hashes as Python ints would take
+        # ~40 bytes each, hundreds of MB for a large drop, held only to be flattened.
+        signatures: list[Signature] = []
+        for start in range(0, len(texts), _CHUNK_TEXTS):
+            chunk = texts[start : start + _CHUNK_TEXTS]
+            signatures.extend(self._numpy([self.shingle_hashes(text) for text in chunk]))
+        return signatures
 
     def _python(self, hashes: list[int]) -> Signature:
         if not hashes:
@@ -109,21 +116,28 @@ class MinHasher:
             if chunk.size == 0:
                 continue
             flat = np.fromiter(
-                (x for i in chunk for x in hashed[i]),
+                chain.from_iterable(hashed[i] for i in chunk),
                 dtype=np.uint64,
                 count=int(lengths[chunk].sum()),
             )
             starts = np.concatenate(([0], np.cumsum(lengths[chunk])[:-1]))
             # (num_perm, shingles of the chunk): permuted hashes, then the minimum per text.
-            permuted = (np.outer(a, flat) + b[:, None]) % prime
+            # In place: one (num_perm x shingles) uint64 buffer rather than three.
+            permuted = np.outer(a, flat)
+            permuted += b[:, None]
+            np.remainder(permuted, prime, out=permuted)
             out[chunk] = np.minimum.reduceat(permuted, starts, axis=1).T
         return [row.tobytes() for row in out]
 
 
 def jaccard_estimate(first: Signature, second: Signature) -> float:
     """The share of equal MinHash values: an unbiased estimate of the Jaccard similarity."""
-    left, right = unpack(first), unpack(second)
-    return sum(1 for x, y in zip(left, right, strict=True) if x == y) / len(left)
+    if len(first) != len(second):
+        raise ValueError(f"signatures of {len(first)} and {len(second)} bytes")
+    # Two values are equal exactly when their 4 bytes are, whatever the byte order, so
+    # the native-order view compares them without unpacking.
+    left, right = memoryview(first).cast("I"), memoryview(second).cast("I")
+    return sum(map(eq, left, right)) / len(left)
 
 
 def candidate_probability(similarity: float, bands: int, rows: int) -> float:
@@ -150,21 +164,28 @@ class NearMatch:
 class MemoryLSH:
     """An in-memory LSH index: the records of one file, or a benchmark's whole drop.
 
-    It also serves as the ``NearDuplicateIndex`` of tests and benchmarks.
+    It also serves as the ``NearDuplicateIndex`` of tests and benchmarks. Bands are keyed
+    by their raw bytes, one dict per band: nothing is persisted, so there is no need for
+    ``band_hashes``' digests.
     """
 
     def __init__(self, *, threshold: float, bands: int, rows: int) -> None:
         self.threshold = threshold
         self.bands, self.rows = bands, rows
-        self._buckets: dict[str, list[str]] = {}
+        self._width = rows * 4
+        self._buckets: list[dict[bytes, list[str]]] = [{} for _ in range(bands)]
         self._signatures: dict[str, Signature] = {}
+
+    def _band_keys(self, signature: Signature) -> list[bytes]:
+        width = self._width
+        return [signature[band * width : (band + 1) * width] for band in range(self.bands)]
 
     def best_match(self, signature: Signature, record_id: str | None = None) -> NearMatch | None:
         """The most similar indexed record at or above the threshold, if any.
 
         A record already in the index (``record_id`` found) matches nothing: it is itself.
         """
-        candidates = self._candidates(band_hashes(signature, self.bands, self.rows))
+        candidates = self._candidates(self._band_keys(signature))
         if record_id is not None and record_id in candidates:
             return None
         best: NearMatch | None = None
@@ -176,8 +197,12 @@ class MemoryLSH:
 
     def insert(self, record_id: str, signature: Signature) -> None:
         self._signatures[record_id] = signature
-        for key in band_hashes(signature, self.bands, self.rows):
-            self._buckets.setdefault(key, []).append(record_id)
+        for buckets, key in zip(self._buckets, self._band_keys(signature), strict=True):
+            bucket = buckets.get(key)
+            if bucket is None:
+                buckets[key] = [record_id]
+            else:
+                bucket.append(record_id)
 
     def find(self, items: Sequence[tuple[str, Signature]]) -> dict[str, NearMatch]:
         found = {}
@@ -192,8 +217,12 @@ class MemoryLSH:
             if record_id not in self._signatures:
                 self.insert(record_id, signature)
 
-    def _candidates(self, keys: Iterable[str]) -> dict[str, None]:
+    def _candidates(self, keys: Iterable[bytes]) -> dict[str, None]:
+        # Ordered by band, then by insertion: ties between equally similar records go to
+        # the first one found, as they always have.
         found: dict[str, None] = {}
-        for key in keys:
-            found.update(dict.fromkeys(self._buckets.get(key, ())))
+        for buckets, key in zip(self._buckets, keys, strict=True):
+            bucket = buckets.get(key)
+            if bucket:
+                found.update(dict.fromkeys(bucket))
         return found
