@@ -29,7 +29,7 @@ from tuneloop.connectors.settings import (
 LOCAL_BASE_MODEL = "smollm2-135m-instruct"
 """The packaged GGUF base model (see ARCHITECTURE.md, "Models")."""
 
-OVERRIDABLE_FIELDS = ("base_model", "retrain_threshold", "connectors")
+OVERRIDABLE_FIELDS = ("base_model", "retrain_threshold", "connectors", "serving_backend")
 """Context keys that may override a stage's value (``cdk synth -c base_model=...``);
 ``connectors`` is a list of connector objects (cdk.json) or its JSON text (docs/connectors.md)."""
 
@@ -309,6 +309,58 @@ class DlcImage:
         return found
 
 
+SERVING_BACKENDS = ("tuneloop", "lmi")
+"""``tuneloop``: our server (``inference.py`` on the Hugging Face inference DLC);
+``lmi``: AWS's Large Model Inference container (DJL Serving + vLLM) with the LoRA adapter."""
+# vLLM accepts only these LoRA ranks as its maximum.
+_LMI_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LmiOptions:
+    """The LMI backend: its image and the vLLM/LoRA options the Deploy Lambda sets."""
+
+    image: DlcImage
+    adapter_name: str = "tuneloop"
+    """The name requests give in ``"adapters"`` (the folder ``adapters/<name>/``)."""
+    max_loras: int = 1
+    max_lora_rank: int = 64
+    """At least the adapters' ``lora_r``; one of vLLM's ranks."""
+    max_model_len: int = 4096
+    dtype: Literal["bf16", "fp16", "auto"] = "bf16"
+
+    def problems(self) -> list[Problem]:
+        found = _prefixed("image", self.image.problems())
+        _check(
+            found,
+            "adapter_name",
+            self.adapter_name,
+            bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}", str(self.adapter_name))),
+            "1-64 letters, digits, '-' or '_'",
+        )
+        _positive_int(found, "max_loras", self.max_loras)
+        _positive_int(found, "max_model_len", self.max_model_len)
+        _check(
+            found,
+            "max_lora_rank",
+            self.max_lora_rank,
+            self.max_lora_rank in _LMI_LORA_RANKS,
+            f"one of {_LMI_LORA_RANKS}",
+        )
+        _check(found, "dtype", self.dtype, self.dtype in ("bf16", "fp16", "auto"), "bf16/fp16/auto")
+        return found
+
+    def to_json(self) -> str:
+        """The Deploy Lambda's ``LMI_OPTIONS`` (``tuneloop.lmi.LmiSettings``)."""
+        fields = ("adapter_name", "max_loras", "max_lora_rank", "max_model_len", "dtype")
+        return json.dumps({name: getattr(self, name) for name in fields}, sort_keys=True)
+
+
+# AWS's LMI DLC (vLLM rolling batch, LoRA adapters), same registry accounts as the others.
+_LMI_IMAGE = DlcImage(repository="djl-inference", tag="0.33.0-lmi15.0.0-cu128")
+_LMI_OPTIONS = LmiOptions(image=_LMI_IMAGE)
+
+
 @dataclass(frozen=True, kw_only=True)
 class StageConfig:
     """Everything that differs between stages. Built by :func:`load_stage_config`."""
@@ -331,6 +383,8 @@ class StageConfig:
     serving_image: DlcImage
     alarms: AlarmThresholds
     endpoint_poll_seconds: int
+    serving_backend: Literal["tuneloop", "lmi"] = "tuneloop"
+    lmi: LmiOptions = _LMI_OPTIONS
     # The loop
     retrain_threshold: int
     retrain_schedule_minutes: int
@@ -420,14 +474,39 @@ class StageConfig:
             "evaluation": self.evaluation.problems,
             "training_image": self.training_image.problems,
             "serving_image": self.serving_image.problems,
+            "lmi": self.lmi.problems,
             "alarms": self.alarms.problems,
             "gate_policy": self.gate_policy.problems,
         }
         for prefix, check in nested.items():
             found += _prefixed(prefix, check())
+        found += self._serving_backend_problems()
         for index, connector in enumerate(self.connectors):
             found += _prefixed(f"connectors[{index}]", connector.problems())
         found += duplicate_name_problems(self.connectors)
+        return found
+
+    def _serving_backend_problems(self) -> list[Problem]:
+        found: list[Problem] = []
+        _check(
+            found,
+            "serving_backend",
+            self.serving_backend,
+            self.serving_backend in SERVING_BACKENDS,
+            f"one of {SERVING_BACKENDS}",
+        )
+        if self.serving_backend == "lmi":
+            if not self.base_model.startswith(("hf://", "s3://")):
+                reason = f"'lmi' needs an hf:// or s3:// base_model, got {self.base_model!r}"
+                found.append(("serving_backend", reason))
+            rank = self.training.lora_r
+            if isinstance(rank, int) and rank > self.lmi.max_lora_rank:
+                found.append(
+                    (
+                        "lmi.max_lora_rank",
+                        f"must be >= training.lora_r ({rank}), got {self.lmi.max_lora_rank}",
+                    )
+                )
         return found
 
     @property
@@ -618,7 +697,7 @@ def load_stage_config(stage: str, overrides: Mapping[str, Any] | None = None) ->
     config = factory()
     changes: dict[str, Any] = {}
     for key, raw in (overrides or {}).items():
-        if key == "base_model":
+        if key in ("base_model", "serving_backend"):
             changes[key] = str(raw)
         elif key == "connectors":
             try:
@@ -643,12 +722,14 @@ def load_stage_config(stage: str, overrides: Mapping[str, Any] | None = None) ->
 __all__ = [
     "LOCAL_BASE_MODEL",
     "OVERRIDABLE_FIELDS",
+    "SERVING_BACKENDS",
     "STAGES",
     "AlarmThresholds",
     "ConfigError",
     "DlcImage",
     "EvalSettings",
     "GatePolicy",
+    "LmiOptions",
     "StageConfig",
     "SuitePolicy",
     "TrainingHyperparameters",

@@ -42,15 +42,28 @@ class PipelineStack(Stack):
         super().__init__(scope, construct_id, **kwargs)
         training_image = DlcImageUri(self, "TrainingImage", image=config.training_image)
         serving_image = DlcImageUri(self, "ServingImage", image=config.serving_image)
+        # The endpoint's container: our server on the HF inference DLC (also what Register
+        # records), or AWS's LMI (vLLM) image with the LoRA adapter (docs/serving.md).
+        lmi = config.serving_backend == "lmi"
+        deploy_image = DlcImageUri(self, "LmiImage", image=config.lmi.image) if lmi else None
         code = TrainingCode(self, "TrainingCode")
-        self.sagemaker_role = SageMakerExecutionRole(
+        execution = SageMakerExecutionRole(
             self,
             "SageMakerExecution",
             curated=lake.curated,
             artifacts=lake.artifacts,
             training_code=code,
-            images=[training_image, serving_image],
-        ).role
+            images=[training_image, serving_image] + ([deploy_image] if deploy_image else []),
+        )
+        self.sagemaker_role = execution.role
+        if lmi:  # the endpoint loads the model Deploy repacked for LMI
+            grant_objects(
+                lake.artifacts,
+                self.sagemaker_role,
+                execution.allowances,
+                prefix="models/",
+                access="read",
+            )
         registry = ModelRegistry(
             self,
             "ModelRegistry",
@@ -119,11 +132,16 @@ class PipelineStack(Stack):
                     "CONTROL_TABLE": t.control.table_name,
                     "MODEL_VERSIONS_TABLE": t.model_versions.table_name,
                     "ENDPOINT_NAME": endpoint_name,
-                    "SERVING_IMAGE_URI": serving_image.uri,
+                    "SERVING_IMAGE_URI": (deploy_image or serving_image).uri,
                     "SERVING_INSTANCE_TYPE": config.serving_instance_type,
                     "SAGEMAKER_ROLE_ARN": self.sagemaker_role.role_arn,
                     "ROLLBACK_ALARM_NAMES": endpoint_alarms.alarm_names,
+                    "SERVING_BACKEND": config.serving_backend,
+                    "ARTIFACTS_BUCKET": b.artifacts.bucket_name,
+                    "LMI_OPTIONS": config.lmi.to_json(),
                 },
+                # LMI: the adapter artifact is repacked in the function (adapters/<name>/).
+                **({"timeout": Duration.minutes(5), "memory_size": 1024} if lmi else {}),
             ),
             "ConfirmDeployment": fn(
                 "ConfirmDeployment",
@@ -171,6 +189,11 @@ class PipelineStack(Stack):
         grant_objects(b.artifacts, f["Gate"], a["Gate"], prefix="jobs/", access="read")
         grant_objects(b.artifacts, f["Gate"], a["Gate"], prefix="gate/", access="read_write")
         grant_objects(b.artifacts, f["Register"], a["Register"], prefix="jobs/", access="read")
+        if lmi:  # Deploy reads the trained artifact and writes its LMI layout
+            grant_objects(b.artifacts, f["Deploy"], a["Deploy"], prefix="jobs/", access="read")
+            grant_objects(
+                b.artifacts, f["Deploy"], a["Deploy"], prefix="models/", access="read_write"
+            )
         registry.grant_register(f["Register"])
         a["Register"].allow_resource(
             registry.packages_arn,

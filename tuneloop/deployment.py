@@ -9,13 +9,14 @@ machine then polls the endpoint and ConfirmDeployment checks which config it end
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from tuneloop import aws
 from tuneloop.control import Release, read_production, replace_production
+from tuneloop.lmi import LmiSettings, prepare_lmi_model
 from tuneloop.model_versions import (
     DEPLOYED,
     DEPLOYING,
@@ -52,6 +53,37 @@ class ServingSettings:
     instance_type: str
     role_arn: str
     rollback_alarm_names: tuple[str, ...]
+    backend: str = "tuneloop"
+    """``tuneloop`` (our ``inference.py`` on the HF DLC) or ``lmi`` (``tuneloop.lmi``)."""
+    artifacts_bucket: str = ""
+    lmi: LmiSettings = field(default_factory=LmiSettings)
+
+
+def container_definition(
+    serving: ServingSettings, model_version: str, model_data: str
+) -> dict[str, Any]:
+    """The model's primary container for the configured backend."""
+    if serving.backend == "tuneloop":
+        return {
+            "Image": serving.image_uri,
+            "ModelDataUrl": model_data,
+            "Environment": {"SAGEMAKER_PROGRAM": SERVING_PROGRAM},
+        }
+    if serving.backend == "lmi":
+        if not serving.artifacts_bucket:
+            raise ValueError("the lmi backend needs ARTIFACTS_BUCKET for the repacked model")
+        lmi = prepare_lmi_model(
+            model_version,
+            model_data,
+            artifacts_bucket=serving.artifacts_bucket,
+            settings=serving.lmi,
+        )
+        return {
+            "Image": serving.image_uri,
+            "ModelDataUrl": lmi.model_data_url,
+            "Environment": lmi.environment,
+        }
+    raise ValueError(f"unknown serving backend {serving.backend!r}; expected tuneloop or lmi")
 
 
 def resource_name(model_version: str, kind: str) -> str:
@@ -103,15 +135,10 @@ def deploy_model(
             f"endpoint {serving.endpoint_name} is {endpoint['EndpointStatus']}; "
             f"{model_version} can be deployed once it is InService again"
         )
+    container: Any = container_definition(serving, model_version, model_data)
     model_name = resource_name(model_version, "model")
     sagemaker.create_model(
-        ModelName=model_name,
-        ExecutionRoleArn=serving.role_arn,
-        PrimaryContainer={
-            "Image": serving.image_uri,
-            "ModelDataUrl": model_data,
-            "Environment": {"SAGEMAKER_PROGRAM": SERVING_PROGRAM},
-        },
+        ModelName=model_name, ExecutionRoleArn=serving.role_arn, PrimaryContainer=container
     )
     config_name = resource_name(model_version, "config")
     # Any: the instance type comes from configuration, the stubs want a literal.
@@ -142,6 +169,7 @@ def deploy_model(
             "status": DEPLOYING,
             "model_data_url": model_data,
             "model_name": model_name,
+            "serving_backend": serving.backend,
             "endpoint_config_name": config_name,
             "endpoint_name": serving.endpoint_name,
             "deploy_started_at": now_iso(),
