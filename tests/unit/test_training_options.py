@@ -183,3 +183,29 @@ def test_two_process_data_parallel_run_matches_one_process_of_the_same_batch(
     metadata = json.loads((parallel_root / "model/tuneloop_model.json").read_text())
     assert metadata["adapter"] is True
     assert not (parallel_root / "output/failure").exists()
+
+
+def test_bf16_frozen_weights_give_the_same_losses_as_plain_autocast(
+    base_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Storing frozen linear weights in bf16 while training is a pure speed-up: autocast
+    rounds them the same way. Afterwards the model holds its fp32 weights again."""
+    from contextlib import nullcontext
+
+    from test_training_correctness import config, quiet
+
+    from tuneloop.training import loop
+    from tuneloop.training.data import Dataset
+
+    dataset = Dataset(varied_records(), sha256="0" * 64, files=["train.jsonl"])
+    cast = loop.train(config(base_model, tmp_path / "a", precision="bf16"), dataset, quiet)
+    monkeypatch.setattr(loop, "frozen_linear_weights_in", lambda model, dtype: nullcontext(0))
+    plain = loop.train(config(base_model, tmp_path / "b", precision="bf16"), dataset, quiet)
+
+    assert cast.report["precision"] == "bf16"
+    # Every frozen projection of the 2-layer Llama (7 per layer) held bf16 weights.
+    assert cast.report["frozen_weights_in_bf16"] == 14
+    assert plain.report["frozen_weights_in_bf16"] == 0
+    assert cast.report["losses"] == pytest.approx(plain.report["losses"], abs=1e-6)
+    dtypes = {p.dtype for p in cast.model.parameters()}
+    assert dtypes == {torch.float32}

@@ -35,6 +35,7 @@ from tuneloop.training.checkpoint import (
 )
 from tuneloop.training.config import TrainConfig, TrainingError
 from tuneloop.training.data import IGNORE_INDEX, Dataset, encode_dataset
+from tuneloop.training.frozen_cast import frozen_linear_weights_in
 from tuneloop.training.model_setup import (
     is_peft_model,
     load_base,
@@ -174,7 +175,8 @@ def train(config: TrainConfig, dataset: Dataset, log: Log = print) -> TrainResul
     model.train()
     loop_started = time.monotonic()
     stop = threading.Event()
-    with _stop_on_sigterm(stop):
+    frozen_dtype = autocast_dtype if config.finetune_method == "lora" else None
+    with _stop_on_sigterm(stop), frozen_linear_weights_in(model, frozen_dtype) as cast_count:
         for step in range(state.step, config.max_steps):
             batches = micro_batches(
                 [examples[i] for i in next(plan)],
@@ -265,6 +267,7 @@ def train(config: TrainConfig, dataset: Dataset, log: Log = print) -> TrainResul
         "device": str(device),
         "processes": place.world_size,
         "precision": "bf16" if autocast_dtype else "fp32",
+        "frozen_weights_in_bf16": cast_count,
         "attention": config.attn_implementation,
         "finetune_method": config.finetune_method,
         "quantize_4bit": config.quantize_4bit,
