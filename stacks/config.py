@@ -25,6 +25,8 @@ from tuneloop.connectors.settings import (
     duplicate_name_problems,
     parse_connectors,
 )
+from tuneloop.ingest.settings import DEFAULT_SETTINGS as DEFAULT_INGEST_SETTINGS
+from tuneloop.ingest.settings import IngestSettings, settings_problems
 
 LOCAL_BASE_MODEL = "smollm2-135m-instruct"
 """The packaged GGUF base model (see ARCHITECTURE.md, "Models")."""
@@ -400,6 +402,9 @@ class StageConfig:
     termination_protection: bool
     # Pull connectors (docs/connectors.md): none by default, so no connector resources.
     connectors: tuple[ConnectorSettings, ...] = ()
+    # Ingestion (docs/ingestion.md): redactors, quality thresholds, near-duplicates,
+    # chunk and segment sizes; the Ingest function's INGEST_SETTINGS.
+    ingest: IngestSettings = DEFAULT_INGEST_SETTINGS
 
     def __post_init__(self) -> None:
         problems = self.problems()
@@ -484,6 +489,7 @@ class StageConfig:
         for index, connector in enumerate(self.connectors):
             found += _prefixed(f"connectors[{index}]", connector.problems())
         found += duplicate_name_problems(self.connectors)
+        found += _prefixed("ingest", settings_problems(self.ingest))
         return found
 
     def _serving_backend_problems(self) -> list[Problem]:

@@ -19,6 +19,7 @@ from stacks.constructs.python_function import PythonFunction
 from stacks.constructs.retrain_schedule import RetrainSchedule
 from stacks.constructs.state_tables import StateTables
 from stacks.grants import grant_objects, grant_table
+from tuneloop.ingest.settings import settings_to_json
 
 INGEST_TIMEOUT = Duration.minutes(5)
 # The AWS-managed "AWS SDK for pandas" layer brings pyarrow, which Parquet drops need.
@@ -57,6 +58,9 @@ class IngestionStack(Stack):
             environment={
                 "RECORDS_TABLE": tables.records.table_name,
                 "DROPS_TABLE": tables.drops.table_name,
+                "CURATED_BUCKET": lake.curated.bucket_name,
+                # Redactors, quality thresholds, near-duplicates, chunk and segment sizes.
+                "INGEST_SETTINGS": settings_to_json(config.ingest),
                 **trigger_env,
             },
         )
@@ -114,6 +118,9 @@ class IngestionStack(Stack):
         allow = self.ingest.allowances
         grant_objects(lake.raw, ingest, allow, prefix="drops/", access="read")
         grant_objects(lake.raw, ingest, allow, prefix="quarantine/", access="put")
+        # Bodies too large for a Records item, and each drop's curated copy.
+        grant_objects(lake.curated, ingest, allow, prefix="records/", access="put")
+        grant_objects(lake.curated, ingest, allow, prefix="curated/", access="put")
         grant_table(tables.records, ingest, allow, write=True, indexed=True)
         grant_table(tables.drops, ingest, allow, write=True)
         for function in (self.ingest, self.retrain_trigger):

@@ -170,6 +170,10 @@ class PipelineStack(Stack):
             prefix="datasets/",
             access="read_write",
         )
+        # Record bodies over DynamoDB's item limit, written by Ingest (docs/contracts.md).
+        grant_objects(
+            b.curated, f["PrepareDataset"], a["PrepareDataset"], prefix="records/", access="read"
+        )
         grant_objects(
             b.artifacts,
             f["PrepareDataset"],

@@ -79,6 +79,11 @@ def replay_rank(record_id: str) -> float:
 
 def training_line(item: dict[str, Any]) -> dict[str, Any]:
     """A Records item as a line of the training set."""
+    if "body_s3_uri" in item:
+        # A body over DynamoDB's item limit is stored in S3 (docs/contracts.md, Records).
+        bucket, _, key = str(item["body_s3_uri"]).removeprefix("s3://").partition("/")
+        body = aws.s3().get_object(Bucket=bucket, Key=key)["Body"].read()
+        return dict(json.loads(body))
     if "messages" in item:
         return {"messages": json.loads(str(item["messages"]))}
     return {"text": str(item["text"])}
@@ -112,7 +117,9 @@ def prepare_dataset(
         tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as earlier,
     ):
         scan: dict[str, Any] = {
-            "ProjectionExpression": "record_id, dataset, #text, messages, ingested_at",
+            "ProjectionExpression": (
+                "record_id, dataset, #text, messages, body_s3_uri, ingested_at"
+            ),
             "ExpressionAttributeNames": {"#text": "text"},
             "ConsistentRead": True,
         }

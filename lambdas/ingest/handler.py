@@ -22,7 +22,8 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from tuneloop.envmodel import load_env
-from tuneloop.ingest import IngestTables, ingest_message, trigger_after_ingest
+from tuneloop.ingest import DEFAULT_SETTINGS, IngestTables, ingest_message, trigger_after_ingest
+from tuneloop.ingest.settings import settings_from_json
 
 logger = Logger()
 
@@ -36,15 +37,26 @@ class Env:
     retrain_threshold: int
     # Where segments of large drops are sent; empty: every drop is processed whole.
     ingest_queue_url: str = ""
+    # Bodies of records over DynamoDB's item limit and the curated copies of drops;
+    # empty: neither is written (oversized records fail to store).
+    curated_bucket: str = ""
+    # IngestSettings as JSON (docs/contracts.md); empty: the defaults.
+    ingest_settings: str = ""
 
 
 @logger.inject_lambda_context
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     env = load_env(Env)
-    tables = IngestTables(env.records_table, env.drops_table, env.control_table)
+    # A bad value fails every message with an error naming the field (then the DLQ).
+    settings = settings_from_json(env.ingest_settings) if env.ingest_settings else DEFAULT_SETTINGS
+    tables = IngestTables(
+        env.records_table, env.drops_table, env.control_table, curated_bucket=env.curated_bucket
+    )
 
     def ingest_record(record: SQSRecord) -> dict[str, Any]:
-        result = ingest_message(record.body, tables, queue_url=env.ingest_queue_url).as_dict()
+        result = ingest_message(
+            record.body, tables, settings, queue_url=env.ingest_queue_url
+        ).as_dict()
         logger.info("drop processed", extra={"drop": result})
         return result
 

@@ -471,3 +471,62 @@ def test_a_large_drop_is_split_into_segments_that_complete_it_once(env: Platform
     # ... and the whole-file event delivered again changes nothing
     assert ingest_message(body, tables, settings, queue_url=queue_url).status == "already_complete"
     assert sqs.receive_message(QueueUrl=queue_url).get("Messages", []) == []
+
+
+def test_oversized_bodies_go_to_s3_and_drops_get_a_curated_copy(
+    env: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tuneloop.datasets import training_line
+
+    monkeypatch.setenv("CURATED_BUCKET", env.curated_bucket)
+    # Given a record far over DynamoDB's 400 KB item limit (3 bytes per character) and a
+    # small one
+    large = "".join(chr(0x4E00 + (n * 7919) % 20000) for n in range(150_000))
+    key = "drops/docs/manuals.jsonl"
+    body = drop(
+        env, key, (json.dumps({"text": large}) + "\n" + '{"text": "a short note"}\n').encode()
+    )
+
+    assert invoke(body) == {"batchItemFailures": []}
+
+    # Then the large record's item points at its body in the curated bucket ...
+    records = {len(r.get("text", "")): r for r in table_items(env.records_table)}
+    oversized = records[0]
+    assert "text" not in oversized and "messages" not in oversized
+    uri = f"s3://{env.curated_bucket}/records/docs/{oversized['record_id']}.json"
+    assert oversized["body_s3_uri"] == uri
+    # ... which the dataset export reads back
+    assert training_line(dict(oversized)) == {"text": large}
+    assert training_line(dict(records[len("a short note")])) == {"text": "a short note"}
+    # ... and the drop's stored records have a curated copy partitioned by dataset and drop
+    manifest = drop_item(env, key, body)
+    copy = (
+        aws.client("s3")
+        .get_object(
+            Bucket=env.curated_bucket, Key=f"curated/docs/{manifest['drop_id']}/part-00000.jsonl"
+        )["Body"]
+        .read()
+    )
+    lines = [json.loads(line) for line in copy.splitlines()]
+    assert [(line["line"], len(line["text"])) for line in lines] == [(1, len(large)), (2, 12)]
+    assert all(line["source_key"] == key and "dataset:docs" in line["tags"] for line in lines)
+
+
+def test_the_ingest_settings_environment_value_configures_the_pipeline(
+    env: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tuneloop.ingest.settings import IngestSettingsError
+
+    monkeypatch.setenv("INGEST_SETTINGS", '{"quality": {"min_chars": 12}, "redactors": []}')
+    key = "drops/default/settings.jsonl"
+    body = drop(env, key, b'{"text": "too short"}\n{"text": "mail me at a@example.com"}\n')
+
+    assert invoke(body) == {"batchItemFailures": []}
+
+    assert drop_item(env, key, body)["reasons"] == {"too_short": 1}
+    (record,) = table_items(env.records_table)
+    assert record["text"] == "mail me at a@example.com"  # no redactors configured
+
+    monkeypatch.setenv("INGEST_SETTINGS", '{"quality": {"min_chars": -1}}')
+    with pytest.raises(IngestSettingsError, match=r"quality\.min_chars must be >= 0"):
+        invoke(body)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from decimal import Decimal
@@ -21,6 +22,7 @@ from botocore.exceptions import ClientError
 from tuneloop import aws
 from tuneloop.ingest import objects
 from tuneloop.ingest.accounting import DropTally, FileOutcome, account_in_chunks
+from tuneloop.ingest.curated import CuratedWriter, curated_key
 from tuneloop.ingest.drops import COMPLETE, DropsTable, SegmentedDrops
 from tuneloop.ingest.events import DropObject, parse_drop_event
 from tuneloop.ingest.manifest import DropManifest, ManifestError, is_manifest_key, load_manifest
@@ -33,6 +35,7 @@ from tuneloop.ingest.records import DropRecordStore
 from tuneloop.ingest.redaction import redactors_named
 from tuneloop.ingest.segments import (
     LINE_FORMATS,
+    Segment,
     SegmentMessage,
     parquet_row_groups,
     parse_segment_message,
@@ -70,6 +73,8 @@ class IngestTables:
     records: str
     drops: str
     control: str
+    # Bodies of records too large for DynamoDB and the curated copies; "" leaves both out.
+    curated_bucket: str = ""
 
 
 @dataclass(frozen=True)
@@ -148,25 +153,9 @@ def ingest_drop(
         if segmented is not None:
             return segmented
 
-    tally = DropTally(max_listed=MAX_MANIFEST_NEAR_DUPLICATES)
-    redactors = redactors_named(settings.redactors)
-    key = quarantine_key(obj.drop_id, obj.file_name)
-    with QuarantineWriter(obj.bucket, key, redactors) as quarantine:
-        try:
-            manifest = load_manifest(obj.bucket, obj.key, dataset=obj.dataset)
-        except ManifestError as exc:
-            rejection = _manifest_rejection(obj, exc)
-            tally.received, tally.quarantined = 1, 1
-            tally.reasons[rejection.reason] += 1
-            quarantine.write([rejection])
-        else:
-            _account_for_object(obj, manifest, tables, settings, tally, quarantine)
-        quarantine_uri = quarantine.upload()
-    if not tally.reconciles:
-        raise ReconciliationError(
-            f"{obj.key}: {tally.received} records received but "
-            f"{tally.received - tally.quarantined} not accounted for"
-        )
+    tally, quarantine_uri = _process(
+        obj, tables, settings, quarantine_name=obj.file_name, part=0, segment=None
+    )
     counts = _manifest_counts(tally, quarantine_uri)
     finished = drops.complete(
         obj.drop_id, counts, control_table=tables.control, stored=tally.stored
@@ -199,38 +188,14 @@ def ingest_segment(
         drops.finish_if_done(obj.drop_id)  # a crash between the two steps is repaired here
         return _already_complete(obj.key, {**existing, "drop_id": own_id})
 
-    tally = DropTally(max_listed=MAX_MANIFEST_NEAR_DUPLICATES)
-    redactors = redactors_named(settings.redactors)
-    key = quarantine_key(obj.drop_id, f"{obj.file_name}.{segment.index:05d}")
-    with QuarantineWriter(obj.bucket, key, redactors) as quarantine:
-        try:
-            manifest = load_manifest(obj.bucket, obj.key, dataset=obj.dataset)
-        except ManifestError as exc:
-            rejection = _manifest_rejection(obj, exc)
-            tally.received, tally.quarantined = 1, 1
-            tally.reasons[rejection.reason] += 1
-            quarantine.write([rejection])
-        else:
-            options = dataclasses.replace(
-                read_options(manifest),
-                first_line=segment.first_line,
-                csv_header=segment.csv_header,
-                row_groups=segment.row_groups,
-                first_row=segment.first_row,
-            )
-            _account_for_object(
-                obj,
-                manifest,
-                tables,
-                settings,
-                tally,
-                quarantine,
-                options=options,
-                byte_range=(segment.start, segment.end),
-            )
-        quarantine_uri = quarantine.upload()
-    if not tally.reconciles:
-        raise ReconciliationError(f"{own_id}: counts do not reconcile")
+    tally, quarantine_uri = _process(
+        obj,
+        tables,
+        settings,
+        quarantine_name=f"{obj.file_name}.{segment.index:05d}",
+        part=segment.index,
+        segment=segment,
+    )
     counts = _manifest_counts(tally, quarantine_uri)
     finished = drops.complete_segment(
         own_id, obj.drop_id, counts, control_table=tables.control, stored=tally.stored
@@ -249,6 +214,70 @@ def ingest_segment(
         quarantine_uri=quarantine_uri,
         redactions=dict(tally.redactions),
     )
+
+
+def _process(
+    obj: DropObject,
+    tables: IngestTables,
+    settings: IngestSettings,
+    *,
+    quarantine_name: str,
+    part: int,
+    segment: Segment | None,
+) -> tuple[DropTally, str]:
+    """Account for the object (or one segment of it): the tally and the quarantine URI.
+
+    Rejections go to the quarantine file, stored records to the curated copy (when the
+    curated bucket is configured); both are uploaded before the caller completes the drop.
+    """
+    tally = DropTally(max_listed=MAX_MANIFEST_NEAR_DUPLICATES)
+    redactors = redactors_named(settings.redactors)
+    key = quarantine_key(obj.drop_id, quarantine_name)
+    with ExitStack() as stack:
+        quarantine = stack.enter_context(QuarantineWriter(obj.bucket, key, redactors))
+        curated = None
+        if tables.curated_bucket:
+            curated = stack.enter_context(
+                CuratedWriter(
+                    tables.curated_bucket, curated_key(obj.dataset, obj.drop_id, part), obj.key
+                )
+            )
+        try:
+            manifest = load_manifest(obj.bucket, obj.key, dataset=obj.dataset)
+        except ManifestError as exc:
+            rejection = _manifest_rejection(obj, exc)
+            tally.received, tally.quarantined = 1, 1
+            tally.reasons[rejection.reason] += 1
+            quarantine.write([rejection])
+        else:
+            options = read_options(manifest)
+            byte_range: tuple[int, int | None] = (0, None)
+            if segment is not None:
+                options = dataclasses.replace(
+                    options,
+                    first_line=segment.first_line,
+                    csv_header=segment.csv_header,
+                    row_groups=segment.row_groups,
+                    first_row=segment.first_row,
+                )
+                byte_range = (segment.start, segment.end)
+
+            def on_chunk(outcome: FileOutcome) -> None:
+                tally.add(outcome)
+                quarantine.write(outcome.rejections)
+                if curated is not None:
+                    curated.write(outcome.stored)
+
+            _account_for_object(obj, manifest, tables, settings, options, byte_range, on_chunk)
+        quarantine_uri = quarantine.upload()
+        if curated is not None:
+            curated.upload()
+    if not tally.reconciles:
+        raise ReconciliationError(
+            f"{obj.key}: {tally.received} records received but "
+            f"{tally.received - tally.quarantined} not accounted for"
+        )
+    return tally, quarantine_uri
 
 
 class SegmentError(RuntimeError):
@@ -374,18 +403,20 @@ def _account_for_object(
     manifest: DropManifest,
     tables: IngestTables,
     settings: IngestSettings,
-    tally: DropTally,
-    quarantine: QuarantineWriter,
-    options: ReadOptions | None = None,
-    byte_range: tuple[int, int | None] = (0, None),
+    options: ReadOptions,
+    byte_range: tuple[int, int | None],
+    on_chunk: Callable[[FileOutcome], None],
 ) -> None:
     """Stream the object (or its byte range) through parsing and accounting, chunk by chunk."""
-    options = options or read_options(manifest)
     with ExitStack() as stack:
         stream = _open(obj, options, byte_range, stack)
         parsed = parse_stream(obj.key, stream, options)
         store = DropRecordStore(
-            tables.records, dataset=obj.dataset, source_key=obj.key, source=manifest.source or ""
+            tables.records,
+            dataset=obj.dataset,
+            source_key=obj.key,
+            source=manifest.source or "",
+            bodies_bucket=tables.curated_bucket,
         )
         tags = (*source_tags(obj, manifest), *manifest.record_tags())
 
@@ -396,10 +427,6 @@ def _account_for_object(
                 dataset=obj.dataset,
                 settings=settings.near_duplicates,
             )
-
-        def on_chunk(outcome: FileOutcome) -> None:
-            tally.add(outcome)
-            quarantine.write(outcome.rejections)
 
         account_in_chunks(
             parsed,

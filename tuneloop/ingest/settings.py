@@ -1,8 +1,16 @@
-"""Ingestion settings with their defaults: redaction, quality filters, near-duplicates."""
+"""Ingestion settings with their defaults: redaction, quality filters, near-duplicates,
+chunk and segment sizes.
+
+On AWS they come from the stage config (``StageConfig.ingest``) as the Ingest function's
+``INGEST_SETTINGS`` JSON; ``settings_from_json`` reads it, with errors naming the field.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import dataclass, field
+from typing import Any, get_type_hints
 
 from tuneloop.ingest.redaction import REGISTRY
 
@@ -67,6 +75,121 @@ class IngestSettings:
     # A file larger than this is split into segments of about this size, each ingested by
     # its own invocation (segments.py); sized so a segment fits the Lambda's time limit.
     segment_bytes: int = 64 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        problems = settings_problems(self)
+        if problems:
+            details = "; ".join(f"{name} {text}" for name, text in problems)
+            raise IngestSettingsError(f"ingest settings: {details}")
+
+
+class IngestSettingsError(ValueError):
+    """Ingest settings that cannot be used; the message names the field."""
+
+
+def settings_problems(settings: IngestSettings) -> list[tuple[str, str]]:
+    """(field, what is wrong) for every unusable value; empty when the settings are fine."""
+    found: list[tuple[str, str]] = []
+
+    def check(name: str, ok: bool, expectation: str, value: Any) -> None:
+        if not ok:
+            found.append((name, f"must be {expectation}, got {value!r}"))
+
+    unknown = [name for name in settings.redactors if name not in REGISTRY]
+    check("redactors", not unknown, f"names from {', '.join(REGISTRY)}", unknown)
+    quality = settings.quality
+    check("quality.min_chars", quality.min_chars >= 0, ">= 0", quality.min_chars)
+    check(
+        "quality.max_chars", quality.max_chars > quality.min_chars, "> min_chars", quality.max_chars
+    )
+    check(
+        "quality.repetition_min_words",
+        quality.repetition_min_words >= 1,
+        ">= 1",
+        quality.repetition_min_words,
+    )
+    for name in ("max_top_word_ratio", "max_repeated_trigram_ratio", "min_alpha_ratio"):
+        value = getattr(quality, name)
+        check(f"quality.{name}", 0.0 <= value <= 1.0, "in [0, 1]", value)
+    near = settings.near_duplicates
+    check(
+        "near_duplicates.max_ids_per_band",
+        near.max_ids_per_band >= 1,
+        ">= 1",
+        near.max_ids_per_band,
+    )
+    check("chunk_records", settings.chunk_records >= 1, ">= 1", settings.chunk_records)
+    check("segment_bytes", settings.segment_bytes >= 1, ">= 1", settings.segment_bytes)
+    return found
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def settings_to_json(settings: IngestSettings) -> str:
+    """The ``INGEST_SETTINGS`` environment value (every field, defaults included)."""
+    return json.dumps(_plain(settings), sort_keys=True, separators=(",", ":"))
+
+
+def settings_from_json(text: str) -> IngestSettings:
+    """Parse ``INGEST_SETTINGS``; fields left out keep their defaults."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise IngestSettingsError(f"ingest settings: invalid JSON: {exc}") from exc
+    return settings_from_dict(value)
+
+
+def settings_from_dict(value: Any) -> IngestSettings:
+    settings: IngestSettings = _build(IngestSettings, value, "")
+    return settings
+
+
+def _build(cls: type[Any], value: Any, prefix: str) -> Any:
+    where = prefix.rstrip(".") or "ingest settings"
+    if not isinstance(value, dict):
+        raise IngestSettingsError(f"ingest settings: {where} must be an object, got {value!r}")
+    hints = get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(value) - names)
+    if unknown:
+        raise IngestSettingsError(
+            f"ingest settings: {prefix}{unknown[0]} is not a setting; "
+            f"the settings{' of ' + where if prefix else ''} are {', '.join(sorted(names))}"
+        )
+    arguments = {name: _field(hints[name], raw, f"{prefix}{name}") for name, raw in value.items()}
+    try:
+        return cls(**arguments)
+    except IngestSettingsError:
+        raise
+    except ValueError as exc:
+        raise IngestSettingsError(f"ingest settings: {where}: {exc}") from exc
+
+
+def _field(kind: Any, raw: Any, name: str) -> Any:
+    if isinstance(kind, type) and dataclasses.is_dataclass(kind):
+        return _build(kind, raw, f"{name}.")
+    expected: dict[Any, tuple[tuple[type[Any], ...], str]] = {
+        bool: ((bool,), "true or false"),
+        int: ((int,), "an integer"),
+        float: ((int, float), "a number"),
+    }
+    if kind in expected:
+        types, wanted = expected[kind]
+        if (isinstance(raw, bool) and kind is not bool) or not isinstance(raw, types):
+            raise IngestSettingsError(f"ingest settings: {name} must be {wanted}, got {raw!r}")
+        return float(raw) if kind is float else raw
+    if kind == tuple[str, ...]:
+        if not isinstance(raw, list) or not all(isinstance(item, str) for item in raw):
+            detail = f"must be a list of strings, got {raw!r}"
+            raise IngestSettingsError(f"ingest settings: {name} {detail}")
+        return tuple(raw)
+    return raw
 
 
 DEFAULT_SETTINGS = IngestSettings()

@@ -17,8 +17,9 @@ from tuneloop.ingest.model import (
 from tuneloop.ingest.normalize import normalize_text
 
 ROLES = frozenset({"system", "user", "assistant"})
-# DynamoDB items are limited to 400 KB; stay well below with the other attributes.
-MAX_RECORD_BYTES = 256 * 1024
+# A record's upper bound (memory per record). Bodies too large for a DynamoDB item (400 KB)
+# are stored in the curated bucket with a pointer on the item (records.py).
+MAX_RECORD_BYTES = 4 * 1024 * 1024
 MAX_METADATA_FIELDS = 20
 MAX_METADATA_CHARS = 200
 
