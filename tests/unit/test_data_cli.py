@@ -131,6 +131,41 @@ def test_bad_map_and_dataset_are_user_errors(
     assert objects() == {}
 
 
+def test_the_manifest_is_checked_by_the_ingestion_reader_before_upload(
+    platform: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = drop_folder(tmp_path / "drop")
+    assert main(["data", "push", str(folder), "--map", "body=text"]) == 1
+    assert "field 'field_mapping.body': unknown canonical field" in capsys.readouterr().err
+    (folder / "_manifest.json").write_text('{"source": "crm"}', encoding="utf-8")
+    assert main(["data", "push", str(folder), "--tag", "eu"]) == 1
+    assert "put the settings in one place" in capsys.readouterr().err
+    (folder / "nested" / "b.csv.manifest.json").write_text('{"tags": "x"}', encoding="utf-8")
+    assert main(["data", "push", str(folder)]) == 1
+    assert "field 'tags': must be a list of strings" in capsys.readouterr().err
+    assert objects() == {}
+
+
+def test_manifests_inside_the_folder_go_up_before_the_data(
+    platform: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = drop_folder(tmp_path / "drop")
+    (folder / "nested" / "b.csv.manifest.json").write_text('{"tags": ["x"]}', encoding="utf-8")
+    (folder / "z").mkdir()
+    (folder / "z" / "_manifest.json").write_text('{"source": "crm"}', encoding="utf-8")
+    uploads: list[str] = []
+    s3 = aws.s3()
+    put = s3.put_object
+
+    def recording_put(**kwargs: Any) -> Any:
+        uploads.append(kwargs["Key"].split("/", 3)[3])
+        return put(**kwargs)
+
+    monkeypatch.setattr(s3, "put_object", recording_put)
+    assert main(["data", "push", str(folder)]) == 0
+    assert uploads == ["nested/b.csv.manifest.json", "z/_manifest.json", "a.jsonl", "nested/b.csv"]
+
+
 def test_progress_reports_files_bytes_and_rate_on_request(
     platform: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -7,14 +7,12 @@ multipart above ``MULTIPART_THRESHOLD``, parts uploaded in parallel.
 
 from __future__ import annotations
 
-import importlib
 import json
 import re
 import secrets
 import sys
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -107,23 +105,33 @@ def build_manifest(
         manifest["field_mapping"] = mapping
     if tags:
         manifest["tags"] = list(dict.fromkeys(tags))
-    validate_manifest(manifest)
+    check_manifest(json.dumps(manifest).encode("utf-8"), "--source/--tag/--map", dataset)
     return manifest
 
 
-def validate_manifest(manifest: dict[str, Any]) -> None:
-    """Check the manifest with the ingestion's own reader, so a push is never rejected later."""
+def check_manifest(body: bytes, where: str, dataset: str) -> None:
+    """Validate with the ingestion's own reader: a push it would reject is refused now."""
+    from tuneloop.ingest.manifest import parse_manifest
+
     try:
-        reader = importlib.import_module("tuneloop.ingest.manifest")
-    except ImportError:  # the reader ships with the ingestion; older trees have none
-        return
-    parse: Callable[..., Any] | None = getattr(reader, "parse_manifest", None)
-    if parse is None:
-        return
-    try:
-        parse(json.dumps(manifest).encode("utf-8"))
+        parse_manifest(body, key=where, dataset=dataset)
     except ValueError as exc:
-        raise PushError(f"manifest: {exc}") from exc
+        raise PushError(str(exc)) from exc
+
+
+def check_folder_manifests(files: list[tuple[Path, str]], dataset: str, own: bool) -> None:
+    """Manifests inside the pushed folder must be valid, and not clash with the flags'."""
+    from tuneloop.ingest.manifest import is_manifest_key
+
+    for file, relative in files:
+        if not is_manifest_key(relative):
+            continue
+        if own and relative == MANIFEST_NAME:
+            raise PushError(
+                f"{file} is a folder manifest and --source/--tag/--map would write another "
+                "one; put the settings in one place"
+            )
+        check_manifest(file.read_bytes(), str(file), dataset)
 
 
 def check_dataset(dataset: str) -> str:
@@ -215,8 +223,13 @@ def push(
     push_id: str | None = None,
 ) -> PushResult:
     """Upload ``path`` (a file or folder) as one push; the manifest first when there is one."""
+    from tuneloop.ingest.manifest import is_manifest_key
+
     files = collect_files(path)
-    prefix = f"{DROPS_PREFIX}{check_dataset(dataset)}/{push_id or new_push_id()}/"
+    check_folder_manifests(files, check_dataset(dataset), manifest is not None)
+    # Manifests first: a data file ingested before its manifest arrives gets the defaults.
+    files.sort(key=lambda pair: not is_manifest_key(pair[1]))
+    prefix = f"{DROPS_PREFIX}{dataset}/{push_id or new_push_id()}/"
     s3 = aws.s3()
     manifest_key = None
     if manifest is not None:
