@@ -6,6 +6,7 @@ import csv
 import gzip
 import io
 import json
+from collections.abc import Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -13,8 +14,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tuneloop.ingest.model import Entry, Rejection
-from tuneloop.ingest.parsing import EXTENSIONS, parse_file
+from tuneloop.ingest.accounting import DropTally, StoredAt, account_in_chunks
+from tuneloop.ingest.model import Candidate, Entry, Rejection
+from tuneloop.ingest.parsing import EXTENSIONS, parse_file, parse_stream
+from tuneloop.ingest.settings import IngestSettings
 
 PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 # Text without line breaks (a line of a line-based format) and any text at all.
@@ -115,3 +118,52 @@ def test_text_every_paragraph_is_one_entry(extension: str, paragraphs: list[str]
     body = "\n\n".join(paragraphs).encode()
     items = list(parse_file(f"drops/x/f{extension}", body).items)
     assert [i.payload["text"] for i in items if isinstance(i, Entry)] == paragraphs
+
+
+class _MemoryStore:
+    """The Records table's conditional insert, in memory."""
+
+    def __init__(self) -> None:
+        self.items: dict[str, StoredAt] = {}
+
+    def insert_new(self, drop_id: str, candidates: Sequence[Candidate]) -> dict[str, StoredAt]:
+        existing = {}
+        for candidate in candidates:
+            if candidate.record_id in self.items:
+                existing[candidate.record_id] = self.items[candidate.record_id]
+            else:
+                self.items[candidate.record_id] = StoredAt(drop_id, candidate.line)
+        return existing
+
+
+@PROPERTY
+@given(
+    lines=st.lists(
+        st.one_of(
+            st.builds(lambda t: json.dumps({"text": t}), any_text),
+            st.sampled_from(['{"text": "the same line again, twice"}', "{broken", "[1]"]),
+            st.builds(lambda m: f"INFO:app:{m}", one_line),
+        ),
+        max_size=25,
+    ),
+    extension=st.sampled_from([".jsonl", ".log", ".txt", ".csv", ".tsv"]),
+    chunk=st.integers(1, 6),
+    compress=st.booleans(),
+)
+def test_every_record_of_every_format_is_accounted_for_in_chunks(
+    lines: list[str], extension: str, chunk: int, compress: bool
+) -> None:
+    body = ("text\n" if extension in (".csv", ".tsv") else "") + "\n".join(lines)
+    data = body.encode("utf-8", "surrogatepass")
+    items = list(parse_file(f"drops/x/f{extension}", data).items)
+    stream = io.BytesIO(gzip.compress(data) if compress else data)
+    tally = DropTally()
+    account_in_chunks(
+        parse_stream(f"drops/x/f{extension}", stream),
+        drop_id="d",
+        store=_MemoryStore(),
+        settings=IngestSettings(chunk_records=chunk),
+        on_chunk=tally.add,
+    )
+    assert tally.received == len(items)
+    assert tally.reconciles
