@@ -23,9 +23,12 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from tuneloop.envmodel import load_env
 from tuneloop.ingest import DEFAULT_SETTINGS, IngestTables, ingest_message, trigger_after_ingest
+from tuneloop.ingest.service import defer_message, is_segment_message
 from tuneloop.ingest.settings import settings_from_json
 
 logger = Logger()
+# A segment (IngestSettings.segment_bytes) starts only with this much of the timeout left.
+SEGMENT_MIN_REMAINING_MS = 240_000
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,18 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         env.records_table, env.drops_table, env.control_table, curated_bucket=env.curated_bucket
     )
 
+    segments_started = 0
+
     def ingest_record(record: SQSRecord) -> dict[str, Any]:
+        nonlocal segments_started
+        if env.ingest_queue_url and is_segment_message(record.body):
+            # A segment takes most of an invocation: one per invocation, and only with
+            # enough time left; the others go back to the queue as new messages.
+            if segments_started or _remaining_ms(context) < SEGMENT_MIN_REMAINING_MS:
+                defer_message(env.ingest_queue_url, record.body)
+                logger.info("segment deferred to another invocation")
+                return {"status": "deferred"}
+            segments_started += 1
         result = ingest_message(
             record.body, tables, settings, queue_url=env.ingest_queue_url
         ).as_dict()
@@ -72,3 +86,9 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     )
     logger.info("retrain trigger", extra={"trigger": trigger})
     return dict(response)
+
+
+def _remaining_ms(context: LambdaContext) -> int:
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    # Outside Lambda (tests, scripts) there is no deadline.
+    return int(remaining()) if callable(remaining) else SEGMENT_MIN_REMAINING_MS

@@ -530,3 +530,34 @@ def test_the_ingest_settings_environment_value_configures_the_pipeline(
     monkeypatch.setenv("INGEST_SETTINGS", '{"quality": {"min_chars": -1}}')
     with pytest.raises(IngestSettingsError, match=r"quality\.min_chars must be >= 0"):
         invoke(body)
+
+
+def test_the_handler_runs_one_segment_per_invocation_and_requeues_the_rest(
+    env: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sqs = aws.client("sqs")
+    queue_url = sqs.create_queue(QueueName="ingest-handler")["QueueUrl"]
+    monkeypatch.setenv("INGEST_QUEUE_URL", queue_url)
+    monkeypatch.setenv("INGEST_SETTINGS", '{"segment_bytes": 150}')
+    key = "drops/default/many.jsonl"
+    lines = [json.dumps({"text": f"segment handler record {n}"}) for n in range(20)]
+    body = drop(env, key, "\n".join(lines).encode())
+
+    assert invoke(body) == {"batchItemFailures": []}
+    segment_runs = 0
+    for _ in range(50):  # each round: one batch of whatever is queued
+        queued = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10)
+        messages = queued.get("Messages", [])
+        if not messages:
+            break
+        segment_runs += 1
+        assert invoke(*[m["Body"] for m in messages]) == {"batchItemFailures": []}
+        for message in messages:
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+    parent = drop_item(env, key, body)
+    assert parent["status"] == "complete"
+    # One segment per batch: as many batches as segments, each of the others sent back.
+    assert segment_runs == int(parent["segments"]) > 2
+    assert (parent["received"], parent["stored"]) == (20, 20)
+    assert pending_records(env) == 20

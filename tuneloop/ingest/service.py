@@ -116,6 +116,19 @@ def ingest_message(
     return ingest_drop(parse_drop_event(body), tables, settings, queue_url=queue_url)
 
 
+def is_segment_message(body: str) -> bool:
+    try:
+        return parse_segment_message(json.loads(body)) is not None
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return False
+
+
+def defer_message(queue_url: str, body: str) -> None:
+    """Send a message back to the queue as a new one (a fresh receive count): a segment
+    that would not finish in what is left of this invocation runs in another."""
+    _send(queue_url, [body])
+
+
 def ingest_drop(
     obj: DropObject,
     tables: IngestTables,
