@@ -3,12 +3,14 @@
 Event (EventBridge Scheduler, or by hand): ``{"connector": "<name>"}``. Each function runs
 one connector, whose settings are the ``CONNECTOR`` variable (JSON, docs/connectors.md);
 the name in the event must match it, so a mis-wired schedule fails instead of pulling
-the wrong source. Returns ``{"connector", "run_id", "rows", "objects", "watermark", "retries"}``.
+the wrong source. Returns ``{"connector", "run_id", "rows", "objects", "watermark", "retries",
+"complete"}`` (``complete`` false: a SQL run stopped before its timeout; the next one goes on).
 """
 
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +24,7 @@ logger = Logger()
 
 # The lease outlives the invocation a little, so a retry of a timed-out run waits for it.
 LEASE_MARGIN_SECONDS = 60
+STOP_BEFORE_TIMEOUT_SECONDS = 120
 
 
 @dataclass(frozen=True)
@@ -40,12 +43,14 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         raise ValueError(
             f"event names connector {requested!r}, but this function runs {settings.name!r}"
         )
-    lease = context.get_remaining_time_in_millis() // 1000 + LEASE_MARGIN_SECONDS
+    remaining = context.get_remaining_time_in_millis() / 1000
     result = run_connector(
         settings,
         raw_bucket=env.raw_bucket,
         control_table=env.control_table,
-        lease_seconds=lease,
+        lease_seconds=int(remaining) + LEASE_MARGIN_SECONDS,
+        # Stop pulling early enough to write the last object and record the run.
+        deadline=time.monotonic() + max(remaining - STOP_BEFORE_TIMEOUT_SECONDS, 0),
     )
     logger.info("connector run", extra={"run": result.as_dict()})
     return result.as_dict()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sqlite3
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -207,10 +208,29 @@ def test_max_rows_per_run_stops_and_the_next_run_continues(
 ) -> None:
     source.insert(*[(i, i // 2, f"row {i}") for i in range(1, 10)])
     capped = source.with_options(max_rows_per_run=4)
-    assert run(source, connector_aws, capped).rows == 4
-    assert run(source, connector_aws, capped).rows == 4
-    assert run(source, connector_aws, capped).rows == 1
+    outcomes = [run(source, connector_aws, capped) for _ in range(3)]
+    assert [(r.rows, r.complete) for r in outcomes] == [(4, False), (4, False), (1, True)]
     assert texts(connector_aws) == [f"row {i}" for i in range(1, 10)]
+
+
+def test_a_passed_deadline_stops_between_pages_and_keeps_what_was_read(
+    source: Source, connector_aws: ConnectorAws
+) -> None:
+    # Given 5 rows, pages of 2, and a deadline that has already passed
+    source.insert(*[(i, i, f"row {i}") for i in range(1, 6)])
+    late = run_connector(
+        source.settings,
+        raw_bucket=connector_aws.raw_bucket,
+        control_table=connector_aws.control_table,
+        deadline=time.monotonic() - 1,
+    )
+    # Then the run read one page, wrote it and says rows remain
+    assert (late.rows, late.complete) == (2, False)
+    assert texts(connector_aws) == ["row 1", "row 2"]
+    # And the next run goes on from there
+    rest = run(source, connector_aws)
+    assert (rest.rows, rest.complete) == (3, True)
+    assert texts(connector_aws) == [f"row {i}" for i in range(1, 6)]
 
 
 def test_watermark_not_advanced_past_a_failed_write(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +21,7 @@ from tuneloop.connectors.http import HttpClient, HttpConnectorError, iter_pages
 from tuneloop.connectors.records import get_path, is_missing, lookup, map_fields
 from tuneloop.connectors.secrets import database_credentials, read_secret, secret_field
 from tuneloop.connectors.settings import ConnectorSettings, HttpSettings, SqlSettings
-from tuneloop.connectors.sql import open_database, read_rows
+from tuneloop.connectors.sql import ReadProgress, open_database, read_rows
 from tuneloop.connectors.state import ConnectorState, StateStore
 from tuneloop.connectors.watermark import Position
 
@@ -35,6 +36,8 @@ class RunResult:
     objects: list[str] = field(default_factory=list)
     watermark: Any = None
     retries: int = 0
+    complete: bool = True
+    """False when a SQL run stopped at ``max_rows_per_run`` or the deadline: rows remain."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -44,6 +47,7 @@ class RunResult:
             "objects": list(self.objects),
             "watermark": None if self.watermark is None else str(self.watermark),
             "retries": self.retries,
+            "complete": self.complete,
         }
 
 
@@ -59,8 +63,13 @@ def run_connector(
     lease_seconds: int = 900,
     now: dt.datetime | None = None,
     http_client: HttpClient | None = None,
+    deadline: float | None = None,
 ) -> RunResult:
-    """Pull what is new since the stored watermark; raises after recording any failure."""
+    """Pull what is new since the stored watermark; raises after recording any failure.
+
+    ``deadline`` (a ``time.monotonic()`` value): a SQL run stops between pages once it has
+    passed, keeping what it wrote, so a Lambda ends cleanly before its timeout.
+    """
     started = now or _utcnow()
     run_id = uuid.uuid4().hex
     store = StateStore(control_table, settings.name)
@@ -69,7 +78,7 @@ def run_connector(
     writer = DropWriter(raw_bucket, settings, started)
     try:
         if settings.sql is not None:
-            _run_sql(settings, settings.sql, state, store, writer, result)
+            _run_sql(settings, settings.sql, state, store, writer, result, deadline)
         elif settings.http is not None:
             _run_http(settings, settings.http, state, store, writer, result, http_client)
     except Exception as exc:
@@ -99,6 +108,7 @@ def _run_sql(
     store: StateStore,
     writer: DropWriter,
     result: RunResult,
+    deadline: float | None,
 ) -> None:
     credentials = database_credentials(settings.secret_arn) if settings.secret_arn else None
     database = open_database(sql, credentials)
@@ -121,8 +131,21 @@ def _run_sql(
         logger.info("%s: wrote %s; %d rows so far", settings.name, key, result.rows)
         batch = []
 
+    progress = ReadProgress()
+
+    def keep_going() -> bool:
+        return deadline is None or time.monotonic() < deadline
+
     try:
-        for row in read_rows(database, sql, state.position, settings.max_rows_per_run):
+        rows = read_rows(
+            database,
+            sql,
+            state.position,
+            settings.max_rows_per_run,
+            progress=progress,
+            keep_going=keep_going,
+        )
+        for row in rows:
             batch.append(row.record)
             last = Position(row.watermark, row.key)
             if len(batch) >= settings.rows_per_object:
@@ -130,6 +153,7 @@ def _run_sql(
         flush()
     finally:
         database.close()
+    result.complete = progress.exhausted
 
 
 def _run_http(

@@ -17,7 +17,7 @@ from __future__ import annotations
 import sqlite3
 import ssl
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -147,13 +147,27 @@ def _pg_message(exc: Exception) -> str:
     return str(detail)
 
 
+@dataclass
+class ReadProgress:
+    exhausted: bool = False
+    """No rows are left after the last one read (not stopped by a limit or the clock)."""
+
+
 def read_rows(
-    database: Database, settings: SqlSettings, after: Position | None, max_rows: int
+    database: Database,
+    settings: SqlSettings,
+    after: Position | None,
+    max_rows: int,
+    *,
+    progress: ReadProgress | None = None,
+    keep_going: Callable[[], bool] = lambda: True,
 ) -> Iterator[Row]:
-    """Rows after ``after`` in (watermark, key) order, paging until exhausted or ``max_rows``."""
+    """Rows after ``after`` in (watermark, key) order, paging until exhausted, ``max_rows``,
+    or ``keep_going()`` turning false (checked between pages; the first page is always read)."""
     columns = selected_columns(settings)
     position, pulled = after, 0
-    while pulled < max_rows:
+    progress = progress or ReadProgress()
+    while pulled < max_rows and (pulled == 0 or keep_going()):
         limit = min(settings.page_size, max_rows - pulled)
         query = build_query(settings, position, limit)
         try:
@@ -174,6 +188,7 @@ def read_rows(
             )
         pulled += len(page)
         if len(page) < limit:
+            progress.exhausted = True
             return
         last = page[-1]
         position = Position(last[1], last[0])
