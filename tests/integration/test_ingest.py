@@ -561,3 +561,32 @@ def test_the_handler_runs_one_segment_per_invocation_and_requeues_the_rest(
     assert segment_runs == int(parent["segments"]) > 2
     assert (parent["received"], parent["stored"]) == (20, 20)
     assert pending_records(env) == 20
+
+
+def test_a_large_parquet_drop_is_split_by_row_groups(env: Platform) -> None:
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tuneloop.ingest import IngestSettings, IngestTables, ingest_message
+
+    sqs = aws.client("sqs")
+    queue_url = sqs.create_queue(QueueName="ingest-parquet")["QueueUrl"]
+    sink = io.BytesIO()
+    rows = [{"text": f"parquet segment row number {n}"} for n in range(12)]
+    pq.write_table(pa.Table.from_pylist(rows), sink, row_group_size=3)
+    key = "drops/default/rows.parquet"
+    body = drop(env, key, sink.getvalue())
+    tables = IngestTables(env.records_table, env.drops_table, env.control_table)
+    settings = IngestSettings(segment_bytes=100)
+
+    assert ingest_message(body, tables, settings, queue_url=queue_url).status == "segmented"
+    messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10)["Messages"]
+    for message in messages:
+        ingest_message(message["Body"], tables, settings)
+
+    parent = drop_item(env, key, body)
+    assert parent["status"] == "complete" and int(parent["segments"]) == len(messages) > 1
+    assert (parent["received"], parent["stored"]) == (12, 12)
+    assert sorted(int(r["line"]) for r in table_items(env.records_table)) == list(range(1, 13))
