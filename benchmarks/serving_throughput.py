@@ -7,7 +7,9 @@ started in this process on a free loopback port, answering the same greedy reque
 and the levels run interleaved (baseline, 1, 4, 16, baseline, 1, ...) for ``--repeats``
 rounds, so a change in machine load hits both alike; each level's ratio is taken against its
 own round's baseline and the median over rounds is printed, with median tokens/s and
-p50/p95 latency as the client sees it::
+p50/p95 latency as the client sees it. Tokens per CPU second of the whole process (clients
+included, so ours pays for the HTTP round trips) are printed too: on a machine shared with
+other work they vary far less than wall-clock rates::
 
     .venv/bin/python benchmarks/serving_throughput.py --threads 1 --repeats 3  # SmolLM2-135M
     .venv/bin/python benchmarks/serving_throughput.py --tiny   # a tiny random model, seconds
@@ -60,10 +62,16 @@ class Run:
     seconds: float
     completion_tokens: int
     latencies_ms: list[float]
+    cpu_seconds: float
+    """CPU time of this whole process during the run (server, worker and client threads)."""
 
     @property
     def tokens_per_s(self) -> float:
         return self.completion_tokens / self.seconds
+
+    @property
+    def tokens_per_cpu_s(self) -> float:
+        return self.completion_tokens / self.cpu_seconds
 
     def percentile(self, q: float) -> float:
         ordered = sorted(self.latencies_ms)
@@ -73,7 +81,8 @@ class Run:
         return (
             f"{self.name:<28} {self.tokens_per_s:9.1f} tok/s   p50 {self.percentile(0.5):8.1f} ms"
             f"   p95 {self.percentile(0.95):8.1f} ms   ({self.completion_tokens} tokens,"
-            f" {len(self.latencies_ms)} requests, {self.seconds:.1f} s)"
+            f" {len(self.latencies_ms)} requests, {self.seconds:.1f} s,"
+            f" {self.cpu_seconds:.1f} CPU s)"
         )
 
 
@@ -93,7 +102,7 @@ def baseline_loop(generator: Generator, requests: list[dict[str, Any]]) -> Run:
 
     tokenizer, model = generator.tokenizer, generator.model
     latencies, tokens = [], 0
-    started = time.monotonic()
+    started, cpu_started = time.monotonic(), time.process_time()
     for payload in requests:
         begun = time.monotonic()
         text = render_chat(tokenizer, payload["messages"], add_generation_prompt=True)
@@ -114,7 +123,13 @@ def baseline_loop(generator: Generator, requests: list[dict[str, Any]]) -> Run:
         tokenizer.decode(new, skip_special_tokens=True)
         tokens += len(new)
         latencies.append((time.monotonic() - begun) * 1000)
-    return Run("baseline: generate loop", time.monotonic() - started, tokens, latencies)
+    return Run(
+        "baseline: generate loop",
+        time.monotonic() - started,
+        tokens,
+        latencies,
+        time.process_time() - cpu_started,
+    )
 
 
 def served(httpd: InferenceServer, requests: list[dict[str, Any]], concurrency: int) -> Run:
@@ -133,7 +148,7 @@ def served(httpd: InferenceServer, requests: list[dict[str, Any]], concurrency: 
             raise RuntimeError(f"server answered {response.status}: {body}")
         return (time.monotonic() - begun) * 1000, int(body["completion_tokens"])
 
-    started = time.monotonic()
+    started, cpu_started = time.monotonic(), time.process_time()
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
         results = list(pool.map(send, requests))
     return Run(
@@ -141,6 +156,7 @@ def served(httpd: InferenceServer, requests: list[dict[str, Any]], concurrency: 
         time.monotonic() - started,
         sum(tokens for _, tokens in results),
         [latency for latency, _ in results],
+        time.process_time() - cpu_started,
     )
 
 
@@ -217,12 +233,16 @@ def main(argv: list[str] | None = None) -> int:
     for position in range(len(levels)):
         level_runs = [runs[position] for _, runs in rounds]
         ratios = [runs[position].tokens_per_s / baseline.tokens_per_s for baseline, runs in rounds]
+        cpu_ratios = [
+            runs[position].tokens_per_cpu_s / baseline.tokens_per_cpu_s for baseline, runs in rounds
+        ]
         print(
             f"{level_runs[0].name:<28} {median(r.tokens_per_s for r in level_runs):9.1f} tok/s"
             f"   p50 {median(r.percentile(0.5) for r in level_runs):8.1f} ms"
             f"   p95 {median(r.percentile(0.95) for r in level_runs):8.1f} ms"
             f"   throughput ours / baseline = {median(ratios):.2f}x"
-            f" (rounds: {', '.join(f'{r:.2f}' for r in ratios)})"
+            f" (rounds: {', '.join(f'{r:.2f}' for r in ratios)});"
+            f" tokens per CPU second = {median(cpu_ratios):.2f}x"
         )
     return 0
 

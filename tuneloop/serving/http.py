@@ -29,6 +29,8 @@ class InferenceServer(ThreadingHTTPServer):
     """The HTTP server plus its batcher and metrics; ``server_close`` stops the batcher."""
 
     daemon_threads = True  # a hung client must not block shutdown
+    # socketserver's default backlog of 5 resets or delays (SYN retry) a burst of clients.
+    request_queue_size = 128
     batcher: Batcher
     metrics: ServingMetrics
 
