@@ -209,3 +209,47 @@ def test_bf16_frozen_weights_give_the_same_losses_as_plain_autocast(
     assert cast.report["losses"] == pytest.approx(plain.report["losses"], abs=1e-6)
     dtypes = {p.dtype for p in cast.model.parameters()}
     assert dtypes == {torch.float32}
+
+
+def test_training_doc_lists_every_hyperparameter_with_its_default() -> None:
+    import dataclasses
+
+    doc = (Path(__file__).resolve().parents[2] / "docs/training.md").read_text()
+    rows = {line.split("|")[1].strip(" `"): line for line in doc.splitlines() if "| `" in line}
+    for field in dataclasses.fields(TrainConfig):
+        assert field.name in rows, field.name
+        default = field.default
+        shown = str(default).lower() if isinstance(default, bool) else str(default)
+        assert f"`{shown}`" in rows[field.name] or default == "", field.name
+
+
+def test_relaunching_process_passes_sigterm_on_to_the_workers() -> None:
+    """A spot reclaim signals the process SageMaker started; it must reach the ranks (which
+    checkpoint) instead of killing the launcher."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tuneloop.training.distributed import _forward_sigterm
+
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import signal, sys, time\n"
+            "signal.signal(signal.SIGTERM, lambda *_: sys.exit(7))\n"
+            "print('ready', flush=True)\n"
+            "time.sleep(60)\n",
+        ],
+        stdout=subprocess.PIPE,
+    )
+    assert worker.stdout is not None and worker.stdout.readline() == b"ready\n"
+    before = signal.getsignal(signal.SIGTERM)
+    restore = _forward_sigterm(worker)
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert worker.wait(timeout=30) == 7
+    finally:
+        restore()
+    assert signal.getsignal(signal.SIGTERM) == before

@@ -17,9 +17,11 @@ the same effective batch. Only rank 0 logs and writes outputs and checkpoints.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,7 +73,26 @@ def relaunch(script: Path, argv: Sequence[str], environ: Mapping[str, str]) -> i
         *argv,
     ]
     print(f"train: {processes_wanted(environ)} GPUs, relaunching under torchrun", flush=True)
-    return subprocess.run(command, env=dict(environ), check=False).returncode
+    process = subprocess.Popen(command, env=dict(environ))
+    # A spot reclaim sends SIGTERM to this process: pass it on (torchrun hands it to every
+    # rank, which checkpoint after the current step) and wait for them instead of dying.
+    forward = _forward_sigterm(process)
+    try:
+        return process.wait()
+    finally:
+        forward()
+
+
+def _forward_sigterm(process: subprocess.Popen[bytes]) -> Callable[[], None]:
+    """Forward SIGTERM to ``process`` until the returned function restores the handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: process.send_signal(signum))
+
+    def restore() -> None:
+        signal.signal(signal.SIGTERM, previous)
+
+    return restore
 
 
 def topology(environ: Mapping[str, str] | None = None) -> Topology:
