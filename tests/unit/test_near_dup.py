@@ -14,6 +14,7 @@ from tuneloop.ingest.minhash import (
     band_hashes,
     candidate_probability,
     jaccard_estimate,
+    unpack,
 )
 from tuneloop.ingest.settings import NearDuplicateSettings
 
@@ -129,3 +130,18 @@ def test_jaccard_estimate_counts_equal_values_and_refuses_different_lengths() ->
     assert jaccard_estimate(first, second) == 0.5
     with pytest.raises(ValueError, match="16 and 8 bytes"):
         jaccard_estimate(first, first[:8])
+
+
+def test_the_pure_python_path_is_the_textbook_formula_at_the_edges() -> None:
+    # Shingle hashes at the edges of 32 bits and of the prime, where a packed lane would
+    # overflow or need the final subtraction.
+    hasher = MinHasher(num_perm=32, seed=3)
+    prime = 4_294_967_291
+    edges = [0, 1, 5, prime - 1, prime, prime + 4, 2**32 - 1, 2**31, 12345]
+
+    def textbook(hashes: list[int]) -> list[int]:
+        pairs = zip(hasher._a, hasher._b, strict=True)
+        return [min((a * x + b) % prime for x in hashes) for a, b in pairs]
+
+    for hashes in [[edge] for edge in edges] + [edges, edges[::-1]]:
+        assert list(unpack(hasher._python(hashes))) == textbook(hashes)

@@ -60,6 +60,7 @@ class MinHasher:
     seed: int = 1
     _a: tuple[int, ...] = field(init=False, repr=False, compare=False)
     _b: tuple[int, ...] = field(init=False, repr=False, compare=False)
+    _lanes: _Lanes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if array("I").itemsize != 4:  # pragma: no cover - every mainstream platform
@@ -69,6 +70,7 @@ class MinHasher:
         b = tuple(rng.randrange(0, _PRIME) for _ in range(self.num_perm))
         object.__setattr__(self, "_a", a)
         object.__setattr__(self, "_b", b)
+        object.__setattr__(self, "_lanes", _Lanes.of(a, b))
 
     def shingle_hashes(self, text: str) -> list[int]:
         """32-bit hashes of the word ``shingle_size``-grams (the whole text if shorter)."""
@@ -97,11 +99,10 @@ class MinHasher:
         return signatures
 
     def _python(self, hashes: list[int]) -> Signature:
+        """``min((a * x + b) % _PRIME for x in hashes)`` for every (a, b), all at once."""
         if not hashes:
             return _pack([_MAX] * self.num_perm)
-        return _pack(
-            min((a * x + b) % _PRIME for x in hashes) for a, b in zip(self._a, self._b, strict=True)
-        )
+        return self._lanes.signature(hashes)
 
     def _numpy(self, hashed: list[list[int]]) -> list[Signature]:
         assert np is not None
@@ -128,6 +129,58 @@ class MinHasher:
             np.remainder(permuted, prime, out=permuted)
             out[chunk] = np.minimum.reduceat(permuted, starts, axis=1).T
         return [row.tobytes() for row in out]
+
+
+@dataclass(frozen=True)
+class _Lanes:
+    """Every permutation at once, in one Python integer: no numpy, ~4x fewer interpreter steps.
+
+    Permutation i lives in bits [72 i, 72 i + 72) ("lane" i). One multiplication and one
+    addition of the packed integers give every lane's ``a * x + b`` (< 2**65: no carry into
+    the next lane); masks and shifts then take each lane modulo the prime and keep the
+    running minimum, lane by lane, without ever letting one lane borrow from another:
+
+    - modulo: ``_PRIME = 2**32 - 5``, so ``h * 2**32 + l ≡ 5 h + l``; twice, then one
+      conditional subtraction (``v >= _PRIME`` exactly when ``v + 5`` reaches bit 32);
+    - minimum: bit 32 of ``2**32 + low - v`` says ``low >= v``; that bit, spread over the
+      lane's 32 bits, selects ``v``.
+
+    The lanes' low 4 bytes, read little-endian, are the signature as ``_pack`` writes it.
+    """
+
+    count: int
+    a: int
+    b: int
+    ones: int  # 1 in every lane
+
+    WIDTH = 72  # bits per lane, a whole number of bytes
+
+    @classmethod
+    def of(cls, a: Sequence[int], b: Sequence[int]) -> _Lanes:
+        def packed(values: Iterable[int]) -> int:
+            return sum(value << (cls.WIDTH * lane) for lane, value in enumerate(values))
+
+        return cls(len(a), packed(a), packed(b), packed([1] * len(a)))
+
+    def signature(self, hashes: Iterable[int]) -> Signature:
+        ones = self.ones
+        low32, low33, low4 = ones * _MAX, ones * (2 * _MAX + 1), ones * 15
+        five, bit32 = ones * 5, ones << 32
+        lowest: int | None = None
+        for x in hashes:
+            value = self.a * x + self.b
+            value = ((value >> 32) & low33) * 5 + (value & low32)  # < 2**36
+            value = ((value >> 32) & low4) * 5 + (value & low32)  # < 2**32 + 80
+            value -= (((value + five) >> 32) & ones) * _PRIME  # < _PRIME
+            if lowest is None:
+                lowest = value
+                continue
+            take = (((lowest + bit32) - value) >> 32) & ones  # 1 where lowest >= value
+            lowest ^= (lowest ^ value) & (take * _MAX)
+        assert lowest is not None
+        step = self.WIDTH // 8
+        packed = lowest.to_bytes(self.count * step, "little")
+        return b"".join([packed[start : start + 4] for start in range(0, len(packed), step)])
 
 
 def jaccard_estimate(first: Signature, second: Signature) -> float:
