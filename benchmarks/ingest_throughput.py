@@ -14,6 +14,7 @@ its overhead does not distort the timing), and the ratio full / baseline::
 
     .venv/bin/python benchmarks/ingest_throughput.py                  # 100,000 records
     .venv/bin/python benchmarks/ingest_throughput.py --records 20000  # a quick look
+    .venv/bin/python benchmarks/ingest_throughput.py --without-numpy  # as in the Lambda
 """
 
 from __future__ import annotations
@@ -169,7 +170,16 @@ def peak_memory(run: Callable[[bytes], object], body: bytes) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--records", type=int, default=100_000, help="records in the drop")
+    parser.add_argument(
+        "--without-numpy",
+        action="store_true",
+        help="MinHash in pure Python, as in the Lambda runtime (no numpy there)",
+    )
     args = parser.parse_args(argv)
+    if args.without_numpy:
+        from tuneloop.ingest import minhash
+
+        minhash.np = None
 
     print(f"generating a drop of {args.records:,} records ...", flush=True)
     body = make_drop(args.records)
