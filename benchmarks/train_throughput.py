@@ -8,14 +8,18 @@ non-padding tokens per second of the training loop, the mean loss of the last st
 loss of the finished adapter on one fixed evaluation set, and the peak resident memory
 (absolute, and above the level before the model load; freed heap is returned to the OS
 between the runs);
-then the throughput ratio (ours / TRL)::
+then the throughput ratio (ours / TRL) of each interleaved repeat and their median::
 
-    .venv/bin/python benchmarks/train_throughput.py            # 20 steps, ~5 minutes
-    .venv/bin/python benchmarks/train_throughput.py --steps 6  # a quick look
+    .venv/bin/python benchmarks/train_throughput.py                       # 20 steps x 3
+    .venv/bin/python benchmarks/train_throughput.py --steps 4 --repeats 2 --precision bf16
 
-TRL's run uses its defaults except where they would make the comparison unequal:
-``gradient_checkpointing=False`` (TRL turns it on by default; ours is off), ``packing=False``
-with prompt-completion records (so the loss covers the completion only, as ours does).
+TRL's run uses its documented defaults for prompt-completion data (no packing, no
+padding-free batching, no length grouping: each batch padded to its longest example)
+except where they would make the comparison unequal: ``gradient_checkpointing=False``
+(TRL turns it on by default; ours is off) and ``completion_only_loss=True`` (the loss
+covers the completion only, as ours does). ``--precision`` applies to both: bf16 means
+autocast on both sides. Ours runs with its defaults: packing with position-id reset,
+length-grouped steps, SDPA, the output head only on labelled positions, fused AdamW.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import ctypes
 import gc
 import os
 import random
+import statistics
 import sys
 import tempfile
 import threading
@@ -45,21 +50,32 @@ from tuneloop.models.loading import load_model_dir
 from tuneloop.training.batching import collate
 from tuneloop.training.config import TrainConfig
 from tuneloop.training.data import Dataset, encode_record
-from tuneloop.training.loop import _loss_sum, train
+from tuneloop.training.loop import _loss_sum, _split_head, train
 
 MODEL = "smollm2-135m-instruct"
 TOPICS = ["refund", "shipping", "invoice", "password", "warranty", "delivery", "account", "order"]
+SYSTEM_PROMPTS = [
+    "You are the support assistant of Acme Networks. Answer politely and precisely.",
+    "You are a helpful assistant for Acme customers. Keep answers short unless the customer "
+    "asks for details, never invent order data, and point to the help centre when unsure.",
+]
 DETAILS = [
     "I ordered last week and nothing has arrived yet.",
     "The confirmation email never came.",
     "My colleague says the policy changed recently.",
     "I am travelling and can only check messages in the evening.",
     "This is the second time I am asking.",
+    "The tracking page shows an error when I open it.",
+    "I already restarted the router twice, as the manual says.",
+    "Please answer in simple words, I am not technical.",
 ]
+LOG_LINE = "2026-11-02T10:{:02d}:17Z router[{}]: link state changed: wan0 down (code {})"
 
 
 def chat_records(count: int, seed: int) -> list[dict[str, Any]]:
-    """Synthetic support conversations of varied length (so padding matters)."""
+    """Synthetic support chats shaped like real SFT data: an optional system prompt, questions
+    from one line to a pasted log, answers from one sentence to a long procedure (a long
+    tail of lengths, so padding and prompt share matter as they do on real data)."""
     rng = random.Random(seed)
     records = []
     for index in range(count):
@@ -67,16 +83,18 @@ def chat_records(count: int, seed: int) -> list[dict[str, Any]]:
         question = f"Question {index} about my {topic}: " + " ".join(
             rng.sample(DETAILS, rng.randint(0, len(DETAILS)))
         )
-        steps = [f"Step {n}: check the {topic} page and follow item {n}." for n in range(1, 9)]
-        answer = f"For your {topic}: " + " ".join(steps[: rng.randint(1, 8)])
-        records.append(
-            {
-                "messages": [
-                    {"role": "user", "content": question},
-                    {"role": "assistant", "content": answer},
-                ]
-            }
-        )
+        if rng.random() < 0.25:  # a pasted log makes some prompts long
+            lines = [
+                LOG_LINE.format(n, 400 + n, rng.randint(1, 99)) for n in range(rng.randint(2, 8))
+            ]
+            question += "\nHere is the log:\n" + "\n".join(lines)
+        length = min(24, int(rng.expovariate(1 / 5)) + 1)  # mostly short, some very long
+        steps = [f"Step {n}: check the {topic} page and follow item {n}." for n in range(1, 25)]
+        answer = f"For your {topic}: " + " ".join(steps[:length])
+        messages = [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+        if rng.random() < 0.5:
+            messages.insert(0, {"role": "system", "content": rng.choice(SYSTEM_PROMPTS)})
+        records.append({"messages": messages})
     return records
 
 
@@ -135,7 +153,7 @@ def eval_loss(model: Any, tokenizer: Any, records: list[dict[str, Any]], max_len
         for start in range(0, len(records), 8):
             examples = [encode_record(r, tokenizer, max_len) for r in records[start : start + 8]]
             batch = collate(examples, pad_id=tokenizer.pad_token_id or 0)
-            total += float(_loss_sum(model, None, batch.tensors))
+            total += float(_loss_sum(model, _split_head(model), batch.tensors))
             count += batch.label_count
     return total / count
 
@@ -270,10 +288,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval_records", type=int, default=32, help="held-out records")
     parser.add_argument("--batch_size", type=int, default=4, help="examples per micro-batch")
     parser.add_argument("--accumulation", type=int, default=2, help="micro-batches per step")
-    parser.add_argument("--max_length", type=int, default=256, help="tokens per example")
+    parser.add_argument("--max_length", type=int, default=512, help="tokens per example")
     parser.add_argument("--learning_rate", type=float, default=2e-4)
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     parser.add_argument("--threads", type=int, default=0, help="torch threads; 0 = all CPUs")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved runs per trainer")
     args = parser.parse_args(argv)
     os.environ.setdefault("TUNELOOP_OFFLINE", "1")
     threads = args.threads or len(os.sched_getaffinity(0))
@@ -290,13 +309,34 @@ def main(argv: list[str] | None = None) -> int:
         f"{threads} thread(s)",
         flush=True,
     )
-    outcomes = []
-    for runner in (run_ours, run_trl):
-        gc.collect()
-        outcomes.append(runner(args, records, held_out))
+    pairs: list[tuple[Outcome, Outcome]] = []
+    for repeat in range(1, args.repeats + 1):  # interleaved: ours, trl, ours, trl, ...
+        print(f"-- repeat {repeat}/{args.repeats}", flush=True)
+        pair = []
+        for runner in (run_ours, run_trl):
+            _return_free_memory()
+            pair.append(runner(args, records, held_out))
+        pairs.append((pair[0], pair[1]))
+        _print_table(pair, args.steps)
 
-    tail = max(1, min(5, args.steps // 4))
+    ratios = [ours.tokens_per_second / trl.tokens_per_second for ours, trl in pairs]
+    ours, baseline = pairs[-1]
     print()
+    print(
+        "throughput ours / trl per repeat: "
+        + ", ".join(f"{ratio:.2f}x" for ratio in ratios)
+        + f"; median {statistics.median(ratios):.2f}x (goal >= 1.5x)"
+    )
+    gap = abs(ours.eval_loss - baseline.eval_loss) / baseline.eval_loss
+    print(
+        f"eval loss ours {ours.eval_loss:.4f} vs trl {baseline.eval_loss:.4f}: "
+        f"{gap:.2%} apart (goal <= 2%)"
+    )
+    return 0
+
+
+def _print_table(outcomes: list[Outcome], steps: int) -> None:
+    tail = max(1, min(5, steps // 4))
     print(
         f"{'trainer':16} {'tokens':>8} {'seconds':>8} {'tokens/s':>9} "
         f"{f'loss(last {tail})':>14} {'eval loss':>10} {'peak RSS MB':>12} {'(+ over start)':>14}"
@@ -307,18 +347,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{sum(o.losses[-tail:]) / tail:>14.4f} {o.eval_loss:>10.4f} "
             f"{o.peak_rss_mb:>12.0f} {o.peak_rss_mb - o.rss_before_mb:>14.0f}"
         )
-    ours, baseline = outcomes
-    print()
-    print(
-        f"throughput ours / trl = {ours.tokens_per_second / baseline.tokens_per_second:.2f}x "
-        "(goal >= 1.5x)"
-    )
-    gap = abs(ours.eval_loss - baseline.eval_loss) / baseline.eval_loss
-    print(
-        f"eval loss ours {ours.eval_loss:.4f} vs trl {baseline.eval_loss:.4f}: "
-        f"{gap:.2%} apart (goal <= 2%)"
-    )
-    return 0
+    print(flush=True)
 
 
 if __name__ == "__main__":
