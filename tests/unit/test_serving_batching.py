@@ -211,6 +211,36 @@ def test_an_announced_request_joins_the_batch(generator: RecordingGenerator) -> 
     assert generator.batch_sizes == [2]
 
 
+def test_the_next_batch_waits_for_the_clients_just_answered(
+    generator: RecordingGenerator,
+) -> None:
+    batcher = Batcher(generator, BatchSettings(max_batch_size=8, wait_ms=10_000))
+    generator.batch_sizes.clear()
+    request = parse_request({"prompt": "hi", "parameters": {"max_new_tokens": 2}})
+
+    def submit_in_thread() -> threading.Thread:
+        thread = threading.Thread(target=batcher.submit, args=(request,))
+        thread.start()
+        started.append(thread)
+        return thread
+
+    started: list[threading.Thread] = []
+    try:
+        with generator._lock:  # A runs alone; B and C queue behind it
+            first = submit_in_thread()
+            assert wait_for(lambda: generator.batch_sizes == [1], 5), generator.batch_sizes
+            submit_in_thread(), submit_in_thread()
+            assert wait_for(lambda: batcher._queue.qsize() == 2, 5)
+        first.join(timeout=60)  # A is answered: its client comes back with its next request
+        submit_in_thread()
+    finally:
+        for thread in started:
+            thread.join(timeout=60)
+        batcher.close()
+    # B and C waited for A's client instead of leaving it alone for the next round.
+    assert generator.batch_sizes == [1, 3]
+
+
 def test_submit_raises_the_request_error(generator: RecordingGenerator) -> None:
     batcher = Batcher(generator, BatchSettings(wait_ms=0))
     try:

@@ -8,10 +8,14 @@ thread, so ``/ping`` keeps answering.
 The window is waited only while more requests can be expected: the HTTP handler calls
 ``announce()`` once a request line is in and ``arrived()`` once the request is queued or
 rejected, and the worker stops collecting as soon as the queue is empty, no request is being
-read and the batch is as large as the previous one (clients answered together come back
-together). A lone client's request therefore starts at once (no idle wait at concurrency
-1), and a burst starts as soon as its last request is queued.
-Each request is answered as soon as its own row ends, not when its whole batch ends.
+read and every client answered by the previous batch is back (clients answered together
+come back together: waiting for them keeps a steady concurrency in full batches instead of
+alternating halves). A lone client's request therefore starts at once (no idle wait at
+concurrency 1), and a burst starts as soon as its last request is queued.
+A finished row leaves the decode at once (no compute is spent on it), but its answer is sent
+when the whole batch ends: clients answered together come back together, so batches stay
+full at a steady concurrency (answering rows as they end splits them into ever smaller
+batches, since a new request joins only the next batch).
 """
 
 from __future__ import annotations
@@ -77,7 +81,7 @@ class Batcher:
         self._queue: queue.Queue[_Pending | None] = queue.Queue()
         self._arrivals_lock = threading.Lock()
         self._arriving = 0  # requests being read by a handler, not yet queued
-        self._last_batch_size = 1
+        self._returning = 0  # answered by the last batch and not back yet
         self._worker = threading.Thread(target=self._serve, name="generation", daemon=True)
         self._worker.start()
 
@@ -95,6 +99,8 @@ class Batcher:
         """The response for ``request``; raises what generating it raised. ``announced``:
         the caller called ``announce`` for it (counted as arrived once it is queued)."""
         pending = _Pending(request)
+        with self._arrivals_lock:
+            self._returning = max(0, self._returning - 1)
         self._queue.put(pending)
         if announced:
             self.arrived()
@@ -127,8 +133,7 @@ class Batcher:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 remaining = deadline - time.monotonic()
-                expecting = len(batch) < self._last_batch_size or self._more_expected()
-                if remaining <= 0 or not expecting:
+                if remaining <= 0 or not self._more_expected():
                     break
                 try:  # short naps: an arrival that is rejected never reaches the queue
                     item = self._queue.get(timeout=min(remaining, _POLL_SECONDS))
@@ -137,22 +142,19 @@ class Batcher:
             if item is None:
                 return batch, True
             batch.append(item)
-        self._last_batch_size = len(batch)
         return batch, False
 
     def _more_expected(self) -> bool:
         with self._arrivals_lock:
-            return self._arriving > 0
+            return self._arriving > 0 or self._returning > 0
 
     def _answer(self, batch: list[_Pending]) -> None:
-        def answer(index: int, outcome: dict[str, Any] | Exception) -> None:
-            batch[index].outcome = outcome
-            batch[index].done.set()
-
         try:
-            outcomes = self.generator.generate_batch([p.request for p in batch], answer)
+            outcomes = self.generator.generate_batch([p.request for p in batch])
         except Exception as exc:  # never leave a caller waiting
             outcomes = [exc for _ in batch]
-        for index, pending in enumerate(batch):
-            if not pending.done.is_set():
-                answer(index, outcomes[index])
+        with self._arrivals_lock:
+            self._returning = len(batch)
+        for pending, outcome in zip(batch, outcomes, strict=True):
+            pending.outcome = outcome
+            pending.done.set()
