@@ -171,7 +171,7 @@ def parse_log_lines(file: str, lines: Iterable[Line]) -> Iterator[Entry | Reject
         return Entry(start.number, {"text": text, "metadata": entry.metadata}, raw)
 
     for line in lines:
-        if not line.data.strip():
+        if line.blank:
             continue
         if line.text is None:
             if pending is not None:

@@ -195,7 +195,7 @@ def _is_transcript(value: Any) -> bool:
 
 def _read_jsonl(file: str, stream: IO[bytes], options: ReadOptions) -> Iterator[Parsed]:
     for line in _lines(stream, options):
-        if not line.data.strip():
+        if line.blank:
             continue  # blank lines separate nothing and are not records
         value = _json_value(file, line)
         if isinstance(value, Rejection):
@@ -355,7 +355,7 @@ def _delimited_columns(header: list[str], mapping: FieldMapping) -> list[tuple[s
 def _read_paragraphs(file: str, stream: IO[bytes], options: ReadOptions) -> Iterator[Parsed]:
     paragraph: list[Line] = []
     for line in _chain(_lines(stream, options), iter([Line(-1, "", b"")])):
-        if line.data.strip():
+        if not line.blank:
             paragraph.append(line)
             continue
         if not paragraph:

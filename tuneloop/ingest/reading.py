@@ -77,6 +77,11 @@ class Line:
     data: bytes
 
     @property
+    def blank(self) -> bool:
+        """Nothing but whitespace (Unicode whitespace, as ``str.strip`` sees it)."""
+        return not (self.text.strip() if self.text is not None else self.data.strip())
+
+    @property
     def shown(self) -> str:
         """The text, or the bytes with invalid sequences replaced (for messages only)."""
         return self.text if self.text is not None else self.data.decode("utf-8", "replace")
