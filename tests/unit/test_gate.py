@@ -161,8 +161,8 @@ def test_margin_widens_for_equal_but_discordant_models_and_says_why() -> None:
     se = math.sqrt(0.5 * 400 / 399) / 20
     assert general.false_block_risk == pytest.approx(NormalDist().cdf(1.959964 - 0.05 / se), 1e-4)
     assert general.false_block_risk > 0.7 and not decision.approved
-    # ... and 0.05 would need (1.96 + 1.645)^2 * 0.5 / 0.05^2 ≈ 2,600 items.
-    assert 2400 < general.min_items < 2800
+    # ... and 0.05 would need (1.96 + 1.96)^2 * 0.5 / 0.05^2 ≈ 3,100 items.
+    assert 2900 < general.min_items < 3300
     adaptive = comparison(
         decide(report({"mmlu": cand}, {"mmlu": champ}), policy(suites=_mmlu(0.05))), "mmlu"
     )
@@ -177,8 +177,8 @@ def test_margin_widens_for_equal_but_discordant_models_and_says_why() -> None:
         ),
         "mmlu",
     )
-    # (1.96 + 2.326) * sd / sqrt(400), sd of the differences ≈ 0.708.
-    assert wide.margin == pytest.approx(4.2863 * 0.70799 / 20, rel=1e-3)
+    # (1.96 + z_0.995 = 2.576) * sd / sqrt(400), sd of the differences ≈ 0.708.
+    assert wide.margin == pytest.approx(4.5359 * 0.70799 / 20, rel=1e-3)
 
 
 def _mmlu(delta: float, **extra: float) -> dict[str, Any]:
