@@ -45,7 +45,14 @@ sys.path.insert(0, str(ROOT))
 import yaml  # noqa: E402
 
 from tuneloop.evaluation.benchmarks import MultipleChoiceItem  # noqa: E402
-from tuneloop.evaluation.mmlu import LETTERS, load_mmlu, mmlu_data_path  # noqa: E402
+from tuneloop.evaluation.mmlu import (  # noqa: E402
+    LETTERS,
+    load_mmlu,
+    mmlu_data_path,
+    read_mmlu,
+    stratified_subset,
+    with_fewshot,
+)
 
 TASK = "mmlu_fidelity"
 
@@ -58,6 +65,7 @@ class Args:
     model: str
     fewshot: int
     repeats: int
+    subjects: int
 
 
 def parse_args(argv: list[str] | None = None) -> Args:
@@ -68,8 +76,15 @@ def parse_args(argv: list[str] | None = None) -> Args:
     parser.add_argument("--model", default="smollm2-135m-instruct", help="catalog reference")
     parser.add_argument("--fewshot", type=int, default=0, help="solved examples per prompt")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved runs of each")
+    parser.add_argument(
+        "--subjects",
+        type=int,
+        default=0,
+        help="draw the items from the first N subjects only (0: all), as a full-MMLU run "
+        "has ~250 questions per subject sharing the header and the few-shot examples",
+    )
     ns = parser.parse_args(argv)
-    return Args(ns.items, ns.batch_size, ns.seed, ns.model, ns.fewshot, ns.repeats)
+    return Args(ns.items, ns.batch_size, ns.seed, ns.model, ns.fewshot, ns.repeats, ns.subjects)
 
 
 def subset_rows(items: list[MultipleChoiceItem]) -> list[dict[str, Any]]:
@@ -171,8 +186,15 @@ def main(argv: list[str] | None = None) -> int:
     model.eval()
     print(f"model ready in {time.perf_counter() - started:.1f}s", flush=True)
 
-    bench = load_mmlu(args.items, args.seed, num_fewshot=args.fewshot)
-    items = [item for item in bench.items if isinstance(item, MultipleChoiceItem)]
+    if args.subjects:
+        every = with_fewshot(read_mmlu(mmlu_data_path()), args.fewshot)
+        chosen = sorted({item.tags[0] for item in every})[: args.subjects]
+        items = stratified_subset(
+            [item for item in every if item.tags[0] in chosen], args.items, args.seed
+        )
+    else:
+        bench = load_mmlu(args.items, args.seed, num_fewshot=args.fewshot)
+        items = [item for item in bench.items if isinstance(item, MultipleChoiceItem)]
     if any(len(item.choices) != 4 for item in items):
         raise SystemExit("expected four choices per MMLU item")
     print(

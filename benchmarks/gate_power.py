@@ -5,7 +5,11 @@
 
 Each simulation draws per-item 0/1 results for champion and candidate on ``--items`` items
 and runs the gate's own ``decide`` with the default (dev stage) general-suite policy:
-``delta`` 0.05, 2,000 paired-bootstrap samples, 95% CI. Two scenarios:
+``delta`` 0.05, 2,000 paired-bootstrap samples, 95% CI, and the default reliability
+settings (``max_false_block`` 0.05, ``max_delta`` 0.10: the margin widens when the paired
+differences are too noisy for 0.05). The same decision also gives the verdict of a fixed
+0.05 margin (the previous default: ``max_delta`` = ``delta``), since the interval does not
+depend on the margin. Two scenarios:
 
 - **null**: the candidate equals the champion in distribution (same accuracy); every block
   is a false block. Goal: at most 5%.
@@ -25,6 +29,7 @@ from __future__ import annotations
 import argparse
 import math
 import random
+import statistics
 import sys
 import time
 from collections.abc import Sequence
@@ -37,21 +42,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tuneloop.gating import decide, parse_policy
 
 DEFAULT_DELTA = 0.05  # stacks/config.py: the dev stage's mmlu suite
-POLICY = parse_policy(
-    {
-        "suites": {"general": {"role": "general", "metric": "acc", "delta": DEFAULT_DELTA}},
-        "bootstrap_samples": 2000,
-        "confidence": 0.95,
-        "seed": 0,
-    }
-)
+# The defaults apply: max_false_block 0.05, max_delta 0.10.
+SUITE = {"role": "general", "metric": "acc", "delta": DEFAULT_DELTA}
 
 
 @dataclass(frozen=True)
 class Outcome:
     gate_blocks: int
+    fixed_blocks: int
     baseline_blocks: int
     sims: int
+    median_margin: float
 
 
 def paired_draw(
@@ -80,7 +81,15 @@ def paired_draw(
     return champion, candidate
 
 
-def gate_blocks(champion: Sequence[float], candidate: Sequence[float], seed: int) -> bool:
+def gate_blocks(
+    champion: Sequence[float], candidate: Sequence[float], seed: int
+) -> tuple[bool, bool, float]:
+    """(blocked by the default gate, blocked with the fixed 0.05 margin, margin used).
+
+    The fixed-margin verdict comes from the same decision: the bootstrap interval depends
+    only on the items and the seed, not on the margin.
+    """
+
     def suite(values: Sequence[float]) -> dict[str, object]:
         items = [{"id": str(i), "score": v} for i, v in enumerate(values)]
         return {"acc": math.fsum(values) / len(values), "items": items}
@@ -91,8 +100,11 @@ def gate_blocks(champion: Sequence[float], candidate: Sequence[float], seed: int
             "champion": {"general": suite(champion)},
         }
     }
-    policy = parse_policy({**POLICY.to_dict(), "seed": seed})  # a fresh bootstrap per draw
-    return not decide(report, policy).approved
+    # A fresh bootstrap per draw.
+    policy = parse_policy({"suites": {"general": SUITE}, "bootstrap_samples": 2000, "seed": seed})
+    general = decide(report, policy).comparisons[0]
+    assert general.ci_low is not None and general.margin is not None
+    return not general.passed, not general.ci_low > -DEFAULT_DELTA, general.margin
 
 
 def baseline_blocks(champion: Sequence[float], candidate: Sequence[float]) -> bool:
@@ -106,13 +118,17 @@ def baseline_blocks(champion: Sequence[float], candidate: Sequence[float]) -> bo
 
 def simulate(args: argparse.Namespace, regression: float, discordance: float) -> Outcome:
     rng = random.Random(f"{args.seed}:{regression}:{discordance}")
-    gate = baseline = 0
+    gate = fixed = baseline = 0
+    margins: list[float] = []
     started = time.monotonic()
     for sim in range(args.sims):
         champion, candidate = paired_draw(
             rng, args.items, args.champion_acc, regression, discordance
         )
-        gate += gate_blocks(champion, candidate, seed=sim)
+        blocked, blocked_fixed, margin = gate_blocks(champion, candidate, sim)
+        gate += blocked
+        fixed += blocked_fixed
+        margins.append(margin)
         baseline += baseline_blocks(champion, candidate)
         if (sim + 1) % 50 == 0 or sim + 1 == args.sims:
             print(
@@ -120,11 +136,7 @@ def simulate(args: argparse.Namespace, regression: float, discordance: float) ->
                 file=sys.stderr,
                 flush=True,
             )
-    return Outcome(gate, baseline, args.sims)
-
-
-def ratio(ours: float, base: float) -> str:
-    return f"{ours / base:.2f}x" if base else "n/a (baseline 0)"
+    return Outcome(gate, fixed, baseline, args.sims, statistics.median(margins))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -139,12 +151,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     levels = [float(v) for v in args.discordance.split(",") if v.strip()]
     print(
         f"gate power: {args.items} items, champion acc {args.champion_acc}, general-suite "
-        f"delta {DEFAULT_DELTA}, {args.sims} simulations per cell"
+        f"delta {DEFAULT_DELTA} (adaptive: max_false_block 0.05, max_delta 0.10), "
+        f"{args.sims} simulations per cell"
     )
+    detect = f"detect -{args.regression * 100:.0f}pt"
     header = (
-        f"{'discordance':>11}  {'false-block (gate)':>18}  {'(unpaired baseline)':>19}  "
-        f"{'detect -' + format(args.regression * 100, '.0f') + 'pt (gate)':>20}  "
-        f"{'(unpaired baseline)':>19}  {'detect ratio gate/base':>22}"
+        f"{'discordance':>11}  {'margin':>6}  {'false-block gate':>16}  {'fixed':>6}  "
+        f"{'unpaired':>8}  {detect + ' gate':>16}  {'fixed':>6}  {'unpaired':>8}"
     )
     print(header, flush=True)
     for discordance in levels:
@@ -153,11 +166,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"discordance {discordance}: {args.regression:.0%} regression", file=sys.stderr)
         regressed = simulate(args, args.regression, discordance)
         fb, fbb = null.gate_blocks / null.sims, null.baseline_blocks / null.sims
+        fbf, dtf = null.fixed_blocks / null.sims, regressed.fixed_blocks / regressed.sims
         dt, dtb = regressed.gate_blocks / regressed.sims, regressed.baseline_blocks / regressed.sims
         verdict = "meets" if fb <= 0.05 else "MISSES"
         print(
-            f"{discordance:>11.2f}  {fb:>17.1%}{'*' if fb > 0.05 else ' '}  {fbb:>19.1%}  "
-            f"{dt:>20.1%}  {dtb:>19.1%}  {ratio(dt, dtb):>22}   ({verdict} the 5% goal)",
+            f"{discordance:>11.2f}  {null.median_margin:>6.3f}  "
+            f"{fb:>15.1%}{'*' if fb > 0.05 else ' '}"
+            f"  {fbf:>6.1%}  {fbb:>8.1%}  {dt:>16.1%}  {dtf:>6.1%}  {dtb:>8.1%}"
+            f"   ({verdict} the 5% goal)",
             flush=True,
         )
     print(

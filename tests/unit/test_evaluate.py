@@ -98,7 +98,9 @@ def test_shared_prefixes_score_like_the_direct_computation(
     tails = {key: len(cont) for key, (_, cont) in zip(keys, pairs, strict=True)}
     shared = [length for length, members in lm.prefix_groups(tails) if len(members) > 1]
     assert shared and max(shared) >= len(lm.encode(tokenizer, SHARED)) // 2  # cache is used
-    got = lm.loglikelihoods_greedy(model, tokenizer, PREFIX_REQUESTS, batch_size)
+    got = lm.loglikelihoods_greedy(
+        model, tokenizer, PREFIX_REQUESTS, batch_size, share_prefixes=True
+    )
     expected = [direct_loglikelihood(model, tokenizer, c, x) for c, x in PREFIX_REQUESTS]
     assert [ll for ll, _ in got] == pytest.approx(expected, abs=1e-5)
     reference = lm.loglikelihoods_greedy(model, tokenizer, PREFIX_REQUESTS, 1)

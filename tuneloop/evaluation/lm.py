@@ -69,6 +69,9 @@ def loglikelihoods(
     return [ll for ll, _ in loglikelihoods_greedy(model, tokenizer, requests, batch_size, progress)]
 
 
+SHARE_PREFIXES = False
+
+
 @torch.inference_mode()
 def loglikelihoods_greedy(
     model: Any,
@@ -76,8 +79,14 @@ def loglikelihoods_greedy(
     requests: Sequence[tuple[str, str]],
     batch_size: int,
     progress: Progress | None = None,
+    share_prefixes: bool = SHARE_PREFIXES,
 ) -> list[tuple[float, bool]]:
-    """(log P(continuation | context), is the continuation the greedy one) per request."""
+    """(log P(continuation | context), is the continuation the greedy one) per request.
+
+    ``share_prefixes``: encode a prompt prefix shared by several inputs once and continue
+    from its KV cache (``prefix_groups``). Off by default: on CPU it measured slower per
+    token than plain batches (docs/benchmarks.md), though it computes far fewer tokens.
+    """
     window = max_length(model)
     # Model input (without the continuation's last token) -> [(request index, cont ids)].
     groups: dict[tuple[int, ...], list[tuple[int, list[int]]]] = {}
@@ -94,7 +103,7 @@ def loglikelihoods_greedy(
     parts = _model_parts(model)
     done = 0
     tails = {key: max(len(cont) for _, cont in reqs) for key, reqs in groups.items()}
-    for prefix_length, keys in prefix_groups(tails, parts is not None):
+    for prefix_length, keys in prefix_groups(tails, share_prefixes and parts is not None):
         prefix_cache = None
         if prefix_length:
             assert parts is not None
