@@ -11,6 +11,12 @@ writes) go into a fresh Records table of a moto server, by
 Runs are interleaved (baseline, store x1, store xK, then again) and the ratio is the median
 of the per-repeat ratios. Every run ends by counting the table: all N records must be there.
 
+The emulator's own CPU time per record is read from ``/proc`` for every run (Linux). It
+bounds what any client can reach: moto is one Python process that spends that CPU time on
+every record however the records are batched, so no client writes faster than one record
+per that many milliseconds. The ceiling printed at the end is the baseline's time per
+record divided by the store's emulator CPU time per record.
+
 The emulator runs in its own process (started here, on a free port): the client's threads
 then overlap their requests with the server's work as they would against DynamoDB, instead
 of sharing one interpreter lock with it. Two shims are applied in that process, because
@@ -102,6 +108,16 @@ def start_emulator(plain: bool) -> tuple[subprocess.Popen[bytes], str]:
             time.sleep(0.1)
     process.kill()
     raise RuntimeError("the moto server did not start within 60 s")
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a process so far (Linux ``/proc``); None elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    # After the command name: state is field 3, utime and stime are fields 14 and 15.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def make_candidates(count: int, seed: int = 11) -> list[Any]:
@@ -221,20 +237,27 @@ def main(argv: list[str] | None = None) -> int:
                 client, table, candidates, in_flight
             )
         rates: dict[str, list[float]] = {name: [] for name in runs}
+        emulator_ms: dict[str, list[float]] = {name: [] for name in runs}
         for repeat in range(args.repeats):
             for index, (name, run) in enumerate(runs.items()):
                 table = f"records-{repeat}-{index}"
                 create_table(client, table)
+                cpu_before = cpu_seconds(process.pid)
                 started = time.perf_counter()
                 run(table)
                 seconds = time.perf_counter() - started
+                cpu_after = cpu_seconds(process.pid)
+                cpu_note = ""
+                if cpu_before is not None and cpu_after is not None:
+                    emulator_ms[name].append(1000 * (cpu_after - cpu_before) / args.records)
+                    cpu_note = f", emulator CPU {emulator_ms[name][-1]:.2f} ms/record"
                 stored = count_items(client, table)
                 assert stored == args.records, f"{name}: {stored} of {args.records} stored"
                 client.delete_table(TableName=table)
                 rates[name].append(args.records / seconds)
                 print(
                     f"  repeat {repeat + 1} {name:<36} {args.records / seconds:>8,.0f} "
-                    f"records/s ({seconds:.1f} s)",
+                    f"records/s ({seconds:.1f} s{cpu_note})",
                     flush=True,
                 )
     finally:
@@ -248,6 +271,14 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"  {name:<36} {statistics.median(values):>8,.0f} records/s  "
             f"{statistics.median(ratios):5.1f}x baseline"
+        )
+    store_cpu = emulator_ms["store, 1 transaction in flight"]
+    if store_cpu:
+        baseline_ms = 1000 / statistics.median(baseline)
+        print(
+            f"ceiling on this emulator: {baseline_ms:.2f} ms/record (baseline) / "
+            f"{statistics.median(store_cpu):.2f} ms/record (emulator CPU, store) = "
+            f"{baseline_ms / statistics.median(store_cpu):.1f}x"
         )
     return 0
 

@@ -616,6 +616,8 @@ def _dev() -> StageConfig:
         noncurrent_version_retention_days=30,
         access_log_retention_days=90,
         quarantine_retention_days=30,
+        # DynamoDB isolates transactions, so a file's record writes overlap their round trips.
+        ingest=dataclasses.replace(DEFAULT_INGEST_SETTINGS, write_transactions_in_flight=4),
         powertools_layer_version=_POWERTOOLS_LAYER_VERSION,
         removal_policy="retain",
         termination_protection=False,
@@ -684,6 +686,7 @@ def _local() -> StageConfig:
         noncurrent_version_retention_days=1,
         access_log_retention_days=1,
         quarantine_retention_days=7,
+        ingest=DEFAULT_INGEST_SETTINGS,  # one transaction at a time: moto does not isolate them
         removal_policy="destroy",
         termination_protection=False,
     )

@@ -590,3 +590,30 @@ def test_a_large_parquet_drop_is_split_by_row_groups(env: Platform) -> None:
     assert parent["status"] == "complete" and int(parent["segments"]) == len(messages) > 1
     assert (parent["received"], parent["stored"]) == (12, 12)
     assert sorted(int(r["line"]) for r in table_items(env.records_table)) == list(range(1, 13))
+
+
+def test_the_write_concurrency_setting_reaches_the_record_store(
+    env: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tuneloop.ingest import IngestSettings, IngestTables, ingest_message
+    from tuneloop.ingest.store import DynamoRecordStore
+
+    # Given settings that allow 3 transactions in flight, and a store that notes its setting
+    seen: list[int] = []
+    insert_new = DynamoRecordStore.insert_new
+
+    def noting(self: DynamoRecordStore, drop_id: str, candidates: Any) -> Any:
+        seen.append(self.max_in_flight)
+        return insert_new(self, drop_id, candidates)
+
+    monkeypatch.setattr(DynamoRecordStore, "insert_new", noting)
+    key = "drops/support/concurrency.jsonl"
+    body = drop(env, key, b'{"text": "the first record of this drop"}\n')
+    tables = IngestTables(env.records_table, env.drops_table, env.control_table)
+
+    # When the drop is ingested
+    result = ingest_message(body, tables, IngestSettings(write_transactions_in_flight=3))
+
+    # Then its records were written by a store with that many transactions in flight
+    assert result.stored == 1
+    assert seen == [3]

@@ -244,3 +244,56 @@ def test_cli_run_scores_a_model_folder_and_a_tarball(
     assert acc in (0.0, 0.25, 0.5, 0.75, 1.0)
     assert "tag even: acc" in out and "(n=2)" in out
     assert main(["benchmarks", "run", "faq", "--model", str(tmp_path / "none")]) == 2
+
+
+def test_cli_run_scores_a_registered_model_version(
+    store: BenchmarkStore,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import tarfile
+
+    from tests.unit.tiny_models import make_tiny_causal_lm
+
+    # Given a stored benchmark, a registered version whose archive is in S3, and a version
+    # that never got one (rejected by the gate)
+    monkeypatch.setenv("TUNELOOP_BENCHMARKS_TABLE", TABLE)
+    monkeypatch.setenv("TUNELOOP_ARTIFACTS_BUCKET", BUCKET)
+    monkeypatch.setenv("TUNELOOP_MODEL_VERSIONS_TABLE", "versions")
+    store.create("faq", write(tmp_path / "faq.jsonl", [mc(f"q{i}", i % 2) for i in range(4)]))
+    model = make_tiny_causal_lm(tmp_path / "model")
+    archive = tmp_path / "model.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for path in model.iterdir():
+            tar.add(path, arcname=path.name)
+    aws.s3().upload_file(str(archive), BUCKET, "models/mv-1/output/model.tar.gz")
+    aws.dynamodb().create_table(
+        TableName="versions",
+        KeySchema=[{"AttributeName": "model_version", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "model_version", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    versions = aws.table("versions")
+    versions.put_item(
+        Item={
+            "model_version": "mv-1",
+            "status": "registered",
+            "model_data_url": f"s3://{BUCKET}/models/mv-1/output/model.tar.gz",
+        }
+    )
+    versions.put_item(Item={"model_version": "mv-2", "status": "rejected"})
+
+    # When each is named by its version
+    scored = main(["benchmarks", "run", "faq", "--model", "mv-1", "--batch-size", "2"])
+    scored_out = capsys.readouterr().out
+    rejected = main(["benchmarks", "run", "faq", "--model", "mv-2"])
+    rejected_err = capsys.readouterr().err
+    unknown = main(["benchmarks", "run", "faq", "--model", "mv-9"])
+    unknown_err = capsys.readouterr().err
+
+    # Then the registered one is scored from its archive; the others say why they cannot be
+    assert scored == 0
+    assert "scoring mv-1 on faq" in scored_out and "  acc: " in scored_out
+    assert rejected == 2 and "'mv-2' is rejected and has no model archive" in rejected_err
+    assert unknown == 2 and "'mv-9': no such model version in versions" in unknown_err

@@ -46,6 +46,8 @@ def test_fields_left_out_keep_their_defaults() -> None:
         ('{"near_duplicates": {"enabled": 1}}', "near_duplicates.enabled must be true or false"),
         ('{"segment_bytes": 0}', "segment_bytes must be >= 1"),
         ('{"chunk_records": 1.5}', "chunk_records must be an integer"),
+        ('{"write_transactions_in_flight": 0}', "write_transactions_in_flight must be in [1, 10]"),
+        ('{"write_transactions_in_flight": 11}', "write_transactions_in_flight must be in [1, 10]"),
         ("[]", "ingest settings must be an object"),
         ("{oops", "invalid JSON"),
     ],
@@ -60,3 +62,10 @@ def test_unusable_settings_name_the_field(text: str, message: str) -> None:
 def test_settings_validate_when_built_directly() -> None:
     with pytest.raises(IngestSettingsError, match=r"quality\.max_chars must be > min_chars"):
         IngestSettings(quality=QualitySettings(min_chars=10, max_chars=5))
+
+
+def test_aws_stages_overlap_record_writes_and_the_local_stage_does_not() -> None:
+    # DynamoDB isolates transactions; moto (local platform) fails when two overlap.
+    assert load_stage_config("dev").ingest.write_transactions_in_flight == 4
+    assert load_stage_config("prod").ingest.write_transactions_in_flight == 4
+    assert load_stage_config("local").ingest.write_transactions_in_flight == 1

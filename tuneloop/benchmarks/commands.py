@@ -9,6 +9,10 @@ are boto3's usual ones.
     tuneloop benchmarks list
     tuneloop benchmarks show company_faq
     tuneloop benchmarks run company_faq --model ./my-model   # or s3://.../model.tar.gz
+    tuneloop benchmarks run company_faq --model mv-20261202-0915   # a registered version
+
+A model version is looked up in the ModelVersions table (``--models-table`` or
+``TUNELOOP_MODEL_VERSIONS_TABLE``) for its ``model_data_url``.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from tuneloop.evaluation.errors import EvaluationInputError
 
 TABLE_ENV = "TUNELOOP_BENCHMARKS_TABLE"
 BUCKET_ENV = "TUNELOOP_ARTIFACTS_BUCKET"
+MODELS_TABLE_ENV = "TUNELOOP_MODEL_VERSIONS_TABLE"
 
 
 class CommandError(RuntimeError):
@@ -62,7 +67,12 @@ def add_parser(commands: Any) -> None:
     run = with_location(sub.add_parser("run", help="score one model on a benchmark, locally"))
     run.add_argument("name")
     run.add_argument(
-        "--model", required=True, help="a model folder, a model.tar.gz, or its s3:// URI"
+        "--model",
+        required=True,
+        help="a registered model version, a model folder, a model.tar.gz, or its s3:// URI",
+    )
+    run.add_argument(
+        "--models-table", help=f"ModelVersions table name (default: ${MODELS_TABLE_ENV})"
     )
     run.add_argument("--version", default=LATEST, help="'latest' (default) or a version prefix")
     run.add_argument("--batch-size", type=int, default=8)
@@ -148,7 +158,7 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
         from tuneloop.evaluation.custom import load_benchmark_file
 
         benchmark = load_benchmark_file(path)
-        model_dir = resolve_model(args.model, workdir)
+        model_dir = resolve_model(args.model, workdir, models_table_from(args))
         print(f"scoring {args.model} on {args.name} {version.version[:12]}", file=out)
         results = score(model_dir, benchmark, args.batch_size)
     result = results[args.name]
@@ -166,10 +176,33 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def resolve_model(reference: str, workdir: Path) -> Path:
-    """A model folder from a folder, a ``model.tar.gz`` or its ``s3://`` URI."""
+def models_table_from(args: argparse.Namespace) -> str:
+    return str(getattr(args, "models_table", None) or os.environ.get(MODELS_TABLE_ENV, ""))
+
+
+def registered_model_data(model_version: str, models_table: str) -> str:
+    """The ``s3://`` URI of a registered version's model archive."""
+    from tuneloop.model_versions import get_version
+
+    item = get_version(models_table, model_version)
+    if item is None:
+        raise CommandError(f"--model {model_version!r}: no such model version in {models_table}")
+    uri = item.get("model_data_url")
+    if not uri:
+        raise CommandError(
+            f"--model {model_version!r} is {item.get('status', 'unknown')} and has no model "
+            "archive (only registered versions have one)"
+        )
+    return str(uri)
+
+
+def resolve_model(reference: str, workdir: Path, models_table: str = "") -> Path:
+    """A model folder from a registered version, a folder, a ``model.tar.gz`` or its
+    ``s3://`` URI. A local path wins over a version of the same name."""
     from tuneloop.evaluation.job import extract_model
 
+    if not reference.startswith("s3://") and not Path(reference).exists() and models_table:
+        reference = registered_model_data(reference, models_table)
     if reference.startswith("s3://"):
         bucket, _, key = reference[len("s3://") :].partition("/")
         if not bucket or not key:
@@ -184,7 +217,8 @@ def resolve_model(reference: str, workdir: Path) -> Path:
         return path
     if path.is_file():
         return extract_model(path, workdir / "model")
-    raise CommandError(f"--model {reference!r}: no such folder or file")
+    hint = "" if models_table else f" (set ${MODELS_TABLE_ENV} to name a model version)"
+    raise CommandError(f"--model {reference!r}: no such folder or file{hint}")
 
 
 def score(model_dir: Path, benchmark: Any, batch_size: int) -> dict[str, dict[str, Any]]:

@@ -38,8 +38,11 @@ class DropRecordStore(DynamoRecordStore):
         source_key: str,
         source: str = "",
         bodies_bucket: str = "",
+        max_in_flight: int = 1,
     ) -> None:
-        super().__init__(table_name, dataset=dataset, source_key=source_key)
+        super().__init__(
+            table_name, dataset=dataset, source_key=source_key, max_in_flight=max_in_flight
+        )
         self.source = source
         self.bodies_bucket = bodies_bucket
 

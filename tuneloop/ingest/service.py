@@ -430,6 +430,7 @@ def _account_for_object(
             source_key=obj.key,
             source=manifest.source or "",
             bodies_bucket=tables.curated_bucket,
+            max_in_flight=settings.write_transactions_in_flight,
         )
         tags = (*source_tags(obj, manifest), *manifest.record_tags())
 

@@ -75,6 +75,10 @@ class IngestSettings:
     # A file larger than this is split into segments of about this size, each ingested by
     # its own invocation (segments.py); sized so a segment fits the Lambda's time limit.
     segment_bytes: int = 64 * 1024 * 1024
+    # TransactWriteItems calls (100 records each) in flight per file. One by default: moto,
+    # which tests and the local platform run on, fails when two overlap; the AWS stages
+    # raise it, as DynamoDB isolates transactions and the write is bound by round trips.
+    write_transactions_in_flight: int = 1
 
     def __post_init__(self) -> None:
         problems = settings_problems(self)
@@ -120,6 +124,9 @@ def settings_problems(settings: IngestSettings) -> list[tuple[str, str]]:
     )
     check("chunk_records", settings.chunk_records >= 1, ">= 1", settings.chunk_records)
     check("segment_bytes", settings.segment_bytes >= 1, ">= 1", settings.segment_bytes)
+    in_flight = settings.write_transactions_in_flight
+    # boto3's default connection pool holds 10; more would queue for a connection.
+    check("write_transactions_in_flight", 1 <= in_flight <= 10, "in [1, 10]", in_flight)
     return found
 
 

@@ -89,7 +89,7 @@ def _describe_run(platform: LocalPlatform, run: RunResult) -> dict[str, Any]:
         )
         scores = _tar_member_json(uri, "evaluation.json")["results"]
         result["scores"] = {
-            model: {suite: round(float(r.get("acc", 0.0)), 3) for suite, r in suites.items()}
+            model: {suite: headline_score(r) for suite, r in suites.items()}
             for model, suites in scores.items()
         }
     gate = run.output.get("gate") or {}
@@ -98,6 +98,21 @@ def _describe_run(platform: LocalPlatform, run: RunResult) -> dict[str, Any]:
         result["approved"] = decision.get("approved")
         result["reasons"] = decision.get("reasons", [])
     return result
+
+
+def headline_score(suite_result: dict[str, Any]) -> str:
+    """The number a reader looks for first: accuracy, or perplexity where lower is better."""
+    if "acc" in suite_result:
+        return f"acc {float(suite_result['acc']):.3f}"
+    for metric in suite_result.get("lower_is_better", []):
+        if metric in suite_result:
+            return f"{metric} {float(suite_result[metric]):.2f}"
+    numbers = {  # counts and standard errors are not scores
+        k: v
+        for k, v in suite_result.items()
+        if isinstance(v, int | float) and not k.startswith("n_") and not k.endswith("_stderr")
+    }
+    return ", ".join(f"{k} {float(v):.3f}" for k, v in sorted(numbers.items())[:2]) or "no score"
 
 
 def _reasons(drop: dict[str, Any]) -> str:
