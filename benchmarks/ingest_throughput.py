@@ -14,7 +14,7 @@ its overhead does not distort the timing), and the ratio full / baseline::
 
     .venv/bin/python benchmarks/ingest_throughput.py                  # 100,000 records
     .venv/bin/python benchmarks/ingest_throughput.py --records 20000  # a quick look
-    .venv/bin/python benchmarks/ingest_throughput.py --without-numpy  # as in the Lambda
+    .venv/bin/python benchmarks/ingest_throughput.py --without-numpy  # an install without numpy
 """
 
 from __future__ import annotations
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--without-numpy",
         action="store_true",
-        help="MinHash in pure Python, as in the Lambda runtime (no numpy there)",
+        help="MinHash in pure Python, as an install without numpy computes it",
     )
     args = parser.parse_args(argv)
     if args.without_numpy:

@@ -11,7 +11,11 @@ between the runs);
 then the throughput ratio (ours / TRL) of each interleaved repeat and their median::
 
     .venv/bin/python benchmarks/train_throughput.py                       # 20 steps x 3
-    .venv/bin/python benchmarks/train_throughput.py --steps 4 --repeats 2 --precision bf16
+    .venv/bin/python benchmarks/train_throughput.py --steps 16 --repeats 2 --batch_size 4 \
+        --accumulation 1 --precision bf16 --threads 1   # the figures in docs/training.md
+
+With ``--steps`` a multiple of the length-grouping window (16 steps), both trainers see the
+same examples, so their token counts match.
 
 TRL's run uses its documented defaults for prompt-completion data (no packing, no
 padding-free batching, no length grouping: each batch padded to its longest example)

@@ -26,14 +26,26 @@ from tuneloop.connectors.settings import (
     parse_connectors,
 )
 from tuneloop.ingest.settings import DEFAULT_SETTINGS as DEFAULT_INGEST_SETTINGS
-from tuneloop.ingest.settings import IngestSettings, settings_problems
+from tuneloop.ingest.settings import (
+    IngestSettings,
+    IngestSettingsError,
+    settings_problems,
+    settings_with,
+)
 
 LOCAL_BASE_MODEL = "smollm2-135m-instruct"
 """The packaged GGUF base model (see ARCHITECTURE.md, "Models")."""
 
-OVERRIDABLE_FIELDS = ("base_model", "retrain_threshold", "connectors", "serving_backend")
+OVERRIDABLE_FIELDS = (
+    "base_model",
+    "retrain_threshold",
+    "connectors",
+    "serving_backend",
+    "ingest",
+)
 """Context keys that may override a stage's value (``cdk synth -c base_model=...``);
-``connectors`` is a list of connector objects (cdk.json) or its JSON text (docs/connectors.md)."""
+``connectors`` is a list of connector objects (cdk.json) or its JSON text (docs/connectors.md);
+``ingest`` an object of ingest settings (or its JSON text) merged onto the stage's."""
 
 # CloudWatch Logs accepts only these retention periods (days).
 LOG_RETENTION_DAYS = frozenset(
@@ -712,6 +724,11 @@ def load_stage_config(stage: str, overrides: Mapping[str, Any] | None = None) ->
             try:
                 changes[key] = parse_connectors(raw)
             except ConnectorConfigError as error:
+                raise ConfigError(f"stage {stage!r}: {error}") from None
+        elif key == "ingest":
+            try:
+                changes[key] = settings_with(config.ingest, raw)
+            except IngestSettingsError as error:
                 raise ConfigError(f"stage {stage!r}: {error}") from None
         elif key == "retrain_threshold":
             try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from aws_cdk import Duration, Stack
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as event_sources
 from aws_cdk import aws_stepfunctions as sfn
@@ -26,6 +27,12 @@ INGEST_TIMEOUT = Duration.minutes(5)
 AWS_SDK_PANDAS_LAYER_ACCOUNT = "336392948345"
 AWS_SDK_PANDAS_LAYER_NAME = "AWSSDKPandas-Python312"
 AWS_SDK_PANDAS_LAYER_VERSION = 16
+# The optional redactor that calls Amazon Comprehend (names, addresses).
+COMPREHEND_REDACTOR = "comprehend"
+
+
+def comprehend_statement() -> iam.PolicyStatement:
+    return iam.PolicyStatement(actions=["comprehend:DetectPiiEntities"], resources=["*"])
 
 
 class IngestionStack(Stack):
@@ -123,6 +130,10 @@ class IngestionStack(Stack):
         grant_objects(lake.curated, ingest, allow, prefix="curated/", access="put")
         grant_table(tables.records, ingest, allow, write=True, indexed=True)
         grant_table(tables.drops, ingest, allow, write=True)
+        if COMPREHEND_REDACTOR in config.ingest.redactors:
+            # DetectPiiEntities has no resource to scope to (IAM takes only "*").
+            ingest.add_to_role_policy(comprehend_statement())
+            allow.allow_resource("*", "comprehend:DetectPiiEntities supports no resource ARN")
         for function in (self.ingest, self.retrain_trigger):
             grant_table(tables.control, function.function, function.allowances, write=True)
             state_machine.grant_start_execution(function.function)

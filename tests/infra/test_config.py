@@ -129,3 +129,11 @@ def test_unknown_stage_fails_synth() -> None:
     result = _run_app({"stage": "staging"})
     assert result.returncode == 1
     assert "unknown stage 'staging'; valid stages: dev, local, prod" in result.stderr
+
+
+def test_ingest_settings_can_be_overridden_from_context() -> None:
+    config = load_stage_config("prod", {"ingest": '{"redactors": ["email", "comprehend"]}'})
+    assert config.ingest.redactors == ("email", "comprehend")
+    assert config.ingest.write_transactions_in_flight == 4  # the stage's value is kept
+    with pytest.raises(ConfigError, match=r"stage 'prod': ingest settings: redactors must be"):
+        load_stage_config("prod", {"ingest": {"redactors": ["names"]}})

@@ -60,7 +60,13 @@ CONNECTORS: list[dict[str, Any]] = [
 @pytest.fixture(scope="session")
 def assembly(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Assembly]:
     # Synthesis fails on any unacknowledged cdk-nag finding, so this is the nag check too.
-    yield synthesize("dev", tmp_path_factory.mktemp("cdk-connectors"), connectors=CONNECTORS)
+    # The same synth opts into the Comprehend redactor (one synth for both: jsii is slow).
+    yield synthesize(
+        "dev",
+        tmp_path_factory.mktemp("cdk-connectors"),
+        connectors=CONNECTORS,
+        ingest={"redactors": ["email", "comprehend"]},
+    )
 
 
 def _connector_functions(assembly: Assembly) -> dict[str, tuple[str, dict[str, Any]]]:
@@ -224,3 +230,35 @@ def test_bad_connectors_context_fails_synth_naming_the_field() -> None:
 def _actions(statement: dict[str, Any]) -> list[str]:
     actions = statement["Action"]
     return [actions] if isinstance(actions, str) else list(actions)
+
+
+def _ingest_function(assembly: Assembly) -> dict[str, Any]:
+    template = assembly.template("Ingestion")
+    (props,) = [
+        r["Properties"]
+        for r in template["Resources"].values()
+        if r["Type"] == "AWS::Lambda::Function"
+        and r["Properties"]["Handler"].startswith("lambdas.ingest.")
+    ]
+    return dict(props)
+
+
+def _comprehend_grants(assembly: Assembly) -> list[dict[str, Any]]:
+    statements = _role_statements(assembly, _ingest_function(assembly))
+    return [s for s in statements if "comprehend" in json.dumps(s.get("Action"))]
+
+
+def test_the_comprehend_redactor_gets_its_grant_only_when_a_stage_opts_in(
+    assembly: Assembly, dev: Assembly
+) -> None:
+    # Opted in (context "ingest"): the settings name it and the role may call Comprehend
+    variables = _ingest_function(assembly)["Environment"]["Variables"]
+    assert json.loads(variables["INGEST_SETTINGS"])["redactors"] == ["email", "comprehend"]
+    (grant,) = _comprehend_grants(assembly)  # (CDK merges it with the X-Ray statement)
+    actions = grant["Action"] if isinstance(grant["Action"], list) else [grant["Action"]]
+    assert [a for a in actions if a.startswith("comprehend:")] == ["comprehend:DetectPiiEntities"]
+    assert (grant["Effect"], grant["Resource"]) == ("Allow", "*")
+    # The default stage: patterns only, no Comprehend permission
+    default = json.loads(_ingest_function(dev)["Environment"]["Variables"]["INGEST_SETTINGS"])
+    assert "comprehend" not in default["redactors"]
+    assert _comprehend_grants(dev) == []

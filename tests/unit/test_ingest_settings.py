@@ -14,6 +14,7 @@ from tuneloop.ingest.settings import (
     QualitySettings,
     settings_from_json,
     settings_to_json,
+    settings_with,
 )
 
 
@@ -69,3 +70,15 @@ def test_aws_stages_overlap_record_writes_and_the_local_stage_does_not() -> None
     assert load_stage_config("dev").ingest.write_transactions_in_flight == 4
     assert load_stage_config("prod").ingest.write_transactions_in_flight == 4
     assert load_stage_config("local").ingest.write_transactions_in_flight == 1
+
+
+def test_overrides_merge_onto_a_stages_settings_field_by_field() -> None:
+    base = load_stage_config("dev").ingest
+    merged = settings_with(base, '{"quality": {"min_chars": 9}, "redactors": ["comprehend"]}')
+    assert merged.quality == QualitySettings(min_chars=9)  # the other thresholds kept
+    assert merged.redactors == ("comprehend",)
+    assert merged.write_transactions_in_flight == base.write_transactions_in_flight == 4
+    with pytest.raises(IngestSettingsError, match=r"quality\.min_chars must be an integer"):
+        settings_with(base, {"quality": {"min_chars": "9"}})
+    with pytest.raises(IngestSettingsError, match="must be an object"):
+        settings_with(base, "[1]")

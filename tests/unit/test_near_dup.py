@@ -52,7 +52,7 @@ def test_signatures_do_not_depend_on_the_process_or_its_hash_seed() -> None:
 
 
 def test_numpy_batches_and_the_pure_python_path_give_the_same_signatures() -> None:
-    # The Lambda runtime has no numpy: its signatures must match those computed with it.
+    # An install without numpy must compute the same signatures as one with it.
     hasher = MinHasher(num_perm=64)
     texts = [BASE, BASE.upper(), "short text", "", BASE + " again"] * 120
     batch = hasher.signatures(texts, use_numpy=True)

@@ -181,6 +181,46 @@ def test_comprehend_offsets_are_shifted_for_long_texts_sent_in_chunks() -> None:
     assert result.text.endswith(" <NAME>") and len(client.calls) == 2
 
 
+def test_comprehend_is_opt_in_and_calls_the_service_through_the_aws_client(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from moto import mock_aws
+
+    from tuneloop import aws
+    from tuneloop.ingest.settings import DEFAULT_SETTINGS
+
+    # Not among the defaults (it costs a request per text and an IAM grant)...
+    assert "comprehend" not in DEFAULT_SETTINGS.redactors
+    assert not any(isinstance(r, ComprehendRedactor) for r in all_redactors())
+    # ...but a deployment can name it. moto answers DetectPiiEntities with a fixed NAME
+    # entity at offsets 50-58, so the text puts a name there.
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    text = "The ticket about the broken heater was sent in by Jane Doe, mail jd@example.com"
+    assert text[50:58] == "Jane Doe"
+    aws.reset()
+    with mock_aws():
+        chosen = redactors_named(["comprehend", "email"])
+        result = redact(text, chosen)
+    aws.reset()
+    assert isinstance(chosen[0], ComprehendRedactor)
+    assert result.text.endswith("sent in by <NAME>, mail <EMAIL>")
+    assert result.counts == {"NAME": 1, "EMAIL": 1}
+
+
+def test_comprehend_entities_outside_the_text_are_ignored() -> None:
+    client = FakeComprehend([])
+    client.detect_pii_entities = lambda **_: {  # type: ignore[method-assign]
+        "Entities": [{"Type": "NAME", "Score": 0.99, "BeginOffset": 5, "EndOffset": 90}]
+    }
+    assert redact("short text", [ComprehendRedactor(client)]).text == "short text"
+
+
 def test_the_corpus_is_what_its_generator_writes() -> None:
     spec = importlib.util.spec_from_file_location("make_corpus", CORPUS_DIR / "make_corpus.py")
     assert spec is not None and spec.loader is not None

@@ -5,8 +5,9 @@ with ``random.Random``, shingles hashed with CRC-32 rather than Python's salted 
 because they are persisted and compared with signatures computed by other invocations.
 
 A signature is ``bytes``: ``num_perm`` little-endian uint32 values, stored as is in
-DynamoDB. numpy computes them in batches when it is installed; the Lambda runtime has no
-numpy (only the Powertools layer), so a pure-Python path computes the very same values.
+DynamoDB. numpy computes them in batches when it is installed (the Ingest function has it
+from the AWS SDK for pandas layer); elsewhere, e.g. a slim install or a connector's own
+process, a pure-Python path computes the very same values.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, get_type_hints
 
-from tuneloop.ingest.redaction import REGISTRY
+from tuneloop.ingest.redaction import REGISTRY, available_names
 
 
 def _all_redactors() -> tuple[str, ...]:
@@ -99,8 +99,9 @@ def settings_problems(settings: IngestSettings) -> list[tuple[str, str]]:
         if not ok:
             found.append((name, f"must be {expectation}, got {value!r}"))
 
-    unknown = [name for name in settings.redactors if name not in REGISTRY]
-    check("redactors", not unknown, f"names from {', '.join(REGISTRY)}", unknown)
+    known = available_names()
+    unknown = [name for name in settings.redactors if name not in known]
+    check("redactors", not unknown, f"names from {', '.join(known)}", unknown)
     quality = settings.quality
     check("quality.min_chars", quality.min_chars >= 0, ">= 0", quality.min_chars)
     check(
@@ -150,6 +151,25 @@ def settings_from_json(text: str) -> IngestSettings:
     except json.JSONDecodeError as exc:
         raise IngestSettingsError(f"ingest settings: invalid JSON: {exc}") from exc
     return settings_from_dict(value)
+
+
+def settings_with(base: IngestSettings, overrides: Any) -> IngestSettings:
+    """``base`` with the fields in ``overrides`` (an object, or its JSON text) replaced;
+    nested objects (``quality``, ``near_duplicates``) are merged field by field."""
+    if isinstance(overrides, str):
+        try:
+            overrides = json.loads(overrides)
+        except json.JSONDecodeError as exc:
+            raise IngestSettingsError(f"ingest settings: invalid JSON: {exc}") from exc
+    if not isinstance(overrides, dict):
+        raise IngestSettingsError(f"ingest settings must be an object, got {overrides!r}")
+    merged = _plain(base)
+    for name, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(name), dict):
+            merged[name] = {**merged[name], **value}
+        else:
+            merged[name] = value
+    return settings_from_dict(merged)
 
 
 def settings_from_dict(value: Any) -> IngestSettings:

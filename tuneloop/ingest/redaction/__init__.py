@@ -2,17 +2,43 @@
 
 ``redact(text, redactors)`` replaces what the redactors find; ``REGISTRY`` names every
 built-in redactor so a deployment can choose (``redactors_named(["email", "ipv4"])``).
+``OPTIONAL`` names those a deployment must opt into (they call a service per text), such as
+``"comprehend"``: Amazon Comprehend ``DetectPiiEntities`` for names and addresses.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from tuneloop.ingest.redaction.base import Finding, Redacted, Redactor, find_all, redact
 from tuneloop.ingest.redaction.comprehend import ComprehendRedactor
 from tuneloop.ingest.redaction.patterns import PatternRedactor, default_redactors
 
 REGISTRY: dict[str, Redactor] = {redactor.name: redactor for redactor in default_redactors()}
+
+
+class _LazyComprehend:
+    """The Comprehend client, created on the first call (so moto and endpoints apply)."""
+
+    def detect_pii_entities(self, *, Text: str, LanguageCode: str) -> dict[str, Any]:  # noqa: N803
+        from tuneloop import aws
+
+        response: dict[str, Any] = aws.client("comprehend").detect_pii_entities(
+            Text=Text, LanguageCode=LanguageCode
+        )
+        return response
+
+
+# Not in the defaults: each costs a request per text (and, for Comprehend, an IAM grant the
+# Ingestion stack adds only when a stage names it).
+OPTIONAL: dict[str, Callable[[], Redactor]] = {
+    "comprehend": lambda: ComprehendRedactor(_LazyComprehend()),
+}
+
+
+def available_names() -> list[str]:
+    return [*REGISTRY, *OPTIONAL]
 
 
 def register(redactor: Redactor) -> None:
@@ -23,9 +49,13 @@ def register(redactor: Redactor) -> None:
 def redactors_named(names: Iterable[str]) -> list[Redactor]:
     chosen: list[Redactor] = []
     for name in names:
-        if name not in REGISTRY:
-            raise KeyError(f"unknown redactor {name!r}; registered: {', '.join(sorted(REGISTRY))}")
-        chosen.append(REGISTRY[name])
+        if name in REGISTRY:
+            chosen.append(REGISTRY[name])
+        elif name in OPTIONAL:
+            chosen.append(OPTIONAL[name]())
+        else:
+            known = ", ".join(sorted(available_names()))
+            raise KeyError(f"unknown redactor {name!r}; registered: {known}")
     return chosen
 
 
@@ -34,6 +64,7 @@ def all_redactors() -> list[Redactor]:
 
 
 __all__ = [
+    "OPTIONAL",
     "REGISTRY",
     "ComprehendRedactor",
     "Finding",
@@ -41,6 +72,7 @@ __all__ = [
     "Redacted",
     "Redactor",
     "all_redactors",
+    "available_names",
     "find_all",
     "redact",
     "redactors_named",

@@ -46,10 +46,8 @@ class ComprehendRedactor:
             response = self.client.detect_pii_entities(Text=chunk, LanguageCode=self.language_code)
             for entity in response.get("Entities", []):
                 kind = str(entity.get("Type", ""))
+                begin, end = int(entity["BeginOffset"]), int(entity["EndOffset"])
+                if not 0 <= begin < end <= len(chunk):
+                    continue  # not a span of this chunk: nothing to replace
                 if kind in self.types and float(entity.get("Score", 0.0)) >= self.min_score:
-                    yield Finding(
-                        offset + int(entity["BeginOffset"]),
-                        offset + int(entity["EndOffset"]),
-                        kind,
-                        self.priority,
-                    )
+                    yield Finding(offset + begin, offset + end, kind, self.priority)
