@@ -49,6 +49,19 @@ def test_thresholds_are_settings() -> None:
     assert check_quality(SENTENCE[:40], QUALITY) is None
 
 
+def test_a_language_list_rejects_other_languages_and_keeps_undetermined_texts() -> None:
+    english_only = QualitySettings(languages=("en",))
+    german = "Wie kann ich die Kamera zurücksetzen, wenn das Licht aus ist?"
+    issue = check_quality(german, english_only)
+    assert issue is not None and issue.reason == "wrong_language"
+    assert "'de'" in issue.detail and "accepted: en" in issue.detail
+    assert check_quality(SENTENCE, english_only) is None
+    # Too little to tell: kept rather than guessed at
+    assert check_quality("Reset: OK 12345 67890", english_only) is None
+    # No list (the default): every language passes
+    assert check_quality(german, QUALITY) is None
+
+
 def test_a_rejected_record_names_file_line_and_reason() -> None:
     processor = RecordProcessor.from_settings(DEFAULT_SETTINGS)
     result = processor.finish("drops/a.jsonl", Candidate(4, Content(text="ok")), '{"text":"ok"}')

@@ -46,6 +46,8 @@ def test_fields_left_out_keep_their_defaults() -> None:
         ('{"near_duplicates": {"threshold": 2}}', "near_duplicates: near-duplicate threshold"),
         ('{"near_duplicates": {"enabled": 1}}', "near_duplicates.enabled must be true or false"),
         ('{"segment_bytes": 0}', "segment_bytes must be >= 1"),
+        ('{"quality": {"languages": ["english"]}}', "quality.languages must be ISO 639-1"),
+        ('{"quality": {"languages": "en"}}', "quality.languages must be a list of strings"),
         ('{"chunk_records": 1.5}', "chunk_records must be an integer"),
         ('{"write_transactions_in_flight": 0}', "write_transactions_in_flight must be in [1, 10]"),
         ('{"write_transactions_in_flight": 11}', "write_transactions_in_flight must be in [1, 10]"),

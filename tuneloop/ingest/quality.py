@@ -6,6 +6,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
+from tuneloop.ingest.features import UNDETERMINED, detect_language
 from tuneloop.ingest.minhash import _WORD
 from tuneloop.ingest.settings import QualitySettings
 
@@ -16,6 +17,7 @@ TOO_SHORT = "too_short"
 TOO_LONG = "too_long"
 REPETITIVE = "repetitive"
 NOT_TEXT = "not_text"
+WRONG_LANGUAGE = "wrong_language"
 
 
 @dataclass(frozen=True)
@@ -59,5 +61,12 @@ def check_quality(text: str, settings: QualitySettings) -> QualityIssue | None:
                 REPETITIVE,
                 f"{repeated:.0%} of the word 3-grams repeat earlier ones; "
                 f"the maximum is {settings.max_repeated_trigram_ratio:.0%}",
+            )
+    if settings.languages:
+        language = detect_language(text)
+        if language != UNDETERMINED and language not in settings.languages:
+            return QualityIssue(
+                WRONG_LANGUAGE,
+                f"the text reads as {language!r}; accepted: {', '.join(settings.languages)}",
             )
     return None

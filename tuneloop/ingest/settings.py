@@ -34,6 +34,9 @@ class QualitySettings:
     max_repeated_trigram_ratio: float = 0.5
     # "not_text": letters must make up at least this share of non-space characters.
     min_alpha_ratio: float = 0.25
+    # "wrong_language": ISO 639-1 codes a record's detected language must be one of; empty
+    # keeps every language. A text too short or mixed to tell ("und") is always kept.
+    languages: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,8 @@ def settings_problems(settings: IngestSettings) -> list[tuple[str, str]]:
         ">= 1",
         quality.repetition_min_words,
     )
+    odd = [code for code in quality.languages if not (len(code) == 2 and code.isalpha())]
+    check("quality.languages", not odd, "ISO 639-1 codes such as 'en'", odd)
     for name in ("max_top_word_ratio", "max_repeated_trigram_ratio", "min_alpha_ratio"):
         value = getattr(quality, name)
         check(f"quality.{name}", 0.0 <= value <= 1.0, "in [0, 1]", value)
