@@ -67,6 +67,20 @@ def store(monkeypatch: pytest.MonkeyPatch) -> Iterator[BenchmarkStore]:
     aws.reset()
 
 
+def tiny_model_and_archive(tmp_path: Path) -> tuple[Path, Path]:
+    """A tiny model as a folder and as the ``model.tar.gz`` a training job writes."""
+    import tarfile
+
+    from tests.unit.tiny_models import make_tiny_causal_lm
+
+    model = make_tiny_causal_lm(tmp_path / "model")
+    archive = tmp_path / "model.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for path in model.iterdir():
+            tar.add(path, arcname=path.name)
+    return model, archive
+
+
 def objects() -> list[str]:
     return [o["Key"] for o in aws.s3().list_objects_v2(Bucket=BUCKET).get("Contents", [])]
 
@@ -215,20 +229,12 @@ def test_cli_run_scores_a_model_folder_and_a_tarball(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    import tarfile
-
-    from tests.unit.tiny_models import make_tiny_causal_lm
-
     # Given a stored benchmark (two tags) and a tiny model, as a folder and as model.tar.gz
     monkeypatch.setenv("TUNELOOP_BENCHMARKS_TABLE", TABLE)
     monkeypatch.setenv("TUNELOOP_ARTIFACTS_BUCKET", BUCKET)
     items = [mc(f"q{i}", i % 2, ["even" if i % 2 == 0 else "odd"]) for i in range(4)]
     version, _ = store.create("faq", write(tmp_path / "faq.jsonl", items))
-    model = make_tiny_causal_lm(tmp_path / "model")
-    archive = tmp_path / "model.tar.gz"
-    with tarfile.open(archive, "w:gz") as tar:
-        for path in model.iterdir():
-            tar.add(path, arcname=path.name)
+    model, archive = tiny_model_and_archive(tmp_path)
 
     outputs = []
     for reference in (str(model), str(archive)):
@@ -252,21 +258,13 @@ def test_cli_run_scores_a_registered_model_version(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    import tarfile
-
-    from tests.unit.tiny_models import make_tiny_causal_lm
-
     # Given a stored benchmark, a registered version whose archive is in S3, and a version
     # that never got one (rejected by the gate)
     monkeypatch.setenv("TUNELOOP_BENCHMARKS_TABLE", TABLE)
     monkeypatch.setenv("TUNELOOP_ARTIFACTS_BUCKET", BUCKET)
     monkeypatch.setenv("TUNELOOP_MODEL_VERSIONS_TABLE", "versions")
     store.create("faq", write(tmp_path / "faq.jsonl", [mc(f"q{i}", i % 2) for i in range(4)]))
-    model = make_tiny_causal_lm(tmp_path / "model")
-    archive = tmp_path / "model.tar.gz"
-    with tarfile.open(archive, "w:gz") as tar:
-        for path in model.iterdir():
-            tar.add(path, arcname=path.name)
+    _, archive = tiny_model_and_archive(tmp_path)
     aws.s3().upload_file(str(archive), BUCKET, "models/mv-1/output/model.tar.gz")
     aws.dynamodb().create_table(
         TableName="versions",

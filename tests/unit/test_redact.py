@@ -194,16 +194,13 @@ def test_comprehend_is_opt_in_and_calls_the_service_through_the_aws_client(
     assert not any(isinstance(r, ComprehendRedactor) for r in all_redactors())
     # ...but a deployment can name it. moto answers DetectPiiEntities with a fixed NAME
     # entity at offsets 50-58, so the text puts a name there.
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     text = "The ticket about the broken heater was sent in by Jane Doe, mail jd@example.com"
     assert text[50:58] == "Jane Doe"
-    aws.reset()
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    aws.reset()  # clients are cached per region and endpoint
     with mock_aws():
         chosen = redactors_named(["comprehend", "email"])
         result = redact(text, chosen)
