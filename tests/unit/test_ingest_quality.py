@@ -62,6 +62,19 @@ def test_a_language_list_rejects_other_languages_and_keeps_undetermined_texts() 
     assert check_quality(german, QUALITY) is None
 
 
+def test_the_processor_filters_by_language_and_stores_the_language_it_detected() -> None:
+    settings = IngestSettings(quality=QualitySettings(languages=("de",)))
+    processor = RecordProcessor.from_settings(settings)
+    german = "Wie kann ich die Kamera zurücksetzen, wenn das Licht aus ist?"
+    kept = processor.finish("drops/a.jsonl", Candidate(1, Content(text=german)), german)
+    dropped = processor.finish("drops/a.jsonl", Candidate(2, Content(text=SENTENCE)), SENTENCE)
+    assert isinstance(kept, Candidate) and kept.features["language"] == "de"
+    assert isinstance(dropped, Rejection) and (dropped.line, dropped.reason) == (
+        2,
+        "wrong_language",
+    )
+
+
 def test_a_rejected_record_names_file_line_and_reason() -> None:
     processor = RecordProcessor.from_settings(DEFAULT_SETTINGS)
     result = processor.finish("drops/a.jsonl", Candidate(4, Content(text="ok")), '{"text":"ok"}')

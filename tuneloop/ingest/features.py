@@ -113,10 +113,12 @@ def detect_language(text: str) -> str:
     return max(scores, key=lambda lang: scores[lang])
 
 
-def record_features(text: str, tags: tuple[str, ...]) -> dict[str, Any]:
+def record_features(
+    text: str, tags: tuple[str, ...], language: str | None = None
+) -> dict[str, Any]:
     return {
         "tokens": estimate_tokens(text),
         "chars": len(text),
-        "language": detect_language(text),
+        "language": language or detect_language(text),
         "tags": list(tags),
     }

@@ -10,7 +10,7 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from tuneloop.ingest.features import record_features
+from tuneloop.ingest.features import detect_language, record_features
 from tuneloop.ingest.model import LINE, Candidate, Content, Message, Rejection, reject
 from tuneloop.ingest.quality import check_quality
 from tuneloop.ingest.redaction import Redactor, redact, redactors_named
@@ -61,9 +61,11 @@ class RecordProcessor:
     ) -> Candidate | Rejection:
         """Quality filters and features of an already redacted candidate."""
         text = candidate.content.plain_text()
-        issue = check_quality(text, self.quality)
+        # Detected once when the language filter needs it, and reused as a feature.
+        language = detect_language(text) if self.quality.languages else None
+        issue = check_quality(text, self.quality, language)
         if issue is not None:
             return reject(file, candidate.line, issue.reason, issue.detail, raw, unit=unit)
         shape = "shape:text" if candidate.content.text is not None else "shape:chat"
-        features = record_features(text, (*self.tags, shape))
+        features = record_features(text, (*self.tags, shape), language)
         return dataclasses.replace(candidate, features=features)

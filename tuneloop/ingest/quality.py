@@ -26,8 +26,11 @@ class QualityIssue:
     detail: str
 
 
-def check_quality(text: str, settings: QualitySettings) -> QualityIssue | None:
-    """The first filter ``text`` fails, or None; cheap checks first."""
+def check_quality(
+    text: str, settings: QualitySettings, language: str | None = None
+) -> QualityIssue | None:
+    """The first filter ``text`` fails, or None; cheap checks first. ``language``: the
+    text's detected language when the caller has it already."""
     length = len(text)
     if length < settings.min_chars:
         return QualityIssue(
@@ -63,7 +66,7 @@ def check_quality(text: str, settings: QualitySettings) -> QualityIssue | None:
                 f"the maximum is {settings.max_repeated_trigram_ratio:.0%}",
             )
     if settings.languages:
-        language = detect_language(text)
+        language = language or detect_language(text)
         if language != UNDETERMINED and language not in settings.languages:
             return QualityIssue(
                 WRONG_LANGUAGE,
