@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import cast
 
 from aws_cdk import Duration, RemovalPolicy
@@ -10,6 +11,15 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from stacks.config import StageConfig
+
+
+def checkpoint_retention_days(config: StageConfig) -> int:
+    """A week, or a day more than a training job can last. With spot, SageMaker's max wait
+    covers waiting and running together, so it bounds the job; without, the runtime does."""
+    longest_job_minutes = max(
+        config.training_max_runtime_minutes, config.training_spot_max_wait_minutes
+    )
+    return max(7, math.ceil(longest_job_minutes / (24 * 60)) + 1)
 
 
 class DataLake(Construct):
@@ -115,4 +125,16 @@ class DataLake(Construct):
             ],
             "curated/",
         )
-        self.artifacts = data_bucket("Artifacts", [], "artifacts/")
+        self.artifacts = data_bucket(
+            "Artifacts",
+            [
+                # Training checkpoints only serve to resume an interrupted job; a finished
+                # run's adapter is in models/. Kept past the longest run plus its spot wait.
+                s3.LifecycleRule(
+                    id="expire-checkpoints",
+                    prefix="checkpoints/",
+                    expiration=Duration.days(checkpoint_retention_days(config)),
+                )
+            ],
+            "artifacts/",
+        )

@@ -113,3 +113,25 @@ def test_tables_follow_the_data_model(dev: Assembly) -> None:
         {"AttributeName": "dataset", "KeyType": "HASH"},
         {"AttributeName": "ingested_at", "KeyType": "RANGE"},
     ]
+
+
+def test_training_checkpoints_expire_and_models_do_not(dev: Assembly) -> None:
+    rules = _bucket(dev, "ArtifactsBucket")["LifecycleConfiguration"]["Rules"]
+    expiring = {
+        rule.get("Prefix"): rule["ExpirationInDays"] for rule in rules if "ExpirationInDays" in rule
+    }
+    assert expiring == {"checkpoints/": 7}
+
+
+def test_checkpoints_outlive_the_longest_training_job() -> None:
+    import dataclasses
+
+    from stacks.config import load_stage_config
+    from stacks.constructs.data_lake import checkpoint_retention_days
+
+    dev = load_stage_config("dev")
+    assert checkpoint_retention_days(dev) == 7
+    long_runs = dataclasses.replace(
+        dev, training_max_runtime_minutes=20 * 24 * 60, training_spot_max_wait_minutes=21 * 24 * 60
+    )
+    assert checkpoint_retention_days(long_runs) == 22
