@@ -252,8 +252,11 @@ def _batch_logprobs(
 
 
 # Padding is wasted compute (on CPU it is all of the cost): a batch grows only while its
-# padded size stays within this factor of its real tokens.
-MAX_PADDING_RATIO = 1.25
+# padded size stays within this factor of its real tokens. Measured on MMLU (40 items, batch
+# 8): 1.25 padded 15% and scored slower than 1.05 (2.4% padding, twice the batches); 1.0
+# (no padding, many one-row batches) was slower again: a matmul over few tokens is less
+# efficient per token.
+MAX_PADDING_RATIO = 1.05
 
 
 def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
