@@ -122,8 +122,14 @@ class PipelineStack(Stack):
                 {
                     "MODEL_VERSIONS_TABLE": t.model_versions.table_name,
                     "MODEL_PACKAGE_GROUP": registry.group_name,
-                    "SERVING_IMAGE_URI": serving_image.uri,
+                    # The package names what Deploy will run (docs/serving.md).
+                    "SERVING_IMAGE_URI": (deploy_image or serving_image).uri,
+                    "SERVING_BACKEND": config.serving_backend,
+                    "ARTIFACTS_BUCKET": b.artifacts.bucket_name,
+                    "LMI_OPTIONS": config.lmi.to_json(),
                 },
+                # LMI: the adapter artifact is repacked here, once per version.
+                **({"timeout": Duration.minutes(5), "memory_size": 1024} if lmi else {}),
             ),
             "Deploy": fn(
                 "Deploy",
@@ -193,11 +199,10 @@ class PipelineStack(Stack):
         grant_objects(b.artifacts, f["Gate"], a["Gate"], prefix="jobs/", access="read")
         grant_objects(b.artifacts, f["Gate"], a["Gate"], prefix="gate/", access="read_write")
         grant_objects(b.artifacts, f["Register"], a["Register"], prefix="jobs/", access="read")
-        if lmi:  # Deploy reads the trained artifact and writes its LMI layout
+        if lmi:  # Register and Deploy read the trained artifact and write its LMI layout
             grant_objects(b.artifacts, f["Deploy"], a["Deploy"], prefix="jobs/", access="read")
-            grant_objects(
-                b.artifacts, f["Deploy"], a["Deploy"], prefix="models/", access="read_write"
-            )
+            for name in ("Register", "Deploy"):
+                grant_objects(b.artifacts, f[name], a[name], prefix="models/", access="read_write")
         registry.grant_register(f["Register"])
         a["Register"].allow_resource(
             registry.packages_arn,

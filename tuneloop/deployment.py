@@ -16,7 +16,7 @@ from botocore.exceptions import ClientError
 
 from tuneloop import aws
 from tuneloop.control import Release, read_production, replace_production
-from tuneloop.lmi import LmiSettings, prepare_lmi_model
+from tuneloop.lmi import LmiSettings
 from tuneloop.model_versions import (
     DEPLOYED,
     DEPLOYING,
@@ -25,9 +25,9 @@ from tuneloop.model_versions import (
     now_iso,
     update_version,
 )
+from tuneloop.serving_container import ServingContainer
 
 VARIANT_NAME = "AllTraffic"
-SERVING_PROGRAM = "inference.py"
 # Baking time after the traffic shift during which an alarm rolls the deployment back.
 TERMINATION_WAIT_SECONDS = 600
 # Upper bound for the whole blue/green update (fleet start, shift, baking).
@@ -58,32 +58,9 @@ class ServingSettings:
     artifacts_bucket: str = ""
     lmi: LmiSettings = field(default_factory=LmiSettings)
 
-
-def container_definition(
-    serving: ServingSettings, model_version: str, model_data: str
-) -> dict[str, Any]:
-    """The model's primary container for the configured backend."""
-    if serving.backend == "tuneloop":
-        return {
-            "Image": serving.image_uri,
-            "ModelDataUrl": model_data,
-            "Environment": {"SAGEMAKER_PROGRAM": SERVING_PROGRAM},
-        }
-    if serving.backend == "lmi":
-        if not serving.artifacts_bucket:
-            raise ValueError("the lmi backend needs ARTIFACTS_BUCKET for the repacked model")
-        lmi = prepare_lmi_model(
-            model_version,
-            model_data,
-            artifacts_bucket=serving.artifacts_bucket,
-            settings=serving.lmi,
-        )
-        return {
-            "Image": serving.image_uri,
-            "ModelDataUrl": lmi.model_data_url,
-            "Environment": lmi.environment,
-        }
-    raise ValueError(f"unknown serving backend {serving.backend!r}; expected tuneloop or lmi")
+    @property
+    def container(self) -> ServingContainer:
+        return ServingContainer(self.image_uri, self.backend, self.artifacts_bucket, self.lmi)
 
 
 def resource_name(model_version: str, kind: str) -> str:
@@ -135,7 +112,7 @@ def deploy_model(
             f"endpoint {serving.endpoint_name} is {endpoint['EndpointStatus']}; "
             f"{model_version} can be deployed once it is InService again"
         )
-    container: Any = container_definition(serving, model_version, model_data)
+    container: Any = serving.container.definition(model_version, model_data)
     model_name = resource_name(model_version, "model")
     sagemaker.create_model(
         ModelName=model_name, ExecutionRoleArn=serving.role_arn, PrimaryContainer=container

@@ -18,8 +18,8 @@ from tuneloop.model_versions import (
     now_iso,
     update_version,
 )
+from tuneloop.serving_container import ServingContainer
 
-SERVING_PROGRAM = "inference.py"
 # Customer metadata values are limited to 256 characters each.
 MAX_METADATA_VALUE = 256
 MAX_CAUSE_CHARS = 2_000
@@ -79,7 +79,7 @@ def register_model(
     *,
     model_versions_table: str,
     model_package_group: str,
-    serving_image_uri: str,
+    container: ServingContainer,
 ) -> dict[str, str]:
     """Create the model package (approved) and mark the version ``registered``."""
     existing = get_version(model_versions_table, registration.model_version) or {}
@@ -91,23 +91,20 @@ def register_model(
         "model_version": registration.model_version,
         **{name: str(value) for name, value in lineage.items()},
     }
+    # The container Deploy will run (with LMI: the repacked adapter and its image).
+    # Any: the container's environment comes from configuration; the stubs want literals.
+    specification: Any = {
+        "Containers": [container.definition(registration.model_version, registration.model_data)],
+        "SupportedContentTypes": ["application/json"],
+        "SupportedResponseMIMETypes": ["application/json"],
+    }
     response = aws.sagemaker().create_model_package(
         ModelPackageGroupName=model_package_group,
         ModelPackageDescription=(
             f"TuneLoop {registration.model_version}: LoRA fine-tune on "
             f"{lineage.get('record_count', '?')} records, approved by the gate"
         ),
-        InferenceSpecification={
-            "Containers": [
-                {
-                    "Image": serving_image_uri,
-                    "ModelDataUrl": registration.model_data,
-                    "Environment": {"SAGEMAKER_PROGRAM": SERVING_PROGRAM},
-                }
-            ],
-            "SupportedContentTypes": ["application/json"],
-            "SupportedResponseMIMETypes": ["application/json"],
-        },
+        InferenceSpecification=specification,
         ModelApprovalStatus="Approved",
         MetadataProperties={"GeneratedBy": registration.execution_arn[:1024] or "tuneloop"},
         CustomerMetadataProperties={

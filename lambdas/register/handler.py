@@ -13,7 +13,9 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from tuneloop.envmodel import load_env
+from tuneloop.lmi import LmiSettings
 from tuneloop.registry import Registration, register_model
+from tuneloop.serving_container import ServingContainer
 
 logger = Logger()
 
@@ -22,7 +24,10 @@ logger = Logger()
 class Env:
     model_versions_table: str
     model_package_group: str
-    serving_image_uri: str
+    serving_image_uri: str  # the image Deploy uses (LMI's for the lmi backend)
+    serving_backend: str = "tuneloop"
+    artifacts_bucket: str = ""
+    lmi_options: str = "{}"
 
 
 @logger.inject_lambda_context
@@ -32,7 +37,12 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         Registration.from_event(event),
         model_versions_table=env.model_versions_table,
         model_package_group=env.model_package_group,
-        serving_image_uri=env.serving_image_uri,
+        container=ServingContainer(
+            image_uri=env.serving_image_uri,
+            backend=env.serving_backend,
+            artifacts_bucket=env.artifacts_bucket,
+            lmi=LmiSettings.from_json(env.lmi_options),
+        ),
     )
     logger.info("model registered", extra={"registration": result})
     return result

@@ -61,13 +61,19 @@ def test_an_lmi_stage_synthesizes_with_the_lmi_image_and_its_grants(
     # Synth runs cdk-nag as a validation plugin: an unacknowledged finding fails right here.
     assembly = synthesize("dev", tmp_path_factory.mktemp("cdk-lmi"), serving_backend="lmi")
     functions = assembly.resources("AWS::Lambda::Function")
-    (deploy,) = [
-        fn["Properties"]["Environment"]["Variables"]
+    by_handler = {
+        fn["Properties"]["Handler"]: fn["Properties"]["Environment"]["Variables"]
         for fn in functions.values()
         if fn["Properties"]["Environment"]["Variables"].get("SERVING_BACKEND")
+    }
+    # Register describes the container Deploy runs, so both see the same backend and image
+    assert sorted(by_handler) == [
+        "lambdas.deploy.handler.handler",
+        "lambdas.register.handler.handler",
     ]
-    assert deploy["SERVING_BACKEND"] == "lmi"
-    assert "djl-inference" in json.dumps(deploy["SERVING_IMAGE_URI"])
-    assert json.loads(deploy["LMI_OPTIONS"])["max_lora_rank"] >= 16
+    for variables in by_handler.values():
+        assert variables["SERVING_BACKEND"] == "lmi"
+        assert "djl-inference" in json.dumps(variables["SERVING_IMAGE_URI"])
+        assert json.loads(variables["LMI_OPTIONS"])["max_lora_rank"] >= 16
     policies = json.dumps(assembly.resources("AWS::IAM::Policy"))
     assert "models/*" in policies

@@ -54,13 +54,18 @@ def adapter_artifact(base_model: str = "hf://HuggingFaceTB/SmolLM2-1.7B-Instruct
     )
 
 
-@pytest.fixture
-def env(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> Platform:
-    use_handler_env(monkeypatch, platform, "deploy")
+def use_lmi_env(monkeypatch: pytest.MonkeyPatch, platform: Platform, function: str) -> None:
+    """``function``'s environment with the LMI backend, as an LMI stage deploys it."""
+    use_handler_env(monkeypatch, platform, function)
     monkeypatch.setenv("SERVING_BACKEND", "lmi")
     monkeypatch.setenv("SERVING_IMAGE_URI", LMI_IMAGE)
     monkeypatch.setenv("ARTIFACTS_BUCKET", platform.artifacts_bucket)
     monkeypatch.setenv("LMI_OPTIONS", json.dumps(OPTIONS))
+
+
+@pytest.fixture
+def env(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> Platform:
+    use_lmi_env(monkeypatch, platform, "deploy")
     return platform
 
 
@@ -168,3 +173,30 @@ def test_the_default_backend_is_our_inference_handler(
     container = deployed_container(platform, result)
     assert container["Environment"] == {"SAGEMAKER_PROGRAM": "inference.py"}
     assert container["ModelDataUrl"] == "s3://b/k.tar.gz"
+
+
+def test_register_records_the_lmi_container_that_deploy_then_runs(
+    env: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lambdas.register.handler import handler as register
+
+    # Given an adapter artifact, and Register configured like Deploy (LMI)
+    model_data = upload(env, adapter_artifact())
+    use_lmi_env(monkeypatch, env, "register")
+
+    # When the version is registered, then deployed
+    arn = register({"model_version": VERSION, "model_data": model_data}, lambda_context())
+    package = aws.sagemaker().describe_model_package(ModelPackageName=arn["model_package_arn"])
+    (registered,) = package["InferenceSpecification"]["Containers"]
+    use_lmi_env(monkeypatch, env, "deploy")
+    deployed = deployed_container(
+        env, handler({"model_version": VERSION, "model_data": model_data}, lambda_context())
+    )
+
+    # Then the registry's package is the container the endpoint runs: LMI image, the
+    # repacked adapter, the same environment
+    lmi_uri = f"s3://{env.artifacts_bucket}/models/{VERSION}/lmi/model.tar.gz"
+    assert (registered["Image"], registered["ModelDataUrl"]) == (LMI_IMAGE, lmi_uri)
+    assert (deployed["Image"], deployed["ModelDataUrl"]) == (LMI_IMAGE, lmi_uri)
+    assert registered["Environment"] == deployed["Environment"]
+    assert registered["Environment"]["OPTION_ENABLE_LORA"] == "true"
