@@ -116,8 +116,9 @@ def settings_problems(settings: IngestSettings) -> list[tuple[str, str]]:
         ">= 1",
         quality.repetition_min_words,
     )
-    odd = [code for code in quality.languages if not (len(code) == 2 and code.isalpha())]
-    check("quality.languages", not odd, "ISO 639-1 codes such as 'en'", odd)
+    # Lower case, as detection reports them: "EN" would quarantine every English record.
+    odd = [c for c in quality.languages if not (len(c) == 2 and c.isalpha() and c.islower())]
+    check("quality.languages", not odd, "lower-case ISO 639-1 codes such as 'en'", odd)
     for name in ("max_top_word_ratio", "max_repeated_trigram_ratio", "min_alpha_ratio"):
         value = getattr(quality, name)
         check(f"quality.{name}", 0.0 <= value <= 1.0, "in [0, 1]", value)
