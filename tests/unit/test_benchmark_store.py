@@ -81,6 +81,14 @@ def tiny_model_and_archive(tmp_path: Path) -> tuple[Path, Path]:
     return model, archive
 
 
+@pytest.fixture
+def cli_store(store: BenchmarkStore, monkeypatch: pytest.MonkeyPatch) -> BenchmarkStore:
+    """The store, named to the CLI through its environment variables."""
+    monkeypatch.setenv("TUNELOOP_BENCHMARKS_TABLE", TABLE)
+    monkeypatch.setenv("TUNELOOP_ARTIFACTS_BUCKET", BUCKET)
+    return store
+
+
 def objects() -> list[str]:
     return [o["Key"] for o in aws.s3().list_objects_v2(Bucket=BUCKET).get("Contents", [])]
 
@@ -197,18 +205,15 @@ def test_cli_without_a_location_says_which_settings_are_missing(
 
 
 def test_cli_create_list_show_through_env_vars(
-    store: BenchmarkStore,
+    cli_store: BenchmarkStore,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setenv("TUNELOOP_BENCHMARKS_TABLE", TABLE)
-    monkeypatch.setenv("TUNELOOP_ARTIFACTS_BUCKET", BUCKET)
     path = write(tmp_path / "faq.jsonl", [mc("a", tags=["billing"]), mc("b")])
     assert main(["benchmarks", "create", "faq", str(path)]) == 0
     assert main(["benchmarks", "create", "faq", str(path)]) == 0
     out = capsys.readouterr().out
-    (version,) = store.versions("faq")
+    (version,) = cli_store.versions("faq")
     assert f"faq {version.version} created" in out and "unchanged" in out
     assert main(["benchmarks", "list"]) == 0
     (row,) = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
@@ -224,16 +229,13 @@ def test_cli_create_list_show_through_env_vars(
 
 
 def test_cli_run_scores_a_model_folder_and_a_tarball(
-    store: BenchmarkStore,
+    cli_store: BenchmarkStore,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     # Given a stored benchmark (two tags) and a tiny model, as a folder and as model.tar.gz
-    monkeypatch.setenv("TUNELOOP_BENCHMARKS_TABLE", TABLE)
-    monkeypatch.setenv("TUNELOOP_ARTIFACTS_BUCKET", BUCKET)
     items = [mc(f"q{i}", i % 2, ["even" if i % 2 == 0 else "odd"]) for i in range(4)]
-    version, _ = store.create("faq", write(tmp_path / "faq.jsonl", items))
+    version, _ = cli_store.create("faq", write(tmp_path / "faq.jsonl", items))
     model, archive = tiny_model_and_archive(tmp_path)
 
     outputs = []
@@ -253,17 +255,15 @@ def test_cli_run_scores_a_model_folder_and_a_tarball(
 
 
 def test_cli_run_scores_a_registered_model_version(
-    store: BenchmarkStore,
+    cli_store: BenchmarkStore,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     # Given a stored benchmark, a registered version whose archive is in S3, and a version
     # that never got one (rejected by the gate)
-    monkeypatch.setenv("TUNELOOP_BENCHMARKS_TABLE", TABLE)
-    monkeypatch.setenv("TUNELOOP_ARTIFACTS_BUCKET", BUCKET)
     monkeypatch.setenv("TUNELOOP_MODEL_VERSIONS_TABLE", "versions")
-    store.create("faq", write(tmp_path / "faq.jsonl", [mc(f"q{i}", i % 2) for i in range(4)]))
+    cli_store.create("faq", write(tmp_path / "faq.jsonl", [mc(f"q{i}", i % 2) for i in range(4)]))
     _, archive = tiny_model_and_archive(tmp_path)
     aws.s3().upload_file(str(archive), BUCKET, "models/mv-1/output/model.tar.gz")
     aws.dynamodb().create_table(
