@@ -617,3 +617,23 @@ def test_the_write_concurrency_setting_reaches_the_record_store(
     # Then its records were written by a store with that many transactions in flight
     assert result.stored == 1
     assert seen == [3]
+
+
+def test_a_drop_that_stores_nothing_writes_no_curated_copy(
+    env: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CURATED_BUCKET", env.curated_bucket)
+    # Given a drop whose every line is quarantined
+    key = "drops/docs/broken.jsonl"
+    body = drop(env, key, b'{"text": 5}\n{oops\n')
+
+    # When it is ingested
+    assert invoke(body) == {"batchItemFailures": []}
+
+    # Then the drop is complete with nothing stored, and no empty curated object exists
+    manifest = drop_item(env, key, body)
+    assert (manifest["status"], manifest["stored"], manifest["quarantined"]) == ("complete", 0, 2)
+    listed = aws.client("s3").list_objects_v2(
+        Bucket=env.curated_bucket, Prefix=f"curated/docs/{manifest['drop_id']}/"
+    )
+    assert listed.get("KeyCount", 0) == 0

@@ -147,7 +147,8 @@ def parse_item(raw: str, file: str, line: int) -> Item:
 
     scorer = obj.get("scorer")
     if scorer not in SCORERS:
-        raise fail("scorer", f"required, one of {', '.join(SCORERS)}")
+        shown = "missing" if scorer is None else f"got {scorer!r}"
+        raise fail("scorer", f"{shown}; must be one of {', '.join(SCORERS)}")
     references = obj["references"]
     if not isinstance(references, list) or not references:
         raise fail("references", "must be a non-empty list")

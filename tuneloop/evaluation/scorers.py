@@ -22,11 +22,22 @@ SCORERS = ("exact", "regex", "includes", "json")
 _FENCE = re.compile(r"^```[a-zA-Z]*\s*|\s*```\s*$")
 
 
+class UnknownScorerError(ValueError):
+    """A scorer name none of ``SCORERS`` is; the message names it and the known ones."""
+
+    def __init__(self, scorer: object) -> None:
+        super().__init__(f"unknown scorer {scorer!r}; the scorers are {', '.join(SCORERS)}")
+        self.scorer = scorer
+
+
 def score_generation(
     scorer: str, prediction: str, references: Sequence[Any], args: dict[str, Any]
 ) -> float:
     """1.0 if ``prediction`` matches one of ``references`` under ``scorer``, else 0.0."""
-    return 1.0 if _SCORERS[scorer](prediction, references, args) else 0.0
+    score = _SCORERS.get(scorer)
+    if score is None:
+        raise UnknownScorerError(scorer)
+    return 1.0 if score(prediction, references, args) else 0.0
 
 
 def _fold(text: str, args: dict[str, Any]) -> str:

@@ -6,8 +6,9 @@ and the curated copy of each drop's stored records.
   ``body_s3_uri`` instead of ``text``/``messages``.
 - ``curated/<dataset>/<drop_id>/part-<n:05d>.jsonl``: the records a drop stored, one JSON
   line each (``record_id``, ``line``, ``source_key``, the training fields, ``metadata``,
-  ``tags``); a segmented drop has one part per segment. Written before the drop is marked
-  complete, so a complete drop always has its copy; rewriting it is harmless.
+  ``tags``); a segmented drop has one part per segment that stored records. Written before
+  the drop is marked complete, so a complete drop that stored records always has its copy
+  (one that stored none has no object); rewriting it is harmless.
 """
 
 from __future__ import annotations
@@ -86,7 +87,10 @@ class CuratedWriter:
             self.count += 1
 
     def upload(self) -> str:
-        """Put the copy (also when empty: the drop's partition exists); its URI."""
+        """Put the copy; its URI, or ``""`` when nothing was stored (no empty object: a
+        reader of ``curated/`` finds only drops that added records)."""
+        if not self.count:
+            return ""
         self._spool.seek(0)
         aws.s3().upload_fileobj(
             self._spool, self.bucket, self.key, ExtraArgs={"ContentType": "application/x-ndjson"}
