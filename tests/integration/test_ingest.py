@@ -637,3 +637,26 @@ def test_a_drop_that_stores_nothing_writes_no_curated_copy(
         Bucket=env.curated_bucket, Prefix=f"curated/docs/{manifest['drop_id']}/"
     )
     assert listed.get("KeyCount", 0) == 0
+
+
+def test_a_drop_under_an_invalid_dataset_name_is_quarantined_whole(
+    env: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CURATED_BUCKET", env.curated_bucket)
+    # Given a file whose path names the dataset "a..b"
+    key = "drops/a..b/tickets.jsonl"
+    body = drop(env, key, b'{"text": "How do I reset my password?"}\n')
+
+    # When it is ingested
+    assert invoke(body) == {"batchItemFailures": []}
+
+    # Then nothing is stored, and the one rejection names the reason and the value
+    assert table_items(env.records_table) == []
+    manifest = drop_item(env, key, body)
+    assert (manifest["received"], manifest["quarantined"]) == (1, 1)
+    assert manifest["reasons"] == {"invalid_dataset_name": 1}
+    quarantine_key = f"quarantine/{manifest['drop_id']}/tickets.jsonl.jsonl"
+    line = aws.client("s3").get_object(Bucket=env.raw_bucket, Key=quarantine_key)["Body"].read()
+    rejected = json.loads(line)
+    assert (rejected["line"], rejected["reason"]) == (0, "invalid_dataset_name")
+    assert "'a..b'" in rejected["message"]

@@ -93,3 +93,31 @@ def test_sidecar_wins_over_the_folder_manifest_and_both_are_not_data() -> None:
     assert is_manifest_key(sidecar) and is_manifest_key(folder)
     assert not is_manifest_key("drops/support/tickets/2024.csv")
     assert not is_manifest_key("drops/support/manifest.jsonl")
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["..", "a..b", "a/b", "a\\b", ".hidden", "-flag", "a b", "naïve", "a#b", "x" * 65, ""],
+)
+def test_dataset_names_outside_the_documented_set_are_refused_naming_the_value(
+    name: str,
+) -> None:
+    from tuneloop.ingest.events import dataset_name_problem
+
+    problem = dataset_name_problem(name)
+    assert problem is not None
+    assert repr(name[:64]) in problem
+
+
+@pytest.mark.parametrize("name", ["support", "default", "Team_A-2.v1", "x" * 64, "7"])
+def test_dataset_names_in_the_documented_set_are_accepted(name: str) -> None:
+    from tuneloop.ingest.events import dataset_name_problem
+
+    assert dataset_name_problem(name) is None
+
+
+def test_a_manifest_dataset_with_a_path_is_an_invalid_dataset_name() -> None:
+    with pytest.raises(ManifestError) as caught:
+        parse({"dataset": "../support"})
+    assert (caught.value.field, caught.value.reason) == ("dataset", "invalid_dataset_name")
+    assert "'../support'" in str(caught.value)

@@ -5,11 +5,30 @@ from __future__ import annotations
 import hashlib
 import json
 import posixpath
+import re
 from dataclasses import dataclass
 from typing import Any
 
 DROPS_PREFIX = "drops/"
 DEFAULT_DATASET = "default"
+# A dataset name becomes part of S3 keys (curated/<dataset>/, records/<dataset>/) and of
+# DynamoDB keys (near_dup#<dataset>#...): ASCII letters, digits, '.', '_' and '-', starting
+# with a letter or digit, no '..', at most MAX_DATASET_CHARS characters.
+MAX_DATASET_CHARS = 64
+_DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def dataset_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a dataset, or None when it can."""
+    if len(name) > MAX_DATASET_CHARS:
+        shown = name[:MAX_DATASET_CHARS]
+        return f"dataset name {shown!r}... is {len(name)} characters; at most {MAX_DATASET_CHARS}"
+    if not _DATASET_NAME.fullmatch(name) or ".." in name:
+        return (
+            f"dataset name {name!r} is not allowed: use ASCII letters, digits, '.', '_' and '-', "
+            "starting with a letter or digit, without '..' or path separators"
+        )
+    return None
 
 
 class InvalidDropEventError(ValueError):

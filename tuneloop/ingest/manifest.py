@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from tuneloop import aws
+from tuneloop.ingest.events import dataset_name_problem
 from tuneloop.ingest.parsing import FORMAT_ALIASES
 
 if TYPE_CHECKING:
@@ -103,6 +104,9 @@ def parse_manifest(body: bytes | str, *, key: str, dataset: str) -> DropManifest
     declared = value.get("dataset")
     if declared is not None:
         declared = _name(key, "dataset", declared)
+        problem = dataset_name_problem(declared)
+        if problem is not None:
+            raise ManifestError(key, "dataset", problem, "invalid_dataset_name")
         if declared != dataset:
             detail = (
                 f"is {declared!r} but the file is under drops/{dataset}/; move the file or "

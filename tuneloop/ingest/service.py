@@ -24,7 +24,8 @@ from tuneloop.ingest import objects
 from tuneloop.ingest.accounting import DropTally, FileOutcome, account_in_chunks
 from tuneloop.ingest.curated import CuratedWriter, curated_key
 from tuneloop.ingest.drops import COMPLETE, DropsTable, SegmentedDrops
-from tuneloop.ingest.events import DropObject, parse_drop_event
+from tuneloop.ingest.events import DropObject, dataset_name_problem, parse_drop_event
+from tuneloop.ingest.manifest import DEFAULTS as DEFAULT_MANIFEST
 from tuneloop.ingest.manifest import DropManifest, ManifestError, is_manifest_key, load_manifest
 from tuneloop.ingest.model import Rejection
 from tuneloop.ingest.near_dup import DynamoNearDuplicateIndex
@@ -246,19 +247,19 @@ def _process(
     tally = DropTally(max_listed=MAX_MANIFEST_NEAR_DUPLICATES)
     redactors = redactors_named(settings.redactors)
     key = quarantine_key(obj.drop_id, quarantine_name)
+    # The dataset names S3 and DynamoDB keys: a bad name stores nothing anywhere.
+    bad_name = dataset_name_problem(obj.dataset)
     with ExitStack() as stack:
         quarantine = stack.enter_context(QuarantineWriter(obj.bucket, key, redactors))
         curated = None
-        if tables.curated_bucket:
+        if tables.curated_bucket and bad_name is None:
             curated = stack.enter_context(
                 CuratedWriter(
                     tables.curated_bucket, curated_key(obj.dataset, obj.drop_id, part), obj.key
                 )
             )
-        try:
-            manifest = load_manifest(obj.bucket, obj.key, dataset=obj.dataset)
-        except ManifestError as exc:
-            rejection = _manifest_rejection(obj, exc)
+        manifest, rejection = _governing_manifest(obj, bad_name)
+        if rejection is not None:
             tally.received, tally.quarantined = 1, 1
             tally.reasons[rejection.reason] += 1
             quarantine.write([rejection])
@@ -301,7 +302,9 @@ def _split(
     obj: DropObject, tables: IngestTables, settings: IngestSettings, queue_url: str
 ) -> DropResult | None:
     """Plan the segments of a large object and send them, or None when it cannot be split
-    (gzip, a JSON document, an invalid manifest: processed here, streaming)."""
+    (gzip, a JSON document, an invalid manifest or dataset name: processed here, streaming)."""
+    if dataset_name_problem(obj.dataset) is not None:
+        return None
     try:
         manifest = load_manifest(obj.bucket, obj.key, dataset=obj.dataset)
     except ManifestError:
@@ -372,6 +375,27 @@ def _send(queue_url: str, bodies: list[str]) -> None:
 def _starts_with_gzip(obj: DropObject) -> bool:
     with objects.open_range(obj.bucket, obj.key, 0, 2) as head:
         return head.read(2) == GZIP_MAGIC
+
+
+def _governing_manifest(
+    obj: DropObject, bad_name: str | None
+) -> tuple[DropManifest, Rejection | None]:
+    """The manifest that governs the object, or the one rejection of the whole file (a
+    dataset name that cannot be used, an invalid manifest)."""
+    if bad_name is not None:
+        rejection = Rejection(
+            file=obj.key,
+            line=0,
+            reason="invalid_dataset_name",
+            field=None,
+            message=f"{obj.key}: {bad_name}",
+            raw="",
+        )
+        return DEFAULT_MANIFEST, rejection
+    try:
+        return load_manifest(obj.bucket, obj.key, dataset=obj.dataset), None
+    except ManifestError as exc:
+        return DEFAULT_MANIFEST, _manifest_rejection(obj, exc)
 
 
 def _manifest_rejection(obj: DropObject, exc: ManifestError) -> Rejection:
