@@ -4,6 +4,11 @@ Gap: moto stores metrics and alarms but never evaluates them. This evaluator app
 single-metric alarm's statistic, period, evaluation periods and threshold to the stored
 datapoints, moves the alarm's state through the CloudWatch API, and on a transition
 publishes CloudWatch's alarm message to the SNS topics among the alarm's actions.
+
+Reading metrics and moving the alarm's state is CloudWatch's own work (internal
+credentials, which no account policy governs); publishing an action is a delivery as
+``cloudwatch.amazonaws.com`` with the alarm as ``aws:SourceArn``, which the topic's policy
+must allow. A refused publish is dropped, as CloudWatch drops it, and reported.
 """
 
 from __future__ import annotations
@@ -16,6 +21,9 @@ from collections.abc import Callable
 from typing import Any
 
 import boto3
+from botocore.exceptions import ClientError
+
+from tuneloop.local.iam.credentials import CredentialRegistry
 
 _COMPARE: dict[str, Callable[[float, float], bool]] = {
     "GreaterThanThreshold": operator.gt,
@@ -48,8 +56,11 @@ def breaching_state(alarm: dict[str, Any], datapoints: list[dict[str, Any]]) -> 
 
 
 class AlarmEvaluator:
-    def __init__(self, interval_seconds: float = 1.0) -> None:
+    def __init__(
+        self, interval_seconds: float = 1.0, *, credentials: CredentialRegistry | None = None
+    ) -> None:
         self._interval = interval_seconds
+        self._credentials = credentials
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.fired: list[dict[str, Any]] = []  # alarm messages of transitions to ALARM
@@ -72,7 +83,7 @@ class AlarmEvaluator:
 
     def evaluate_once(self) -> list[str]:
         """Evaluate every metric alarm once; return the names that moved to ALARM."""
-        cloudwatch: Any = boto3.client("cloudwatch")
+        cloudwatch: Any = self._client("cloudwatch")
         moved = []
         for alarm in cloudwatch.describe_alarms(AlarmTypes=["MetricAlarm"])["MetricAlarms"]:
             if not alarm.get("MetricName"):
@@ -89,6 +100,17 @@ class AlarmEvaluator:
             if new_state == "ALARM":
                 moved.append(alarm["AlarmName"])
         return moved
+
+    def _client(self, service: str, source_arn: str | None = None) -> Any:
+        """CloudWatch's own client (internal), or its delivery client for ``source_arn``."""
+        if self._credentials is None:
+            make: Any = boto3.client
+            return make(service)
+        if source_arn is None:
+            credentials = self._credentials.internal
+        else:
+            credentials = self._credentials.for_service("cloudwatch.amazonaws.com", source_arn)
+        return credentials.client(service)
 
     @staticmethod
     def _datapoints(cloudwatch: Any, alarm: dict[str, Any]) -> list[dict[str, Any]]:
@@ -136,11 +158,18 @@ class AlarmEvaluator:
         }
         if new == "ALARM":
             self.fired.append(message)
-        sns: Any = boto3.client("sns")
+        sns: Any = self._client("sns", alarm["AlarmArn"])
         for action in actions:
-            if ":sns:" in action:
+            if ":sns:" not in action:
+                continue
+            try:
                 sns.publish(
                     TopicArn=action,
                     Subject=f'{new}: "{alarm["AlarmName"]}"'[:100],
                     Message=json.dumps(message),
+                )
+            except ClientError as exc:  # CloudWatch records a failed action and moves on
+                print(
+                    f"[local] alarm {alarm['AlarmName']} could not publish to {action}: {exc}",
+                    flush=True,
                 )

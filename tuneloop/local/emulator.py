@@ -13,17 +13,48 @@ import os
 import socket
 import urllib.request
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
 from tuneloop.local import gaps
 from tuneloop.local.alarms import AlarmEvaluator
 from tuneloop.local.endpoints import LocalEndpoints
+from tuneloop.local.iam import enforce
+from tuneloop.local.iam.credentials import CredentialRegistry
 from tuneloop.local.jobs import LocalJobRunner, LogCallback
 from tuneloop.local.lambda_runtime import LambdaRuntime, subprocess_environment
 
 REGION = "us-east-1"
 ACCOUNT_ID = "123456789012"
+ENFORCE_VARIABLE = "TUNELOOP_ENFORCE_IAM"
+"""``0`` turns permission enforcement off (decisions are still logged and recorded)."""
+
+EnforcerFactory = Callable[[CredentialRegistry, bool, Path], enforce.Enforcer]
+
+
+def enforcement_default() -> bool:
+    return os.environ.get(ENFORCE_VARIABLE, "1").strip().lower() not in {"0", "false", "off", "no"}
+
+
+def policy_enforcer(
+    registry: CredentialRegistry, enabled: bool, log_path: Path
+) -> enforce.Enforcer:
+    """The enforcer over the deployed policies: moto's backends, every decision recorded."""
+    from tuneloop.local.iam.moto_store import MotoPolicyStore
+    from tuneloop.local.iam.usage import Recorder
+
+    return enforce.Enforcer(
+        registry=registry,
+        store=MotoPolicyStore(),
+        recorder=Recorder(),
+        enabled=enabled,
+        log_path=log_path,
+        on_denied=lambda denial: print(
+            f"[local] AccessDenied: {denial.operation} by {denial.caller}: {denial.message}",
+            flush=True,
+        ),
+    )
 
 
 def _free_port() -> int:
@@ -42,24 +73,34 @@ class Emulator:
         on_job_log: LogCallback | None = None,
         endpoint_ready_timeout: float = 600.0,
         alarm_interval_seconds: float = 1.0,
+        enforce_permissions: bool | None = None,
+        make_enforcer: EnforcerFactory = policy_enforcer,
     ) -> None:
         self.work_dir = work_dir
         self.port = _free_port()
         self.endpoint_url = f"http://127.0.0.1:{self.port}"
         self._on_job_log = on_job_log
         self._endpoint_ready_timeout = endpoint_ready_timeout
-        self.alarms = AlarmEvaluator(alarm_interval_seconds)
+        self.credentials = CredentialRegistry(ACCOUNT_ID, REGION)
+        self.enforcer = make_enforcer(
+            self.credentials,
+            enforcement_default() if enforce_permissions is None else enforce_permissions,
+            work_dir / "logs" / "denials.jsonl",
+        )
+        self.alarms = AlarmEvaluator(alarm_interval_seconds, credentials=self.credentials)
         self._server: object | None = None
         self._saved_environ: dict[str, str | None] = {}
         self._local: gaps.LocalServices | None = None
 
     @property
     def client_environment(self) -> dict[str, str]:
+        """This process's clients: the operator, the account's admin."""
+        return {**self._service_environment, **self.credentials.operator.environment()}
+
+    @property
+    def _service_environment(self) -> dict[str, str]:
         return {
             "AWS_ENDPOINT_URL": self.endpoint_url,
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_SESSION_TOKEN": "testing",
             "AWS_DEFAULT_REGION": REGION,
             "AWS_REGION": REGION,
             # moto's Step Functions interpreter calls services at localhost:MOTO_PORT.
@@ -83,13 +124,15 @@ class Emulator:
             self._saved_environ[key] = os.environ.get(key)
             os.environ[key] = value
         default_user_config["stepfunctions"] = {"execute_state_machine": True}
-        child_env = subprocess_environment(self.client_environment)
+        # Functions, jobs and endpoints get their role's credentials, never the operator's.
+        child_env = subprocess_environment(self._service_environment)
         self._local = gaps.LocalServices(
             lambdas=LambdaRuntime(self.work_dir, child_env),
             jobs=LocalJobRunner(self.work_dir, child_env, on_log=self._on_job_log),
             endpoints=LocalEndpoints(self.work_dir, child_env, self._endpoint_ready_timeout),
         )
         gaps.install(self._local)
+        enforce.install(self.enforcer)
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
         server.start()
         self._server = server
@@ -108,6 +151,7 @@ class Emulator:
     def stop(self) -> None:
         self.alarms.stop()
         gaps.uninstall()
+        enforce.uninstall()
         if self._local is not None:
             self._local.endpoints.stop_all()
         if self._server is not None:

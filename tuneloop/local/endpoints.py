@@ -20,6 +20,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from tuneloop.local.iam.credentials import Credentials
 from tuneloop.local.s3util import parse_s3_uri, s3_client
 
 SERVE_SCRIPT = Path(__file__).resolve().parents[2] / "training_containers" / "serve.py"
@@ -58,19 +59,31 @@ class LocalEndpoints:
         self._serving: dict[str, ServingProcess] = {}  # endpoint name → process
         self._lock = threading.Lock()
 
-    def start(self, endpoint_config_name: str, model_data_url: str) -> ServingProcess:
-        """Start a serving process for a config and wait until it answers /ping."""
+    def start(
+        self,
+        endpoint_config_name: str,
+        model_data_url: str,
+        credentials: Credentials | None = None,
+    ) -> ServingProcess:
+        """Start a serving process for a config and wait until it answers /ping.
+
+        ``credentials``: the model's execution role session, which fetches the artifact and
+        which the container runs with.
+        """
         root = self._work_dir / endpoint_config_name
         model_dir = root / "model"
         if not model_dir.exists():
-            model_dir.mkdir(parents=True)
+            # Download first: a refused download must not leave an empty model behind.
+            root.mkdir(parents=True, exist_ok=True)
             bucket, key = parse_s3_uri(model_data_url)
             archive = root / "model.tar.gz"
-            s3_client().download_file(bucket, key, str(archive))
+            s3_client(credentials).download_file(bucket, key, str(archive))
+            model_dir.mkdir()
             with tarfile.open(archive, "r:gz") as tar:
                 tar.extractall(model_dir, filter="data")
         port = _free_port()
         env = dict(self._environment)
+        env.update(credentials.environment() if credentials else {})
         env.update({"SM_MODEL_DIR": str(model_dir), "PORT": str(port), "HOST": "127.0.0.1"})
         log_path = root / "serve.log"
         with open(log_path, "ab") as log:

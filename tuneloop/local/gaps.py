@@ -19,6 +19,8 @@ from typing import Any
 import boto3
 
 from tuneloop.local.endpoints import LocalEndpoints
+from tuneloop.local.iam import enforce
+from tuneloop.local.iam.credentials import AssumeRoleDeniedError, Credentials
 from tuneloop.local.jobs import JobOutcome, JobSpec, LocalJobRunner, describe_channels
 from tuneloop.local.lambda_runtime import FunctionSpec, LambdaRuntime
 
@@ -72,6 +74,23 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
+def _role_session(role_arn: str | None, service: str, source_arn: str) -> Credentials | None:
+    """A session of the role a service runs code as (None when no enforcer is installed)."""
+    enforcer = enforce.active()
+    if enforcer is None or not role_arn:
+        return None
+    return enforcer.role_session(role_arn, service, source_arn)
+
+
+def _internal_client(service: str) -> Any:
+    """A client for what AWS does inside its own services (no account policy governs it)."""
+    enforcer = enforce.active()
+    if enforcer is None:
+        make: Any = boto3.client
+        return make(service)
+    return enforcer.registry.internal.client(service)
+
+
 # Gap: moto's CloudFormation skips resource types it does not know (alarms, resource
 # policies), so templates referring to them fail. See cfn_models for the types added.
 def _register_cloudformation_models() -> None:
@@ -92,6 +111,16 @@ def _patch_lambda_invoke() -> None:
     def invoke_locally(self: Any, event: Any = None) -> tuple[str, bool, str]:
         if not _active():
             return original(self, event)
+        try:
+            credentials = _role_session(self.role, "lambda.amazonaws.com", self.function_arn)
+        except AssumeRoleDeniedError as denied:
+            # What Lambda answers when it cannot assume the execution role.
+            error = {
+                "errorType": "AccessDeniedException",
+                "errorMessage": "The role defined for the function cannot be assumed by "
+                f"Lambda. {denied.decision.message}",
+            }
+            return json.dumps(error), True, error["errorMessage"]
         spec = FunctionSpec(
             name=self.function_name,
             handler=self.handler,
@@ -99,6 +128,7 @@ def _patch_lambda_invoke() -> None:
             environment=dict(self.environment_vars or {}),
             timeout_seconds=int(self.timeout or 60),
             memory_mb=int(self.memory_size or 128),
+            credentials=credentials.environment() if credentials else {},
         )
         result = services().lambdas.invoke(spec, event if event is not None else {})
         return json.dumps(result.payload), not result.ok, result.log
@@ -153,12 +183,6 @@ def _patch_training_jobs() -> None:
         job.training_job_status = "InProgress"
         job.secondary_status = "Training"
         job.training_end_time = None
-        spec = JobSpec(
-            name=job.training_job_name,
-            hyperparameters=dict(job.hyper_parameters or {}),
-            channels=describe_channels(job.input_data_config),
-            output_path=job.output_data_config["S3OutputPath"],
-        )
 
         def finished(outcome: JobOutcome) -> None:
             job.training_job_status = "Completed" if outcome.succeeded else "Failed"
@@ -167,15 +191,31 @@ def _patch_training_jobs() -> None:
             if not outcome.succeeded:
                 job.failure_reason = outcome.failure_reason
 
+        try:
+            # SageMaker runs the job (downloads, container, uploads) as the job's role.
+            credentials = _role_session(job.role_arn, "sagemaker.amazonaws.com", job.arn)
+        except AssumeRoleDeniedError as denied:
+            finished(JobOutcome(False, f"ClientError: {denied.decision.message}"))
+            return job
+        spec = JobSpec(
+            name=job.training_job_name,
+            hyperparameters=dict(job.hyper_parameters or {}),
+            channels=describe_channels(job.input_data_config),
+            output_path=job.output_data_config["S3OutputPath"],
+            credentials=credentials,
+        )
         services().jobs.start(spec, finished)
         return job
 
     SageMakerModelBackend.create_training_job = create_training_job  # type: ignore[method-assign]
 
 
-def _model_data_url(backend: Any, endpoint_config_name: str) -> str:
+def _variant_model(backend: Any, endpoint_config_name: str) -> Any:
     config = backend.endpoint_configs[endpoint_config_name]
-    model = backend.describe_model(config.production_variants[0]["ModelName"])
+    return backend.describe_model(config.production_variants[0]["ModelName"])
+
+
+def _model_data_url(model: Any) -> str:
     container = model.primary_container or (model.containers or [{}])[0]
     return str(container["ModelDataUrl"])
 
@@ -185,7 +225,12 @@ def _serve_in_background(
 ) -> None:
     def run() -> None:
         try:
-            serving = services().endpoints.start(config_name, _model_data_url(backend, config_name))
+            model = _variant_model(backend, config_name)
+            # The model's container runs (and its artifact is fetched) as the model's role.
+            credentials = _role_session(
+                model.execution_role_arn, "sagemaker.amazonaws.com", endpoint.arn
+            )
+            serving = services().endpoints.start(config_name, _model_data_url(model), credentials)
         except Exception as exc:
             on_failure(str(exc))
             return
@@ -318,7 +363,7 @@ def _put_endpoint_metrics(endpoint_name: str, status: int, latency_ms: float) ->
         ("Invocation4XXErrors", 1.0 if 400 <= status < 500 else 0.0, "Count"),
         ("ModelLatency", latency_ms * 1000.0, "Microseconds"),
     ]
-    cloudwatch: Any = boto3.client("cloudwatch")
+    cloudwatch: Any = _internal_client("cloudwatch")
     cloudwatch.put_metric_data(
         Namespace="AWS/SageMaker",
         MetricData=[

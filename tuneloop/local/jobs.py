@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tuneloop.local.iam.credentials import Credentials
 from tuneloop.local.s3util import download_prefix, parse_s3_uri, s3_client, upload_file
 
 
@@ -30,6 +31,7 @@ class JobSpec:
     channels: dict[str, str]  # channel name → S3 URI
     output_path: str
     environment: dict[str, str] = field(default_factory=dict)
+    credentials: Credentials | None = None  # the job's execution role session
 
 
 @dataclass(frozen=True)
@@ -102,18 +104,20 @@ class LocalJobRunner:
                 "hyperparameters sagemaker_program and "
                 "sagemaker_submit_directory are required in script mode",
             )
-        self._fetch_code(submit_dir, paths["code"])
+        s3 = s3_client(spec.credentials)
+        self._fetch_code(s3, submit_dir, paths["code"])
 
         channel_env = {}
         for channel, uri in spec.channels.items():
             target = paths["input"] / "data" / channel
-            download_prefix(uri, target)
+            download_prefix(uri, target, s3)
             channel_env[f"SM_CHANNEL_{channel.upper()}"] = str(target)
 
         user_hps = {k: v for k, v in hps.items() if not k.startswith("sagemaker_")}
         (paths["config"] / "hyperparameters.json").write_text(json.dumps(hps), encoding="utf-8")
         env = dict(self._environment)
         env.update(spec.environment)
+        env.update(spec.credentials.environment() if spec.credentials else {})
         env.update(channel_env)
         env.update(
             {
@@ -168,15 +172,17 @@ class LocalJobRunner:
             return JobOutcome(False, f"AlgorithmError: {reason} (exit code {code}; log {log_path})")
 
         prefix = f"{spec.output_path.rstrip('/')}/{spec.name}/output"
-        upload_file(_tar(paths["model"], root / "model.tar.gz"), f"{prefix}/model.tar.gz")
-        upload_file(_tar(paths["output_data"], root / "output.tar.gz"), f"{prefix}/output.tar.gz")
+        upload_file(_tar(paths["model"], root / "model.tar.gz"), f"{prefix}/model.tar.gz", s3)
+        upload_file(
+            _tar(paths["output_data"], root / "output.tar.gz"), f"{prefix}/output.tar.gz", s3
+        )
         return JobOutcome(True)
 
     @staticmethod
-    def _fetch_code(submit_dir: str, target: Path) -> None:
+    def _fetch_code(s3: Any, submit_dir: str, target: Path) -> None:
         bucket, key = parse_s3_uri(submit_dir)
         archive = target.parent / "sourcedir.tar.gz"
-        s3_client().download_file(bucket, key, str(archive))
+        s3.download_file(bucket, key, str(archive))
         with tarfile.open(archive, "r:gz") as tar:
             tar.extractall(target, filter="data")
 

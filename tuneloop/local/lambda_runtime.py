@@ -19,11 +19,14 @@ import sys
 import tempfile
 import threading
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 _WORKER = Path(__file__).with_name("lambda_worker.py")
+_CREDENTIAL_VARIABLES = frozenset(
+    {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"}
+)
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,8 @@ class FunctionSpec:
     environment: dict[str, str]
     timeout_seconds: int
     memory_mb: int
+    # The execution role's session (AWS_ACCESS_KEY_ID, ...), as Lambda sets it.
+    credentials: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,7 @@ class LambdaRuntime:
         code_dir = self._code_dir(spec.code_zip)
         env = dict(self._base_environment)
         env.update(spec.environment)
+        env.update(spec.credentials)
         env.update(
             {
                 "PYTHONPATH": str(code_dir),
@@ -131,7 +137,14 @@ def _error(error_type: str, message: str) -> Invocation:
 
 
 def subprocess_environment(overrides: dict[str, str]) -> dict[str, str]:
-    """The emulator's environment for child processes (functions, jobs, endpoints)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TUNELOOP_TEST_")}
+    """The emulator's environment for child processes (functions, jobs, endpoints).
+
+    Without this process's credentials: each child runs with its own role's.
+    """
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("TUNELOOP_TEST_") and k not in _CREDENTIAL_VARIABLES
+    }
     env.update(overrides)
     return env

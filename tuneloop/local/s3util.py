@@ -7,9 +7,15 @@ from typing import Any
 
 import boto3
 
+from tuneloop.local.iam.credentials import Credentials
 
-def s3_client() -> Any:
-    return boto3.client("s3")
+
+def s3_client(credentials: Credentials | None = None) -> Any:
+    """A client with ``credentials`` (a role's session), else this process's own."""
+    if credentials is None:
+        make: Any = boto3.client
+        return make("s3")
+    return credentials.client("s3")
 
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:
@@ -19,10 +25,10 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
     return bucket, key
 
 
-def download_prefix(uri: str, target: Path) -> list[Path]:
+def download_prefix(uri: str, target: Path, client: Any = None) -> list[Path]:
     """Download every object under an S3 prefix (or the single object it names)."""
     bucket, prefix = parse_s3_uri(uri)
-    client = s3_client()
+    client = client or s3_client()
     target.mkdir(parents=True, exist_ok=True)
     written = []
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
@@ -36,6 +42,6 @@ def download_prefix(uri: str, target: Path) -> list[Path]:
     return written
 
 
-def upload_file(path: Path, uri: str) -> None:
+def upload_file(path: Path, uri: str, client: Any = None) -> None:
     bucket, key = parse_s3_uri(uri)
-    s3_client().upload_file(str(path), bucket, key)
+    (client or s3_client()).upload_file(str(path), bucket, key)

@@ -38,7 +38,7 @@ from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state
 )
 from moto.stepfunctions.parser.asl.eval.environment import Environment
 from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
-from moto.stepfunctions.parser.asl.utils.boto_client import boto_client_for
+from moto.stepfunctions.parser.asl.utils import boto_client
 from moto.stepfunctions.parser.asl.utils.encoding import to_json_str
 
 _SUPPORTED_PATTERNS: Final[set[Any]] = {
@@ -93,7 +93,8 @@ class StateTaskServiceSageMaker(StateTaskServiceCallback):
         normalised_parameters: dict,
         state_credentials: StateCredentials,
     ) -> None:
-        client = boto_client_for(
+        # Through the module: the local platform gives the client the state's role.
+        client = boto_client.boto_client_for(
             region=resource_runtime_part.region,
             service="sagemaker",
             state_credentials=state_credentials,
@@ -113,7 +114,7 @@ class StateTaskServiceSageMaker(StateTaskServiceCallback):
         normalised_parameters: dict,
         state_credentials: StateCredentials,
     ) -> Callable[[], Any] | None:
-        client = boto_client_for(
+        client = boto_client.boto_client_for(
             region=resource_runtime_part.region,
             service="sagemaker",
             state_credentials=state_credentials,
