@@ -2,10 +2,14 @@
 """The TuneLoop CDK app: the only entry point (``npx cdk synth``, or ``python app.py``).
 
 Context ``stage`` (default in cdk.json) picks the :class:`stacks.config.StageConfig`;
-``base_model`` and ``retrain_threshold`` may override it::
+the keys of :data:`stacks.config.OVERRIDABLE_FIELDS` may override it, and any other key of
+ours is an error naming the closest valid one (docs/stacks.md)::
 
     npx cdk synth -c stage=local -c retrain_threshold=3
     CDK_OUTDIR=cdk.out python app.py          # without the CLI: context from cdk.json
+
+The region the CLI deploys to (``CDK_DEFAULT_REGION``) must have the images and layers the
+stacks name (:mod:`stacks.regions`); another region fails here rather than at deploy time.
 
 cdk-nag (AwsSolutions) runs as a validation plugin; synth fails on any finding that is
 not acknowledged on its construct.
@@ -23,9 +27,10 @@ from typing import Any
 import aws_cdk as cdk
 from cdk_nag import AwsSolutionsChecks
 
-from stacks.config import OVERRIDABLE_FIELDS, ConfigError, load_stage_config
+from stacks.config import ConfigError, config_from_context
 from stacks.ingestion import IngestionStack
 from stacks.pipeline import PipelineStack
+from stacks.regions import check_region
 from stacks.serving import ServingStack
 from stacks.storage import StorageStack
 
@@ -41,16 +46,19 @@ def _cdk_json_context() -> dict[str, Any]:
     return dict(json.loads(CDK_JSON.read_text())["context"])
 
 
-def build_app(*, context: Mapping[str, Any] | None = None, outdir: str | None = None) -> cdk.App:
-    """Build (not synthesize) the app; ``context`` overrides cdk.json's."""
+def build_app(
+    *,
+    context: Mapping[str, Any] | None = None,
+    outdir: str | None = None,
+    region: str | None = None,
+) -> cdk.App:
+    """Build (not synthesize) the app; ``context`` overrides cdk.json's. ``region``, when
+    known, is where the environment-agnostic stacks will be deployed."""
+    if region:
+        check_region(region)
     app = cdk.App(context={**_cdk_json_context(), **(context or {})}, outdir=outdir)
-    stage = str(app.node.try_get_context("stage"))
-    overrides = {
-        key: app.node.try_get_context(key)
-        for key in OVERRIDABLE_FIELDS
-        if app.node.try_get_context(key) is not None
-    }
-    config = load_stage_config(stage, overrides)
+    # Every context key (cdk.json, -c, CDK_CONTEXT_JSON): a typo must fail, not be ignored.
+    config = config_from_context(app.node.get_all_context())
 
     prefix = f"TuneLoop-{config.stage}"
     common: dict[str, Any] = {
@@ -101,7 +109,11 @@ def build_app(*, context: Mapping[str, Any] | None = None, outdir: str | None = 
 def main() -> int:
     # cdk.App reads CDK_OUTDIR itself (the CLI sets it); without it, pass -o via the CLI.
     try:
-        app = build_app(outdir=os.environ.get("CDK_OUTDIR"))
+        # The CLI sets CDK_DEFAULT_REGION to the region it deploys environment-agnostic
+        # stacks to; without it (python app.py, no AWS config) there is nothing to check.
+        app = build_app(
+            outdir=os.environ.get("CDK_OUTDIR"), region=os.environ.get("CDK_DEFAULT_REGION")
+        )
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

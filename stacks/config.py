@@ -25,6 +25,8 @@ from tuneloop.connectors.settings import (
     duplicate_name_problems,
     parse_connectors,
 )
+from tuneloop.datasets import SplitSettings
+from tuneloop.gating.policy import GatePolicy, PolicyError, SuitePolicy, parse_policy
 from tuneloop.ingest.settings import DEFAULT_SETTINGS as DEFAULT_INGEST_SETTINGS
 from tuneloop.ingest.settings import (
     IngestSettings,
@@ -32,6 +34,9 @@ from tuneloop.ingest.settings import (
     settings_problems,
     settings_with,
 )
+from tuneloop.lmi import LmiSettings
+from tuneloop.serving_container import BACKENDS as SERVING_BACKENDS
+from tuneloop.settings_keys import did_you_mean
 
 LOCAL_BASE_MODEL = "smollm2-135m-instruct"
 """The packaged GGUF base model (see ARCHITECTURE.md, "Models")."""
@@ -42,10 +47,12 @@ OVERRIDABLE_FIELDS = (
     "connectors",
     "serving_backend",
     "ingest",
+    "gate_policy",
 )
 """Context keys that may override a stage's value (``cdk synth -c base_model=...``);
 ``connectors`` is a list of connector objects (cdk.json) or its JSON text (docs/connectors.md);
-``ingest`` an object of ingest settings (or its JSON text) merged onto the stage's."""
+``ingest`` an object of ingest settings (or its JSON text) merged onto the stage's;
+``gate_policy`` a whole gate policy (or its JSON text, docs/contracts.md) replacing the stage's."""
 
 # CloudWatch Logs accepts only these retention periods (days).
 LOG_RETENTION_DAYS = frozenset(
@@ -77,7 +84,6 @@ LOG_RETENTION_DAYS = frozenset(
 _INSTANCE_TYPE = re.compile(r"^ml\.[a-z0-9]+\.[a-z0-9]+$")
 _IMAGE_REPOSITORY = re.compile(r"^[a-z0-9][a-z0-9._/-]*$")
 _IMAGE_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-_SUITE_ROLES = ("must_pass", "general", "target")
 
 
 class ConfigError(ValueError):
@@ -175,101 +181,6 @@ class EvalSettings:
         return found
 
 
-_SUITE_FIELDS = (
-    "floor",
-    "delta",
-    "min_gain",
-    "max_false_block",
-    "max_delta",
-    "ceiling",
-    "max_increase",
-)
-
-
-@dataclass(frozen=True, kw_only=True)
-class SuitePolicy:
-    """How the gate treats one benchmark suite (see contracts.md, "Gate policy")."""
-
-    role: Literal["must_pass", "general", "target"]
-    metric: str = "acc"
-    floor: float | None = None
-    delta: float | None = None
-    min_gain: float | None = None
-    # A custom suite's benchmark version each run freezes: "latest" or a sha256 (prefix).
-    version: str = "latest"
-    # General suites on acc/acc_norm: the margin widens (up to max_delta) when the items
-    # are too few or too discordant for delta (tuneloop/gating/policy.py).
-    max_false_block: float | None = None
-    max_delta: float | None = None
-    # metric "perplexity" (lower is better): must_pass ceiling, general max_increase.
-    ceiling: float | None = None
-    max_increase: float | None = None
-
-    def problems(self) -> list[Problem]:
-        found: list[Problem] = []
-        _check(found, "role", self.role, self.role in _SUITE_ROLES, f"one of {_SUITE_ROLES}")
-        _check(
-            found,
-            "version",
-            self.version,
-            self.version == "latest" or re.fullmatch(r"[0-9a-f]{8,64}", self.version) is not None,
-            "'latest' or 8..64 lowercase hex characters",
-        )
-        _check(found, "metric", self.metric, bool(self.metric), "a metric name")
-        fields = {"must_pass": "floor", "general": "delta", "target": "min_gain"}
-        if self.metric == "perplexity":
-            fields = {"must_pass": "ceiling", "general": "max_increase"}
-        required = fields.get(self.role)
-        if required is not None and getattr(self, required) is None:
-            found.append((required, f"is required for role {self.role!r}"))
-        for name in ("floor", "delta", "min_gain", "max_false_block", "max_delta", "max_increase"):
-            value = getattr(self, name)
-            if value is not None:
-                _number_in(found, name, value, 0.0, 1.0, "in [0, 1]")
-        return found
-
-    def as_json(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"role": self.role, "metric": self.metric}
-        for name in _SUITE_FIELDS:
-            if getattr(self, name) is not None:
-                body[name] = getattr(self, name)
-        if self.version != "latest":
-            body["version"] = self.version
-        return body
-
-
-@dataclass(frozen=True, kw_only=True)
-class GatePolicy:
-    """The champion-vs-challenger policy; serialised as the ``GATE_POLICY`` variable."""
-
-    suites: Mapping[str, SuitePolicy]
-    bootstrap_samples: int = 2000
-    confidence: float = 0.95
-    seed: int = 0
-
-    def problems(self) -> list[Problem]:
-        found: list[Problem] = []
-        _check(found, "suites", dict(self.suites), bool(self.suites), "a non-empty mapping")
-        for name, suite in self.suites.items():
-            found += _prefixed(f"suites.{name}", suite.problems())
-        _positive_int(found, "bootstrap_samples", self.bootstrap_samples)
-        _number_in(found, "confidence", self.confidence, 0.5, 0.999, "in [0.5, 0.999]")
-        _check(found, "seed", self.seed, isinstance(self.seed, int) and self.seed >= 0, ">= 0")
-        return found
-
-    def to_json(self) -> str:
-        return json.dumps(
-            {
-                "suites": {name: suite.as_json() for name, suite in sorted(self.suites.items())},
-                "bootstrap_samples": self.bootstrap_samples,
-                "confidence": self.confidence,
-                "seed": self.seed,
-            },
-            sort_keys=True,
-            separators=(",", ":"),
-        )
-
-
 @dataclass(frozen=True, kw_only=True)
 class AlarmThresholds:
     """Endpoint and ingestion alarms (the endpoint alarms also drive auto-rollback)."""
@@ -323,51 +234,16 @@ class DlcImage:
         return found
 
 
-SERVING_BACKENDS = ("tuneloop", "lmi")
-"""``tuneloop``: our server (``inference.py`` on the Hugging Face inference DLC);
-``lmi``: AWS's Large Model Inference container (DJL Serving + vLLM) with the LoRA adapter."""
-# vLLM accepts only these LoRA ranks as its maximum.
-_LMI_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
-
-
 @dataclass(frozen=True, kw_only=True)
-class LmiOptions:
-    """The LMI backend: its image and the vLLM/LoRA options the Deploy Lambda sets."""
+class LmiOptions(LmiSettings):
+    """The ``lmi`` serving backend (AWS's Large Model Inference container, DJL Serving +
+    vLLM, with the LoRA adapter): its image, and the Deploy Lambda's ``LMI_OPTIONS``, which
+    are :class:`tuneloop.lmi.LmiSettings` and checked by its own :meth:`problems`."""
 
     image: DlcImage
-    adapter_name: str = "tuneloop"
-    """The name requests give in ``"adapters"`` (the folder ``adapters/<name>/``)."""
-    max_loras: int = 1
-    max_lora_rank: int = 64
-    """At least the adapters' ``lora_r``; one of vLLM's ranks."""
-    max_model_len: int = 4096
-    dtype: Literal["bf16", "fp16", "auto"] = "bf16"
 
     def problems(self) -> list[Problem]:
-        found = _prefixed("image", self.image.problems())
-        _check(
-            found,
-            "adapter_name",
-            self.adapter_name,
-            bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}", str(self.adapter_name))),
-            "1-64 letters, digits, '-' or '_'",
-        )
-        _positive_int(found, "max_loras", self.max_loras)
-        _positive_int(found, "max_model_len", self.max_model_len)
-        _check(
-            found,
-            "max_lora_rank",
-            self.max_lora_rank,
-            self.max_lora_rank in _LMI_LORA_RANKS,
-            f"one of {_LMI_LORA_RANKS}",
-        )
-        _check(found, "dtype", self.dtype, self.dtype in ("bf16", "fp16", "auto"), "bf16/fp16/auto")
-        return found
-
-    def to_json(self) -> str:
-        """The Deploy Lambda's ``LMI_OPTIONS`` (``tuneloop.lmi.LmiSettings``)."""
-        fields = ("adapter_name", "max_loras", "max_lora_rank", "max_model_len", "dtype")
-        return json.dumps({name: getattr(self, name) for name in fields}, sort_keys=True)
+        return _prefixed("image", self.image.problems()) + super().problems()
 
 
 # AWS's LMI DLC (vLLM rolling batch, LoRA adapters), same registry accounts as the others.
@@ -397,12 +273,15 @@ class StageConfig:
     serving_image: DlcImage
     alarms: AlarmThresholds
     endpoint_poll_seconds: int
-    serving_backend: Literal["tuneloop", "lmi"] = "tuneloop"
+    serving_backend: str = "tuneloop"  # one of SERVING_BACKENDS
     lmi: LmiOptions = _LMI_OPTIONS
     # The loop
     retrain_threshold: int
     retrain_schedule_minutes: int
+    # Read by the Gate (GATE_POLICY) with tuneloop.gating.policy, which checks it here too.
     gate_policy: GatePolicy
+    # PrepareDataset's held-out slice and replay sample (HELDOUT_*, REPLAY_RATIO).
+    dataset: SplitSettings = dataclasses.field(default_factory=SplitSettings)
     execution_timeout_hours: int
     # Operations
     log_retention_days: int
@@ -423,6 +302,8 @@ class StageConfig:
         if problems:
             details = "; ".join(f"{name} {text}" for name, text in problems)
             raise ConfigError(f"stage {self.stage!r}: {details}")
+        # Hold the policy exactly as the Gate will read it back (defaults filled in).
+        object.__setattr__(self, "gate_policy", parse_policy(self.gate_policy.to_dict()))
 
     def problems(self) -> list[Problem]:
         found: list[Problem] = []
@@ -493,10 +374,10 @@ class StageConfig:
             "serving_image": self.serving_image.problems,
             "lmi": self.lmi.problems,
             "alarms": self.alarms.problems,
-            "gate_policy": self.gate_policy.problems,
         }
         for prefix, check in nested.items():
             found += _prefixed(prefix, check())
+        found += gate_policy_problems(self.gate_policy)
         found += self._serving_backend_problems()
         for index, connector in enumerate(self.connectors):
             found += _prefixed(f"connectors[{index}]", connector.problems())
@@ -530,6 +411,18 @@ class StageConfig:
     @property
     def retain_data(self) -> bool:
         return self.removal_policy == "retain"
+
+
+def gate_policy_problems(policy: Any) -> list[Problem]:
+    """What the Gate would reject in ``policy``: the check is the Gate's own parser."""
+    if not isinstance(policy, GatePolicy):
+        return [("gate_policy", f"must be a tuneloop.gating.policy.GatePolicy, got {policy!r}")]
+    try:
+        parse_policy(policy.to_dict(), source="gate_policy")
+    except PolicyError as error:
+        # "gate_policy.suites.mmlu.metric: one of acc, acc_norm, perplexity"
+        return [(f"gate_policy.{error.field}:" if error.field else "gate_policy:", error.reason)]
+    return []
 
 
 def _base_model_problems(stage: str, base_model: Any) -> list[Problem]:
@@ -568,10 +461,10 @@ _HF_INFERENCE_IMAGE = DlcImage(
 )
 
 _GATE_POLICY = GatePolicy(
-    suites={
-        "mmlu": SuitePolicy(role="general", metric="acc", delta=0.05),
-        "company_faq": SuitePolicy(role="must_pass", metric="acc", floor=0.5),
-    },
+    suites=(
+        SuitePolicy(name="mmlu", role="general", metric="acc", delta=0.05),
+        SuitePolicy(name="company_faq", role="must_pass", metric="acc", floor=0.5),
+    ),
     bootstrap_samples=2000,
     confidence=0.95,
     seed=0,
@@ -581,10 +474,10 @@ _GATE_POLICY = GatePolicy(
 # pass; MMLU must not regress. With a 20-item MMLU subset the 95% CI of a paired
 # difference is about ±0.2 wide, so a tighter margin would block on noise alone.
 _LOCAL_GATE_POLICY = GatePolicy(
-    suites={
-        "mmlu": SuitePolicy(role="general", metric="acc", delta=0.25),
-        "acme_support": SuitePolicy(role="must_pass", metric="acc_norm", floor=0.5),
-    },
+    suites=(
+        SuitePolicy(name="mmlu", role="general", metric="acc", delta=0.25),
+        SuitePolicy(name="acme_support", role="must_pass", metric="acc_norm", floor=0.5),
+    ),
     bootstrap_samples=2000,
     confidence=0.95,
     seed=0,
@@ -637,21 +530,14 @@ def _dev() -> StageConfig:
 
 
 def _prod() -> StageConfig:
+    dev = _dev()
     return dataclasses.replace(
-        _dev(),
+        dev,
         stage="prod",
-        base_model="hf://HuggingFaceTB/SmolLM2-1.7B-Instruct",
         training_spot=False,
         training_spot_max_wait_minutes=0,
-        training=TrainingHyperparameters(
-            max_steps=2000,
-            learning_rate=1e-4,
-            lora_r=16,
-            lora_alpha=32,
-            lora_dropout=0.05,
-            max_seq_length=2048,
-            per_device_batch_size=4,
-            seed=0,
+        training=dataclasses.replace(
+            dev.training, max_steps=2000, learning_rate=1e-4, max_seq_length=2048
         ),
         evaluation=EvalSettings(mmlu_subset_size=5000, seed=0),
         alarms=AlarmThresholds(invocation_5xx_errors=3, model_latency_p99_ms=3000),
@@ -714,7 +600,10 @@ def load_stage_config(stage: str, overrides: Mapping[str, Any] | None = None) ->
     """
     factory = STAGES.get(stage)
     if factory is None:
-        raise ConfigError(f"unknown stage {stage!r}; valid stages: {', '.join(sorted(STAGES))}")
+        raise ConfigError(
+            f"unknown stage {stage!r}{did_you_mean(stage, STAGES)}; "
+            f"valid stages: {', '.join(sorted(STAGES))}"
+        )
     config = factory()
     changes: dict[str, Any] = {}
     for key, raw in (overrides or {}).items():
@@ -730,6 +619,8 @@ def load_stage_config(stage: str, overrides: Mapping[str, Any] | None = None) ->
                 changes[key] = settings_with(config.ingest, raw)
             except IngestSettingsError as error:
                 raise ConfigError(f"stage {stage!r}: {error}") from None
+        elif key == "gate_policy":
+            changes[key] = _gate_policy_override(stage, raw)
         elif key == "retrain_threshold":
             try:
                 changes[key] = int(str(raw).strip())
@@ -739,13 +630,56 @@ def load_stage_config(stage: str, overrides: Mapping[str, Any] | None = None) ->
                 ) from None
         else:
             raise ConfigError(
-                f"stage {stage!r}: {key!r} cannot be overridden; "
+                f"stage {stage!r}: {key!r} cannot be overridden"
+                f"{did_you_mean(key, OVERRIDABLE_FIELDS)}; "
                 f"overridable: {', '.join(OVERRIDABLE_FIELDS)}"
             )
     return dataclasses.replace(config, **changes) if changes else config
 
 
+def _gate_policy_override(stage: str, raw: Any) -> GatePolicy:
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except ValueError as exc:
+            raise ConfigError(f"stage {stage!r}: gate_policy: not valid JSON ({exc})") from None
+    try:
+        return parse_policy(raw, source="gate_policy")
+    except PolicyError as error:
+        raise ConfigError(f"stage {stage!r}: {error}") from None
+
+
+CONTEXT_KEYS = ("stage", *OVERRIDABLE_FIELDS)
+"""Every context key of ours; any other key (not the CDK's own) is a mistake."""
+# The CDK's own context: feature flags ("@aws-cdk/..."), the CLI's "aws:cdk:..." keys and
+# cached lookups ("availability-zones:account=...") all contain "@" or ":".
+_CDK_CONTEXT_KEYS = frozenset({"acknowledged-issue-numbers"})
+
+
+def _is_cdk_key(key: str) -> bool:
+    return key.startswith("@") or ":" in key or key in _CDK_CONTEXT_KEYS
+
+
+def config_from_context(context: Mapping[str, Any]) -> StageConfig:
+    """The stage config that ``app.py``'s context selects (``stage`` and overrides).
+
+    A key that is neither ours nor the CDK's fails, naming the closest valid key: a typo
+    such as ``retrain_thresold`` must not leave the stage's value silently in place.
+    """
+    ours = {key: value for key, value in context.items() if not _is_cdk_key(str(key))}
+    unknown = sorted(key for key in ours if key not in CONTEXT_KEYS)
+    if unknown:
+        key = unknown[0]
+        raise ConfigError(
+            f"context key {key!r} is not a setting{did_you_mean(key, CONTEXT_KEYS)}; "
+            f"the settings are {', '.join(CONTEXT_KEYS)}"
+        )
+    overrides = {key: value for key, value in ours.items() if key != "stage" and value is not None}
+    return load_stage_config(str(ours.get("stage")), overrides)
+
+
 __all__ = [
+    "CONTEXT_KEYS",
     "LOCAL_BASE_MODEL",
     "OVERRIDABLE_FIELDS",
     "SERVING_BACKENDS",
@@ -759,5 +693,6 @@ __all__ = [
     "StageConfig",
     "SuitePolicy",
     "TrainingHyperparameters",
+    "config_from_context",
     "load_stage_config",
 ]

@@ -98,9 +98,9 @@ class PipelineStack(Stack):
                     "GATE_POLICY": config.gate_policy.to_json(),
                     # The held-out slice (Evaluate's heldout channel) and the replay sample
                     # (Train's replay channel); docs/contracts.md.
-                    "HELDOUT_FRACTION": "0.05",
-                    "HELDOUT_MAX_RECORDS": "500",
-                    "REPLAY_RATIO": "0.5",
+                    "HELDOUT_FRACTION": str(config.dataset.heldout_fraction),
+                    "HELDOUT_MAX_RECORDS": str(config.dataset.heldout_max_records),
+                    "REPLAY_RATIO": str(config.dataset.replay_ratio),
                 },
                 timeout=Duration.minutes(15),
                 memory_size=2048,

@@ -18,8 +18,10 @@ adapter) is served as it is. Everything here runs in the Deploy Lambda: boto3 on
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
+import re
 import tarfile
 import tempfile
 from dataclasses import dataclass
@@ -29,6 +31,7 @@ from typing import IO, Any
 from botocore.exceptions import ClientError
 
 from tuneloop import aws
+from tuneloop.settings_keys import did_you_mean
 
 ADAPTERS_DIR = "adapters"
 LMI_PREFIX = "models"
@@ -41,25 +44,75 @@ class LmiArtifactError(ValueError):
     """The model artifact cannot be served by LMI; the message says why."""
 
 
+# vLLM accepts only these LoRA ranks as its maximum.
+LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
+DTYPES = ("bf16", "fp16", "auto")
+_ADAPTER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+
+
+class LmiOptionsError(ValueError):
+    """``LMI_OPTIONS`` cannot be used; the message names the field."""
+
+
 @dataclass(frozen=True)
 class LmiSettings:
-    """The ``LMI_OPTIONS`` JSON of the Deploy Lambda (from the stage config)."""
+    """The ``LMI_OPTIONS`` JSON of the Deploy Lambda (from the stage config, which checks
+    them at synth with :meth:`problems`, the same check :meth:`from_json` applies)."""
 
     adapter_name: str = "tuneloop"
+    """The name requests give in ``"adapters"`` (the folder ``adapters/<name>/``)."""
     max_loras: int = 1
     max_lora_rank: int = 64
+    """At least the adapters' ``lora_r``; one of vLLM's ranks."""
     max_model_len: int = 4096
     dtype: str = "bf16"
 
+    def problems(self) -> list[tuple[str, str]]:
+        """(field, what is wrong) for every unusable value; empty when they are fine."""
+        found: list[tuple[str, str]] = []
+
+        def check(name: str, ok: bool, expectation: str) -> None:
+            if not ok:
+                found.append((name, f"must be {expectation}, got {getattr(self, name)!r}"))
+
+        def positive(name: str) -> None:
+            value = getattr(self, name)
+            check(name, type(value) is int and value > 0, "an integer > 0")
+
+        name_ok = isinstance(self.adapter_name, str) and _ADAPTER_NAME.fullmatch(self.adapter_name)
+        check("adapter_name", bool(name_ok), "1-64 letters, digits, '-' or '_'")
+        positive("max_loras")
+        positive("max_model_len")
+        check("max_lora_rank", self.max_lora_rank in LORA_RANKS, f"one of {LORA_RANKS}")
+        check("dtype", self.dtype in DTYPES, "/".join(DTYPES))
+        return found
+
+    def to_json(self) -> str:
+        """The ``LMI_OPTIONS`` value (this class's fields only)."""
+        fields = dataclasses.fields(LmiSettings)
+        return json.dumps({f.name: getattr(self, f.name) for f in fields}, sort_keys=True)
+
     @classmethod
     def from_json(cls, text: str) -> LmiSettings:
-        data = json.loads(text or "{}")
+        try:
+            data = json.loads(text or "{}")
+        except ValueError as exc:
+            raise LmiOptionsError(f"LMI_OPTIONS: not valid JSON ({exc})") from exc
         if not isinstance(data, dict):
-            raise ValueError(f"LMI_OPTIONS must be a JSON object, got {text!r}")
-        unknown = set(data) - set(cls.__dataclass_fields__)
+            raise LmiOptionsError(f"LMI_OPTIONS must be a JSON object, got {text!r}")
+        known = {f.name for f in dataclasses.fields(LmiSettings)}
+        unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"LMI_OPTIONS has unknown field(s) {sorted(unknown)}")
-        return cls(**data)
+            raise LmiOptionsError(
+                f"LMI_OPTIONS: {unknown[0]} is not an option{did_you_mean(unknown[0], known)}; "
+                f"the options are {', '.join(sorted(known))}"
+            )
+        settings = LmiSettings(**data)
+        problems = settings.problems()
+        if problems:
+            details = "; ".join(f"{name} {text}" for name, text in problems)
+            raise LmiOptionsError(f"LMI_OPTIONS: {details}")
+        return settings
 
 
 @dataclass(frozen=True)

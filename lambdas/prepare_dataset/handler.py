@@ -35,9 +35,11 @@ class Env:
     model_versions_table: str
     benchmarks_table: str
     gate_policy: str
-    heldout_fraction: float = 0.05  # share of records held out (by a hash of the record id)
-    heldout_max_records: int = 500
-    replay_ratio: float = 0.5  # earlier records exported for replay per new record
+    # Defaults are SplitSettings': share of records held out (by a hash of the record id),
+    # its cap, earlier records exported for replay per new record.
+    heldout_fraction: float = SplitSettings.heldout_fraction
+    heldout_max_records: int = SplitSettings.heldout_max_records
+    replay_ratio: float = SplitSettings.replay_ratio
 
 
 @logger.inject_lambda_context

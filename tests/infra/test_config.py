@@ -98,13 +98,18 @@ def test_config_is_frozen_and_keyword_only() -> None:
     assert isinstance(config, StageConfig)
 
 
-def _run_app(context: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def _run_app(
+    context: dict[str, str], region: str | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
         "CDK_CONTEXT_JSON": json.dumps(context),
         "JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION": "1",
     }
     env.pop("CDK_OUTDIR", None)
+    env.pop("CDK_DEFAULT_REGION", None)
+    if region is not None:  # as the CLI sets it: the region it deploys to
+        env["CDK_DEFAULT_REGION"] = region
     return subprocess.run(
         [sys.executable, "app.py"],
         cwd=PROJECT_ROOT,
@@ -122,6 +127,29 @@ def test_bad_context_fails_synth_naming_the_field() -> None:
     # Then it exits non-zero with the field in the message, not a stack trace
     assert result.returncode == 1
     assert "error: stage 'dev': retrain_threshold must be > 0, got -1" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_misspelled_context_key_fails_synth_naming_the_closest_key() -> None:
+    # When app.py runs with a typo in a context key (today silently ignored)
+    result = _run_app({"stage": "dev", "retrain_thresold": "3"})
+    # Then synth stops with the key and the one that was meant
+    assert result.returncode == 1
+    assert (
+        "error: context key 'retrain_thresold' is not a setting "
+        "(did you mean 'retrain_threshold'?)" in result.stderr
+    )
+    assert "Traceback" not in result.stderr
+
+
+def test_a_region_without_the_pinned_layers_fails_synth() -> None:
+    # When the CLI would deploy to a region where the pinned pandas layer is not published
+    result = _run_app({"stage": "dev"}, region="ap-east-1")
+    # Then synth stops naming the region, what it lacks and the supported regions
+    assert result.returncode == 1
+    assert "error: region 'ap-east-1' is not supported: " in result.stderr
+    assert "AWSSDKPandas-Python312:16" in result.stderr
+    assert "Supported regions: af-south-1, " in result.stderr
     assert "Traceback" not in result.stderr
 
 

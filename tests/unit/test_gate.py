@@ -453,21 +453,43 @@ def test_policy_errors_name_the_field(raw: Any, expected: str) -> None:
     assert str(caught.value).startswith(expected)
 
 
-def test_stage_config_policy_round_trips_the_new_fields() -> None:
-    from stacks.config import GatePolicy as StagePolicy
-    from stacks.config import SuitePolicy as StageSuite
+def test_a_policy_built_in_code_round_trips_through_its_json() -> None:
+    # Given a policy written in code, as the stage config writes its own
+    from tuneloop.gating.policy import GatePolicy as Policy
+    from tuneloop.gating.policy import SuitePolicy
 
-    stage = StagePolicy(
-        suites={
-            "mmlu": StageSuite(role="general", delta=0.05, max_false_block=0.02, max_delta=0.08),
-            "heldout_perplexity": StageSuite(
-                role="general", metric="perplexity", max_increase=0.05
+    policy = Policy(
+        suites=(
+            SuitePolicy(
+                name="mmlu", role="general", delta=0.05, max_false_block=0.02, max_delta=0.08
             ),
-        }
+            SuitePolicy(
+                name="heldout_perplexity", role="general", metric="perplexity", max_increase=0.05
+            ),
+        )
     )
-    assert stage.problems() == []
-    parsed = {s.name: s for s in parse_policy(stage.to_json()).suites}
-    assert (parsed["mmlu"].max_false_block, parsed["mmlu"].max_delta) == (0.02, 0.08)
-    assert parsed["heldout_perplexity"].max_increase == 0.05
-    missing = StageSuite(role="general", metric="perplexity")
-    assert ("max_increase", "is required for role 'general'") in missing.problems()
+    # When the Gate reads its GATE_POLICY value
+    parsed = parse_policy(policy.to_json())
+    # Then it is the same policy, every field kept
+    assert parse_policy(parsed.to_json()) == parsed
+    by_name = {s.name: s for s in parsed.suites}
+    assert (by_name["mmlu"].max_false_block, by_name["mmlu"].max_delta) == (0.02, 0.08)
+    assert by_name["heldout_perplexity"].max_increase == 0.05
+
+
+def test_a_field_the_role_does_not_take_survives_to_the_parser() -> None:
+    # Given a general suite built in code with a floor (which only must_pass takes)
+    from tuneloop.gating.policy import GatePolicy as Policy
+    from tuneloop.gating.policy import SuitePolicy
+
+    policy = Policy(suites=(SuitePolicy(name="m", role="general", delta=0.1, floor=0.5),))
+    # When its JSON is parsed, Then the floor is rejected rather than silently dropped
+    with pytest.raises(PolicyError, match="suites.m.floor: unknown field for role 'general'"):
+        parse_policy(policy.to_json())
+
+
+def test_an_unknown_field_names_the_closest_one() -> None:
+    with pytest.raises(PolicyError, match=r"suites.m.flor: unknown field .*did you mean 'floor'"):
+        parse_policy({"suites": {"m": {"role": "must_pass", "flor": 0.5}}})
+    with pytest.raises(PolicyError, match=r"bootstrap_sample: unknown field \(did you mean"):
+        parse_policy({**POLICY, "bootstrap_sample": 500})

@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from tuneloop.settings_keys import did_you_mean
+
 Problem = tuple[str, str]
 """(dotted field name, what is wrong)."""
 
@@ -279,7 +281,8 @@ def _build(cls: type[Any], raw: Any, where: str) -> Any:
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConnectorConfigError(
-            f"{where}: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            f"{where}: unknown field(s) {', '.join(unknown)}{did_you_mean(unknown[0], known)}; "
+            f"known: {', '.join(sorted(known))}"
         )
     values = {k: tuple(v) if isinstance(v, list) and k != "fields" else v for k, v in raw.items()}
     try:

@@ -34,6 +34,8 @@ from collections.abc import Callable, Mapping, Set
 from dataclasses import dataclass
 from typing import Any
 
+from tuneloop.settings_keys import did_you_mean
+
 ROLES = ("must_pass", "general", "target")
 HIGHER_IS_BETTER = ("acc", "acc_norm")
 LOWER_IS_BETTER = ("perplexity",)
@@ -41,6 +43,7 @@ METRICS = HIGHER_IS_BETTER + LOWER_IS_BETTER
 _ROLE_FIELDS = {"must_pass": "floor", "general": "delta", "target": "min_gain"}
 _LOWER_ROLE_FIELDS = {"must_pass": "ceiling", "general": "max_increase"}
 _RELIABILITY_FIELDS = ("max_false_block", "max_delta")
+_THRESHOLD_FIELDS = ("floor", "delta", "min_gain", "ceiling", "max_increase")
 DEFAULT_MAX_FALSE_BLOCK = 0.05
 DEFAULT_MAX_DELTA = 0.10
 _TOP_FIELDS = frozenset({"suites", "bootstrap_samples", "confidence", "seed"})
@@ -50,6 +53,11 @@ _VERSION = re.compile(r"^[0-9a-f]{8,64}$")
 
 class PolicyError(ValueError):
     """The gate policy is malformed; the message names the field."""
+
+    def __init__(self, message: str, *, field: str = "", reason: str = "") -> None:
+        super().__init__(message)
+        self.field = field  # dotted path, e.g. "suites.mmlu.metric" ("" for the whole policy)
+        self.reason = reason or message
 
 
 @dataclass(frozen=True)
@@ -71,11 +79,17 @@ class SuitePolicy:
         return self.metric in LOWER_IS_BETTER
 
     def to_dict(self) -> dict[str, Any]:
+        """The policy's JSON form. Every field set is written, also one the role does not
+        take, so that :func:`parse_policy` rejects a suite built in code as it would the
+        same JSON (the stage config checks its policies this way at synth)."""
         out: dict[str, Any] = {"role": self.role, "metric": self.metric}
-        field = role_field(self.role, self.metric)
-        out[field] = getattr(self, field)
-        if self.role == "general" and not self.lower_is_better:
+        for name in _THRESHOLD_FIELDS:
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
+        general = self.role == "general" and not self.lower_is_better
+        if general or self.max_false_block != DEFAULT_MAX_FALSE_BLOCK:
             out["max_false_block"] = self.max_false_block
+        if self.max_delta is not None:  # None: parse_policy's default
             out["max_delta"] = self.max_delta
         out["version"] = self.version
         return out
@@ -101,12 +115,17 @@ class GatePolicy:
             "seed": self.seed,
         }
 
+    def to_json(self) -> str:
+        """The ``GATE_POLICY`` value; :func:`parse_policy` reads it back unchanged."""
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
 
 def parse_policy(raw: str | Mapping[str, Any], source: str = "GATE_POLICY") -> GatePolicy:
     """A ``GatePolicy`` from JSON text or a mapping; ``PolicyError`` naming the bad field."""
 
     def error(path: str, problem: str) -> PolicyError:
-        return PolicyError(f"{source}: {path}: {problem}" if path else f"{source}: {problem}")
+        message = f"{source}: {path}: {problem}" if path else f"{source}: {problem}"
+        return PolicyError(message, field=path, reason=problem)
 
     if isinstance(raw, str):
         try:
@@ -199,4 +218,8 @@ def _no_unknown(
     if unknown:
         path = f"{where}.{unknown[0]}" if where else unknown[0]
         hint = f" for role {role!r}" if role else ""
-        raise error(path, f"unknown field{hint} (allowed: {', '.join(sorted(allowed))})")
+        raise error(
+            path,
+            f"unknown field{hint}{did_you_mean(unknown[0], allowed)} "
+            f"(allowed: {', '.join(sorted(allowed))})",
+        )

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, get_type_hints
 
 from tuneloop.ingest.redaction import REGISTRY, available_names
+from tuneloop.settings_keys import did_you_mean
 
 
 def _all_redactors() -> tuple[str, ...]:
@@ -192,7 +193,8 @@ def _build(cls: type[Any], value: Any, prefix: str) -> Any:
     unknown = sorted(set(value) - names)
     if unknown:
         raise IngestSettingsError(
-            f"ingest settings: {prefix}{unknown[0]} is not a setting; "
+            f"ingest settings: {prefix}{unknown[0]} is not a setting"
+            f"{did_you_mean(unknown[0], names)}; "
             f"the settings{' of ' + where if prefix else ''} are {', '.join(sorted(names))}"
         )
     arguments = {name: _field(hints[name], raw, f"{prefix}{name}") for name, raw in value.items()}
