@@ -9,6 +9,7 @@ class, so a model class per missing type is all it takes. Registering happens on
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import boto3
@@ -116,28 +117,96 @@ class _Simple:
 # subclass it directly.
 
 
-def _recorded_policy(resource_type: str) -> type[CloudFormationModel]:
-    """A resource policy: recorded, not enforced (the emulator does not authorize calls)."""
-
-    class RecordedPolicy(_Simple, CloudFormationModel):
-        @staticmethod
-        def cloudformation_type() -> str:
-            return resource_type
-
-        @classmethod
-        def create_from_cloudformation_json(
-            cls, resource_name: str, cloudformation_json: dict[str, Any], *args: Any, **kwargs: Any
-        ) -> RecordedPolicy:
-            return cls(resource_name)
-
-    RecordedPolicy.__name__ = resource_type.replace("AWS::", "").replace("::", "")
-    return RecordedPolicy
+# The bucket policy is kept beside moto's own attribute: moto's S3 evaluates
+# ``FakeBucket.policy`` itself with a partial evaluator that treats a condition it cannot
+# read as a match, so the SSL-only Deny would refuse every object request. The local
+# platform's own enforcement (``tuneloop.local.iam``) reads it from here.
+DEPLOYED_BUCKET_POLICY = "deployed_policy"
 
 
-RECORDED_POLICIES = [
-    _recorded_policy(kind)
-    for kind in ("AWS::S3::BucketPolicy", "AWS::SNS::TopicPolicy", "AWS::SQS::QueuePolicy")
-]
+class _ResourcePolicy(_Simple):
+    """A resource policy applied to the moto resources it names (Ref: its logical id)."""
+
+    @staticmethod
+    def cloudformation_name_type() -> str:
+        return ""
+
+    @classmethod
+    def apply(
+        cls, properties: dict[str, Any], document: str, account_id: str, region_name: str
+    ) -> None:
+        raise NotImplementedError
+
+    @classmethod
+    def create_from_cloudformation_json(
+        cls,
+        resource_name: str,
+        cloudformation_json: dict[str, Any],
+        account_id: str,
+        region_name: str,
+        **kwargs: Any,
+    ) -> _ResourcePolicy:
+        properties = cloudformation_json["Properties"]
+        document = properties["PolicyDocument"]
+        text = document if isinstance(document, str) else json.dumps(document)
+        cls.apply(properties, text, account_id, region_name)
+        return cls(resource_name)
+
+
+class S3BucketPolicy(_ResourcePolicy, CloudFormationModel):
+    """AWS::S3::BucketPolicy, kept on the bucket for the local platform's enforcement."""
+
+    @staticmethod
+    def cloudformation_type() -> str:
+        return "AWS::S3::BucketPolicy"
+
+    @classmethod
+    def apply(
+        cls, properties: dict[str, Any], document: str, account_id: str, region_name: str
+    ) -> None:
+        from moto.s3.models import s3_backends
+
+        bucket = s3_backends[account_id]["aws"].get_bucket(properties["Bucket"])
+        setattr(bucket, DEPLOYED_BUCKET_POLICY, document.encode())
+
+
+class SnsTopicPolicy(_ResourcePolicy, CloudFormationModel):
+    """AWS::SNS::TopicPolicy: replaces each topic's policy (SNS's default one included)."""
+
+    @staticmethod
+    def cloudformation_type() -> str:
+        return "AWS::SNS::TopicPolicy"
+
+    @classmethod
+    def apply(
+        cls, properties: dict[str, Any], document: str, account_id: str, region_name: str
+    ) -> None:
+        from moto.sns.models import sns_backends
+
+        # moto sets the attribute by its Python name.
+        for topic_arn in properties["Topics"]:
+            sns_backends[account_id][region_name].set_topic_attribute(topic_arn, "policy", document)
+
+
+class SqsQueuePolicy(_ResourcePolicy, CloudFormationModel):
+    """AWS::SQS::QueuePolicy: sets each queue's ``Policy`` (Queues are queue URLs)."""
+
+    @staticmethod
+    def cloudformation_type() -> str:
+        return "AWS::SQS::QueuePolicy"
+
+    @classmethod
+    def apply(
+        cls, properties: dict[str, Any], document: str, account_id: str, region_name: str
+    ) -> None:
+        from moto.sqs.models import sqs_backends
+
+        for queue_url in properties["Queues"]:
+            name = str(queue_url).rstrip("/").rsplit("/", 1)[-1]
+            sqs_backends[account_id][region_name].set_queue_attributes(name, {"Policy": document})
+
+
+RESOURCE_POLICIES = [S3BucketPolicy, SnsTopicPolicy, SqsQueuePolicy]
 
 
 class SnsSubscription(_Simple, CloudFormationModel):

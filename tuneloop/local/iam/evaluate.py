@@ -30,6 +30,8 @@ def request_context(caller: Caller, call: ApiCall) -> Context:
         context["aws:principalservicename"] = [caller.service]
         if caller.source_account is not None:
             context["aws:sourceaccount"] = [caller.source_account]
+            # SNS's default topic policy conditions on the delivering resource's owner.
+            context["aws:sourceowner"] = [caller.source_account]
         if caller.source_arn is not None:
             context["aws:sourcearn"] = [caller.source_arn]
     else:

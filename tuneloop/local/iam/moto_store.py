@@ -87,7 +87,8 @@ class MotoPolicyStore:
         kind = service
         if service == "s3":
             bucket = self._bucket(resource.split("/", 1)[0])
-            document = _document(bucket.policy) if bucket is not None else None
+            document = _document(self._bucket_policy(bucket)) if bucket is not None else None
+            resource_arn = f"arn:aws:s3:::{resource.split('/', 1)[0]}"
             kind = "bucket"
         elif service == "sns":
             topic = self._topic(resource_arn)
@@ -112,6 +113,12 @@ class MotoPolicyStore:
         from moto.s3.models import s3_backends
 
         return s3_backends[self.account]["aws"].buckets.get(name)
+
+    @staticmethod
+    def _bucket_policy(bucket: Any) -> bytes | None:
+        from tuneloop.local.cfn_models import DEPLOYED_BUCKET_POLICY
+
+        return getattr(bucket, DEPLOYED_BUCKET_POLICY, None) or bucket.policy
 
     def _topic(self, topic_arn: str) -> Any | None:
         from moto.sns.models import sns_backends
@@ -192,7 +199,8 @@ class MotoPolicyStore:
 
         table = dynamodb_backends[account][region].tables.get(name)
         sse = getattr(table, "sse_specification", None) if table is not None else None
-        if not sse or not sse.get("Enabled"):
+        # The API says "Enabled", CloudFormation "SSEEnabled"; moto keeps what it was given.
+        if not sse or not (sse.get("Enabled") or sse.get("SSEEnabled")):
             return None
         return str(sse.get("KMSMasterKeyId") or "") or None
 
