@@ -6,6 +6,7 @@ from typing import Any
 
 from aws_cdk import Duration, Stack
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
 from stacks.config import StageConfig
@@ -20,6 +21,7 @@ from stacks.constructs.sagemaker_execution_role import SageMakerExecutionRole
 from stacks.constructs.state_tables import StateTables
 from stacks.constructs.training_code import TrainingCode
 from stacks.grants import grant_objects, grant_table
+from stacks.nag import WildcardAllowances
 
 MODEL_PACKAGE_GROUP_LOGICAL_ID = "ModelPackageGroup"
 
@@ -54,6 +56,7 @@ class PipelineStack(Stack):
             artifacts=lake.artifacts,
             training_code=code,
             images=[training_image, serving_image] + ([deploy_image] if deploy_image else []),
+            rollback_alarms=endpoint_alarms.alarms,
         )
         self.sagemaker_role = execution.role
         if lmi:  # the endpoint loads the model Deploy repacked for LMI
@@ -122,7 +125,7 @@ class PipelineStack(Stack):
                 {
                     "MODEL_VERSIONS_TABLE": t.model_versions.table_name,
                     "MODEL_PACKAGE_GROUP": registry.group_name,
-                    # The package names what Deploy will run (docs/serving.md).
+                    # The package is what Deploy runs (docs/serving.md).
                     "SERVING_IMAGE_URI": (deploy_image or serving_image).uri,
                     "SERVING_BACKEND": config.serving_backend,
                     "ARTIFACTS_BUCKET": b.artifacts.bucket_name,
@@ -138,16 +141,11 @@ class PipelineStack(Stack):
                     "CONTROL_TABLE": t.control.table_name,
                     "MODEL_VERSIONS_TABLE": t.model_versions.table_name,
                     "ENDPOINT_NAME": endpoint_name,
-                    "SERVING_IMAGE_URI": (deploy_image or serving_image).uri,
+                    # Image, model data and environment come from the registered package.
                     "SERVING_INSTANCE_TYPE": config.serving_instance_type,
                     "SAGEMAKER_ROLE_ARN": self.sagemaker_role.role_arn,
                     "ROLLBACK_ALARM_NAMES": endpoint_alarms.alarm_names,
-                    "SERVING_BACKEND": config.serving_backend,
-                    "ARTIFACTS_BUCKET": b.artifacts.bucket_name,
-                    "LMI_OPTIONS": config.lmi.to_json(),
                 },
-                # LMI: the adapter artifact is repacked in the function (adapters/<name>/).
-                **({"timeout": Duration.minutes(5), "memory_size": 1024} if lmi else {}),
             ),
             "ConfirmDeployment": fn(
                 "ConfirmDeployment",
@@ -199,48 +197,17 @@ class PipelineStack(Stack):
         grant_objects(b.artifacts, f["Gate"], a["Gate"], prefix="jobs/", access="read")
         grant_objects(b.artifacts, f["Gate"], a["Gate"], prefix="gate/", access="read_write")
         grant_objects(b.artifacts, f["Register"], a["Register"], prefix="jobs/", access="read")
-        if lmi:  # Register and Deploy read the trained artifact and write its LMI layout
-            grant_objects(b.artifacts, f["Deploy"], a["Deploy"], prefix="jobs/", access="read")
-            for name in ("Register", "Deploy"):
-                grant_objects(b.artifacts, f[name], a[name], prefix="models/", access="read_write")
+        if lmi:  # Register repacks the trained artifact into its LMI layout, once
+            grant_objects(
+                b.artifacts, f["Register"], a["Register"], prefix="models/", access="read_write"
+            )
         registry.grant_register(f["Register"])
         a["Register"].allow_resource(
             registry.packages_arn,
             "Versions of the one model package group; SageMaker numbers them at run time.",
         )
-        self.sagemaker_role.grant_pass_role(f["Deploy"])
-        run_time_names = [
-            self.format_arn(service="sagemaker", resource=kind, resource_name="*")
-            for kind in ("model", "endpoint-config")
-        ]
-        f["Deploy"].add_to_role_policy(
-            iam.PolicyStatement(
-                actions=[
-                    "sagemaker:CreateModel",
-                    "sagemaker:DescribeModel",
-                    "sagemaker:CreateEndpointConfig",
-                    "sagemaker:DescribeEndpointConfig",
-                    "sagemaker:AddTags",
-                ],
-                resources=run_time_names,
-            )
-        )
-        for arn in run_time_names:
-            a["Deploy"].allow_resource(
-                arn,
-                "The Deploy Lambda creates one model and endpoint "
-                "config per model version, named at run time.",
-            )
-        f["Deploy"].add_to_role_policy(
-            iam.PolicyStatement(
-                actions=[
-                    "sagemaker:CreateEndpoint",
-                    "sagemaker:UpdateEndpoint",
-                    "sagemaker:DescribeEndpoint",
-                    "sagemaker:AddTags",
-                ],
-                resources=[endpoint_arn],
-            )
+        self._grant_deploy(
+            f["Deploy"], a["Deploy"], endpoint_arn=endpoint_arn, packages_arn=registry.packages_arn
         )
         f["ConfirmDeployment"].add_to_role_policy(
             iam.PolicyStatement(
@@ -276,3 +243,54 @@ class PipelineStack(Stack):
         self.model_package_group = registry.group
         # Stateful (holds every registered version): pinned like Storage's resources.
         registry.group.override_logical_id(MODEL_PACKAGE_GROUP_LOGICAL_ID)
+
+    def _grant_deploy(
+        self,
+        deploy: lambda_.IFunction,
+        allow: WildcardAllowances,
+        *,
+        endpoint_arn: str,
+        packages_arn: str,
+    ) -> None:
+        """Deploy: the model from the registered package, a config, then the endpoint.
+
+        Each action on every resource type SageMaker authorizes it against (Service
+        Authorization Reference, "Actions defined by Amazon SageMaker AI",
+        https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonsagemaker.html):
+        CreateEndpoint and UpdateEndpoint check the endpoint and the endpoint config.
+        """
+        any_model, any_config = (
+            self.format_arn(service="sagemaker", resource=kind, resource_name="*")
+            for kind in ("model", "endpoint-config")
+        )
+        statements = [
+            (["sagemaker:DescribeModelPackage"], [packages_arn]),
+            (["sagemaker:CreateModel"], [any_model]),
+            (["sagemaker:CreateEndpointConfig"], [any_config]),
+            (["sagemaker:CreateEndpoint", "sagemaker:UpdateEndpoint"], [endpoint_arn, any_config]),
+            (["sagemaker:DescribeEndpoint"], [endpoint_arn]),
+        ]
+        for actions, resources in statements:
+            deploy.add_to_role_policy(iam.PolicyStatement(actions=actions, resources=resources))
+        # CreateModel passes the execution role, to SageMaker only ("Grant a user
+        # permissions to pass a role to an AWS service", iam:PassedToService,
+        # https://docs.aws.amazon.com/IAM/latest/UserGuide/id_roles_use_passrole.html).
+        deploy.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["iam:PassRole"],
+                resources=[self.sagemaker_role.role_arn],
+                conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
+            )
+        )
+        allow.allow_resource(
+            any_model, "Deploy creates one model per model version, named at run time."
+        )
+        allow.allow_resource(
+            any_config,
+            "Deploy creates one endpoint config per model version, named at run time; "
+            "CreateEndpoint/UpdateEndpoint authorize that config too.",
+        )
+        allow.allow_resource(
+            packages_arn,
+            "Versions of the one model package group; SageMaker numbers them at run time.",
+        )

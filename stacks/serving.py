@@ -67,19 +67,21 @@ class ServingStack(Stack):
         grant_table(tables.model_versions, fn, allow, write=True)
         self.notifications.notify_topic.grant_publish(fn)
         allow.allow_action("kms:GenerateDataKey*", KMS_ACTIONS["kms:GenerateDataKey*"])
-        fn.add_to_role_policy(
-            iam.PolicyStatement(
-                actions=["sagemaker:DescribeEndpoint", "sagemaker:UpdateEndpoint"],
-                resources=[self.endpoint_arn],
-            )
-        )
         any_endpoint_config = self.format_arn(
             service="sagemaker", resource="endpoint-config", resource_name="*"
         )
+        # UpdateEndpoint is authorized on the endpoint and the target endpoint config
+        # (Service Authorization Reference, "Actions defined by Amazon SageMaker AI",
+        # https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonsagemaker.html).
         fn.add_to_role_policy(
             iam.PolicyStatement(
-                actions=["sagemaker:DescribeEndpointConfig", "sagemaker:UpdateEndpoint"],
-                resources=[any_endpoint_config],
+                actions=["sagemaker:UpdateEndpoint"],
+                resources=[self.endpoint_arn, any_endpoint_config],
+            )
+        )
+        fn.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["sagemaker:DescribeEndpoint"], resources=[self.endpoint_arn]
             )
         )
         allow.allow_resource(

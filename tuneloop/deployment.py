@@ -1,5 +1,9 @@
 """Deploy and ConfirmDeployment: put a registered model behind the endpoint, then promote it.
 
+The endpoint's model is made from the model package Register created
+(``PrimaryContainer.ModelPackageName``), so the image, artifact and environment that serve
+are exactly what the gate approved and the registry records; nothing is rebuilt here.
+
 A new endpoint is created directly. An existing one is updated blue/green: SageMaker brings
 up the new fleet, shifts all traffic at once, bakes for ``TERMINATION_WAIT_SECONDS`` while
 watching the rollback alarms, and restores the old fleet itself if one fires. The state
@@ -9,14 +13,13 @@ machine then polls the endpoint and ConfirmDeployment checks which config it end
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from tuneloop import aws
 from tuneloop.control import Release, read_production, replace_production
-from tuneloop.lmi import LmiSettings
 from tuneloop.model_versions import (
     DEPLOYED,
     DEPLOYING,
@@ -25,7 +28,6 @@ from tuneloop.model_versions import (
     now_iso,
     update_version,
 )
-from tuneloop.serving_container import ServingContainer
 
 VARIANT_NAME = "AllTraffic"
 # Baking time after the traffic shift during which an alarm rolls the deployment back.
@@ -46,21 +48,16 @@ class DeploymentRolledBack(RuntimeError):  # noqa: N818 - the contract's error n
     """
 
 
+class PackageNotApprovedError(RuntimeError):
+    """The model package is not approved in the registry: it must not serve."""
+
+
 @dataclass(frozen=True)
 class ServingSettings:
     endpoint_name: str
-    image_uri: str
     instance_type: str
     role_arn: str
-    rollback_alarm_names: tuple[str, ...]
-    backend: str = "tuneloop"
-    """``tuneloop`` (our ``inference.py`` on the HF DLC) or ``lmi`` (``tuneloop.lmi``)."""
-    artifacts_bucket: str = ""
-    lmi: LmiSettings = field(default_factory=LmiSettings)
-
-    @property
-    def container(self) -> ServingContainer:
-        return ServingContainer(self.image_uri, self.backend, self.artifacts_bucket, self.lmi)
+    rollback_alarm_names: tuple[str, ...] = ()
 
 
 def resource_name(model_version: str, kind: str) -> str:
@@ -97,14 +94,26 @@ def deployment_config(alarm_names: tuple[str, ...]) -> dict[str, Any]:
     return config
 
 
+def approved_package(model_package_arn: str) -> dict[str, Any]:
+    """The registered package, refused unless the registry says ``Approved``."""
+    package = dict(aws.sagemaker().describe_model_package(ModelPackageName=model_package_arn))
+    status = package.get("ModelApprovalStatus")
+    if status != "Approved":
+        raise PackageNotApprovedError(
+            f"model package {model_package_arn} is {status}, not Approved; it is not deployed"
+        )
+    return package
+
+
 def deploy_model(
     model_version: str,
-    model_data: str,
+    model_package_arn: str,
     *,
     serving: ServingSettings,
     model_versions_table: str,
 ) -> dict[str, str]:
-    """Create model + endpoint config; create the endpoint or start a blue/green update."""
+    """Create model (from the package) + endpoint config; create the endpoint or start a
+    blue/green update."""
     sagemaker = aws.sagemaker()
     endpoint = describe_endpoint(serving.endpoint_name)
     if endpoint is not None and endpoint["EndpointStatus"] != "InService":
@@ -112,10 +121,12 @@ def deploy_model(
             f"endpoint {serving.endpoint_name} is {endpoint['EndpointStatus']}; "
             f"{model_version} can be deployed once it is InService again"
         )
-    container: Any = serving.container.definition(model_version, model_data)
+    approved_package(model_package_arn)
     model_name = resource_name(model_version, "model")
     sagemaker.create_model(
-        ModelName=model_name, ExecutionRoleArn=serving.role_arn, PrimaryContainer=container
+        ModelName=model_name,
+        ExecutionRoleArn=serving.role_arn,
+        PrimaryContainer={"ModelPackageName": model_package_arn},
     )
     config_name = resource_name(model_version, "config")
     # Any: the instance type comes from configuration, the stubs want a literal.
@@ -144,9 +155,7 @@ def deploy_model(
         model_version,
         {
             "status": DEPLOYING,
-            "model_data_url": model_data,
             "model_name": model_name,
-            "serving_backend": serving.backend,
             "endpoint_config_name": config_name,
             "endpoint_name": serving.endpoint_name,
             "deploy_started_at": now_iso(),

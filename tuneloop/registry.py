@@ -91,7 +91,8 @@ def register_model(
         "model_version": registration.model_version,
         **{name: str(value) for name, value in lineage.items()},
     }
-    # The container Deploy will run (with LMI: the repacked adapter and its image).
+    # The container Deploy runs from this package (with LMI: the adapter is repacked here,
+    # once per version, and the package names the repacked artifact and the LMI image).
     # Any: the container's environment comes from configuration; the stubs want literals.
     specification: Any = {
         "Containers": [container.definition(registration.model_version, registration.model_data)],
@@ -118,6 +119,7 @@ def register_model(
         {
             "status": REGISTERED,
             "model_package_arn": arn,
+            "serving_backend": container.backend,
             "registered_at": now_iso(),
             **lineage,
         },

@@ -1,10 +1,11 @@
 """Deploy: SageMaker model + endpoint config; create the endpoint or update it blue/green.
 
-``SERVING_BACKEND`` picks the container: ``tuneloop`` (our ``inference.py`` on the Hugging
-Face DLC, ``SERVING_IMAGE_URI``) or ``lmi`` (AWS's LMI/vLLM image with the LoRA adapter; the
-artifact is repacked to ``ARTIFACTS_BUCKET``/models/, options from ``LMI_OPTIONS``).
+The model is the package Register created (``ModelPackageName``): its image, artifact and
+environment (our server on the Hugging Face DLC, or LMI with the repacked adapter) are what
+the gate approved; Deploy builds nothing.
 
-Event: ``{"model_version", "model_data"}``. Result (``$.deployment``):
+Event: ``{"model_version", "model_package_arn"}`` (``$.registration.model_package_arn``).
+Result (``$.deployment``):
 ``{"endpoint_name", "endpoint_config_name", "previous_endpoint_config_name"}``
 (``previous_endpoint_config_name`` is ``""`` when the endpoint was created).
 """
@@ -19,7 +20,6 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from tuneloop.deployment import ServingSettings, deploy_model
 from tuneloop.envmodel import load_env
-from tuneloop.lmi import LmiSettings
 
 logger = Logger()
 
@@ -29,13 +29,9 @@ class Env:
     control_table: str
     model_versions_table: str
     endpoint_name: str
-    serving_image_uri: str
     serving_instance_type: str
     sagemaker_role_arn: str
     rollback_alarm_names: tuple[str, ...]
-    serving_backend: str = "tuneloop"
-    artifacts_bucket: str = ""
-    lmi_options: str = "{}"
 
 
 @logger.inject_lambda_context
@@ -43,16 +39,12 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     env = load_env(Env)
     result = deploy_model(
         str(event["model_version"]),
-        str(event["model_data"]),
+        str(event["model_package_arn"]),
         serving=ServingSettings(
             endpoint_name=env.endpoint_name,
-            image_uri=env.serving_image_uri,
             instance_type=env.serving_instance_type,
             role_arn=env.sagemaker_role_arn,
             rollback_alarm_names=env.rollback_alarm_names,
-            backend=env.serving_backend,
-            artifacts_bucket=env.artifacts_bucket,
-            lmi=LmiSettings.from_json(env.lmi_options),
         ),
         model_versions_table=env.model_versions_table,
     )

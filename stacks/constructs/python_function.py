@@ -12,6 +12,7 @@ from constructs import Construct
 
 from stacks.assets import LAMBDA_CODE_EXCLUDES, PROJECT_ROOT
 from stacks.config import StageConfig
+from stacks.constructs.logs_key import logs_key
 from stacks.nag import WildcardAllowances, acknowledge
 from stacks.retention import log_retention
 
@@ -60,6 +61,7 @@ class PythonFunction(Construct):
             self,
             "Logs",
             retention=log_retention(config.log_retention_days),
+            encryption_key=logs_key(self, retain=config.retain_data),
             removal_policy=RemovalPolicy.RETAIN if config.retain_data else RemovalPolicy.DESTROY,
         )
         self.log_group.grant_write(self.role)

@@ -27,6 +27,8 @@ from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
 from stacks.config import StageConfig
+from stacks.constructs.logs_key import logs_key
+from stacks.grants import KMS_ACTIONS
 from stacks.nag import WildcardAllowances
 from stacks.retention import log_retention
 
@@ -38,18 +40,29 @@ TRAIN_METRIC_DEFINITIONS = {
     "train_loss": r"train_loss=([0-9.eE+-]+);",
     "train_tokens_per_second": r"train_tokens_per_second=([0-9.eE+-]+);",
 }
+# DescribeEndpoint statuses that waiting cannot change (SageMaker API reference,
+# DescribeEndpoint "EndpointStatus"): the run fails at once instead of polling until its
+# timeout. Creating, Updating, SystemUpdating, RollingBack and Deleting are transitional.
+ENDPOINT_FAILED_STATUSES = ("Failed", "OutOfService", "UpdateRollbackFailed")
 SAGEMAKER_RETRY_ERRORS = ["SageMaker.AmazonSageMakerException", "SageMaker.ThrottlingException"]
 _P = sfn.JsonPath
 
 
 class _S3Uri(tasks.S3Location):
-    """An ``s3://`` location as given. ``S3Location.from_bucket`` renders an ``https://``
-    URL, while the contract (and the Gate, and the local platform) use ``s3://`` URIs.
-    Access is granted to the SageMaker role by its construct, not here."""
+    """An ``s3://`` location as given, or read from the state (``from_state``).
+
+    ``S3Location.from_bucket`` renders an ``https://`` URL, while the contract (and the
+    Gate, and the local platform) use ``s3://`` URIs; and ``S3Location.from_json_expression``
+    grants the job role s3:GetObject/s3:ListBucket on every bucket ("*"). Access is granted
+    to the SageMaker role by its construct, prefix by prefix, not here."""
 
     def __init__(self, uri: str) -> None:
         super().__init__()
         self._uri = uri
+
+    @classmethod
+    def from_state(cls, json_path: str) -> _S3Uri:
+        return cls(_P.string_at(json_path))
 
     def bind(
         self,
@@ -239,11 +252,12 @@ class RetrainStateMachine(Construct):
             },
             result_path="$.registration",
         )
+        # Deploy serves the package Register created: what the gate approved is what runs.
         deploy = self._lambda(
             "Deploy",
             {
                 "model_version": _P.string_at("$.dataset.model_version"),
-                "model_data": _P.string_at("$.train.model_data"),
+                "model_package_arn": _P.string_at("$.registration.model_package_arn"),
             },
             result_path="$.deployment",
         )
@@ -293,11 +307,11 @@ class RetrainStateMachine(Construct):
         endpoint_failed = sfn.Pass(
             self,
             "EndpointFailed",
-            comment="Shape a Catch-like error for an endpoint that did not reach InService.",
+            comment="Shape a Catch-like error for an endpoint that cannot reach InService.",
             parameters={
                 "Error": "EndpointNotInService",
                 "Cause": _P.format(
-                    "endpoint {} is {}",
+                    "endpoint {} is {}; DescribeEndpoint's FailureReason says why",
                     _P.string_at("$.deployment.endpoint_name"),
                     _P.string_at("$.endpoint.status"),
                 ),
@@ -337,8 +351,10 @@ class RetrainStateMachine(Construct):
             )
             .when(
                 sfn.Condition.or_(
-                    sfn.Condition.string_equals("$.endpoint.status", "Failed"),
-                    sfn.Condition.string_equals("$.endpoint.status", "OutOfService"),
+                    *(
+                        sfn.Condition.string_equals("$.endpoint.status", status)
+                        for status in ENDPOINT_FAILED_STATUSES
+                    )
                 ),
                 endpoint_failed.next(record_failure),
             )
@@ -358,6 +374,7 @@ class RetrainStateMachine(Construct):
             self,
             "Logs",
             retention=log_retention(config.log_retention_days),
+            encryption_key=logs_key(self, retain=config.retain_data),
             removal_policy=RemovalPolicy.RETAIN if config.retain_data else RemovalPolicy.DESTROY,
         )
         self.state_machine = sfn.StateMachine(
@@ -368,10 +385,18 @@ class RetrainStateMachine(Construct):
             state_machine_type=sfn.StateMachineType.STANDARD,
             timeout=Duration.hours(config.execution_timeout_hours),
             tracing_enabled=True,
+            # Every state transition, without inputs and outputs: the timeline of a run
+            # stays searchable, while records, dataset details and error payloads stay in
+            # the execution history (docs/stacks.md).
             logs=sfn.LogOptions(
-                destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=True
+                destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=False
             ),
         )
+        # SnsPublish grants sns:Publish only; the topic is KMS-encrypted, and publishing
+        # needs kms:GenerateDataKey* and kms:Decrypt on its key ("Configure AWS KMS
+        # permissions", https://docs.aws.amazon.com/sns/latest/dg/sns-key-management.html).
+        # grant_publish adds both on that one key.
+        notify_topic.grant_publish(self.state_machine)
         self._acknowledge_role_findings()
 
     # ---- state builders ------------------------------------------------------------------
@@ -454,7 +479,7 @@ class RetrainStateMachine(Construct):
                     channel_name=name,
                     data_source=tasks.DataSource(
                         s3_data_source=tasks.S3DataSource(
-                            s3_location=tasks.S3Location.from_json_expression(path),
+                            s3_location=_S3Uri.from_state(path),
                             s3_data_type=tasks.S3DataType.S3_PREFIX,
                             s3_data_distribution_type=tasks.S3DataDistributionType.FULLY_REPLICATED,
                         )
@@ -507,5 +532,8 @@ class RetrainStateMachine(Construct):
         allow.allow_resource(
             "*",
             "X-Ray and CloudWatch Logs delivery (logs:CreateLogDelivery, ...) for the state "
-            "machine support no resource-level permissions.",
+            "machine support no resource-level permissions; sagemaker:ListTags on '*' is Step "
+            "Functions' documented policy for SageMaker .sync tasks. "
+            "tests/infra/test_permissions.py pins the actions allowed on '*'.",
         )
+        allow.allow_action("kms:GenerateDataKey*", KMS_ACTIONS["kms:GenerateDataKey*"])

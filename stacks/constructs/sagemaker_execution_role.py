@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from aws_cdk import ArnFormat, Stack
+from aws_cdk import aws_cloudwatch as cw
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
@@ -12,10 +15,13 @@ from stacks.constructs.training_code import TrainingCode
 from stacks.grants import grant_objects
 from stacks.nag import WildcardAllowances
 
+SOURCE_RESOURCE_TYPES = ("training-job", "processing-job", "model", "endpoint", "endpoint-config")
+"""What SageMaker assumes the role for: Train/Evaluate jobs, the endpoint's models."""
+
 
 class SageMakerExecutionRole(Construct):
     """Reads training sets, code and images; writes job output to the artifacts bucket;
-    writes its logs and metrics. Nothing else."""
+    writes its logs and metrics; reads the rollback alarms' state. Nothing else."""
 
     def __init__(
         self,
@@ -26,13 +32,27 @@ class SageMakerExecutionRole(Construct):
         artifacts: s3.IBucket,
         training_code: TrainingCode,
         images: list[DlcImageUri],
+        rollback_alarms: Sequence[cw.IAlarm],
     ) -> None:
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
+        # Confused deputy: SageMaker may assume the role only for this account's jobs,
+        # models and endpoints ("Cross-service confused deputy prevention",
+        # https://docs.aws.amazon.com/sagemaker/latest/dg/security-confused-deputy-prevention.html).
+        source_arns = [
+            stack.format_arn(service="sagemaker", resource=kind, resource_name="*")
+            for kind in SOURCE_RESOURCE_TYPES
+        ]
         self.role = iam.Role(
             self,
             "Role",
-            assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
+            assumed_by=iam.ServicePrincipal(
+                "sagemaker.amazonaws.com",
+                conditions={
+                    "StringEquals": {"aws:SourceAccount": stack.account},
+                    "ArnLike": {"aws:SourceArn": source_arns},
+                },
+            ),
             description="TuneLoop SageMaker jobs and endpoint",
         )
         self.allowances = WildcardAllowances(self.role)
@@ -74,6 +94,15 @@ class SageMakerExecutionRole(Construct):
         allow.allow_resource(
             sagemaker_logs,
             "SageMaker writes job and endpoint logs to log groups it names under /aws/sagemaker/.",
+        )
+        # Blue/green deployment guardrails watch the auto-rollback alarms as this role
+        # ("Auto-Rollback Configuration and Monitoring",
+        # https://docs.aws.amazon.com/sagemaker/latest/dg/deployment-guardrails-configuration.html).
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["cloudwatch:DescribeAlarms"],
+                resources=[alarm.alarm_arn for alarm in rollback_alarms],
+            )
         )
         self.role.add_to_policy(
             iam.PolicyStatement(

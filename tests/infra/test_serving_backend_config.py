@@ -66,11 +66,9 @@ def test_an_lmi_stage_synthesizes_with_the_lmi_image_and_its_grants(
         for fn in functions.values()
         if fn["Properties"]["Environment"]["Variables"].get("SERVING_BACKEND")
     }
-    # Register describes the container Deploy runs, so both see the same backend and image
-    assert sorted(by_handler) == [
-        "lambdas.deploy.handler.handler",
-        "lambdas.register.handler.handler",
-    ]
+    # Register builds the LMI container once, into the package Deploy serves: only
+    # Register knows the backend and image
+    assert sorted(by_handler) == ["lambdas.register.handler.handler"]
     for variables in by_handler.values():
         assert variables["SERVING_BACKEND"] == "lmi"
         assert "djl-inference" in json.dumps(variables["SERVING_IMAGE_URI"])

@@ -190,5 +190,70 @@ def test_local_stage_uses_tiny_numbers(local: Assembly) -> None:
 def test_logging_and_tracing(dev: Assembly) -> None:
     props = _definition(dev)[1]
     assert props["TracingConfiguration"] == {"Enabled": True}
+
+
+def test_endpoint_ready_ends_the_wait_on_every_terminal_failure_status(
+    states: dict[str, Any],
+) -> None:
+    # Given the statuses DescribeEndpoint reports that no longer change by waiting
+    # (SageMaker API reference, DescribeEndpoint: EndpointStatus)
+    terminal = {"Failed", "OutOfService", "UpdateRollbackFailed"}
+    ready = states["EndpointReady"]
+    # Then each of them leads to EndpointFailed, and only transitional ones wait
+    failing = {
+        condition["StringEquals"]
+        for choice in ready["Choices"]
+        if choice["Next"] == "EndpointFailed"
+        for condition in choice.get("Or", [choice])
+    }
+    assert failing == terminal
+    waiting = {"Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting"}
+    assert not waiting & failing
+    assert ready["Default"] == "WaitForEndpoint"
+
+
+def test_endpoint_failed_names_the_endpoint_and_its_status(states: dict[str, Any]) -> None:
+    failed = states["EndpointFailed"]
+    assert failed["Parameters"]["Error"] == "EndpointNotInService"
+    cause = failed["Parameters"]["Cause.$"]
+    assert cause.startswith("States.Format('endpoint {} is {};")
+    assert cause.endswith("$.deployment.endpoint_name, $.endpoint.status)")
+
+
+def test_logs_hold_every_transition_but_no_execution_data(dev: Assembly) -> None:
+    props = _definition(dev)[1]
     assert props["LoggingConfiguration"]["Level"] == "ALL"
-    assert props["LoggingConfiguration"]["IncludeExecutionData"] is True
+    assert props["LoggingConfiguration"]["IncludeExecutionData"] is False
+
+
+@pytest.mark.parametrize("stage", ["dev", "local"])
+def test_every_log_group_is_encrypted_with_a_key_logs_may_use(
+    stage: str, request: pytest.FixtureRequest
+) -> None:
+    # Given every log group of every stack
+    assembly: Assembly = request.getfixturevalue(stage)
+    for stack, template in assembly.templates.items():
+        resources = template["Resources"]
+        for name, group in resources.items():
+            if group["Type"] != "AWS::Logs::LogGroup":
+                continue
+            # Then it names a key of its own stack ...
+            key_ref = group["Properties"].get("KmsKeyId")
+            assert key_ref, f"{stack}/{name} is not KMS-encrypted"
+            key_id, attribute = key_ref["Fn::GetAtt"]
+            assert (resources[key_id]["Type"], attribute) == ("AWS::KMS::Key", "Arn")
+            # ... whose policy lets this region's CloudWatch Logs use it, for this
+            # account's log groups only (kms:EncryptionContext:aws:logs:arn)
+            (statement,) = [
+                s
+                for s in resources[key_id]["Properties"]["KeyPolicy"]["Statement"]
+                if "logs." in json.dumps(s.get("Principal", {}))
+            ]
+            assert statement["Principal"]["Service"] == {
+                "Fn::Join": ["", ["logs.", {"Ref": "AWS::Region"}, ".", {"Ref": "AWS::URLSuffix"}]]
+            }
+            assert {"kms:Encrypt*", "kms:Decrypt*", "kms:GenerateDataKey*"} <= set(
+                statement["Action"]
+            )
+            context = statement["Condition"]["ArnLike"]["kms:EncryptionContext:aws:logs:arn"]
+            assert json.dumps(context).endswith(':log-group:*"]]}')

@@ -141,7 +141,6 @@ HANDLER_ENV: dict[str, tuple[str, ...]] = {
         "CONTROL_TABLE",
         "MODEL_VERSIONS_TABLE",
         "ENDPOINT_NAME",
-        "SERVING_IMAGE_URI",
         "SERVING_INSTANCE_TYPE",
         "SAGEMAKER_ROLE_ARN",
         "ROLLBACK_ALARM_NAMES",

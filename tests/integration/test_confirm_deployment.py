@@ -9,6 +9,7 @@ from botocore.stub import Stubber
 
 from lambdas.confirm_deployment.handler import handler
 from lambdas.deploy.handler import handler as deploy
+from lambdas.register.handler import handler as register
 from tests.integration.aws_fixtures import (
     Platform,
     aws_credentials,
@@ -30,6 +31,7 @@ V2_DATA = "s3://tuneloop-artifacts/jobs/v0002-train/output/model.tar.gz"
 @pytest.fixture
 def env(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> Platform:
     for name, value in {
+        **handler_env(platform, "register"),
         **handler_env(platform, "deploy"),
         **handler_env(platform, "confirm_deployment"),
     }.items():
@@ -46,8 +48,19 @@ def status(platform: Platform, model_version: str) -> str:
     return str(item["Item"]["status"])
 
 
+def deploy_v1() -> dict[str, str]:
+    """Register v0001 (its lineage names the trained artifact), then Deploy its package."""
+    registration = register({"model_version": "v0001", "model_data": V1_DATA}, lambda_context())
+    return dict(
+        deploy(
+            {"model_version": "v0001", "model_package_arn": registration["model_package_arn"]},
+            lambda_context(),
+        )
+    )
+
+
 def promote_v1(platform: Platform) -> dict[str, str]:
-    deployment = deploy({"model_version": "v0001", "model_data": V1_DATA}, lambda_context())
+    deployment = deploy_v1()
     handler({"model_version": "v0001", "deployment": deployment}, lambda_context())
     return deployment
 
@@ -64,7 +77,7 @@ def stage_v2(platform: Platform, config: str) -> dict[str, str]:
 
 
 def test_the_first_deployment_becomes_production_without_last_known_good(env: Platform) -> None:
-    deployment = deploy({"model_version": "v0001", "model_data": V1_DATA}, lambda_context())
+    deployment = deploy_v1()
 
     result = handler({"model_version": "v0001", "deployment": deployment}, lambda_context())
 

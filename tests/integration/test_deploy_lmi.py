@@ -1,4 +1,5 @@
-"""Deploy with ``SERVING_BACKEND=lmi``: LMI image and environment, adapters/<name>/ layout."""
+"""The LMI backend: Register repacks the adapter once (LMI image and environment,
+adapters/<name>/ layout) into the model package; Deploy serves that package as it is."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from lambdas.deploy.handler import handler
+from lambdas.deploy.handler import handler as deploy
+from lambdas.register.handler import handler
 from tests.integration.aws_fixtures import (
     Platform,
     aws_credentials,
@@ -65,7 +67,7 @@ def use_lmi_env(monkeypatch: pytest.MonkeyPatch, platform: Platform, function: s
 
 @pytest.fixture
 def env(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> Platform:
-    use_lmi_env(monkeypatch, platform, "deploy")
+    use_lmi_env(monkeypatch, platform, "register")
     return platform
 
 
@@ -74,11 +76,11 @@ def upload(platform: Platform, body: bytes) -> str:
     return f"s3://{platform.artifacts_bucket}/{MODEL_KEY}"
 
 
-def deployed_container(platform: Platform, result: dict[str, Any]) -> dict[str, Any]:
-    sagemaker = aws.sagemaker()
-    config = sagemaker.describe_endpoint_config(EndpointConfigName=result["endpoint_config_name"])
-    model = sagemaker.describe_model(ModelName=config["ProductionVariants"][0]["ModelName"])
-    return dict(model["PrimaryContainer"])
+def registered_container(result: dict[str, Any]) -> dict[str, Any]:
+    """The one container of the package Register returned."""
+    package = aws.sagemaker().describe_model_package(ModelPackageName=result["model_package_arn"])
+    (container,) = package["InferenceSpecification"]["Containers"]
+    return dict(container)
 
 
 def read_tarball(platform: Platform, uri: str) -> dict[str, bytes]:
@@ -92,14 +94,14 @@ def read_tarball(platform: Platform, uri: str) -> dict[str, bytes]:
         }
 
 
-def test_an_adapter_is_deployed_on_lmi_with_vllm_lora_and_the_adapters_layout(
+def test_an_adapter_is_registered_on_lmi_with_vllm_lora_and_the_adapters_layout(
     env: Platform,
 ) -> None:
     model_data = upload(env, adapter_artifact())
 
     result = handler({"model_version": VERSION, "model_data": model_data}, lambda_context())
 
-    container = deployed_container(env, result)
+    container = registered_container(result)
     assert container["Image"] == LMI_IMAGE
     lmi_uri = f"s3://{env.artifacts_bucket}/models/{VERSION}/lmi/model.tar.gz"
     assert container["ModelDataUrl"] == lmi_uri
@@ -150,7 +152,8 @@ def test_a_base_model_lmi_cannot_load_is_refused_before_anything_is_created(
     model_data = upload(env, adapter_artifact(base_model="smollm2-135m-instruct"))
     with pytest.raises(LmiArtifactError, match="cannot be loaded by LMI"):
         handler({"model_version": VERSION, "model_data": model_data}, lambda_context())
-    assert aws.sagemaker().list_models()["Models"] == []
+    packages = aws.sagemaker().list_model_packages(ModelPackageGroupName=env.model_package_group)
+    assert packages["ModelPackageSummaryList"] == []
 
 
 def test_a_full_model_is_served_by_lmi_as_it_is(env: Platform) -> None:
@@ -158,7 +161,7 @@ def test_a_full_model_is_served_by_lmi_as_it_is(env: Platform) -> None:
 
     result = handler({"model_version": VERSION, "model_data": model_data}, lambda_context())
 
-    container = deployed_container(env, result)
+    container = registered_container(result)
     assert container["ModelDataUrl"] == model_data
     assert container["Environment"]["HF_MODEL_ID"] == "/opt/ml/model"
     assert "OPTION_ENABLE_LORA" not in container["Environment"]
@@ -167,36 +170,40 @@ def test_a_full_model_is_served_by_lmi_as_it_is(env: Platform) -> None:
 def test_the_default_backend_is_our_inference_handler(
     platform: Platform, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    use_handler_env(monkeypatch, platform, "deploy")
+    use_handler_env(monkeypatch, platform, "register")
     monkeypatch.delenv("SERVING_BACKEND", raising=False)
     result = handler({"model_version": VERSION, "model_data": "s3://b/k.tar.gz"}, lambda_context())
-    container = deployed_container(platform, result)
+    container = registered_container(result)
     assert container["Environment"] == {"SAGEMAKER_PROGRAM": "inference.py"}
     assert container["ModelDataUrl"] == "s3://b/k.tar.gz"
 
 
-def test_register_records_the_lmi_container_that_deploy_then_runs(
+def test_deploy_serves_the_registered_lmi_package_without_building_again(
     env: Platform, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from lambdas.register.handler import handler as register
-
-    # Given an adapter artifact, and Register configured like Deploy (LMI)
+    # Given a version registered on LMI (Register repacked the adapter, once)
     model_data = upload(env, adapter_artifact())
-    use_lmi_env(monkeypatch, env, "register")
+    registration = handler({"model_version": VERSION, "model_data": model_data}, lambda_context())
+    written = aws.s3().list_objects_v2(Bucket=env.artifacts_bucket, Prefix="models/")["Contents"]
 
-    # When the version is registered, then deployed
-    arn = register({"model_version": VERSION, "model_data": model_data}, lambda_context())
-    package = aws.sagemaker().describe_model_package(ModelPackageName=arn["model_package_arn"])
-    (registered,) = package["InferenceSpecification"]["Containers"]
-    use_lmi_env(monkeypatch, env, "deploy")
-    deployed = deployed_container(
-        env, handler({"model_version": VERSION, "model_data": model_data}, lambda_context())
+    # When Deploy serves it
+    use_handler_env(monkeypatch, env, "deploy")
+    result = deploy(
+        {"model_version": VERSION, "model_package_arn": registration["model_package_arn"]},
+        lambda_context(),
     )
 
-    # Then the registry's package is the container the endpoint runs: LMI image, the
-    # repacked adapter, the same environment
+    # Then the endpoint's model is the package, and nothing was repacked again
+    sagemaker = aws.sagemaker()
+    config = sagemaker.describe_endpoint_config(EndpointConfigName=result["endpoint_config_name"])
+    model = sagemaker.describe_model(ModelName=config["ProductionVariants"][0]["ModelName"])
+    assert model["PrimaryContainer"] == {"ModelPackageName": registration["model_package_arn"]}
+    assert (
+        aws.s3().list_objects_v2(Bucket=env.artifacts_bucket, Prefix="models/")["Contents"]
+        == written
+    )
+    (package_container,) = sagemaker.describe_model_package(
+        ModelPackageName=registration["model_package_arn"]
+    )["InferenceSpecification"]["Containers"]
     lmi_uri = f"s3://{env.artifacts_bucket}/models/{VERSION}/lmi/model.tar.gz"
-    assert (registered["Image"], registered["ModelDataUrl"]) == (LMI_IMAGE, lmi_uri)
-    assert (deployed["Image"], deployed["ModelDataUrl"]) == (LMI_IMAGE, lmi_uri)
-    assert registered["Environment"] == deployed["Environment"]
-    assert registered["Environment"]["OPTION_ENABLE_LORA"] == "true"
+    assert (package_container["Image"], package_container["ModelDataUrl"]) == (LMI_IMAGE, lmi_uri)

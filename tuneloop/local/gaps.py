@@ -215,8 +215,23 @@ def _variant_model(backend: Any, endpoint_config_name: str) -> Any:
     return backend.describe_model(config.production_variants[0]["ModelName"])
 
 
+# Gap: a model made from a registered package (``ModelPackageName``, what Deploy creates)
+# names no artifact of its own; SageMaker serves the package's container, so the local
+# endpoint resolves the package to its container (image, ModelDataUrl, environment).
+def _serving_container(model: Any) -> dict[str, Any]:
+    from moto.sagemaker.models import sagemaker_backends
+
+    container = dict(model.primary_container or (model.containers or [{}])[0])
+    package_arn = container.get("ModelPackageName")
+    if not package_arn:
+        return container
+    region, account = str(package_arn).split(":")[3:5]
+    package = sagemaker_backends[account][region].describe_model_package(package_arn)
+    return dict(package.inference_specification["Containers"][0])
+
+
 def _model_data_url(model: Any) -> str:
-    container = model.primary_container or (model.containers or [{}])[0]
+    container = _serving_container(model)
     return str(container["ModelDataUrl"])
 
 
