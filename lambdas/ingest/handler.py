@@ -68,9 +68,17 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
                 logger.info("segment deferred to another invocation")
                 return {"status": "deferred"}
             segments_started += 1
-        result = ingest_message(
-            record.body, tables, settings, queue_url=env.ingest_queue_url
-        ).as_dict()
+        try:
+            result = ingest_message(
+                record.body, tables, settings, queue_url=env.ingest_queue_url
+            ).as_dict()
+        except Exception:
+            # Records never fail a message (they are quarantined); what does is retried
+            # and may reach the DLQ, so its cause is logged here.
+            logger.exception(
+                "message failed; it is retried", extra={"message_id": record.message_id}
+            )
+            raise
         logger.info("drop processed", extra={"drop": result})
         return result
 

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from tuneloop.ingest.accounting import DropTally, StoredAt, account_in_chunks
 from tuneloop.ingest.model import Candidate, Entry, Rejection
-from tuneloop.ingest.parsing import EXTENSIONS, parse_file, parse_stream
+from tuneloop.ingest.parsing import EXTENSIONS, ReadOptions, parse_file, parse_stream
 from tuneloop.ingest.settings import IngestSettings
 
 PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -167,3 +167,47 @@ def test_every_record_of_every_format_is_accounted_for_in_chunks(
     )
     assert tally.received == len(items)
     assert tally.reconciles
+
+
+# Hostile lines: nesting deeper than the parser's recursion, lone surrogates, integers over
+# Python's digit limit, lines over max_line_bytes, bytes that are not UTF-8.
+HOSTILE_LIMIT = 4096
+hostile_line = st.one_of(
+    st.integers(1000, 4000).map(lambda depth: '{"text": ' + "[" * depth + "]" * depth + "}"),
+    st.integers(0xD800, 0xDFFF).map(lambda code: '{"text": "x\\u' + f"{code:04x}" + '"}'),
+    st.integers(4400, 6000).map(lambda digits: '{"text": "x", "n": ' + "7" * digits + "}"),
+    st.integers(HOSTILE_LIMIT + 1, 4 * HOSTILE_LIMIT).map(lambda n: "q" * n),
+    st.sampled_from(["\udcff\udcfe", '{"text": "\udc80"}', '"' * 3, "[" * 50]),
+)
+
+
+@PROPERTY
+@given(
+    lines=st.lists(
+        st.one_of(st.builds(lambda t: json.dumps({"text": "ok " + t}), one_line), hostile_line),
+        max_size=15,
+    ),
+    extension=st.sampled_from([".jsonl", ".log", ".txt", ".csv", ".tsv", ".json"]),
+    chunk=st.integers(1, 6),
+    compress=st.booleans(),
+)
+def test_hostile_lines_never_fail_the_file_and_every_record_is_accounted_for(
+    lines: list[str], extension: str, chunk: int, compress: bool
+) -> None:
+    body = ("text\n" if extension in (".csv", ".tsv") else "") + "\n".join(lines)
+    data = body.encode("utf-8", "surrogateescape")
+    stream = io.BytesIO(gzip.compress(data) if compress else data)
+    tally = DropTally()
+    settings_ = IngestSettings(chunk_records=chunk, max_line_bytes=HOSTILE_LIMIT)
+    account_in_chunks(
+        parse_stream(f"drops/x/f{extension}", stream, ReadOptions(max_line_bytes=HOSTILE_LIMIT)),
+        drop_id="d",
+        store=_MemoryStore(),
+        settings=settings_,
+        on_chunk=tally.add,
+    )
+    assert tally.reconciles
+    # Nothing failed the file: every JSONL line is one record, each accounted for
+    if extension == ".jsonl":
+        assert tally.received == len(lines)
+    assert "processing_error" not in tally.reasons

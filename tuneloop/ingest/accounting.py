@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from tuneloop.ingest.guard import unexpected
 from tuneloop.ingest.minhash import MemoryLSH, MinHasher, NearMatch, Signature
 from tuneloop.ingest.model import Candidate, Rejection
 from tuneloop.ingest.parsing import ParsedFile
@@ -112,13 +113,21 @@ def account_for_file(
         if isinstance(item, Rejection):
             outcome.rejections.append(item)
             continue
-        checked = validate_entry(parsed.file, item, text_field=text_field, unit=parsed.unit)
-        if isinstance(checked, Rejection):
-            outcome.rejections.append(checked)
+        stage = "validation"
+        try:
+            checked = validate_entry(parsed.file, item, text_field=text_field, unit=parsed.unit)
+            if isinstance(checked, Rejection):
+                outcome.rejections.append(checked)
+                continue
+            stage = "redaction"
+            redacted = processor.redact(checked)
+            stage = "quality filters"
+            finished = processor.finish(parsed.file, redacted, item.raw, unit=parsed.unit)
+        except Exception as exc:  # one record's surprise must not fail the others
+            failed = unexpected(parsed.file, item.line, stage, exc, item.raw, unit=parsed.unit)
+            outcome.rejections.append(failed)
             continue
-        redacted = processor.redact(checked)
         outcome.redactions.update(redacted.redactions)
-        finished = processor.finish(parsed.file, redacted, item.raw, unit=parsed.unit)
         if isinstance(finished, Rejection):
             outcome.rejections.append(finished)
         elif finished.record_id in first_line:
@@ -229,9 +238,23 @@ class DropTally:
         return self.received == accounted
 
 
-def chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+def chunks(items: Iterable[Any], size: int, max_bytes: int | None = None) -> Iterator[list[Any]]:
+    """Lists of at most ``size`` items; with ``max_bytes``, a list also ends once its
+    entries' source bytes (``Entry.size``) reach it."""
     iterator = iter(items)
-    while chunk := list(itertools.islice(iterator, size)):
+    if max_bytes is None:
+        while part := list(itertools.islice(iterator, size)):
+            yield part
+        return
+    chunk: list[Any] = []
+    held = 0
+    for item in iterator:
+        chunk.append(item)
+        held += getattr(item, "size", 0)
+        if len(chunk) >= size or held >= max_bytes:
+            yield chunk
+            chunk, held = [], 0
+    if chunk:
         yield chunk
 
 
@@ -245,14 +268,15 @@ def account_in_chunks(
     tags: tuple[str, ...] = (),
     on_chunk: Callable[[FileOutcome], None],
 ) -> None:
-    """``account_for_file`` over ``settings.chunk_records`` records at a time, so memory
-    is bounded by the chunk, not the file; ``on_chunk`` takes each chunk's outcome.
+    """``account_for_file`` over ``settings.chunk_records`` records (and at most about
+    ``settings.chunk_bytes`` of their source) at a time, so memory is bounded by the
+    chunk, not the file; ``on_chunk`` takes each chunk's outcome.
 
     A duplicate of a record from an earlier chunk is found by the store (it exists
     already), a near-duplicate by the index (a fresh one per chunk from ``new_index``, so
     no cache grows with the file).
     """
-    for chunk in chunks(parsed.items, settings.chunk_records):
+    for chunk in chunks(parsed.items, settings.chunk_records, settings.chunk_bytes):
         part = ParsedFile(parsed.file, parsed.unit, chunk, parsed.format)
         outcome = account_for_file(
             part, drop_id=drop_id, store=store, settings=settings, index=new_index(), tags=tags

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from tuneloop.ingest.model import Entry, Rejection, reject
+from tuneloop.ingest.guard import unexpected
+from tuneloop.ingest.model import Entry, Rejection, kept_raw, reject, too_long
 from tuneloop.ingest.reading import Line, encoding_problem
 
 MESSAGE_KEYS = ("message", "msg", "text", "log", "@message", "event")
@@ -80,6 +82,10 @@ def _json_line(text: str) -> LogEntry | str | None:
         record = json.loads(text)
     except json.JSONDecodeError as exc:
         return f"invalid JSON: {exc.msg} (column {exc.colno})"
+    except RecursionError:
+        return "invalid JSON: nested deeper than the JSON parser allows"
+    except ValueError as exc:  # e.g. an integer over Python's digit limit
+        return f"invalid JSON: {exc}"
     if not isinstance(record, dict):
         return None
     message = _first(record, MESSAGE_KEYS)
@@ -159,36 +165,92 @@ def parse_log_line(text: str) -> LogEntry | str:
     return UNRECOGNISED
 
 
-def parse_log_lines(file: str, lines: Iterable[Line]) -> Iterator[Entry | Rejection]:
-    """Entries of a log file, each with the continuation lines that follow it."""
-    pending: tuple[Line, LogEntry, list[str]] | None = None
+def parse_log_lines(
+    file: str, lines: Iterable[Line], max_entry_bytes: int | None = None
+) -> Iterator[Entry | Rejection]:
+    """Entries of a log file, each with the continuation lines that follow it.
 
-    def emit() -> Entry:
+    An entry (a line, or a line with its continuation lines) over ``max_entry_bytes`` is
+    quarantined by its size; its continuation lines are read past, not kept.
+    """
+    limit = max_entry_bytes if max_entry_bytes is not None else sys.maxsize
+    pending: _Pending | None = None
+
+    def emit() -> Entry | Rejection:
         assert pending is not None
-        start, entry, more = pending
-        text = "\n".join([entry.message, *more])
-        raw = "\n".join([start.shown, *more])
-        return Entry(start.number, {"text": text, "metadata": entry.metadata}, raw)
+        start = pending.start
+        if pending.size > limit:
+            return too_long(
+                file,
+                start.number,
+                pending.size,
+                pending.count,
+                limit,
+                start.shown,
+                what="log entry",
+            )
+        text = "\n".join([pending.entry.message, *pending.more])
+        raw = kept_raw("\n".join([start.shown, *pending.more]))
+        return Entry(
+            start.number, {"text": text, "metadata": pending.entry.metadata}, raw, pending.size
+        )
 
     for line in lines:
         if line.blank:
+            continue
+        if line.oversized:
+            head = line.shown
+            if pending is not None and _CONTINUATION.match(head):
+                pending.add(line)
+                continue
+            if pending is not None:
+                yield emit()
+                pending = None
+            yield too_long(file, line.number, line.size, 1, limit, head)
             continue
         if line.text is None:
             if pending is not None:
                 yield emit()
                 pending = None
-            yield reject(file, line.number, "invalid_encoding", encoding_problem(line), line.shown)
+            detail = encoding_problem(line)
+            yield reject(file, line.number, "invalid_encoding", detail, kept_raw(line.shown))
             continue
         if pending is not None and _CONTINUATION.match(line.text):
-            pending[2].append(line.text)
+            pending.add(line)
             continue
-        parsed = parse_log_line(line.text)
+        parsed: LogEntry | str | Rejection
+        try:
+            parsed = parse_log_line(line.text)
+        except Exception as exc:  # one line's surprise must not end the file
+            parsed = unexpected(file, line.number, "parsing", exc, kept_raw(line.text))
         if pending is not None:
             yield emit()
             pending = None
-        if isinstance(parsed, str):
-            yield reject(file, line.number, "unparseable_log_line", parsed, line.text)
+        if isinstance(parsed, Rejection):
+            yield parsed
+        elif isinstance(parsed, str):
+            yield reject(file, line.number, "unparseable_log_line", parsed, kept_raw(line.text))
         else:
-            pending = (line, parsed, [])
+            pending = _Pending(line, parsed, size=line.size, limit=limit)
     if pending is not None:
         yield emit()
+
+
+@dataclass
+class _Pending:
+    """A log entry being read: its first line, what it parsed to, its continuation lines."""
+
+    start: Line
+    entry: LogEntry
+    more: list[str] = field(default_factory=list)
+    size: int = 0
+    count: int = 1
+    limit: int = sys.maxsize
+
+    def add(self, line: Line) -> None:
+        self.size += 1 + line.size
+        self.count += 1
+        if self.size > self.limit:  # also every oversized line: its size is over the limit
+            self.more.clear()  # read past the rest; only the size is kept
+        else:
+            self.more.append(line.text or "")

@@ -94,6 +94,11 @@ def parse_manifest(body: bytes | str, *, key: str, dataset: str) -> DropManifest
     except json.JSONDecodeError as exc:
         detail = f"invalid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
         raise ManifestError(key, None, detail, "invalid_manifest") from exc
+    except RecursionError:
+        detail = "invalid JSON: nested deeper than the JSON parser allows"
+        raise ManifestError(key, None, detail, "invalid_manifest") from None
+    except ValueError as exc:  # e.g. an integer over Python's digit limit
+        raise ManifestError(key, None, f"invalid JSON: {exc}", "invalid_manifest") from exc
     if not isinstance(value, dict):
         raise ManifestError(key, None, "must be a JSON object", "invalid_manifest")
     unknown = sorted(set(value) - set(KNOWN_FIELDS))

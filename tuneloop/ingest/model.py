@@ -13,17 +13,31 @@ LINE = "line"
 ITEM = "item"
 ROW = "row"
 
-# Raw text kept in a quarantine entry: enough to find and fix the record, bounded in size.
+# Raw text a quarantine entry may keep (the setting quarantine_excerpt_chars is at most
+# this): enough to find and fix the record, bounded in size.
 MAX_RAW_CHARS = 20_000
+# Raw text kept beyond that until redaction has run, so that personal data straddling
+# the excerpt's end is still recognised whole before the excerpt is cut.
+REDACTION_MARGIN_CHARS = 256
+
+
+def kept_raw(raw: str) -> str:
+    """What an entry or rejection holds of its raw text: never the whole of a huge line."""
+    return raw[: MAX_RAW_CHARS + REDACTION_MARGIN_CHARS]
 
 
 @dataclass(frozen=True)
 class Entry:
-    """One record as read from a drop file, before validation."""
+    """One record as read from a drop file, before validation.
+
+    ``raw`` is the start of its source text (``kept_raw``), for the quarantine; ``size``
+    the bytes it was read from, which bound a chunk's memory.
+    """
 
     line: int
     payload: dict[str, Any]
     raw: str
+    size: int = 0
 
 
 @dataclass(frozen=True)
@@ -76,6 +90,28 @@ def reject(
         message=describe(file, line, detail, field=field, unit=unit),
         raw=raw,
     )
+
+
+def too_long(
+    file: str,
+    number: int,
+    size: int,
+    lines: int,
+    limit: int,
+    raw: str,
+    *,
+    unit: str = LINE,
+    what: str = "record",
+) -> Rejection:
+    """A line (``line_too_long``), or a record over several lines (``record_too_long``),
+    larger than the setting ``max_line_bytes``; quarantined by its size, never held whole."""
+    if lines <= 1:
+        detail = f"{unit} is {size:,} bytes; the limit is {limit:,} (max_line_bytes)"
+        return reject(file, number, "line_too_long", detail, kept_raw(raw), unit=unit)
+    detail = (
+        f"{what} is {size:,} bytes over {lines:,} lines; the limit is {limit:,} (max_line_bytes)"
+    )
+    return reject(file, number, "record_too_long", detail, kept_raw(raw), unit=unit)
 
 
 @dataclass(frozen=True)

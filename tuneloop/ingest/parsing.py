@@ -15,13 +15,15 @@ import csv
 import json
 import posixpath
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from tuneloop.ingest.guard import unexpected
 from tuneloop.ingest.logs import parse_log_lines
-from tuneloop.ingest.model import ITEM, LINE, ROW, Entry, Rejection, reject
+from tuneloop.ingest.model import ITEM, LINE, ROW, Entry, Rejection, kept_raw, reject, too_long
 from tuneloop.ingest.reading import (
     DECOMPRESSION_ERRORS,
     GZIP_MAGIC,
@@ -32,6 +34,7 @@ from tuneloop.ingest.reading import (
     encoding_problem,
     numbered_lines,
 )
+from tuneloop.ingest.settings import DEFAULT_SETTINGS
 
 Parsed = Entry | Rejection
 # canonical field ("text", "prompt", ...) -> source field, column or dotted JSON path
@@ -90,6 +93,8 @@ class ReadOptions:
     csv_header: str | None = None  # a segment after the first: the file's header line
     row_groups: tuple[int, int] | None = None  # Parquet segment: [start, stop) row groups
     first_row: int = 1
+    # Larger lines and records are quarantined by size, never held whole (settings.py).
+    max_line_bytes: int = DEFAULT_SETTINGS.max_line_bytes
 
 
 def data_extension(file: str) -> str:
@@ -128,17 +133,25 @@ def parse_stream(file: str, stream: IO[bytes], options: ReadOptions | None = Non
 
 
 def _guarded(file: str, items: Iterator[Parsed]) -> Iterator[Parsed]:
-    """A damaged compressed stream ends the file with one rejection for the rest of it."""
+    """A damaged compressed stream ends the file with one rejection for the rest of it;
+    so does a reader's unexpected error (its records so far are kept)."""
+    last = 0
     try:
-        yield from items
+        for item in items:
+            last = max(last, item.line)
+            yield item
     except DamagedStreamError as exc:
         yield reject(file, exc.line, "damaged_file", str(exc), "")
     except DECOMPRESSION_ERRORS as exc:
         yield reject(file, 0, "damaged_file", f"the file cannot be read: {exc}", "")
+    except Exception as exc:  # a reader's bug must not lose the records already read
+        yield unexpected(file, last + 1, "reading the file", exc, "")
 
 
 def _lines(stream: IO[bytes], options: ReadOptions) -> Iterator[Line]:
-    return numbered_lines(decompressed(buffered(stream)), options.first_line)
+    return numbered_lines(
+        decompressed(buffered(stream)), options.first_line, options.max_line_bytes
+    )
 
 
 def _lookup(payload: Any, path: str) -> tuple[bool, Any]:
@@ -165,15 +178,35 @@ def apply_mapping(payload: dict[str, Any], mapping: FieldMapping) -> dict[str, A
     return mapped
 
 
+def loads_bounded(text: str) -> Any:
+    """``json.loads``, with nesting too deep for the parser as ``JSONNestingError``."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise JSONNestingError(
+            f"nested deeper than the JSON parser allows (about {sys.getrecursionlimit()} levels)"
+        ) from None
+
+
+class JSONNestingError(ValueError):
+    """A JSON value nested deeper than the parser's recursion allows."""
+
+
 def _json_value(file: str, line: Line, unit: str = LINE) -> Any | Rejection:
     text = line.text
     if text is None:
-        return reject(file, line.number, "invalid_encoding", encoding_problem(line), line.shown)
+        detail = encoding_problem(line)
+        return reject(file, line.number, "invalid_encoding", detail, kept_raw(line.shown))
     try:
-        return json.loads(text)
+        return loads_bounded(text)
     except json.JSONDecodeError as exc:
         detail = f"invalid JSON: {exc.msg} (column {exc.colno})"
-        return reject(file, line.number, "invalid_json", detail, text, unit=unit)
+        return reject(file, line.number, "invalid_json", detail, kept_raw(text), unit=unit)
+    except JSONNestingError as exc:
+        return reject(file, line.number, "too_deep", str(exc), kept_raw(text), unit=unit)
+    except ValueError as exc:  # e.g. an integer over Python's 4,300-digit conversion limit
+        detail = f"invalid JSON: {exc}"
+        return reject(file, line.number, "invalid_json", detail, kept_raw(text), unit=unit)
 
 
 def _record_payload(value: Any) -> dict[str, Any] | None:
@@ -197,21 +230,25 @@ def _read_jsonl(file: str, stream: IO[bytes], options: ReadOptions) -> Iterator[
     for line in _lines(stream, options):
         if line.blank:
             continue  # blank lines separate nothing and are not records
-        value = _json_value(file, line)
-        if isinstance(value, Rejection):
-            yield value
-            continue
-        payload = _record_payload(value)
-        if payload is None:
-            yield reject(
-                file,
-                line.number,
-                "not_an_object",
-                "expected a JSON object or a [{role, content}] transcript",
-                line.shown,
-            )
-            continue
-        yield Entry(line.number, apply_mapping(payload, options.field_mapping), line.shown)
+        try:
+            item = _jsonl_item(file, line, options)
+        except Exception as exc:  # one line's surprise must not end the file
+            item = unexpected(file, line.number, "parsing", exc, kept_raw(line.shown))
+        yield item
+
+
+def _jsonl_item(file: str, line: Line, options: ReadOptions) -> Parsed:
+    if line.oversized:
+        return too_long(file, line.number, line.size, 1, options.max_line_bytes, line.shown)
+    value = _json_value(file, line)
+    if isinstance(value, Rejection):
+        return value
+    payload = _record_payload(value)
+    raw = kept_raw(line.shown)
+    if payload is None:
+        detail = "expected a JSON object or a [{role, content}] transcript"
+        return reject(file, line.number, "not_an_object", detail, raw)
+    return Entry(line.number, apply_mapping(payload, options.field_mapping), raw, line.size)
 
 
 def _read_json(file: str, stream: IO[bytes], options: ReadOptions) -> Iterator[Parsed]:
@@ -232,24 +269,50 @@ def _read_json(file: str, stream: IO[bytes], options: ReadOptions) -> Iterator[P
         return
     del body
     try:
-        value = json.loads(text)
+        value = loads_bounded(text)
     except json.JSONDecodeError as exc:
         detail = f"invalid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
-        yield reject(file, 0, "invalid_json", detail, text)
+        yield reject(file, 0, "invalid_json", detail, kept_raw(text))
+        return
+    except JSONNestingError as exc:  # the document is one value: the whole file
+        yield reject(file, 0, "too_deep", str(exc), kept_raw(text))
+        return
+    except ValueError as exc:
+        yield reject(file, 0, "invalid_json", f"invalid JSON: {exc}", kept_raw(text))
         return
     if isinstance(value, dict) or _is_transcript(value):
         value = [value]  # one record: an object or a single transcript
     if not isinstance(value, list):
         detail = "expected a JSON array of record objects, a record object or a transcript"
-        yield reject(file, 0, "invalid_json", detail, text)
+        yield reject(file, 0, "invalid_json", detail, kept_raw(text))
         return
-    for number, item in enumerate(value, start=1):
+    del text
+    for number in range(1, len(value) + 1):
+        # Each item is let go once read, so the document's objects shrink as it is read.
+        item, value[number - 1] = value[number - 1], None
+        try:
+            yield _json_item(file, number, item, options)
+        except Exception as exc:  # one item's surprise must not end the file
+            yield unexpected(file, number, "parsing", exc, "", unit=ITEM)
+
+
+def _json_item(file: str, number: int, item: Any, options: ReadOptions) -> Parsed:
+    try:
         raw = json.dumps(item, ensure_ascii=False)
-        payload = _record_payload(item)
-        if payload is None:
-            yield reject(file, number, "not_an_object", "expected a JSON object", raw, unit=ITEM)
-        else:
-            yield Entry(number, apply_mapping(payload, options.field_mapping), raw)
+    except RecursionError:
+        detail = (
+            f"nested deeper than the JSON parser allows (about {sys.getrecursionlimit()} levels)"
+        )
+        return reject(file, number, "too_deep", detail, "", unit=ITEM)
+    size = len(raw)
+    if size > options.max_line_bytes:
+        return too_long(file, number, size, 1, options.max_line_bytes, raw, unit=ITEM)
+    payload = _record_payload(item)
+    if payload is None:
+        return reject(
+            file, number, "not_an_object", "expected a JSON object", kept_raw(raw), unit=ITEM
+        )
+    return Entry(number, apply_mapping(payload, options.field_mapping), kept_raw(raw), size)
 
 
 def _csv_reader(delimiter: str) -> Callable[[str, IO[bytes], ReadOptions], Iterator[Parsed]]:
@@ -259,66 +322,148 @@ def _csv_reader(delimiter: str) -> Callable[[str, IO[bytes], ReadOptions], Itera
     return read
 
 
+@dataclass
+class _Row:
+    """The lines of one CSV/TSV record: up to where the quote characters so far are even."""
+
+    lines: list[Line]
+    size: int = 0
+    count: int = 0  # lines, also those not kept
+    too_long: bool = False
+    closed: bool = True
+
+    @property
+    def start(self) -> int:
+        return self.lines[0].number
+
+    @property
+    def raw(self) -> str:
+        return "\n".join(line.shown for line in self.lines)
+
+
+def _delimited_rows(lines: Iterator[Line], limit: int) -> Iterator[_Row]:
+    """Group lines into records by quote parity (a quoted cell may span lines); a record
+    over ``limit`` bytes keeps only its first line while the rest is read past."""
+    row: _Row | None = None
+    quotes = 0
+    for line in lines:
+        if row is None:
+            row = _Row([line])
+        elif not row.too_long:
+            row.lines.append(line)
+        row.size += line.size + (1 if row.count else 0)
+        row.count += 1
+        if line.oversized or row.size > limit:
+            row.too_long, row.lines = True, row.lines[:1]
+        quotes += line.quotes
+        if quotes % 2 == 0:
+            yield row
+            row, quotes = None, 0
+    if row is not None:
+        row.closed = False
+        yield row
+
+
 def _read_delimited(
     file: str, stream: IO[bytes], options: ReadOptions, delimiter: str
 ) -> Iterator[Parsed]:
-    consumed: list[Line] = []
-
-    def feed(lines: Iterator[Line]) -> Iterator[str]:
-        for line in lines:
-            consumed.append(line)
-            yield line.shown + "\n"
-
+    limit = options.max_line_bytes
+    # A cell may hold a whole record; the module's default cap (128 KB) is process-wide.
+    if csv.field_size_limit() < limit:
+        csv.field_size_limit(limit)
     source = _lines(stream, options)
     if options.csv_header is not None:
-        source = _chain(iter([Line(0, options.csv_header, b"")]), source)
-    reader = csv.reader(feed(source), delimiter=delimiter)
-    try:
-        header = [name.strip().lower() for name in next(reader)]
-    except StopIteration:
+        header_line = options.csv_header
+        source = _chain(iter([Line(0, header_line, header_line.encode())]), source)
+    rows = _delimited_rows(source, limit)
+    first = next(rows, None)
+    if first is None:
         return
-    except csv.Error as exc:
-        first = consumed[0] if consumed else Line(options.first_line, "", b"")
-        yield reject(file, first.number, "invalid_csv", f"unreadable header: {exc}", first.shown)
+    problem = _unreadable(first, limit)
+    parsed_header = [] if problem else _parse_cells(first, delimiter)
+    if problem or isinstance(parsed_header, str) or len(parsed_header) > 1:
+        detail = problem or (parsed_header if isinstance(parsed_header, str) else "several rows")
+        yield reject(
+            file, first.start, "invalid_csv", f"unreadable header: {detail}", kept_raw(first.raw)
+        )
         return
+    header = [name.strip().lower() for name in (parsed_header[0][1] if parsed_header else [])]
     columns = _delimited_columns(header, options.field_mapping)
-    consumed.clear()
-    while True:
+    for row in rows:
         try:
-            row = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as exc:
-            # The reader cannot resynchronise after a broken quote: the rest is one rejection.
-            rest = consumed + list(source)
-            start = rest[0].number if rest else 0
-            yield reject(file, start, "invalid_csv", str(exc), "\n".join(x.shown for x in rest))
-            return
-        record_lines, consumed[:] = list(consumed), []
-        if not record_lines:
+            yield from _delimited_records(file, row, header, columns, delimiter, limit)
+        except Exception as exc:  # one row's surprise must not end the file
+            yield unexpected(file, row.start, "parsing", exc, kept_raw(row.raw))
+
+
+def _unreadable(row: _Row, limit: int) -> str | None:
+    if not row.closed:
+        return "a quoted field is never closed; the rest of the file was read into it"
+    if row.too_long:
+        return f"{row.size:,} bytes over {row.count:,} lines; the limit is {limit:,}"
+    return None
+
+
+def _parse_cells(row: _Row, delimiter: str) -> list[tuple[int, list[str]]] | str:
+    """(line offset within the row, cells) of each row the csv module reads, or why not."""
+    reader = csv.reader((line.shown + "\n" for line in row.lines), delimiter=delimiter)
+    found: list[tuple[int, list[str]]] = []
+    try:
+        before = 0
+        for cells in reader:
+            found.append((before, cells))
+            before = reader.line_num
+    except csv.Error as exc:
+        return str(exc)
+    return found
+
+
+def _delimited_records(
+    file: str,
+    row: _Row,
+    header: list[str],
+    columns: list[tuple[str, str]] | str,
+    delimiter: str,
+    limit: int,
+) -> Iterator[Parsed]:
+    if row.too_long:
+        yield too_long(file, row.start, row.size, row.count, limit, row.raw, what="row")
+        return
+    raw = row.raw
+    if not row.closed:
+        # Only the end of the file stops a quoted field that is never closed.
+        detail = "a quoted field is never closed; the rest of the file was read into it"
+        yield reject(file, row.start, "invalid_csv", detail, kept_raw(raw))
+        return
+    broken = next((line for line in row.lines if line.text is None), None)
+    if broken is not None:
+        yield reject(file, row.start, "invalid_encoding", encoding_problem(broken), kept_raw(raw))
+        return
+    parsed = _parse_cells(row, delimiter)
+    if isinstance(parsed, str):
+        yield reject(file, row.start, "invalid_csv", parsed, kept_raw(raw))
+        return
+    # Quotes inside unquoted cells can make one group hold several rows: each is a record.
+    ends = [offset for offset, _ in parsed[1:]] + [len(row.lines)]
+    for (offset, cells), end in zip(parsed, ends, strict=True):
+        start = row.lines[offset].number
+        lines = row.lines[offset:end]
+        text = raw if len(parsed) == 1 else "\n".join(line.shown for line in lines)
+        if not any(cell.strip() for cell in cells):
             continue
-        start = record_lines[0].number
-        raw = "\n".join(line.shown for line in record_lines)
-        broken = next((line for line in record_lines if line.text is None), None)
-        if broken is not None:
-            yield reject(file, start, "invalid_encoding", encoding_problem(broken), raw)
-            continue
-        if not any(cell.strip() for cell in row):
-            continue
-        if raw.count('"') % 2:
-            # Only the end of the file stops a quoted field that is never closed.
-            detail = "a quoted field is never closed; the rest of the file was read into it"
-            yield reject(file, start, "invalid_csv", detail, raw)
-            continue
-        if len(row) > len(header):
-            detail = f"row has {len(row)} fields but the header has {len(header)}"
-            yield reject(file, start, "invalid_csv", detail, raw)
+        if len(cells) > len(header):
+            detail = f"row has {len(cells)} fields but the header has {len(header)}"
+            yield reject(file, start, "invalid_csv", detail, kept_raw(text))
             continue
         if isinstance(columns, str):
-            yield reject(file, start, "missing_field", columns, raw, field=_missing(columns))
+            yield reject(
+                file, start, "missing_field", columns, kept_raw(text), field=_missing(columns)
+            )
             continue
-        cells = dict(zip(header, row, strict=False))
-        yield Entry(start, {name: cells[col] for name, col in columns if col in cells}, raw)
+        named = dict(zip(header, cells, strict=False))
+        payload = {name: named[col] for name, col in columns if col in named}
+        size = sum(line.size + 1 for line in lines)
+        yield Entry(start, payload, kept_raw(text), size)
 
 
 def _missing(detail: str) -> str:
@@ -353,26 +498,40 @@ def _delimited_columns(header: list[str], mapping: FieldMapping) -> list[tuple[s
 
 
 def _read_paragraphs(file: str, stream: IO[bytes], options: ReadOptions) -> Iterator[Parsed]:
+    limit = options.max_line_bytes
     paragraph: list[Line] = []
+    size = count = 0
     for line in _chain(_lines(stream, options), iter([Line(-1, "", b"")])):
         if not line.blank:
-            paragraph.append(line)
+            size += line.size + (1 if count else 0)
+            count += 1
+            if not paragraph or (size <= limit and not paragraph[0].oversized):
+                paragraph.append(line)
+            if line.oversized or size > limit:
+                del paragraph[1:]  # read past the rest; keep the start for the excerpt
             continue
         if not paragraph:
             continue
-        raw = "\n".join(x.shown for x in paragraph)
-        broken = next((x for x in paragraph if x.text is None), None)
-        if broken is not None:
-            yield reject(
-                file, paragraph[0].number, "invalid_encoding", encoding_problem(broken), raw
-            )
-        else:
-            yield Entry(paragraph[0].number, {"text": raw}, raw)
-        paragraph = []
+        try:
+            yield _paragraph(file, paragraph, size, count, limit)
+        except Exception as exc:  # one paragraph's surprise must not end the file
+            yield unexpected(file, paragraph[0].number, "parsing", exc, "")
+        paragraph, size, count = [], 0, 0
+
+
+def _paragraph(file: str, paragraph: list[Line], size: int, count: int, limit: int) -> Parsed:
+    raw = "\n".join(x.shown for x in paragraph)
+    start = paragraph[0].number
+    if size > limit or any(x.oversized for x in paragraph):
+        return too_long(file, start, size, count, limit, raw, what="paragraph")
+    broken = next((x for x in paragraph if x.text is None), None)
+    if broken is not None:
+        return reject(file, start, "invalid_encoding", encoding_problem(broken), kept_raw(raw))
+    return Entry(start, {"text": raw}, kept_raw(raw), size)
 
 
 def _read_logs(file: str, stream: IO[bytes], options: ReadOptions) -> Iterator[Parsed]:
-    for item in parse_log_lines(file, _lines(stream, options)):
+    for item in parse_log_lines(file, _lines(stream, options), options.max_line_bytes):
         if isinstance(item, Entry) and options.field_mapping:
             item = Entry(item.line, apply_mapping(item.payload, options.field_mapping), item.raw)
         yield item
@@ -402,15 +561,62 @@ def _read_parquet(file: str, stream: IO[bytes], options: ReadOptions) -> Iterato
         try:
             batches = parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, row_groups=[group])
             for batch in batches:
-                for row in batch.to_pylist():
-                    raw = json.dumps(row, ensure_ascii=False, default=str)
-                    yield Entry(number, apply_mapping(row, options.field_mapping), raw)
+                sizes = _row_sizes(batch)
+                # Rows become Python objects a batch at a time, or one by one when a
+                # batch holds a row too large to copy.
+                whole = max(sizes, default=0) <= options.max_line_bytes
+                rows = batch.to_pylist() if whole else None
+                for index in range(batch.num_rows):
+                    try:
+                        row = None
+                        if sizes[index] <= options.max_line_bytes:
+                            row = rows[index] if rows is not None else _row_of(batch, index)
+                        yield _parquet_row(file, number, row, sizes[index], options)
+                    except Exception as exc:  # one row's surprise must not end the file
+                        yield unexpected(file, number, "parsing", exc, "", unit=ROW)
                     number += 1
+                del batch
         except Exception as exc:  # a damaged row group spoils its rows, not the others
             detail = f"row group {group} is unreadable: {exc}"
             for row_number in range(number, group_end):
                 yield reject(file, row_number, "invalid_parquet", detail, "", unit=ROW)
         group_first = group_end
+
+
+def _row_sizes(batch: Any) -> list[int]:
+    """Bytes of each row's string and binary cells, read from Arrow without copying them
+    into Python: a huge cell is quarantined by its size, never turned into a str."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    total = pa.array([0] * batch.num_rows, pa.int64())
+    for column in batch.columns:
+        kind = column.type
+        if (
+            pa.types.is_string(kind)
+            or pa.types.is_large_string(kind)
+            or pa.types.is_binary(kind)
+            or pa.types.is_large_binary(kind)
+        ):
+            lengths = pc.fill_null(pc.binary_length(column), 0).cast(pa.int64())
+            total = pc.add(total, lengths)
+    return [int(size) for size in total.to_pylist()]
+
+
+def _row_of(batch: Any, index: int) -> dict[str, Any]:
+    row: dict[str, Any] = batch.slice(index, 1).to_pylist()[0]
+    return row
+
+
+def _parquet_row(
+    file: str, number: int, row: dict[str, Any] | None, size: int, options: ReadOptions
+) -> Parsed:
+    if row is None or size > options.max_line_bytes:
+        return too_long(file, number, size, 1, options.max_line_bytes, "", unit=ROW)
+    raw = json.dumps(row, ensure_ascii=False, default=str)
+    if len(raw) > options.max_line_bytes:
+        return too_long(file, number, len(raw), 1, options.max_line_bytes, raw, unit=ROW)
+    return Entry(number, apply_mapping(row, options.field_mapping), kept_raw(raw), len(raw))
 
 
 def _seekable(stream: IO[bytes]) -> IO[bytes]:

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from types import TracebackType
 
 from tuneloop import aws
-from tuneloop.ingest.model import Rejection
+from tuneloop.ingest.model import MAX_RAW_CHARS, Rejection, kept_raw
 from tuneloop.ingest.redaction import Redactor, redact
 
 QUARANTINE_PREFIX = "quarantine/"
@@ -21,10 +21,18 @@ def quarantine_key(drop_id: str, file_name: str) -> str:
 
 
 class QuarantineWriter:
-    def __init__(self, bucket: str, key: str, redactors: Iterable[Redactor]) -> None:
+    def __init__(
+        self,
+        bucket: str,
+        key: str,
+        redactors: Iterable[Redactor],
+        *,
+        excerpt_chars: int = MAX_RAW_CHARS,
+    ) -> None:
         self.bucket = bucket
         self.key = key
         self.redactors = list(redactors)
+        self.excerpt_chars = excerpt_chars
         self.count = 0
         self._spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115
 
@@ -43,8 +51,10 @@ class QuarantineWriter:
         for rejection in rejections:
             entry = rejection.to_json()
             # Rejected lines are redacted too: the quarantine must not become a store of
-            # personal data.
-            entry["raw"] = redact(entry["raw"], self.redactors).text
+            # personal data. Redacted before the excerpt is cut, so nothing straddling
+            # the cut escapes a pattern (kept_raw keeps a margin beyond the excerpt).
+            raw = redact(kept_raw(rejection.raw), self.redactors).text
+            entry["raw"] = raw[: self.excerpt_chars]
             entry["message"] = redact(entry["message"], self.redactors).text
             self._spool.write((json.dumps(entry, ensure_ascii=False) + "\n").encode("utf-8"))
             self.count += 1

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from typing import IO, Any
 
 from tuneloop.ingest.events import DropObject
-from tuneloop.ingest.reading import buffered
+from tuneloop.ingest.reading import buffered, raw_lines
 
 # Formats whose records can be found by reading forward from a line start.
 LINE_FORMATS = frozenset({"jsonl", "csv", "tsv", "text", "log"})
@@ -78,13 +78,16 @@ def parse_segment_message(body: Any) -> SegmentMessage | None:
     return SegmentMessage(DropObject(**body["object"]), Segment(**segment), int(body["count"]))
 
 
-def plan_line_segments(stream: IO[bytes], file_format: str, segment_bytes: int) -> list[Segment]:
+def plan_line_segments(
+    stream: IO[bytes], file_format: str, segment_bytes: int, max_line_bytes: int | None = None
+) -> list[Segment]:
     """Byte ranges of at most about ``segment_bytes`` each, every one starting at a line
     where a record starts (a segment holds whole records, so a cut may come later).
 
     CSV/TSV: a cut needs an even number of quote characters before it (not inside a quoted
     cell) and never falls on the header. Text: a cut follows a blank line. Logs: a cut
-    never falls on a continuation line. Reads the stream once, line by line.
+    never falls on a continuation line. Reads the stream once, line by line, never holding
+    more than about ``max_line_bytes`` of a line (a longer one is read past in pieces).
     """
     segments: list[Segment] = []
     start, first_line = 0, 1
@@ -92,7 +95,8 @@ def plan_line_segments(stream: IO[bytes], file_format: str, segment_bytes: int) 
     quotes_odd = False
     previous_blank = True
     header: str | None = None
-    for line in buffered(stream):
+    for raw in raw_lines(buffered(stream), max_line_bytes):
+        line = raw.data  # the whole line, or the start of one too long to hold
         if offset - start >= segment_bytes and _can_cut(
             file_format, line, quotes_odd, previous_blank
         ):
@@ -100,9 +104,9 @@ def plan_line_segments(stream: IO[bytes], file_format: str, segment_bytes: int) 
             start, first_line = offset, number
         if number == 1 and file_format in {"csv", "tsv"}:
             header = line.removeprefix(b"\xef\xbb\xbf").rstrip(b"\r\n").decode("utf-8", "replace")
-        quotes_odd ^= bool(line.count(b'"') % 2)
-        previous_blank = not line.strip()
-        offset += len(line)
+        quotes_odd ^= bool(raw.quotes % 2)
+        previous_blank = raw.whole and not line.strip()
+        offset += raw.length
         number += 1
     segments.append(_segment(len(segments), start, offset, first_line, header))
     return segments

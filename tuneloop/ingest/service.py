@@ -250,7 +250,11 @@ def _process(
     # The dataset names S3 and DynamoDB keys: a bad name stores nothing anywhere.
     bad_name = dataset_name_problem(obj.dataset)
     with ExitStack() as stack:
-        quarantine = stack.enter_context(QuarantineWriter(obj.bucket, key, redactors))
+        quarantine = stack.enter_context(
+            QuarantineWriter(
+                obj.bucket, key, redactors, excerpt_chars=settings.quarantine_excerpt_chars
+            )
+        )
         curated = None
         if tables.curated_bucket and bad_name is None:
             curated = stack.enter_context(
@@ -264,7 +268,7 @@ def _process(
             tally.reasons[rejection.reason] += 1
             quarantine.write([rejection])
         else:
-            options = read_options(manifest)
+            options = read_options(manifest, settings)
             byte_range: tuple[int, int | None] = (0, None)
             if segment is not None:
                 options = dataclasses.replace(
@@ -323,7 +327,9 @@ def _split(
         planned = plan_parquet_segments(groups, settings.segment_bytes)
     elif file_format in LINE_FORMATS:
         with objects.open_range(obj.bucket, obj.key) as stream:
-            planned = plan_line_segments(stream, file_format, settings.segment_bytes)
+            planned = plan_line_segments(
+                stream, file_format, settings.segment_bytes, settings.max_line_bytes
+            )
     else:
         return None
     if len(planned) < 2:
@@ -431,8 +437,14 @@ def _manifest_counts(tally: DropTally, quarantine_uri: str) -> dict[str, Any]:
     }
 
 
-def read_options(manifest: DropManifest) -> ReadOptions:
-    return ReadOptions(format=manifest.format, field_mapping=manifest.field_mapping)
+def read_options(
+    manifest: DropManifest, settings: IngestSettings = DEFAULT_SETTINGS
+) -> ReadOptions:
+    return ReadOptions(
+        format=manifest.format,
+        field_mapping=manifest.field_mapping,
+        max_line_bytes=settings.max_line_bytes,
+    )
 
 
 def _account_for_object(

@@ -83,6 +83,16 @@ class IngestSettings:
     # which tests and the local platform run on, fails when two overlap; the AWS stages
     # raise it, as DynamoDB isolates transactions and the write is bound by round trips.
     write_transactions_in_flight: int = 1
+    # A line (or a record over several lines: a CSV row, a paragraph, a log entry, a JSON
+    # array item) longer than this is quarantined by its size without being held whole:
+    # twice the 4 MB a record may hold, room for JSON escapes.
+    max_line_bytes: int = 8 * 1024 * 1024
+    # A chunk also ends when its records' source bytes reach this, so a file of large
+    # records holds no more than about this much of them at once.
+    chunk_bytes: int = 16 * 1024 * 1024
+    # Characters of a rejected record's raw text kept in the quarantine file (after
+    # redaction): enough to find and fix it, never the whole of a huge line.
+    quarantine_excerpt_chars: int = 1024
 
     def __post_init__(self) -> None:
         problems = settings_problems(self)
@@ -135,6 +145,10 @@ def settings_problems(settings: IngestSettings) -> list[tuple[str, str]]:
     in_flight = settings.write_transactions_in_flight
     # boto3's default connection pool holds 10; more would queue for a connection.
     check("write_transactions_in_flight", 1 <= in_flight <= 10, "in [1, 10]", in_flight)
+    check("max_line_bytes", settings.max_line_bytes >= 1024, ">= 1024", settings.max_line_bytes)
+    check("chunk_bytes", settings.chunk_bytes >= 1, ">= 1", settings.chunk_bytes)
+    excerpt = settings.quarantine_excerpt_chars
+    check("quarantine_excerpt_chars", 0 <= excerpt <= 20_000, "in [0, 20000]", excerpt)
     return found
 
 

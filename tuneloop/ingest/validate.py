@@ -62,7 +62,12 @@ def validate_entry(
         )
     if isinstance(content, Rejection):
         return content
-    size = len(content.canonical().encode("utf-8"))
+    try:
+        size = len(content.canonical().encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        # A JSON "\ud800" escape decodes to a lone surrogate, which no store can hold.
+        detail = f"holds a lone surrogate at character {exc.start}, which UTF-8 cannot encode"
+        return fail("invalid_encoding", detail, None)
     if size > MAX_RECORD_BYTES:
         return fail(
             "too_large",
@@ -78,10 +83,15 @@ def _metadata(payload: dict[str, Any]) -> dict[str, str]:
     if not isinstance(value, dict):
         return {}
     return {
-        str(key)[:MAX_METADATA_CHARS]: str(item)[:MAX_METADATA_CHARS]
+        _storable(str(key)[:MAX_METADATA_CHARS]): _storable(str(item)[:MAX_METADATA_CHARS])
         for key, item in list(value.items())[:MAX_METADATA_FIELDS]
         if item is not None
     }
+
+
+def _storable(text: str) -> str:
+    """The text with lone surrogates replaced: metadata is kept, not judged."""
+    return text.encode("utf-8", "replace").decode("utf-8")
 
 
 def _text(value: Any, field: str, fail: Fail) -> Content | Rejection:
