@@ -20,6 +20,8 @@ from stacks.constructs.python_function import PythonFunction
 from stacks.constructs.retrain_schedule import RetrainSchedule
 from stacks.constructs.state_tables import StateTables
 from stacks.grants import grant_objects, grant_table
+from stacks.outputs import add_outputs
+from tuneloop import stack_outputs as out
 from tuneloop.ingest.settings import settings_to_json
 
 INGEST_TIMEOUT = Duration.minutes(5)
@@ -139,3 +141,14 @@ class IngestionStack(Stack):
             state_machine.grant_start_execution(function.function)
             # "none running": ListExecutions(statusFilter=RUNNING) on the state machine.
             state_machine.grant(function.function, "states:ListExecutions")
+        add_outputs(
+            self,
+            {
+                out.INGEST_QUEUE: (self.queue.queue.queue_url, "Drop events for Ingest"),
+                out.INGEST_DEAD_LETTER_QUEUE: (
+                    self.queue.dead_letter_queue.queue_url,
+                    "Drop events that failed ingestion repeatedly",
+                ),
+                out.QUEUE_KEY: (self.queue.key.key_arn, "KMS key of both queues"),
+            },
+        )

@@ -22,6 +22,8 @@ from stacks.constructs.state_tables import StateTables
 from stacks.constructs.training_code import TrainingCode
 from stacks.grants import grant_objects, grant_table
 from stacks.nag import WildcardAllowances
+from stacks.outputs import add_outputs
+from tuneloop import stack_outputs as out
 
 MODEL_PACKAGE_GROUP_LOGICAL_ID = "ModelPackageGroup"
 
@@ -243,6 +245,20 @@ class PipelineStack(Stack):
         self.model_package_group = registry.group
         # Stateful (holds every registered version): pinned like Storage's resources.
         registry.group.override_logical_id(MODEL_PACKAGE_GROUP_LOGICAL_ID)
+        add_outputs(
+            self,
+            {
+                out.STATE_MACHINE: (
+                    self.state_machine.state_machine_arn,
+                    "The retrain state machine",
+                ),
+                out.SAGEMAKER_ROLE: (
+                    self.sagemaker_role.role_arn,
+                    "The role SageMaker jobs and the endpoint run as",
+                ),
+                out.MODEL_PACKAGE_GROUP: (registry.group_name, "The Model Registry group"),
+            },
+        )
 
     def _grant_deploy(
         self,

@@ -21,6 +21,8 @@ from stacks.constructs.serving_dashboard import ServingDashboard
 from stacks.constructs.state_tables import StateTables
 from stacks.grants import KMS_ACTIONS, grant_table
 from stacks.naming import generated_name
+from stacks.outputs import add_outputs
+from tuneloop import stack_outputs as out
 
 
 class ServingStack(Stack):
@@ -90,3 +92,18 @@ class ServingStack(Stack):
             "configs at run time, so rollback must reach any config in this account/region.",
         )
         self.notifications.alarm_topic.add_subscription(subscriptions.LambdaSubscription(fn))
+        add_outputs(
+            self,
+            {
+                out.ENDPOINT_NAME: (self.endpoint_name, "The serving endpoint (created by Deploy)"),
+                out.NOTIFY_TOPIC: (
+                    self.notifications.notify_topic.topic_arn,
+                    "Deployments, rejections, failures, ingestion alarms",
+                ),
+                out.ALARM_TOPIC: (
+                    self.notifications.alarm_topic.topic_arn,
+                    "Endpoint alarms (drives rollback)",
+                ),
+                out.TOPIC_KEY: (self.notifications.key.key_arn, "KMS key of both topics"),
+            },
+        )

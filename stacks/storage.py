@@ -11,6 +11,8 @@ from stacks.config import StageConfig
 from stacks.constructs.data_lake import DataLake
 from stacks.constructs.encryption_key import EncryptionKey
 from stacks.constructs.state_tables import StateTables
+from stacks.outputs import add_outputs
+from tuneloop import stack_outputs as out
 
 PINNED_LOGICAL_IDS = {
     "DataKey": "key",
@@ -44,3 +46,22 @@ class StorageStack(Stack):
             resource = target.node.default_child
             assert isinstance(resource, CfnResource), logical_id
             resource.override_logical_id(logical_id)
+        lake, tables = self.lake, self.tables
+        add_outputs(
+            self,
+            {
+                out.RAW_BUCKET: (lake.raw.bucket_name, "Data drops (drops/) and quarantine/"),
+                out.CURATED_BUCKET: (lake.curated.bucket_name, "Training sets (datasets/)"),
+                out.ARTIFACTS_BUCKET: (
+                    lake.artifacts.bucket_name,
+                    "Benchmarks, job output, checkpoints, gate decisions, models",
+                ),
+                out.ACCESS_LOGS_BUCKET: (lake.access_logs.bucket_name, "S3 server access logs"),
+                out.RECORDS_TABLE: (tables.records.table_name, "Stored records"),
+                out.DROPS_TABLE: (tables.drops.table_name, "Drop manifests"),
+                out.MODEL_VERSIONS_TABLE: (tables.model_versions.table_name, "Model versions"),
+                out.CONTROL_TABLE: (tables.control.table_name, "Production pointer, locks"),
+                out.BENCHMARKS_TABLE: (tables.benchmarks.table_name, "Custom benchmarks"),
+                out.DATA_KEY: (self.key.key_arn, "KMS key of the buckets and tables"),
+            },
+        )

@@ -165,7 +165,7 @@ def test_creating_a_training_job_passes_its_role_to_sagemaker() -> None:
     [
         ("PutObject", {"Key": "a"}, ["kms:GenerateDataKey"]),
         ("GetObject", {"Key": "a"}, ["kms:Decrypt"]),
-        ("HeadObject", {"Key": "a"}, ["kms:Decrypt"]),
+        ("HeadObject", {"Key": "a"}, []),
         ("CreateMultipartUpload", {"Key": "a"}, ["kms:GenerateDataKey", "kms:Decrypt"]),
         ("ListObjectsV2", {}, []),
     ],

@@ -19,11 +19,24 @@ from typing import Any
 
 import boto3
 
+from tuneloop import stack_outputs as out
 from tuneloop.local.deployer import Deployment, cdk_environment, deploy_assembly
 from tuneloop.local.emulator import Emulator
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 Log = Callable[[str], None]
+PLATFORM_OUTPUTS = {
+    "raw_bucket": out.RAW_BUCKET,
+    "artifacts_bucket": out.ARTIFACTS_BUCKET,
+    "curated_bucket": out.CURATED_BUCKET,
+    "state_machine_arn": out.STATE_MACHINE,
+    "endpoint_name": out.ENDPOINT_NAME,
+    "records_table": out.RECORDS_TABLE,
+    "drops_table": out.DROPS_TABLE,
+    "control_table": out.CONTROL_TABLE,
+    "model_versions_table": out.MODEL_VERSIONS_TABLE,
+}
+""":class:`Resources` field → the stack output it is read from."""
 
 
 class PlatformError(RuntimeError):
@@ -50,7 +63,8 @@ def synth(outdir: Path, context: dict[str, str]) -> Path:
 
 @dataclass(frozen=True)
 class Resources:
-    """Names of what the stacks created, read from the deployed functions' configuration."""
+    """Names of what the stacks created, read from the stacks' outputs (as the CLI and an
+    operator find them on AWS)."""
 
     raw_bucket: str
     artifacts_bucket: str
@@ -64,28 +78,15 @@ class Resources:
 
     @classmethod
     def discover(cls, deployment: Deployment) -> Resources:
-        variables: dict[str, str] = {}
-        for page in boto3.client("lambda").get_paginator("list_functions").paginate():
-            for function in page["Functions"]:
-                variables.update(function.get("Environment", {}).get("Variables", {}))
-        buckets = deployment.physical_ids("AWS::S3::Bucket")
-        raw = [name for logical, name in buckets.items() if logical.lower().startswith("raw")]
-        if len(raw) != 1:
-            raise PlatformError(f"expected one raw bucket among {sorted(buckets)}")
-        try:
-            return cls(
-                raw_bucket=raw[0],
-                artifacts_bucket=variables["ARTIFACTS_BUCKET"],
-                curated_bucket=variables["CURATED_BUCKET"],
-                state_machine_arn=variables["STATE_MACHINE_ARN"],
-                endpoint_name=variables["ENDPOINT_NAME"],
-                records_table=variables["RECORDS_TABLE"],
-                drops_table=variables["DROPS_TABLE"],
-                control_table=variables["CONTROL_TABLE"],
-                model_versions_table=variables["MODEL_VERSIONS_TABLE"],
-            )
-        except KeyError as exc:
-            raise PlatformError(f"no deployed function sets {exc.args[0]}") from exc
+        outputs = {
+            output: value
+            for stack in deployment.stacks.values()
+            for output, value in stack.outputs.items()
+        }
+        missing = sorted(set(PLATFORM_OUTPUTS.values()) - set(outputs))
+        if missing:
+            raise PlatformError(f"the deployed stacks have no output {', '.join(missing)}")
+        return cls(**{name: outputs[output] for name, output in PLATFORM_OUTPUTS.items()})
 
 
 @dataclass

@@ -453,7 +453,9 @@ RULES: dict[tuple[str, str], Rule] = {
     # for Amazon S3 API operations", "Using SSE-KMS")
     ("s3", "PutObject"): _s3_put_object,
     ("s3", "GetObject"): _s3_object("s3:GetObject", ("kms:Decrypt",)),
-    ("s3", "HeadObject"): _s3_object("s3:GetObject", ("kms:Decrypt",)),
+    # HEAD returns metadata only: S3 decrypts nothing, so no key use (S3 API reference,
+    # HeadObject "Permissions": s3:GetObject).
+    ("s3", "HeadObject"): _s3_object("s3:GetObject"),
     ("s3", "CopyObject"): _s3_copy_object,
     ("s3", "CreateMultipartUpload"): _s3_object(
         "s3:PutObject", ("kms:GenerateDataKey", "kms:Decrypt")

@@ -1,0 +1,49 @@
+"""The stacks' ``CfnOutput`` ids: the names an operator, the CLI, the console and the local
+platform look up (``aws cloudformation describe-stacks``), never another function's
+environment. The ids are stable and export-free (docs/stacks.md, "Outputs")."""
+
+from __future__ import annotations
+
+# Storage
+RAW_BUCKET = "RawBucketName"
+CURATED_BUCKET = "CuratedBucketName"
+ARTIFACTS_BUCKET = "ArtifactsBucketName"
+ACCESS_LOGS_BUCKET = "AccessLogsBucketName"
+RECORDS_TABLE = "RecordsTableName"
+DROPS_TABLE = "DropsTableName"
+MODEL_VERSIONS_TABLE = "ModelVersionsTableName"
+CONTROL_TABLE = "ControlTableName"
+BENCHMARKS_TABLE = "BenchmarksTableName"
+DATA_KEY = "DataKeyArn"
+# Serving
+ENDPOINT_NAME = "EndpointName"
+NOTIFY_TOPIC = "NotifyTopicArn"
+ALARM_TOPIC = "AlarmTopicArn"
+TOPIC_KEY = "TopicKeyArn"
+# Pipeline
+STATE_MACHINE = "StateMachineArn"
+SAGEMAKER_ROLE = "SageMakerRoleArn"
+MODEL_PACKAGE_GROUP = "ModelPackageGroupName"
+# Ingestion
+INGEST_QUEUE = "IngestQueueUrl"
+INGEST_DEAD_LETTER_QUEUE = "IngestDeadLetterQueueUrl"
+QUEUE_KEY = "IngestQueueKeyArn"
+
+STACK_OUTPUTS = {
+    "Storage": (
+        RAW_BUCKET,
+        CURATED_BUCKET,
+        ARTIFACTS_BUCKET,
+        ACCESS_LOGS_BUCKET,
+        RECORDS_TABLE,
+        DROPS_TABLE,
+        MODEL_VERSIONS_TABLE,
+        CONTROL_TABLE,
+        BENCHMARKS_TABLE,
+        DATA_KEY,
+    ),
+    "Serving": (ENDPOINT_NAME, NOTIFY_TOPIC, ALARM_TOPIC, TOPIC_KEY),
+    "Pipeline": (STATE_MACHINE, SAGEMAKER_ROLE, MODEL_PACKAGE_GROUP),
+    "Ingestion": (INGEST_QUEUE, INGEST_DEAD_LETTER_QUEUE, QUEUE_KEY),
+}
+"""Every output id, by the stack (``TuneLoop-<stage>-<part>``) that declares it."""
