@@ -311,7 +311,7 @@ class RetrainStateMachine(Construct):
             parameters={
                 "Error": "EndpointNotInService",
                 "Cause": _P.format(
-                    "endpoint {} is {}; DescribeEndpoint's FailureReason says why",
+                    "endpoint {} is {}; DescribeEndpoint names the FailureReason",
                     _P.string_at("$.deployment.endpoint_name"),
                     _P.string_at("$.endpoint.status"),
                 ),

@@ -217,6 +217,8 @@ def test_endpoint_failed_names_the_endpoint_and_its_status(states: dict[str, Any
     assert failed["Parameters"]["Error"] == "EndpointNotInService"
     cause = failed["Parameters"]["Cause.$"]
     assert cause.startswith("States.Format('endpoint {} is {};")
+    # one quoted template: an apostrophe inside would end the intrinsic's string early
+    assert cause.count("'") == 2
     assert cause.endswith("$.deployment.endpoint_name, $.endpoint.status)")
 
 
