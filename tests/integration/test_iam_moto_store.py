@@ -317,3 +317,17 @@ def test_sns_may_invoke_the_function_only_from_the_permitted_topic(
     assert from_other[0].message.endswith(
         "because no resource-based policy allows the lambda:InvokeFunction action"
     )
+
+
+def test_a_deployed_bucket_policy_leaves_moto_serving_objects(deployed: dict[str, str]) -> None:
+    # Given the bucket's SSL-only policy was deployed (moto's own S3 check would refuse
+    # every object request under it)
+    s3 = boto3.client("s3", region_name=REGION)
+
+    # When an object is written and read
+    s3.put_object(Bucket="store-bucket", Key="a.txt", Body=b"x")
+
+    # Then moto serves it; the policy is there for the enforcement, and the role is listed
+    assert s3.get_object(Bucket="store-bucket", Key="a.txt")["Body"].read() == b"x"
+    assert MotoPolicyStore().resource_policy("arn:aws:s3:::store-bucket") is not None
+    assert ROLE in MotoPolicyStore().role_arns()

@@ -56,6 +56,12 @@ class MotoPolicyStore:
         backend = iam_backends[account]["aws"]
         return next((r for r in backend.roles.values() if r.name == name), None)
 
+    def role_arns(self) -> list[str]:
+        """Every role of the account (for the usage report)."""
+        from moto.iam.models import iam_backends
+
+        return sorted(str(r.arn) for r in iam_backends[self.account]["aws"].roles.values())
+
     def identity_policies(self, role_arn: str) -> Sequence[tuple[str, Document]]:
         role = self._role(role_arn)
         if role is None:
