@@ -450,14 +450,16 @@ def _base_model_problems(stage: str, base_model: Any) -> list[Problem]:
 # ---------------------------------------------------------------------------------------
 
 # Hugging Face PyTorch DLCs (https://github.com/aws/deep-learning-containers); script mode
-# installs requirements.txt from sourcedir.tar.gz on top of them.
+# installs requirements.txt from sourcedir.tar.gz on top of the training image. The
+# inference image serves model.tar.gz with its own packages and installs nothing:
+# training_containers/requirements-serving.txt lists them, a test checks it against the tag.
 _HF_TRAINING_IMAGE = DlcImage(
     repository="huggingface-pytorch-training",
     tag="2.9.0-transformers5.3.0-gpu-py312-cu130-ubuntu22.04",
 )
 _HF_INFERENCE_IMAGE = DlcImage(
     repository="huggingface-pytorch-inference",
-    tag="2.6.0-transformers4.51.3-gpu-py312-cu124-ubuntu22.04",
+    tag="2.6.0-transformers5.5.3-gpu-py312-cu124-ubuntu22.04",
 )
 
 _GATE_POLICY = GatePolicy(

@@ -1,10 +1,12 @@
 """Handler for the Hugging Face inference Deep Learning Container (SageMaker endpoints).
 
-The training job copies this file, ``requirements.txt`` and the ``tuneloop`` package into
-``<model dir>/code/``, so ``model.tar.gz`` is self-contained: the DLC's inference toolkit
-installs ``code/requirements.txt``, puts ``code/`` on ``sys.path`` and calls the four hooks
-below. They delegate to ``tuneloop.serving`` — the same validation and generation as
-``serve.py`` — so the endpoint speaks the contract of docs/contracts.md:
+The training job copies this file and the ``tuneloop`` package into ``<model dir>/code/``,
+so ``model.tar.gz`` is self-contained: the DLC's inference toolkit puts ``code/`` on
+``sys.path`` and calls the four hooks below. There is no ``code/requirements.txt``, so the
+toolkit installs nothing at start-up: the code runs on the image's own packages, listed in
+``requirements-serving.txt``. The hooks delegate to ``tuneloop.serving`` — the same
+validation and generation as ``serve.py`` — so the endpoint speaks the contract of
+docs/contracts.md:
 
 - ``model_fn(model_dir)``: load the adapter folder (base resolved via the catalog, adapter
   merged) or a plain model folder → a ``Generator``.

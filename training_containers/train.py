@@ -35,7 +35,9 @@ if str(_HERE.parent) not in sys.path and not (_HERE / "tuneloop").is_dir():
 from tuneloop.training.job import run  # noqa: E402 (after the sys.path fix above)
 
 # Shipped in model.tar.gz's code/ so the Hugging Face inference container can serve it.
-SERVING_CODE = tuple(_HERE / name for name in ("inference.py", "requirements.txt"))
+# No requirements.txt: the container would pip-install it from the internet at every start;
+# the serving code runs on the image's own packages (requirements-serving.txt).
+SERVING_CODE = (_HERE / "inference.py",)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -90,10 +90,11 @@ def test_writes_adapter_tokenizer_metadata_code_and_report(
         "adapter_model.safetensors",
         "tokenizer.json",
         "code/inference.py",
-        "code/requirements.txt",
         "code/tuneloop/serving/engine.py",
     ):
         assert (model_dir / name).is_file(), name
+    # Nothing for the inference container to pip-install at endpoint start
+    assert not list((model_dir / "code").glob("requirements*.txt"))
     assert not (model_dir / "code/tuneloop/local").exists()
     meta = json.loads((model_dir / "tuneloop_model.json").read_text())
     assert meta["adapter"] is True

@@ -59,7 +59,7 @@ def run(
 ) -> int:
     """Run one training job; 0 on success, 1 (and a failure file) on any error.
 
-    ``serving_code`` lists files (``inference.py``, ``requirements.txt``) copied to
+    ``serving_code`` lists files (``inference.py``) copied to
     ``<model dir>/code/`` together with the ``tuneloop`` package, so the Hugging Face
     inference container can serve the model straight from ``model.tar.gz``. On a multi-GPU
     instance (``SM_NUM_GPUS`` > 1) ``script`` (the entry point) is relaunched under torchrun.
