@@ -9,6 +9,7 @@ deploys nothing.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -22,6 +23,14 @@ from tests.unit.tiny_models import make_tiny_causal_lm
 from tuneloop.local.platform import LocalPlatform, RunResult
 
 pytestmark = pytest.mark.e2e
+
+ASSEMBLY_VARIABLE = "TUNELOOP_ASSEMBLY"
+
+
+def given_assembly() -> Path | None:
+    """A cloud assembly to deploy instead of synthesizing (e.g. one `npx cdk synth` wrote)."""
+    folder = os.environ.get(ASSEMBLY_VARIABLE)
+    return Path(folder).resolve() if folder else None
 
 
 def _write_drop(path: Path, topic: str, count: int) -> Path:
@@ -48,7 +57,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory, base_model: Path) -> Iter
     context = {"stage": "local", "retrain_threshold": "5", "base_model": str(base_model)}
     local = LocalPlatform(work, context=context, log=lambda _: None).start()
     try:
-        local.deploy()
+        local.deploy(given_assembly())
         benchmark = work / "facts.jsonl"
         benchmark.write_text(
             json.dumps(

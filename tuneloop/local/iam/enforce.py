@@ -506,8 +506,21 @@ def _patch_state_machine_credentials() -> None:
         state_task_factory,
         state_task_lambda,
     )
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.state_task import (
+        StateTask,
+    )
     from moto.stepfunctions.parser.asl.utils import boto_client
 
+    original_credentials = StateTask._eval_state_credentials
+
+    def eval_state_credentials(self: Any, env: Any) -> Any:
+        # Step Functions assumes the role with the state machine as aws:SourceArn.
+        credentials = original_credentials(self, env)
+        machine = env.states.context_object.context_object_data.get("StateMachine", {})
+        credentials.source_arn = machine.get("Id")
+        return credentials
+
+    StateTask._eval_state_credentials = eval_state_credentials  # type: ignore[method-assign]
     original = boto_client.boto_client_for
 
     def boto_client_for(region: str, service: str, state_credentials: Any = None) -> Any:
@@ -518,10 +531,14 @@ def _patch_state_machine_credentials() -> None:
             return client
         from botocore.exceptions import ClientError
 
+        source_arn = getattr(state_credentials, "source_arn", None)
         try:
-            credentials = enforcer.role_session(role_arn, "states.amazonaws.com")
+            credentials = enforcer.role_session(role_arn, "states.amazonaws.com", source_arn)
         except AssumeRoleDeniedError as denied:  # fails the task, as AWS fails it
-            error: Any = {"Error": {"Code": "AccessDenied", "Message": denied.decision.message}}
+            error: Any = {
+                "Error": {"Code": "AccessDenied", "Message": denied.decision.message},
+                "ResponseMetadata": {"HTTPStatusCode": 403},
+            }
             raise ClientError(error, "AssumeRole") from None
         return credentials.client(
             service,
