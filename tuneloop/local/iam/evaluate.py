@@ -9,7 +9,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 from tuneloop.local.iam.actions import ALWAYS_ALLOWED, VIA_SERVICE, Need, needs_for
-from tuneloop.local.iam.logic import decide, decide_assume_role, is_service
+from tuneloop.local.iam.logic import Policy, decide, decide_assume_role, is_service
 from tuneloop.local.iam.model import ApiCall, Caller, Decision, PolicyStore
 
 Context = dict[str, list[str]]
@@ -53,7 +53,7 @@ def _resolve(store: PolicyStore, method: str, arn: str) -> str:
     return str(resolved) if resolved else arn
 
 
-def _identity(caller: Caller, store: PolicyStore) -> Sequence[tuple[str, object]]:
+def _identity(caller: Caller, store: PolicyStore) -> Sequence[Policy]:
     if caller.role_arn is None or is_service(caller):
         return ()
     return store.identity_policies(caller.role_arn)
@@ -79,7 +79,7 @@ def _decide_need(
             need.action,
             resource,
             _with(context, extra),
-            identity_policies=identity,  # type: ignore[arg-type]
+            identity_policies=identity,
             resource_policy=store.resource_policy(policy_arn) if policy_arn else None,
             key_policy=is_key,
         )
@@ -91,7 +91,7 @@ def _decide_need(
                 "iam:PassRole",
                 role,
                 _with(context, {"iam:PassedToService": [service]}),
-                identity_policies=identity,  # type: ignore[arg-type]
+                identity_policies=identity,
                 resource_policy=None,
             )
         )
@@ -108,7 +108,7 @@ def _decide_need(
                     action,
                     key,
                     _with(context, via),
-                    identity_policies=identity,  # type: ignore[arg-type]
+                    identity_policies=identity,
                     resource_policy=key_policy,
                     key_policy=True,
                 )
