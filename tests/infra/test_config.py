@@ -18,7 +18,7 @@ from stacks.config import (
     TrainingHyperparameters,
     load_stage_config,
 )
-from tests.infra.conftest import PROJECT_ROOT
+from tests.infra.conftest import PROJECT_ROOT, Assembly
 
 
 @pytest.mark.parametrize("stage", sorted(STAGES))
@@ -151,6 +151,34 @@ def test_a_region_without_the_pinned_layers_fails_synth() -> None:
     assert "AWSSDKPandas-Python312:16" in result.stderr
     assert "Supported regions: af-south-1, " in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_gate_policy_the_gate_would_reject_fails_synth() -> None:
+    policy = {"suites": {"mmlu": {"role": "general", "metric": "accuracy", "delta": 0.05}}}
+    result = _run_app({"stage": "dev", "gate_policy": json.dumps(policy)})
+    assert result.returncode == 1
+    assert (
+        "error: stage 'dev': gate_policy: suites.mmlu.metric: one of acc, acc_norm, perplexity"
+        in result.stderr
+    )
+
+
+def test_prepare_dataset_and_gate_read_the_stage_config_s_values(local: Assembly) -> None:
+    # Given the synthesized functions, by handler
+    variables = {
+        fn["Properties"]["Handler"]: fn["Properties"]["Environment"]["Variables"]
+        for fn in local.resources("AWS::Lambda::Function").values()
+    }
+    prepare = variables["lambdas.prepare_dataset.handler.handler"]
+    config = load_stage_config("local", {})
+    # Then held-out and replay settings and the gate policy are the stage config's
+    assert (
+        float(prepare["HELDOUT_FRACTION"]),
+        int(prepare["HELDOUT_MAX_RECORDS"]),
+        float(prepare["REPLAY_RATIO"]),
+    ) == dataclasses.astuple(config.dataset)
+    gate = variables["lambdas.gate.handler.handler"]
+    assert prepare["GATE_POLICY"] == gate["GATE_POLICY"] == config.gate_policy.to_json()
 
 
 def test_unknown_stage_fails_synth() -> None:
