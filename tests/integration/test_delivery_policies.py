@@ -62,7 +62,7 @@ def _set_queue_policy(url: str, statements: list[dict[str, Any]]) -> None:
     )
 
 
-def _messages(url: str) -> list[dict[str, Any]]:
+def _messages(url: str) -> list[Any]:
     return list(boto3.client("sqs").receive_message(QueueUrl=url).get("Messages", []))
 
 

@@ -517,7 +517,7 @@ def _patch_state_machine_credentials() -> None:
         # Step Functions assumes the role with the state machine as aws:SourceArn.
         credentials = original_credentials(self, env)
         machine = env.states.context_object.context_object_data.get("StateMachine", {})
-        credentials.source_arn = machine.get("Id")
+        credentials.source_arn = machine.get("Id")  # type: ignore[attr-defined]
         return credentials
 
     StateTask._eval_state_credentials = eval_state_credentials  # type: ignore[method-assign]
