@@ -70,8 +70,16 @@ class WildcardAllowances:
         acknowledge(self._role, f"{IAM5}[Action::{action}]", reason)
 
     def allow_resource(self, resource: str, reason: str) -> None:
-        """A wildcard resource exactly as granted (may hold tokens: resolved later)."""
-        self._resources.setdefault(resource, reason)
+        """A wildcard resource exactly as granted (may hold tokens: resolved later).
+
+        One finding covers every statement of the role on that resource, so each grant
+        that adds one states its own reason, and the acknowledgment carries them all.
+        """
+        known = self._resources.get(resource)
+        if known is None or reason in known.split(" | "):
+            self._resources.setdefault(resource, reason)
+        else:
+            self._resources[resource] = f"{known} | {reason}"
 
     def acknowledge_resolved(self) -> None:
         if self._done:

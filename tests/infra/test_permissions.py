@@ -284,3 +284,26 @@ def test_statements_on_any_resource_hold_only_actions_without_resource_types(
             if statement["Effect"] == "Allow" and "*" in _as_list(statement["Resource"]):
                 extra = set(_as_list(statement["Action"])) - UNSCOPED_ACTIONS
                 assert not extra, f"{name}: {sorted(extra)} on '*'"
+
+
+def test_one_acknowledgment_carries_the_reason_of_every_grant_it_covers() -> None:
+    # Given two grants on "*" in one role (X-Ray, and a redactor's Comprehend call)
+    from aws_cdk import App, Stack
+    from aws_cdk import aws_iam as iam
+
+    from stacks.nag import WildcardAllowances
+
+    stack = Stack(App(), "Probe")
+    role = iam.Role(stack, "Role", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"))
+    allow = WildcardAllowances(role)
+    allow.allow_resource("*", "X-Ray has no resource-level permissions.")
+    allow.allow_resource("*", "comprehend:DetectPiiEntities supports no resource ARN")
+    allow.allow_resource("*", "X-Ray has no resource-level permissions.")
+    # When the finding is acknowledged (recorded in the role's construct metadata),
+    # then its reason names both grants, once each
+    allow.acknowledge_resolved()
+    reasons = [str(entry.data) for entry in role.node.metadata if "IAM5" in str(entry.data)]
+    assert any(
+        "X-Ray has no resource-level permissions. | comprehend:DetectPiiEntities" in r
+        for r in reasons
+    ), reasons
