@@ -83,9 +83,11 @@ def test_case_and_punctuation_do_not_make_a_text_new() -> None:
     assert jaccard_estimate(hasher.signature(BASE), hasher.signature(shouted)) == 1.0
 
 
-def test_default_banding_finds_pairs_at_the_threshold_and_few_far_below() -> None:
+def test_default_banding_finds_one_word_edits_of_short_records_and_few_far_below() -> None:
     near = NearDuplicateSettings()
-    assert candidate_probability(near.threshold, near.bands, near.rows) > 0.99
+    # One word changed in a record of 20 words: 17 of 21 word pairs shared (Jaccard 0.81)
+    assert candidate_probability(17 / 21, near.bands, near.rows) > 0.99
+    assert candidate_probability(near.threshold, near.bands, near.rows) > 0.9
     assert candidate_probability(0.3, near.bands, near.rows) < 0.1
     assert len(band_hashes(MinHasher().signature(BASE), near.bands, near.rows)) == near.bands
 
@@ -145,3 +147,66 @@ def test_the_pure_python_path_is_the_textbook_formula_at_the_edges() -> None:
 
     for hashes in [[edge] for edge in edges] + [edges, edges[::-1]]:
         assert list(unpack(hasher._python(hashes))) == textbook(hashes)
+
+
+# --- short records at the default settings ----------------------------------------------
+
+SHORT = (
+    "hello our invoice INV-40211 was charged twice on 2026-03-14 and the refund of 120 "
+    "dollars is still pending please check the billing report"
+)  # 24 words, with an id, a date and a number
+
+
+def merged_at_defaults(first: str, second: str) -> bool:
+    """Whether the second of two records ends as a near-duplicate of the first."""
+    import json
+
+    from tuneloop.ingest.accounting import account_for_file
+    from tuneloop.ingest.parsing import parse_file
+
+    class Store:
+        def insert_new(self, drop_id: str, candidates: object) -> dict[str, object]:
+            return {}
+
+    body = "\n".join(json.dumps({"text": t}) for t in (first, second)).encode()
+    outcome = account_for_file(parse_file("drops/x/f.jsonl", body), drop_id="d", store=Store())  # type: ignore[arg-type]
+    return [n.line for n in outcome.near_duplicates] == [2]
+
+
+@pytest.mark.parametrize(
+    "edited",
+    [
+        SHORT.replace("pending", "open"),  # a word changed
+        SHORT.replace("still pending", "still not pending"),  # a word inserted
+        SHORT.replace("please check", "check"),  # a word deleted
+        SHORT.replace("hello", "hi"),  # at the very start
+    ],
+)
+def test_one_word_edits_of_a_short_record_are_near_duplicates_at_the_defaults(edited: str) -> None:
+    assert merged_at_defaults(SHORT, edited)
+
+
+@pytest.mark.parametrize(
+    "edited",
+    [
+        SHORT.replace("120", "210"),  # a number
+        SHORT.replace("INV-40211", "INV-40212"),  # an id
+        SHORT.replace("2026-03-14", "2026-03-15"),  # a date
+    ],
+)
+def test_records_differing_only_in_a_number_id_or_date_are_not_merged(edited: str) -> None:
+    assert not merged_at_defaults(SHORT, edited)
+
+
+def test_distinct_numbers_keeps_numberless_signatures_and_both_paths_agree() -> None:
+    plain, numbered = MinHasher(shingle_size=2), MinHasher(shingle_size=2, distinct_numbers=True)
+    # A text without digits keeps the signature it always had (stored ones still match)
+    assert numbered.signature(BASE) == plain.signature(BASE)
+    # Texts whose numbers differ share no values; equal numbers keep every equal value
+    assert (
+        jaccard_estimate(numbered.signature(SHORT), numbered.signature(SHORT.replace("120", "121")))
+        < 0.05
+    )
+    assert jaccard_estimate(numbered.signature(SHORT), numbered.signature(SHORT + " again")) > 0.8
+    texts = [SHORT, BASE, "order 7 of 9", ""] * 50
+    assert numbered.signatures(texts, use_numpy=True) == numbered.signatures(texts, use_numpy=False)

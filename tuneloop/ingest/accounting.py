@@ -165,7 +165,9 @@ def _drop_near_duplicates(
     index: NearDuplicateIndex | None,
 ) -> list[Candidate]:
     """Move near-duplicates (within the file, then of stored records) into the outcome."""
-    hasher = MinHasher(settings.num_perm, settings.shingle_size, settings.seed)
+    hasher = MinHasher(
+        settings.num_perm, settings.shingle_size, settings.seed, settings.distinct_numbers
+    )
     signatures = hasher.signatures([c.content.plain_text() for c in unique])
     in_file = MemoryLSH(threshold=settings.threshold, bands=settings.bands, rows=settings.rows)
     kept: list[Candidate] = []

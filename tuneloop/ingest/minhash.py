@@ -59,6 +59,8 @@ class MinHasher:
     num_perm: int = 128
     shingle_size: int = 5
     seed: int = 1
+    # Signatures of texts whose digit-bearing words differ share no values (numbers_key).
+    distinct_numbers: bool = False
     _a: tuple[int, ...] = field(init=False, repr=False, compare=False)
     _b: tuple[int, ...] = field(init=False, repr=False, compare=False)
     _lanes: _Lanes = field(init=False, repr=False, compare=False)
@@ -90,13 +92,19 @@ class MinHasher:
         if use_numpy is None:
             use_numpy = np is not None
         if not use_numpy:
-            return [self._python(self.shingle_hashes(text)) for text in texts]
-        # Shingled a chunk at a time: a drop's shingle hashes as Python ints would take
-        # ~40 bytes each, hundreds of MB for a large drop, held only to be flattened.
-        signatures: list[Signature] = []
-        for start in range(0, len(texts), _CHUNK_TEXTS):
-            chunk = texts[start : start + _CHUNK_TEXTS]
-            signatures.extend(self._numpy([self.shingle_hashes(text) for text in chunk]))
+            signatures = [self._python(self.shingle_hashes(text)) for text in texts]
+        else:
+            # Shingled a chunk at a time: a drop's shingle hashes as Python ints would take
+            # ~40 bytes each, hundreds of MB for a large drop, held only to be flattened.
+            signatures = []
+            for start in range(0, len(texts), _CHUNK_TEXTS):
+                chunk = texts[start : start + _CHUNK_TEXTS]
+                signatures.extend(self._numpy([self.shingle_hashes(text) for text in chunk]))
+        if self.distinct_numbers:
+            signatures = [
+                _xor_all(signature, numbers_key(text))
+                for signature, text in zip(signatures, texts, strict=True)
+            ]
         return signatures
 
     def _python(self, hashes: list[int]) -> Signature:
@@ -182,6 +190,30 @@ class _Lanes:
         step = self.WIDTH // 8
         packed = lowest.to_bytes(self.count * step, "little")
         return b"".join([packed[start : start + 4] for start in range(0, len(packed), step)])
+
+
+def numbers_key(text: str) -> int:
+    """A 32-bit digest of the text's digit-bearing words (numbers, ids, dates) in order; 0
+    when it has none, so a text without numbers keeps its plain signature.
+
+    Every value of a signature is XORed with it: two texts with the same numbers keep
+    every equal value equal, two with different numbers share (almost) none, so LSH never
+    nominates them and their estimated similarity is ~0. Word shingles alone cannot tell
+    "order 1234 shipped" from "order 1235 shipped": one word apart either way.
+    """
+    numbers = [word for word in _WORD.findall(text.lower()) if any(c.isdigit() for c in word)]
+    if not numbers:
+        return 0
+    return zlib.crc32("\x1f".join(numbers).encode()) or 1
+
+
+def _xor_all(signature: Signature, key: int) -> Signature:
+    if not key:
+        return signature
+    # The same 4 bytes in every lane: byte order does not matter for an XOR of equal lanes.
+    pattern = key.to_bytes(4, "little") * (len(signature) // 4)
+    mixed = int.from_bytes(signature, "little") ^ int.from_bytes(pattern, "little")
+    return mixed.to_bytes(len(signature), "little")
 
 
 def jaccard_estimate(first: Signature, second: Signature) -> float:
