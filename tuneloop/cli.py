@@ -16,7 +16,13 @@ def _demo(args: argparse.Namespace) -> int:
     from tuneloop.local.platform import default_work_dir
 
     work_dir = Path(args.work_dir) if args.work_dir else default_work_dir()
-    return run_demo(work_dir, base_model=args.base_model)
+    assembly = Path(args.assembly).resolve() if args.assembly else None
+    return run_demo(
+        work_dir,
+        base_model=args.base_model,
+        assembly=assembly,
+        enforce_permissions=False if args.no_enforce else None,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,6 +34,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--work-dir", help="where the local platform keeps its state and logs")
     demo.add_argument(
         "--base-model", help="base model reference (default: the stage's, SmolLM2-135M-Instruct)"
+    )
+    demo.add_argument(
+        "--assembly",
+        help="deploy this cloud assembly (a `cdk synth` output folder) instead of synthesizing",
+    )
+    demo.add_argument(
+        "--no-enforce",
+        action="store_true",
+        help="log permission denials without refusing the calls (for debugging; "
+        "also TUNELOOP_ENFORCE_IAM=0)",
     )
     demo.set_defaults(func=_demo)
     from tuneloop.benchmarks.commands import add_parser as add_benchmarks

@@ -14,7 +14,7 @@ import re
 import shutil
 import tarfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,9 +22,12 @@ from typing import Any
 
 import boto3
 
+from tuneloop.local.emulator import EnforcerFactory, policy_enforcer
+from tuneloop.local.iam.usage import as_json
 from tuneloop.local.platform import REPO_ROOT, LocalPlatform, PlatformError, RunResult
 
 EXAMPLES = REPO_ROOT / "examples"
+PERMISSIONS_REPORT = "permissions.json"  # in the work dir: grants per role, refusals
 DEMO_PROMPT = "How do I reset the Atlas Router?"
 # Lines from the training and evaluation jobs worth showing while they run.
 _PROGRESS = re.compile(r"(step \d+|convert|cach|loss|acc|items|scor|load|error)", re.IGNORECASE)
@@ -247,7 +250,43 @@ def _print_summary(summary: Summary, total: float) -> None:
     _say(f"    {'total':<24} {total:7.1f} s")
 
 
-def run_demo(work_dir: Path, *, base_model: str | None = None) -> int:
+def _permissions(platform: LocalPlatform, work_dir: Path) -> None:
+    """The grants report (per role: exercised, never exercised) and every refusal."""
+    reports = platform.emulator.permission_report()
+    path = work_dir / PERMISSIONS_REPORT
+    path.write_text(as_json(reports), encoding="utf-8")
+    exercised = sum(len(r.exercised) for r in reports)
+    unused = sum(len(r.never_exercised) for r in reports)
+    denials = platform.emulator.enforcer.denials
+    mode = "enforced" if platform.emulator.enforcer.enabled else "NOT enforced (logged only)"
+    _say(
+        f"\n== Permissions ({mode}): {len(reports)} roles, {exercised} grants exercised, "
+        f"{unused} never exercised, {len(denials)} requests refused; report {path}"
+    )
+    for report in reports:
+        if report.exercised or report.denied:
+            _say(
+                f"   {report.role.rsplit('/', 1)[-1]}: {len(report.exercised)} exercised, "
+                f"{len(report.never_exercised)} never exercised"
+            )
+    for denial in denials:
+        _say(f"   refused {denial.operation} ({denial.caller}): {denial.message}")
+
+
+def run_demo(
+    work_dir: Path,
+    *,
+    base_model: str | None = None,
+    assembly: Path | None = None,
+    enforce_permissions: bool | None = None,
+    make_enforcer: EnforcerFactory = policy_enforcer,
+    before_stop: Callable[[LocalPlatform], None] | None = None,
+) -> int:
+    """The whole loop; 0 only if every stage did its job.
+
+    ``assembly``: deploy this cloud assembly instead of synthesizing. ``before_stop`` sees
+    the platform after the loop (or its failure), while the emulator still runs.
+    """
     started = time.monotonic()
     summary = Summary()
     # Each demo starts from a clean emulator; the converted base model is cached elsewhere.
@@ -255,11 +294,19 @@ def run_demo(work_dir: Path, *, base_model: str | None = None) -> int:
     context = {"stage": "local", "retrain_threshold": "10"}
     if base_model:
         context["base_model"] = base_model
-    platform = LocalPlatform(work_dir, context=context, log=_say, on_job_log=_job_log)
+    platform = LocalPlatform(
+        work_dir,
+        context=context,
+        log=_say,
+        on_job_log=_job_log,
+        enforce_permissions=enforce_permissions,
+        make_enforcer=make_enforcer,
+    )
+    failed = False
     try:
-        with _stage(summary, "synth and deploy"):
+        with _stage(summary, "deploy" if assembly else "synth and deploy"):
             platform.start()
-            resources = platform.deploy()
+            resources = platform.deploy(assembly)
             platform.upload_benchmarks(sorted((EXAMPLES / "benchmarks").glob("*.jsonl")))
             _say(f"   state machine {resources.state_machine_arn.rsplit(':', 1)[-1]}")
         round1 = EXAMPLES / "drops" / "round1"
@@ -273,10 +320,16 @@ def run_demo(work_dir: Path, *, base_model: str | None = None) -> int:
         )
         _fault_and_rollback(platform, summary, good=first["version"], bad=second["version"])
     except PlatformError as exc:
+        failed = True
         _say(f"\nDEMO FAILED: {exc}")
         _say(f"logs: {work_dir / 'emulator' / 'logs'} and {work_dir / 'emulator' / 'jobs'}")
-        return 1
     finally:
+        if platform.deployment is not None:
+            _permissions(platform, work_dir)
+            if before_stop is not None:
+                before_stop(platform)
         platform.stop()
+    if failed:
+        return 1
     _print_summary(summary, time.monotonic() - started)
     return 0

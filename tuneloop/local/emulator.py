@@ -22,6 +22,7 @@ from tuneloop.local.alarms import AlarmEvaluator
 from tuneloop.local.endpoints import LocalEndpoints
 from tuneloop.local.iam import enforce
 from tuneloop.local.iam.credentials import CredentialRegistry
+from tuneloop.local.iam.usage import Recorder, RoleReport
 from tuneloop.local.jobs import LocalJobRunner, LogCallback
 from tuneloop.local.lambda_runtime import LambdaRuntime, subprocess_environment
 
@@ -42,7 +43,6 @@ def policy_enforcer(
 ) -> enforce.Enforcer:
     """The enforcer over the deployed policies: moto's backends, every decision recorded."""
     from tuneloop.local.iam.moto_store import MotoPolicyStore
-    from tuneloop.local.iam.usage import Recorder
 
     return enforce.Enforcer(
         registry=registry,
@@ -142,6 +142,16 @@ class Emulator:
         ).close()
         self.alarms.start()
         return self
+
+    def permission_report(self) -> list[RoleReport]:
+        """Per role of the account: the grants the run exercised and those it never did."""
+        from moto.iam.models import iam_backends
+
+        recorder = getattr(self.enforcer, "recorder", None)
+        if not isinstance(recorder, Recorder):
+            return []
+        roles = sorted(role.arn for role in iam_backends[ACCOUNT_ID]["aws"].roles.values())
+        return recorder.report(self.enforcer.store, roles)
 
     @property
     def endpoints(self) -> LocalEndpoints:

@@ -21,7 +21,7 @@ import boto3
 
 from tuneloop import stack_outputs as out
 from tuneloop.local.deployer import Deployment, cdk_environment, deploy_assembly
-from tuneloop.local.emulator import Emulator
+from tuneloop.local.emulator import Emulator, EnforcerFactory, policy_enforcer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 Log = Callable[[str], None]
@@ -115,11 +115,18 @@ class LocalPlatform:
         context: dict[str, str],
         log: Log = print,
         on_job_log: Callable[[str, str], None] | None = None,
+        enforce_permissions: bool | None = None,
+        make_enforcer: EnforcerFactory = policy_enforcer,
     ) -> None:
         self.work_dir = work_dir
         self.context = context
         self.log = log
-        self.emulator = Emulator(work_dir / "emulator", on_job_log=on_job_log)
+        self.emulator = Emulator(
+            work_dir / "emulator",
+            on_job_log=on_job_log,
+            enforce_permissions=enforce_permissions,
+            make_enforcer=make_enforcer,
+        )
         self.deployment: Deployment | None = None
         self._resources: Resources | None = None
 
