@@ -15,8 +15,11 @@ from stacks.constructs.training_code import TrainingCode
 from stacks.grants import grant_objects
 from stacks.nag import WildcardAllowances
 
-SOURCE_RESOURCE_TYPES = ("training-job", "processing-job", "model", "endpoint", "endpoint-config")
-"""What SageMaker assumes the role for: Train/Evaluate jobs, the endpoint's models."""
+
+def sagemaker_source_arn(stack: Stack) -> str:
+    """``arn:<partition>:sagemaker:<region>:<account>:*``: what SageMaker presents as
+    ``aws:SourceArn`` for inference, and a pattern over its job ARNs."""
+    return f"arn:{stack.partition}:sagemaker:{stack.region}:{stack.account}:*"
 
 
 class SageMakerExecutionRole(Construct):
@@ -36,22 +39,20 @@ class SageMakerExecutionRole(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
-        # Confused deputy: SageMaker may assume the role only for this account's jobs,
-        # models and endpoints ("Cross-service confused deputy prevention",
-        # https://docs.aws.amazon.com/sagemaker/latest/dg/security-confused-deputy-prevention.html).
-        source_arns = [
-            stack.format_arn(service="sagemaker", resource=kind, resource_name="*")
-            for kind in SOURCE_RESOURCE_TYPES
-        ]
+        # Confused deputy: SageMaker may assume the role only for this account's and
+        # region's SageMaker resources. The shape is AWS's ("Cross-service confused deputy
+        # prevention", sections Training Jobs, Processing Jobs and Inference,
+        # https://docs.aws.amazon.com/sagemaker/latest/dg/security-confused-deputy-prevention.html):
+        # for inference SageMaker presents exactly arn:<partition>:sagemaker:<region>:<account>:*
+        # (not the model's or endpoint's ARN), so a narrower pattern would break the
+        # endpoint; that one pattern also holds the training and processing job ARNs. The
+        # account is in the ARN, and the documented trust policies use aws:SourceArn only.
         self.role = iam.Role(
             self,
             "Role",
             assumed_by=iam.ServicePrincipal(
                 "sagemaker.amazonaws.com",
-                conditions={
-                    "StringEquals": {"aws:SourceAccount": stack.account},
-                    "ArnLike": {"aws:SourceArn": source_arns},
-                },
+                conditions={"ArnLike": {"aws:SourceArn": sagemaker_source_arn(stack)}},
             ),
             description="TuneLoop SageMaker jobs and endpoint",
         )
