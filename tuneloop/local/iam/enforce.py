@@ -359,10 +359,11 @@ def _patch_request_hook() -> None:
     def serialized(self: Any, action_result: Any) -> Any:
         status, headers, body = original_serialized(self, action_result)
         error = action_result.result
-        if isinstance(error, S3ClientError) and error.code in {
+        refused = isinstance(error, S3ClientError) and error.code in {
             "AccessDenied",
             "InvalidAccessKeyId",
-        }:
+        }
+        if _active is not None and refused:
             status = 403
         return status, headers, body
 
