@@ -387,13 +387,14 @@ class StageConfig:
 
     def _serving_backend_problems(self) -> list[Problem]:
         found: list[Problem] = []
-        _check(
-            found,
-            "serving_backend",
-            self.serving_backend,
-            self.serving_backend in SERVING_BACKENDS,
-            f"one of {SERVING_BACKENDS}",
-        )
+        if self.serving_backend not in SERVING_BACKENDS:
+            hint = did_you_mean(str(self.serving_backend), SERVING_BACKENDS)
+            found.append(
+                (
+                    "serving_backend",
+                    f"must be one of {SERVING_BACKENDS}, got {self.serving_backend!r}{hint}",
+                )
+            )
         if self.serving_backend == "lmi":
             if not self.base_model.startswith(("hf://", "s3://")):
                 reason = f"'lmi' needs an hf:// or s3:// base_model, got {self.base_model!r}"

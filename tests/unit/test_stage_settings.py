@@ -172,6 +172,11 @@ def test_nested_settings_name_the_closest_key(overrides: dict[str, Any], message
     assert message in str(raised.value)
 
 
+def test_a_misspelled_serving_backend_names_the_closest_one() -> None:
+    with pytest.raises(ConfigError, match=r"got 'lmii' \(did you mean 'lmi'\?\)"):
+        config_from_context({"stage": "dev", "serving_backend": "lmii"})
+
+
 def test_a_misspelled_stage_names_the_closest_one() -> None:
     with pytest.raises(ConfigError, match=r"unknown stage 'prd' \(did you mean 'prod'\?\)"):
         config_from_context({"stage": "prd"})
