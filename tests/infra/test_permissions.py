@@ -179,7 +179,7 @@ def test_event_bridge_may_deliver_drop_events_to_the_encrypted_queue(dev: Assemb
     assert "sqs:SendMessage" in _as_list(queue_allow["Action"])
     assert queue_allow["Condition"]["StringEquals"] == {"aws:SourceAccount": ACCOUNT}
     assert {"kms:GenerateDataKey*", "kms:Decrypt"} <= set(_as_list(key_allow["Action"]))
-    # The KMS request SQS makes for EventBridge carries aws:SourceAccount, not the rule ARN.
+    # As CDK writes it for an encrypted queue: the account, on the key as on the queue.
     assert key_allow["Condition"] == {"StringEquals": {"aws:SourceAccount": ACCOUNT}}
 
 
