@@ -47,3 +47,23 @@ STACK_OUTPUTS = {
     "Ingestion": (INGEST_QUEUE, INGEST_DEAD_LETTER_QUEUE, QUEUE_KEY),
 }
 """Every output id, by the stack (``TuneLoop-<stage>-<part>``) that declares it."""
+
+
+def stack_name(stage: str, part: str) -> str:
+    """``TuneLoop-<stage>-<part>``, as ``app.py`` names the stacks."""
+    return f"TuneLoop-{stage}-{part}"
+
+
+def read_outputs(stage: str) -> dict[str, str]:
+    """Every declared output of the stage's four stacks (``DescribeStacks``), by id.
+
+    The CLI and the console find names this way, on AWS as against the emulator."""
+    from tuneloop import aws
+
+    cloudformation = aws.client("cloudformation")
+    found: dict[str, str] = {}
+    for part, ids in STACK_OUTPUTS.items():
+        (stack,) = cloudformation.describe_stacks(StackName=stack_name(stage, part))["Stacks"]
+        outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+        found.update({output_id: outputs[output_id] for output_id in ids if output_id in outputs})
+    return found
