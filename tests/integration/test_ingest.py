@@ -660,3 +660,30 @@ def test_a_drop_under_an_invalid_dataset_name_is_quarantined_whole(
     rejected = json.loads(line)
     assert (rejected["line"], rejected["reason"]) == (0, "invalid_dataset_name")
     assert "'a..b'" in rejected["message"]
+
+
+def test_hostile_lines_are_quarantined_and_the_rest_of_the_drop_is_stored(
+    env: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("INGEST_SETTINGS", '{"max_line_bytes": 16384}')
+    # Given a drop with a line nested 5,000 levels deep and a line over max_line_bytes
+    key = "drops/support/hostile.jsonl"
+    deep = '{"text": ' + "[" * 5000 + "]" * 5000 + "}"
+    long_line = json.dumps({"text": "x" * 40_000})
+    lines = ['{"text": "How do I reset my password?"}', deep, long_line, '{"text": "Thanks!"}']
+    body = drop(env, key, "\n".join(lines).encode())
+
+    # When the ingest Lambda receives its event
+    assert invoke(body) == {"batchItemFailures": []}
+
+    # Then the valid lines are stored, each hostile one quarantined with its reason ...
+    manifest = drop_item(env, key, body)
+    assert (manifest["status"], manifest["stored"]) == ("complete", 2)
+    assert manifest["reasons"] == {"too_deep": 1, "line_too_long": 1}
+    quarantine_key = f"quarantine/{manifest['drop_id']}/hostile.jsonl.jsonl"
+    lines_out = aws.client("s3").get_object(Bucket=env.raw_bucket, Key=quarantine_key)["Body"]
+    rejected = [json.loads(line) for line in lines_out.read().splitlines()]
+    assert [(r["line"], r["reason"]) for r in rejected] == [(2, "too_deep"), (3, "line_too_long")]
+    # ... keeping an excerpt, not the whole line
+    assert all(len(r["raw"]) <= 1024 for r in rejected)
+    assert f"{len(long_line):,} bytes" in rejected[1]["message"]
