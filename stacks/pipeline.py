@@ -59,6 +59,7 @@ class PipelineStack(Stack):
             training_code=code,
             images=[training_image, serving_image] + ([deploy_image] if deploy_image else []),
             rollback_alarms=endpoint_alarms.alarms,
+            base_model=config.base_model,
         )
         self.sagemaker_role = execution.role
         if lmi:  # the endpoint loads the model Deploy repacked for LMI

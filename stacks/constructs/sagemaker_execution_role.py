@@ -36,6 +36,7 @@ class SageMakerExecutionRole(Construct):
         training_code: TrainingCode,
         images: list[DlcImageUri],
         rollback_alarms: Sequence[cw.IAlarm],
+        base_model: str,
     ) -> None:
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
@@ -75,6 +76,8 @@ class SageMakerExecutionRole(Construct):
         )
         for image in images:
             image.grant_pull(self.role)
+        if base_model.startswith("s3://"):
+            self._grant_base_model(base_model)
         sagemaker_logs = stack.format_arn(
             service="logs",
             resource="log-group",
@@ -117,4 +120,28 @@ class SageMakerExecutionRole(Construct):
             "ecr:GetAuthorizationToken and cloudwatch:PutMetricData "
             "support no resource-level permissions (metrics are limited to "
             "the /aws/sagemaker/ namespaces by condition).",
+        )
+
+    def _grant_base_model(self, uri: str) -> None:
+        """Read an ``s3://`` base model (an archive, or every object under a prefix): the
+        only objects outside the data lake that the jobs (and an LMI endpoint) read."""
+        bucket, _, key = uri.removeprefix("s3://").partition("/")
+        bucket_arn = f"arn:{Stack.of(self).partition}:s3:::{bucket}"
+        if key.endswith((".tar.gz", ".tgz")):
+            self.role.add_to_policy(
+                iam.PolicyStatement(actions=["s3:GetObject"], resources=[f"{bucket_arn}/{key}"])
+            )
+            return
+        prefix = f"{key.rstrip('/')}/" if key else ""
+        objects = f"{bucket_arn}/{prefix}*"
+        self.role.add_to_policy(iam.PolicyStatement(actions=["s3:GetObject"], resources=[objects]))
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["s3:ListBucket"],
+                resources=[bucket_arn],
+                conditions={"StringLike": {"s3:prefix": [f"{prefix}*"]}},
+            )
+        )
+        self.allowances.allow_resource(
+            objects, "The stage's s3:// base model: every object under its prefix."
         )

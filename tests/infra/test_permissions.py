@@ -309,3 +309,23 @@ def test_one_acknowledgment_carries_the_reason_of_every_grant_it_covers() -> Non
         "X-Ray has no resource-level permissions. | comprehend:DetectPiiEntities" in r
         for r in reasons
     ), reasons
+
+
+def test_an_s3_base_model_is_readable_by_the_jobs_and_nothing_beside_it(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    # Given a stage whose base model is an s3:// prefix (no longer covered by a read on "*")
+    from tests.infra.conftest import synthesize
+
+    assembly = synthesize(
+        "dev", tmp_path_factory.mktemp("cdk-s3-base"), base_model="s3://models-bucket/base/"
+    )
+    logical_id, _ = _sagemaker_role(assembly)
+    statements = _role_statements(assembly, logical_id)
+    # Then the SageMaker role reads that prefix, and lists the bucket only under it
+    assert "arn:<AWS::Partition>:s3:::models-bucket/base/*" in _resources_allowed(
+        statements, "s3:GetObject"
+    )
+    (listing,) = [s for s in statements if s["Action"] == "s3:ListBucket"]
+    assert flatten_reference(listing["Resource"]) == "arn:<AWS::Partition>:s3:::models-bucket"
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": ["base/*"]}}
