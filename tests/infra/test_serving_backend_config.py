@@ -20,7 +20,7 @@ def test_the_default_backend_is_our_server() -> None:
 
 def test_a_bad_backend_name_is_rejected_naming_the_field() -> None:
     with pytest.raises(ConfigError, match=r"stage 'dev': .*serving_backend must be one of"):
-        dataclasses.replace(load_stage_config("dev", {}), serving_backend="tgi")  # type: ignore[arg-type]
+        dataclasses.replace(load_stage_config("dev", {}), serving_backend="tgi")
 
 
 def test_lmi_needs_a_base_model_it_can_load() -> None:
