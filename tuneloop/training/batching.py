@@ -22,6 +22,8 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+import numpy.typing as npt
 import torch
 
 from tuneloop.training.data import IGNORE_INDEX, Example, index_stream
@@ -42,7 +44,11 @@ class MicroBatch:
 
 
 def step_plan(
-    lengths: Sequence[int], examples_per_step: int, seed: int, *, group_by_length: bool
+    lengths: Sequence[int] | npt.NDArray[np.int64],
+    examples_per_step: int,
+    seed: int,
+    *,
+    group_by_length: bool,
 ) -> Iterator[list[int]]:
     """Example indices of each optimizer step, forever (deterministic in ``seed``)."""
     stream = index_stream(len(lengths), seed)

@@ -2,6 +2,13 @@
 
 Records are ``{"text": str}`` (loss on every token) or ``{"messages": [{"role", "content"}]}``
 (loss only on assistant turns; prompt tokens get label -100).
+
+A channel becomes a memory-mapped Arrow table (Hugging Face ``datasets``) and is tokenized
+with ``Dataset.map`` into another one, both cached on disk under a fingerprint of the
+channel's bytes, the tokenizer, ``max_seq_length`` and this code: memory does not follow the
+data set's size, and a re-run (a spot resume) reads the cached tokens instead of tokenizing.
+Row order is the channel's (files in path order, lines in order), so the step plan, and with
+it the data order of a seed, is the same as when records were held in a list.
 """
 
 from __future__ import annotations
@@ -11,19 +18,45 @@ import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
+import datasets
+import numpy as np
+import numpy.typing as npt
+import pyarrow.compute as pc
 import torch
+from filelock import FileLock
 
 from tuneloop.training.chat import Message, assistant_spans
 from tuneloop.training.config import TrainingError
 
 IGNORE_INDEX = -100
+RECORD_FEATURES = datasets.Features(
+    {
+        "text": datasets.Value("string"),
+        "messages": datasets.List(
+            {"role": datasets.Value("string"), "content": datasets.Value("string")}
+        ),
+    }
+)
+# Labels are the token itself or IGNORE_INDEX, so a flag per token stores them.
+TOKEN_FEATURES = datasets.Features(
+    {
+        "input_ids": datasets.List(datasets.Value("int32")),
+        "predicted": datasets.List(datasets.Value("bool")),
+    }
+)
+# A change to how records are read or encoded must not reuse an older cache.
+_CODE_DIGEST = hashlib.sha256(
+    Path(__file__).read_bytes() + (Path(__file__).parent / "chat.py").read_bytes()
+).hexdigest()
+Records: TypeAlias = "list[dict[str, Any]] | datasets.Dataset"
 
 
 @dataclass(frozen=True)
 class Dataset:
-    records: list[dict[str, Any]]
+    # A list (records built in memory), or the Arrow table read_channel memory-maps.
+    records: Records
     sha256: str  # of the channel's .jsonl files' bytes, concatenated in path order
     files: list[str]
     # One entry per file: {"channel", "file", "sha256", "records"}; replay picks added by mix.
@@ -41,39 +74,96 @@ class Example:
     labels: list[int]
 
 
-def read_channel(channel: Path, name: str = "train") -> Dataset:
-    """All records of the ``.jsonl`` files under ``channel``; TrainingError if none or bad."""
+@dataclass(frozen=True)
+class Encoded:
+    """The tokenized examples (an Arrow table) and how many records had nothing to learn."""
+
+    table: datasets.Dataset  # columns input_ids, predicted
+    dropped: int
+    from_cache: bool  # the tokens were read from an earlier run's cache
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def lengths(self) -> npt.NDArray[np.int64]:
+        """Tokens per example, from the Arrow offsets (no token is read)."""
+        column = self.table.data.column("input_ids")
+        return np.asarray(pc.list_value_length(column).to_numpy(), dtype=np.int64)
+
+    def examples(self, indices: Sequence[int]) -> list[Example]:
+        rows = self.table[list(indices)]
+        return [
+            Example(ids, [t if keep else IGNORE_INDEX for t, keep in zip(ids, mask, strict=True)])
+            for ids, mask in zip(rows["input_ids"], rows["predicted"], strict=True)
+        ]
+
+
+def read_channel(channel: Path, name: str = "train", *, cache_dir: Path | None = None) -> Dataset:
+    """The ``.jsonl`` records under ``channel`` as a memory-mapped Arrow table.
+
+    ``cache_dir`` holds the table (and later its tokens); None is ``datasets``' own cache.
+    TrainingError if the channel has no records or a bad one (file and line named).
+    """
     if not channel.is_dir():
         raise TrainingError(f"{name} channel {channel} does not exist or is not a folder")
     files = sorted(p for p in channel.rglob("*.jsonl") if p.is_file())
     if not files:
         raise TrainingError(f"{name} channel {channel} holds no .jsonl files")
     digest = hashlib.sha256()
-    records: list[dict[str, Any]] = []
     manifest: list[dict[str, Any]] = []
     for path in files:
-        try:
-            data = path.read_bytes()
-            text = data.decode("utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise TrainingError(f"cannot read {path.name}: {exc}") from exc
-        digest.update(data)
-        before = len(records)
-        for number, line in enumerate(text.splitlines(), start=1):
-            if line.strip():
-                records.append(_parse_record(line, f"{path.name}:{number}"))
+        file_sha, count = _scan(path, digest)
         manifest.append(
             {
                 "channel": name,
                 "file": str(path.relative_to(channel)),
-                "sha256": hashlib.sha256(data).hexdigest(),
-                "records": len(records) - before,
+                "sha256": file_sha,
+                "records": count,
             }
         )
-    if not records:
+    if not sum(entry["records"] for entry in manifest):
         raise TrainingError(f"{name} channel {channel} has no records (its .jsonl files are empty)")
+    key = json.dumps([_CODE_DIGEST, [entry["sha256"] for entry in manifest]])
+    try:
+        table = datasets.Dataset.from_generator(
+            _generate_records,
+            features=RECORD_FEATURES,
+            cache_dir=str(cache_dir) if cache_dir else None,
+            gen_kwargs={"paths": [str(path) for path in files]},
+            fingerprint=hashlib.sha256(key.encode()).hexdigest(),
+        )
+    except datasets.exceptions.DatasetGenerationError as exc:
+        if isinstance(exc.__cause__, TrainingError):
+            raise exc.__cause__ from None
+        raise
     names = [str(p.relative_to(channel)) for p in files]
-    return Dataset(records, digest.hexdigest(), names, manifest)
+    return Dataset(table, digest.hexdigest(), names, manifest)
+
+
+def _scan(path: Path, digest: Any) -> tuple[str, int]:
+    """The file's sha256 and record count, read in lines (never whole)."""
+    file_digest = hashlib.sha256()
+    count = 0
+    try:
+        with path.open("rb") as lines:
+            for line in lines:
+                digest.update(line)
+                file_digest.update(line)
+                if line.decode("utf-8").strip():
+                    count += 1
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TrainingError(f"cannot read {path.name}: {exc}") from exc
+    return file_digest.hexdigest(), count
+
+
+def _generate_records(paths: list[str]) -> Iterator[dict[str, Any]]:
+    for name in paths:
+        path = Path(name)
+        with path.open(encoding="utf-8", newline="\n") as lines:
+            for number, line in enumerate(lines, start=1):
+                if line.strip():
+                    record = _parse_record(line, f"{path.name}:{number}")
+                    yield {"text": record.get("text"), "messages": record.get("messages")}
 
 
 def has_records(channel: Path) -> bool:
@@ -109,12 +199,27 @@ def mix_replay(dataset: Dataset, replay: Dataset, fraction: float, seed: int) ->
         "sampled_records": count,
         "sampled_indices_sha256": hashlib.sha256(json.dumps(picks).encode()).hexdigest(),
     }
+    records: Records
+    if isinstance(dataset.records, list) and isinstance(replay.records, list):
+        records = dataset.records + [replay.records[i] for i in picks]
+    else:
+        # Arrow: the sample is an index mapping over the replay table, nothing is copied.
+        records = datasets.concatenate_datasets(
+            [_as_table(dataset.records), _as_table(replay.records).select(picks)]
+        )
     return Dataset(
-        records=dataset.records + [replay.records[i] for i in picks],
+        records=records,
         sha256=dataset.sha256,
         files=dataset.files,
         manifest=[*dataset.manifest, selection],
     )
+
+
+def _as_table(records: Records) -> datasets.Dataset:
+    if isinstance(records, datasets.Dataset):
+        return records
+    rows = [{"text": r.get("text"), "messages": r.get("messages")} for r in records]
+    return datasets.Dataset.from_list(rows, features=RECORD_FEATURES)
 
 
 def _parse_record(line: str, where: str) -> dict[str, Any]:
@@ -164,17 +269,74 @@ def _encode_chat(messages: list[Message], tokenizer: Any, max_length: int) -> Ex
     return Example(ids, labels)
 
 
-def encode_dataset(
-    records: Sequence[dict[str, Any]], tokenizer: Any, max_length: int
-) -> tuple[list[Example], int]:
-    """Examples with at least one predicted token, and how many records were dropped."""
-    examples = []
-    for record in records:
+def encode_dataset(dataset: Dataset, tokenizer: Any, max_length: int) -> Encoded:
+    """The examples with at least one predicted token, tokenized with ``datasets.map``.
+
+    A memory-mapped channel's tokens are cached beside its Arrow table under a fingerprint
+    of the data (the manifest), the tokenizer, ``max_length`` and this code, so a second
+    run with the same inputs maps nothing. Records held in a list are tokenized in memory.
+    """
+    source = _as_table(dataset.records)
+    key = json.dumps(
+        [dataset.manifest_sha256(), _tokenizer_digest(tokenizer), max_length, _CODE_DIGEST]
+    )
+    fingerprint = hashlib.sha256(key.encode()).hexdigest()[:32]
+    cache_file: Path | None = None
+    if source.cache_files:
+        cache_file = Path(source.cache_files[0]["filename"]).parent / f"tokens-{fingerprint}.arrow"
+    options: dict[str, Any] = {
+        "batched": True,
+        "fn_kwargs": {"tokenizer": tokenizer, "max_length": max_length},
+        "remove_columns": source.column_names,
+        "features": TOKEN_FEATURES,
+        "new_fingerprint": fingerprint,
+        "desc": "tokenizing",
+    }
+    if cache_file is None:
+        table = _map(source, options)
+        return Encoded(table, len(source) - len(table), False)
+    # One process tokenizes; the others (torchrun) wait and then read its cache.
+    with FileLock(str(cache_file) + ".lock"):
+        from_cache = cache_file.is_file()
+        table = _map(source, options | {"cache_file_name": str(cache_file)})
+    return Encoded(table, len(source) - len(table), from_cache)
+
+
+def _map(source: datasets.Dataset, options: dict[str, Any]) -> datasets.Dataset:
+    return source.map(_encode_batch, **options)
+
+
+def _encode_batch(
+    batch: dict[str, list[Any]], tokenizer: Any, max_length: int
+) -> dict[str, list[Any]]:
+    input_ids: list[list[int]] = []
+    predicted: list[list[bool]] = []
+    for text, messages in zip(batch["text"], batch["messages"], strict=True):
+        record = {"text": text} if text is not None else {"messages": messages}
         example = encode_record(record, tokenizer, max_length)
         # Position 0 is never predicted, so a label must exist after it.
         if any(label != IGNORE_INDEX for label in example.labels[1:]):
-            examples.append(example)
-    return examples, len(records) - len(examples)
+            input_ids.append(example.input_ids)
+            predicted.append([label != IGNORE_INDEX for label in example.labels])
+    return {"input_ids": input_ids, "predicted": predicted}
+
+
+def _tokenizer_digest(tokenizer: Any) -> str:
+    """What in a tokenizer decides the tokens: its vocabulary and rules, template, EOS."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    rules = (
+        backend.to_str()
+        if backend is not None
+        else json.dumps(sorted(tokenizer.get_vocab().items()))
+    )
+    parts = [
+        type(tokenizer).__name__,
+        rules,
+        str(getattr(tokenizer, "chat_template", None)),
+        str(tokenizer.eos_token),
+        str(tokenizer.eos_token_id),
+    ]
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()
 
 
 def index_stream(count: int, seed: int) -> Iterator[int]:
@@ -182,5 +344,7 @@ def index_stream(count: int, seed: int) -> Iterator[int]:
     epoch = 0
     while True:
         generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-        yield from torch.randperm(count, generator=generator).tolist()
+        # In chunks: a million-entry list of ints would cost ~40 MB.
+        for chunk in torch.randperm(count, generator=generator).split(65_536):
+            yield from chunk.tolist()
         epoch += 1

@@ -21,10 +21,16 @@ from pathlib import Path
 from typing import Any
 
 from tuneloop.training import distributed
-from tuneloop.training.config import TrainConfig, build_parser, parse_hyperparameters
+from tuneloop.training.config import (
+    TrainConfig,
+    TrainingError,
+    build_parser,
+    parse_hyperparameters,
+)
 
 REPORT_FILE = "training_report.json"
 LOSS_CURVE_FILE = "loss_curve.png"
+DATA_CACHE = "data_cache"  # the channels as Arrow tables and their tokens (datasets)
 
 
 @dataclass(frozen=True)
@@ -114,14 +120,18 @@ def _train_and_save(
         if main_process:
             print(line, flush=True)
 
-    dataset = read_channel(paths.train_channel)
+    import datasets
+
+    datasets.disable_progress_bars()  # a bar per map batch is noise in the job's log
+    cache_dir = data_cache_dir(config, paths)
+    dataset = read_channel(paths.train_channel, cache_dir=cache_dir)
     log(
         f"train: {len(dataset.records)} records from {len(dataset.files)} file(s), "
         f"sha256 {dataset.sha256[:12]}; base model {config.base_model}"
     )
     if config.replay_fraction > 0:
         if has_records(paths.replay_channel):
-            replay = read_channel(paths.replay_channel, "replay")
+            replay = read_channel(paths.replay_channel, "replay", cache_dir=cache_dir)
             mixed = mix_replay(dataset, replay, config.replay_fraction, config.seed)
             log(
                 f"train: mixed in {len(mixed.records) - len(dataset.records)} of "
@@ -167,6 +177,24 @@ def _train_and_save(
         f"train: done, {report['steps']} steps, final loss {report['final_loss']:.4f}, "
         f"{report['tokens_per_second']:.0f} tokens/s, {report['wall_seconds']:.1f}s; "
         f"adapter in {paths.model_dir}"
+    )
+
+
+def data_cache_dir(config: TrainConfig, paths: JobPaths) -> Path:
+    """Where the channels' Arrow tables and tokens are cached.
+
+    Inside the checkpoint dir, which SageMaker syncs to S3 and restores on a spot restart, so
+    a resumed job reads the tokens instead of tokenizing again; where that dir cannot be
+    created (a local run without /opt/ml), beside the job's output (not uploaded).
+    """
+    for base in (Path(config.checkpoint_dir), paths.output_dir):
+        try:
+            (base / DATA_CACHE).mkdir(parents=True, exist_ok=True)
+        except OSError:
+            continue
+        return base / DATA_CACHE
+    raise TrainingError(
+        f"cannot create {DATA_CACHE} in {config.checkpoint_dir} or {paths.output_dir}"
     )
 
 

@@ -125,14 +125,17 @@ def train(config: TrainConfig, dataset: Dataset, log: Log = print) -> TrainResul
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    examples, dropped = encode_dataset(dataset.records, tokenizer, config.max_seq_length)
-    if not examples:
+    encoded = encode_dataset(dataset, tokenizer, config.max_seq_length)
+    dropped = encoded.dropped
+    if not len(encoded):
         raise TrainingError(
             f"none of the {len(dataset.records)} records has a token to learn from "
             "(chat records need an assistant turn within max_seq_length)"
         )
     if dropped:
         log(f"skipped {dropped} record(s) with nothing to learn within max_seq_length")
+    if encoded.from_cache:
+        log(f"train: {len(encoded)} tokenized examples read from the cache of an earlier run")
 
     base.config.use_cache = False  # no KV cache needed (or wanted) while training
     model, init_info = trainable_model(base, config, log)
@@ -157,7 +160,7 @@ def train(config: TrainConfig, dataset: Dataset, log: Log = print) -> TrainResul
     micro_steps = config.gradient_accumulation_steps * place.world_size
     examples_per_step = config.per_device_batch_size * micro_steps
     plan = step_plan(
-        [len(e.input_ids) for e in examples],
+        encoded.lengths(),
         examples_per_step,
         config.seed,
         group_by_length=config.group_by_length,
@@ -179,7 +182,7 @@ def train(config: TrainConfig, dataset: Dataset, log: Log = print) -> TrainResul
     with _stop_on_sigterm(stop), frozen_linear_weights_in(model, frozen_dtype) as cast_count:
         for step in range(state.step, config.max_steps):
             batches = micro_batches(
-                [examples[i] for i in next(plan)],
+                encoded.examples(next(plan)),
                 per_device_batch_size=config.per_device_batch_size,
                 accumulation_steps=micro_steps,
                 pad_id=pad_id,
@@ -272,7 +275,8 @@ def train(config: TrainConfig, dataset: Dataset, log: Log = print) -> TrainResul
         "finetune_method": config.finetune_method,
         "quantize_4bit": config.quantize_4bit,
         "records": len(dataset.records),
-        "examples": len(examples),
+        "examples": len(encoded),
+        "tokenized_from_cache": encoded.from_cache,
         "dropped_records": dropped,
         "trainable_parameters": sum(p.numel() for p in params),
         "total_parameters": sum(p.numel() for p in model.parameters()),
