@@ -85,6 +85,9 @@ class Removal:
     requests: int = 0  # requests the grant allowed in the recorded run
     caught: bool = False
     example: str = ""  # a denial the removal causes
+    # When not caught: the statements that still allow every request (a duplicate grant,
+    # which AWS would not notice either).
+    also_granted_by: tuple[str, ...] = ()
 
 
 def _uses(decision: Decision, grant: GrantUse) -> bool:
@@ -105,11 +108,21 @@ def redecide(platform: LocalPlatform, log: RequestLog) -> list[Removal]:
                 if not any(d.allowed and _uses(d, grant) for d in decisions):
                     continue
                 removal.requests += 1
-                denied = next((d for d in authorize(caller, call, without) if not d.allowed), None)
+                redecided = authorize(caller, call, without)
+                denied = next((d for d in redecided if not d.allowed), None)
                 if denied is not None:
                     removal.caught = True
                     removal.example = denied.message
                     break
+                others = {
+                    f"{g.policy} #{g.statement}"
+                    for d in redecided
+                    if action_matches([grant.action], d.action)
+                    for g in d.grants
+                }
+                removal.also_granted_by = tuple(sorted(set(removal.also_granted_by) | others))
+            if removal.caught:
+                removal.also_granted_by = ()
             removals.append(removal)
     return removals
 
@@ -198,12 +211,19 @@ def main(argv: list[str] | None = None) -> int:
         f"{time.monotonic() - started:.0f} s"
     )
     caught = [r for r in removals if r.caught]
-    print(f"\n== re-decided removals: caught {len(caught)}/{len(removals)} exercised grants")
+    duplicates = [r for r in removals if not r.caught and r.also_granted_by]
+    print(
+        f"\n== re-decided removals: caught {len(caught)}/{len(removals)} exercised grants; "
+        f"{len(duplicates)} not caught because another statement grants the same"
+    )
     for removal in removals:
         mark = "caught" if removal.caught else "MISSED"
+        also = (
+            f"; still granted by {', '.join(removal.also_granted_by)}" if not removal.caught else ""
+        )
         print(
             f"   {mark:6} {removal.role}: {removal.grant.action} "
-            f"({removal.grant.policy} #{removal.grant.statement}, {removal.requests} requests)"
+            f"(#{removal.grant.statement}, {removal.requests} requests{also})"
         )
     (root / "removals.json").write_text(
         json.dumps(
@@ -216,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
                     "requests": r.requests,
                     "caught": r.caught,
                     "denial": r.example,
+                    "also_granted_by": list(r.also_granted_by),
                 }
                 for r in removals
             ],
@@ -236,7 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     failed_right = sum(1 for o in outcomes if o.code != 0 and o.denials)
     print(
         f"\nmutation figure: caught {len(caught)}/{len(removals)} exercised grants "
-        f"(re-decided); full-loop removals failing with a denial: {failed_right}/{len(outcomes)}"
+        f"(re-decided; {len(duplicates)} duplicates of another statement); "
+        f"full-loop removals failing with a denial: {failed_right}/{len(outcomes)}"
     )
     return 0
 

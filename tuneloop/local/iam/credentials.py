@@ -65,6 +65,14 @@ class Credentials:
         )
 
 
+def _new_credentials(prefix: str) -> Credentials:
+    return Credentials(_key(prefix), secrets.token_hex(20), secrets.token_hex(32))
+
+
+_OPERATOR = _new_credentials("AKIA")
+_INTERNAL = _new_credentials("AKIA")
+
+
 class AssumeRoleDeniedError(RuntimeError):
     """A service could not assume a role: its trust policy does not allow the service."""
 
@@ -87,16 +95,19 @@ class CredentialRegistry:
         self._callers: dict[str, Caller] = {}
         self._sessions: dict[tuple[str, str], Credentials] = {}
         self._services: dict[tuple[str, str | None], Credentials] = {}
-        self.operator = self._mint(
-            "AKIA", Caller(arn=f"arn:aws:iam::{account}:root", account=account)
-        )
-        self.internal = self._mint("AKIA", INTERNAL)
+        # The same operator and internal keys for every registry of the process: boto3's
+        # default session (and clients made from it) keep the first credentials they read.
+        root = Caller(arn=f"arn:aws:iam::{account}:root", account=account)
+        self.operator = self._register(_OPERATOR, root)
+        self.internal = self._register(_INTERNAL, INTERNAL)
 
-    def _mint(self, prefix: str, caller: Caller) -> Credentials:
-        credentials = Credentials(_key(prefix), secrets.token_hex(20), secrets.token_hex(32))
+    def _register(self, credentials: Credentials, caller: Caller) -> Credentials:
         with self._lock:
             self._callers[credentials.access_key_id] = caller
         return credentials
+
+    def _mint(self, prefix: str, caller: Caller) -> Credentials:
+        return self._register(_new_credentials(prefix), caller)
 
     def resolve(self, access_key_id: str) -> Caller | None:
         """The caller an access key id belongs to; None for a key this platform never issued."""
