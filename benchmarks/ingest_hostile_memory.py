@@ -11,7 +11,7 @@ Each variant runs in its own child process, through the ingest function's per-fi
 pipeline (``parse_stream`` → ``account_in_chunks`` with the default settings, the
 quarantine and curated spools), the file streamed from disk as the S3 body would be, with
 an in-memory record store and a fresh in-memory near-duplicate index per chunk. Reported:
-peak RSS (``ru_maxrss``) and the peak above the RSS after imports::
+peak RSS (``VmHWM`` from ``/proc/self/status``) and the peak above the RSS after imports::
 
     .venv/bin/python benchmarks/ingest_hostile_memory.py [--sizes 50,100] [--cases jsonl_line,...]
 
@@ -25,7 +25,6 @@ import csv
 import gzip
 import json
 import random
-import resource
 import subprocess
 import sys
 import tempfile
@@ -157,11 +156,16 @@ def well_formed(kind: str) -> Callable[[Path, int], None]:
                 writer.writerow(["text", "id"])
                 writer.writerows([text, n] for n, text in enumerate(texts))
         elif kind == "text":
-            path.write_text("\n\n".join(texts))
+            with path.open("w") as out:
+                out.writelines(f"{text}\n\n" for text in texts)
         elif kind == "log":
-            path.write_text("".join(f"INFO:app:{text}\n" for text in texts))
+            with path.open("w") as out:
+                out.writelines(f"INFO:app:{text}\n" for text in texts)
         elif kind == "json":
-            path.write_text(json.dumps([{"text": text} for text in texts]))
+            with path.open("w") as out:
+                for number, text in enumerate(texts):
+                    out.write(("[" if number == 0 else ",\n") + json.dumps({"text": text}))
+                out.write("]")
         elif kind == "parquet":
             import pyarrow as pa
             import pyarrow.parquet as pq
@@ -186,12 +190,22 @@ CASES: dict[str, tuple[str, Callable[[Path, int], None], Callable[[Path, int], N
 # --- the child: one variant, its peak RSS ----------------------------------------------
 
 
-def _rss_mb() -> float:
+def _status_mb(field: str) -> float:
     with open("/proc/self/status") as status:
         for line in status:
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
     return 0.0
+
+
+def _rss_mb() -> float:
+    return _status_mb("VmRSS")
+
+
+def _peak_rss_mb() -> float:
+    """The child's own high-water mark. Not ``ru_maxrss``: Linux carries it across exec, so
+    a child would report its parent's RSS at the fork whenever that was higher."""
+    return _status_mb("VmHWM")
 
 
 def child(path: str) -> None:
@@ -246,7 +260,7 @@ def child(path: str) -> None:
             new_index=lambda: MemoryLSH(threshold=near.threshold, bands=near.bands, rows=near.rows),
             on_chunk=on_chunk,
         )
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = _peak_rss_mb()
     print(
         json.dumps(
             {

@@ -304,7 +304,7 @@ def _json_item(file: str, number: int, item: Any, options: ReadOptions) -> Parse
             f"nested deeper than the JSON parser allows (about {sys.getrecursionlimit()} levels)"
         )
         return reject(file, number, "too_deep", detail, "", unit=ITEM)
-    size = len(raw)
+    size = len(raw) if raw.isascii() else len(raw.encode("utf-8"))
     if size > options.max_line_bytes:
         return too_long(file, number, size, 1, options.max_line_bytes, raw, unit=ITEM)
     payload = _record_payload(item)
@@ -614,9 +614,10 @@ def _parquet_row(
     if row is None or size > options.max_line_bytes:
         return too_long(file, number, size, 1, options.max_line_bytes, "", unit=ROW)
     raw = json.dumps(row, ensure_ascii=False, default=str)
-    if len(raw) > options.max_line_bytes:
-        return too_long(file, number, len(raw), 1, options.max_line_bytes, raw, unit=ROW)
-    return Entry(number, apply_mapping(row, options.field_mapping), kept_raw(raw), len(raw))
+    size = len(raw) if raw.isascii() else len(raw.encode("utf-8"))
+    if size > options.max_line_bytes:
+        return too_long(file, number, size, 1, options.max_line_bytes, raw, unit=ROW)
+    return Entry(number, apply_mapping(row, options.field_mapping), kept_raw(raw), size)
 
 
 def _seekable(stream: IO[bytes]) -> IO[bytes]:
