@@ -10,13 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from aws_lambda_powertools import Logger
+from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from tuneloop.deployment import confirm_deployment
 from tuneloop.envmodel import load_env
 
 logger = Logger()
+tracer = Tracer()
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class Env:
 
 
 @logger.inject_lambda_context
+@tracer.capture_lambda_handler
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     env = load_env(Env)
     result = confirm_deployment(

@@ -14,13 +14,16 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from aws_lambda_powertools import Logger
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from tuneloop.connectors import connector_from_dict, run_connector
 from tuneloop.envmodel import load_env
 
 logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
 
 # The lease outlives the invocation a little, so a retry of a timed-out run waits for it.
 LEASE_MARGIN_SECONDS = 60
@@ -35,6 +38,8 @@ class Env:
 
 
 @logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     env = load_env(Env)
     settings = connector_from_dict(json.loads(env.connector), "CONNECTOR")
@@ -52,5 +57,9 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         # Stop pulling early enough to write the last object and record the run.
         deadline=time.monotonic() + max(remaining - STOP_BEFORE_TIMEOUT_SECONDS, 0),
     )
+    # One service for every connector function: the connector's name tells them apart.
+    metrics.add_dimension(name="connector", value=settings.name)
+    metrics.add_metric(name="ConnectorRows", unit=MetricUnit.Count, value=result.rows)
+    metrics.add_metric(name="ConnectorObjects", unit=MetricUnit.Count, value=len(result.objects))
     logger.info("connector run", extra={"run": result.as_dict()})
     return result.as_dict()

@@ -7,17 +7,21 @@ Input (state machine Gate row): ``{"model_version", "evaluation": {"job_name",
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from tuneloop import aws
 from tuneloop.envmodel import load_env
 from tuneloop.gating.policy import parse_policy
 from tuneloop.gating.service import GateEvent, run_gate
 
-logger = logging.getLogger(__name__)
-logger.setLevel(logging.INFO)
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
 
 
 @dataclass(frozen=True)
@@ -27,7 +31,10 @@ class Env:
     gate_policy: str
 
 
-def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     env = load_env(Env)
     policy = parse_policy(env.gate_policy)
     gate_event = GateEvent.parse(event)
@@ -39,5 +46,11 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         s3=aws.s3(),  # created lazily, on first use, so AWS_ENDPOINT_URL and moto apply
         dynamodb=aws.dynamodb(),
     )
-    logger.info("gate %s: %s", gate_event.model_version, result["summary"])
+    approved = bool(result["approved"])
+    metrics.add_metric(name="CandidatesApproved", unit=MetricUnit.Count, value=int(approved))
+    metrics.add_metric(name="CandidatesRejected", unit=MetricUnit.Count, value=int(not approved))
+    logger.info(
+        "gate decision",
+        extra={"model_version": gate_event.model_version, "summary": result["summary"]},
+    )
     return result

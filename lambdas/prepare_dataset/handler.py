@@ -14,7 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from aws_lambda_powertools import Logger
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from tuneloop.benchmarks.freeze import freeze_benchmarks, requested_suites
@@ -24,6 +25,8 @@ from tuneloop.envmodel import load_env
 from tuneloop.gating.policy import parse_policy
 
 logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,8 @@ class Env:
 
 
 @logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     env = load_env(Env)
     model_version = str(event["execution_name"])
@@ -66,5 +71,11 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         split=SplitSettings(env.heldout_fraction, env.heldout_max_records, env.replay_ratio),
     )
     result.update(frozen.as_result())
+    for metric, key in (
+        ("DatasetRecords", "record_count"),
+        ("HeldoutRecords", "heldout_count"),
+        ("ReplayRecords", "replay_count"),
+    ):
+        metrics.add_metric(name=metric, unit=MetricUnit.Count, value=int(result[key]))
     logger.info("dataset prepared", extra={"dataset": result})
     return result

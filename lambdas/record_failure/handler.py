@@ -10,13 +10,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from aws_lambda_powertools import Logger
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from tuneloop.envmodel import load_env
 from tuneloop.registry import record_failure
 
 logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,8 @@ class Env:
 
 
 @logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     env = load_env(Env)
     model_version = event.get("model_version") or event.get("execution_name")
@@ -35,5 +40,6 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         dict(event.get("error") or {}),
         model_versions_table=env.model_versions_table,
     )
+    metrics.add_metric(name="RunFailures", unit=MetricUnit.Count, value=1)
     logger.info("run failure recorded", extra={"failure": result})
     return result

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from aws_lambda_powertools import Logger
+from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from tuneloop.envmodel import load_env
@@ -18,6 +18,7 @@ from tuneloop.registry import Registration, register_model
 from tuneloop.serving_container import ServingContainer
 
 logger = Logger()
+tracer = Tracer()
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class Env:
 
 
 @logger.inject_lambda_context
+@tracer.capture_lambda_handler
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     env = load_env(Env)
     result = register_model(

@@ -9,13 +9,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from aws_lambda_powertools import Logger
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from tuneloop.envmodel import load_env
 from tuneloop.retrain import start_retrain_if_due
 
 logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,8 @@ class Env:
 
 
 @logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     env = load_env(Env)
     force = event.get("force") is True
@@ -37,5 +42,6 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         trigger=trigger,
         force=force,
     )
+    metrics.add_metric(name="RetrainRunsStarted", unit=MetricUnit.Count, value=int(outcome.started))
     logger.info("retrain trigger", extra={"outcome": outcome.as_dict()})
     return outcome.as_dict()

@@ -11,13 +11,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from aws_lambda_powertools import Logger
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from tuneloop.envmodel import load_env
 from tuneloop.rollback import AlarmNotice, RollbackSettings, roll_back_on_alarm
 
 logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,8 @@ class Env:
 
 
 @logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     env = load_env(Env)
     result = roll_back_on_alarm(
@@ -40,5 +45,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             topic_arn=env.notify_topic_arn,
         ),
     )
+    rolled_back = result["action"] == "rolled_back"
+    metrics.add_metric(name="Rollbacks", unit=MetricUnit.Count, value=int(rolled_back))
     logger.info("alarm handled", extra={"rollback": result})
     return result

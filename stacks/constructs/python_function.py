@@ -15,6 +15,7 @@ from stacks.config import StageConfig
 from stacks.constructs.logs_key import logs_key
 from stacks.nag import WildcardAllowances, acknowledge
 from stacks.retention import log_retention
+from tuneloop.powertools_env import PowertoolsEnv
 
 POWERTOOLS_LAYER_ACCOUNT = "017000801446"
 """The AWS account that publishes the managed Powertools for AWS Lambda (Python) layers."""
@@ -31,9 +32,10 @@ class PythonFunction(Construct):
     """A Lambda running ``lambdas/<name>/handler.py`` with exactly ``environment``.
 
     The code asset is the project root filtered to ``lambdas/`` and ``tuneloop/`` (no
-    Docker bundling); Powertools comes from the AWS-managed layer. The function gets a
-    dedicated role whose only built-in permissions are writing to its own log group and
-    X-Ray; callers add the rest with ``grant_*`` on :attr:`function`.
+    Docker bundling); Powertools comes from the AWS-managed layer, configured by the
+    variables of :class:`PowertoolsEnv` (service name, metrics namespace, log level). The
+    function gets a dedicated role whose only built-in permissions are writing to its own
+    log group and X-Ray; callers add the rest with ``grant_*`` on :attr:`function`.
     """
 
     def __init__(
@@ -84,9 +86,9 @@ class PythonFunction(Construct):
             log_group=self.log_group,
             environment={
                 **environment,
-                "POWERTOOLS_SERVICE_NAME": f"tuneloop-{name.replace('_', '-')}",
-                "LOG_LEVEL": "INFO",
+                **PowertoolsEnv.for_function(name, stage=config.stage).variables(),
             },
+            # Every handler's Powertools Tracer records its invocation and AWS calls.
             tracing=lambda_.Tracing.ACTIVE,
             timeout=timeout or Duration.seconds(60),
             memory_size=memory_size,

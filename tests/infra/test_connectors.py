@@ -15,6 +15,7 @@ from stacks.config import ConfigError, load_stage_config
 from tests.infra.conftest import Assembly, synthesize
 from tuneloop.connectors import connector_from_dict
 from tuneloop.envmodel import env_var_names
+from tuneloop.powertools_env import PowertoolsEnv
 
 ACCOUNT = "123456789012"
 PG_SECRET = f"arn:aws:secretsmanager:eu-west-1:{ACCOUNT}:secret:tuneloop/tickets-AbC123"
@@ -104,9 +105,7 @@ def test_one_function_per_connector_with_its_settings_and_env_contract(
     module = importlib.import_module("lambdas.connector.handler")
     for name, (_, props) in functions.items():
         variables = props["Environment"]["Variables"]
-        assert set(variables) - {"POWERTOOLS_SERVICE_NAME", "LOG_LEVEL"} == env_var_names(
-            module.Env
-        )
+        assert set(variables) - env_var_names(PowertoolsEnv) == env_var_names(module.Env)
         declared = next(c for c in CONNECTORS if c["name"] == name)
         assert connector_from_dict(json.loads(variables["CONNECTOR"])) == connector_from_dict(
             declared

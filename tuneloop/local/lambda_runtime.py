@@ -85,6 +85,7 @@ class LambdaRuntime:
                 "AWS_LAMBDA_FUNCTION_TIMEOUT": str(spec.timeout_seconds),
                 "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec.memory_mb),
                 "_HANDLER": spec.handler,
+                "POWERTOOLS_TRACE_DISABLED": "true",  # no X-Ray daemon here: Tracer is a no-op
             }
         )
         with tempfile.TemporaryDirectory() as scratch:
