@@ -54,11 +54,11 @@ def build_app(
 ) -> cdk.App:
     """Build (not synthesize) the app; ``context`` overrides cdk.json's. ``region``, when
     known, is where the environment-agnostic stacks will be deployed."""
-    if region:
-        check_region(region)
     app = cdk.App(context={**_cdk_json_context(), **(context or {})}, outdir=outdir)
     # Every context key (cdk.json, -c, CDK_CONTEXT_JSON): a typo must fail, not be ignored.
     config = config_from_context(app.node.get_all_context())
+    if region:  # the one check: the stage's images and both layers exist there
+        check_region(region, config.dlc_images)
 
     prefix = f"TuneLoop-{config.stage}"
     common: dict[str, Any] = {

@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from stacks import dlc_images
 from tuneloop.connectors.settings import (
     ConnectorConfigError,
     ConnectorSettings,
@@ -214,8 +215,9 @@ class AlarmThresholds:
 class DlcImage:
     """An AWS Deep Learning Container image: repository and tag in AWS's DLC registry.
 
-    The registry account depends on the region; :mod:`stacks.constructs.dlc_image` turns
-    this into a URI with a CloudFormation mapping, so no account or region is hardcoded.
+    It must be one the SageMaker SDK lists (:mod:`stacks.dlc_images`), which gives its
+    registry account per region; :mod:`stacks.constructs.dlc_image` turns this into a URI
+    with a CloudFormation mapping, so no account or region is hardcoded.
     """
 
     repository: str
@@ -231,6 +233,10 @@ class DlcImage:
             "an ECR repository name",
         )
         _check(found, "tag", self.tag, bool(_IMAGE_TAG.match(self.tag)), "an image tag")
+        if not found:  # the URI comes from the SDK's data, so the image must be in it
+            problem = dlc_images.image_problem(self.repository, self.tag)
+            if problem:
+                found.append(problem)
         return found
 
 
@@ -304,6 +310,14 @@ class StageConfig:
             raise ConfigError(f"stage {self.stage!r}: {details}")
         # Hold the policy exactly as the Gate will read it back (defaults filled in).
         object.__setattr__(self, "gate_policy", parse_policy(self.gate_policy.to_dict()))
+
+    @property
+    def dlc_images(self) -> dict[str, DlcImage]:
+        """The DLC images the stacks pull, by setting name (LMI's only with that backend)."""
+        images = {"training_image": self.training_image, "serving_image": self.serving_image}
+        if self.serving_backend == "lmi":
+            images["lmi.image"] = self.lmi.image
+        return images
 
     def problems(self) -> list[Problem]:
         found: list[Problem] = []

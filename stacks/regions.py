@@ -1,9 +1,9 @@
 """The regions the stacks can deploy to, checked at synth.
 
-The templates are region-agnostic, but three things they name exist only in some regions:
-the Deep Learning Container images (a registry account per region,
-:data:`stacks.constructs.dlc_image.DLC_REGISTRY_ACCOUNTS`) and the two AWS-managed Lambda
-layers at their pinned versions (Powertools on every function, AWS SDK for pandas on
+The templates are region-agnostic, but what they name exists only in some regions: each
+Deep Learning Container image the stage pulls (the regions the SageMaker SDK's image data
+lists for it, :mod:`stacks.dlc_images`) and the two AWS-managed Lambda layers at their
+pinned versions (Powertools on every function, AWS SDK for pandas on
 Ingest). A region missing any of them would fail only at deploy time, half-way through a
 stack; ``app.py`` checks the region the CLI deploys to (``CDK_DEFAULT_REGION``) against
 this module first, so synth fails instead, naming the region and the supported ones.
@@ -11,8 +11,10 @@ this module first, so synth fails instead, naming the region and the supported o
 
 from __future__ import annotations
 
-from stacks.config import ConfigError
-from stacks.constructs.dlc_image import DLC_REGISTRY_ACCOUNTS
+from collections.abc import Mapping
+
+from stacks import dlc_images
+from stacks.config import ConfigError, DlcImage
 from stacks.constructs.python_function import POWERTOOLS_LAYER_ACCOUNT, POWERTOOLS_LAYER_NAME
 from stacks.ingestion import (
     AWS_SDK_PANDAS_LAYER_ACCOUNT,
@@ -102,11 +104,16 @@ Ingest function's ARN names one account and one version, so only the regions whe
 match have the layer it asks for."""
 
 
-def region_problems(region: str) -> list[str]:
-    """What ``region`` lacks of what the stacks name; empty when it has everything."""
+def region_problems(region: str, images: Mapping[str, DlcImage]) -> list[str]:
+    """What ``region`` lacks of what the stacks name (``images``: the stage's DLC images by
+    setting name, :attr:`StageConfig.dlc_images`); empty when it has everything."""
     found: list[str] = []
-    if region not in DLC_REGISTRY_ACCOUNTS:
-        found.append("no Deep Learning Container registry account is known for it")
+    for name, image in images.items():
+        if region not in dlc_images.registries(image.repository, image.tag):
+            found.append(
+                f"the SageMaker SDK's image data ({dlc_images.source()}) lists no {name} "
+                f"{image.repository}:{image.tag} there"
+            )
     if region not in POWERTOOLS_LAYER_REGIONS:
         found.append(
             f"account {POWERTOOLS_LAYER_ACCOUNT} publishes no {POWERTOOLS_LAYER_NAME} layer there"
@@ -125,17 +132,19 @@ def region_problems(region: str) -> list[str]:
     return found
 
 
-def supported_regions() -> tuple[str, ...]:
-    """Every region that has the images and both layers at their pinned versions."""
-    known = set(DLC_REGISTRY_ACCOUNTS) | POWERTOOLS_LAYER_REGIONS | set(AWS_SDK_PANDAS_LAYERS)
-    return tuple(sorted(region for region in known if not region_problems(region)))
+def supported_regions(images: Mapping[str, DlcImage]) -> tuple[str, ...]:
+    """Every region that has all of ``images`` and both layers at their pinned versions."""
+    known = POWERTOOLS_LAYER_REGIONS | set(AWS_SDK_PANDAS_LAYERS)
+    for image in images.values():
+        known |= set(dlc_images.registries(image.repository, image.tag))
+    return tuple(sorted(region for region in known if not region_problems(region, images)))
 
 
-def check_region(region: str) -> None:
+def check_region(region: str, images: Mapping[str, DlcImage]) -> None:
     """Raise :class:`ConfigError` naming ``region``, what it lacks and the supported ones."""
-    problems = region_problems(region)
+    problems = region_problems(region, images)
     if problems:
         raise ConfigError(
             f"region {region!r} is not supported: {'; '.join(problems)}. "
-            f"Supported regions: {', '.join(supported_regions())}"
+            f"Supported regions: {', '.join(supported_regions(images))}"
         )
