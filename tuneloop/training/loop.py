@@ -159,8 +159,9 @@ def train(config: TrainConfig, dataset: Dataset, log: Log = print) -> TrainResul
     # per_device_batch_size * gradient_accumulation_steps * processes examples.
     micro_steps = config.gradient_accumulation_steps * place.world_size
     examples_per_step = config.per_device_batch_size * micro_steps
+    lengths = encoded.lengths()
     plan = step_plan(
-        encoded.lengths(),
+        lengths,
         examples_per_step,
         config.seed,
         group_by_length=config.group_by_length,
@@ -277,6 +278,7 @@ def train(config: TrainConfig, dataset: Dataset, log: Log = print) -> TrainResul
         "records": len(dataset.records),
         "examples": len(encoded),
         "tokenized_from_cache": encoded.from_cache,
+        "dataset_tokens": int(lengths.sum()),  # of all examples, trained on or not
         "dropped_records": dropped,
         "trainable_parameters": sum(p.numel() for p in params),
         "total_parameters": sum(p.numel() for p in model.parameters()),
