@@ -8,12 +8,13 @@ import json
 import logging
 import tracemalloc
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tuneloop.ingest import accounting
+from tuneloop.ingest import accounting, parsing
 from tuneloop.ingest.accounting import DropTally, StoredAt, account_for_file, account_in_chunks
 from tuneloop.ingest.model import Candidate, Entry, Rejection
 from tuneloop.ingest.parsing import ReadOptions, parse_file, parse_stream
@@ -268,6 +269,102 @@ def test_a_parquet_cell_over_the_limit_is_rejected_without_becoming_a_str() -> N
     items = list(parse_stream("drops/x/f.parquet", io.BytesIO(sink.getvalue()), SMALL).items)
     assert rejections(items) == [(2, "line_too_long")]
     assert entry_lines(items) == [1, 3]
+
+
+def parquet_groups(*groups: list[str]) -> bytes:
+    """A Parquet file of one ``text`` column, one row group per list of texts."""
+    sink = io.BytesIO()
+    with pq.ParquetWriter(sink, pa.schema([("text", pa.string())])) as writer:
+        for texts in groups:
+            writer.write_table(pa.table({"text": texts}))
+    return sink.getvalue()
+
+
+def spy_on_parquet_reads(monkeypatch: pytest.MonkeyPatch) -> list[tuple[list[int], int, bool]]:
+    """(row groups, batch size, pre-buffered) of every batch read pyarrow is asked for."""
+    calls: list[tuple[list[int], int, bool]] = []
+    pre_buffered: dict[int, bool] = {}
+    original_init, original_iter = pq.ParquetFile.__init__, pq.ParquetFile.iter_batches
+
+    def init(self: pq.ParquetFile, source: Any, **kwargs: Any) -> None:
+        pre_buffered[id(self)] = kwargs.get("pre_buffer", True)
+        original_init(self, source, **kwargs)
+
+    def iter_batches(
+        self: pq.ParquetFile, batch_size: int = 65536, row_groups: Any = None, **kwargs: Any
+    ) -> Any:
+        calls.append((list(row_groups or []), batch_size, pre_buffered[id(self)]))
+        return original_iter(self, batch_size=batch_size, row_groups=row_groups, **kwargs)
+
+    monkeypatch.setattr(pq.ParquetFile, "__init__", init)
+    monkeypatch.setattr(pq.ParquetFile, "iter_batches", iter_batches)
+    return calls
+
+
+def test_a_parquet_row_group_over_the_limit_is_quarantined_from_its_footer_never_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a Parquet file whose third row, alone in its row group, is four times the limit
+    big = "b" * (LIMIT * 4)
+    body = parquet_groups(["first row", "second row"], [big], ["fourth row"])
+    reads = spy_on_parquet_reads(monkeypatch)
+    options = ReadOptions(max_line_bytes=LIMIT, parquet_group_bytes=2 * LIMIT)
+
+    # When it is read
+    items = list(parse_stream("drops/x/f.parquet", io.BytesIO(body), options).items)
+
+    # Then that row is line_too_long with its size from the footer, the others are entries,
+    # and its row group is never decoded: no batch of it was asked of pyarrow
+    assert [groups for groups, _, _ in reads] == [[0], [2]]
+    assert rejections(items) == [(3, "line_too_long")]
+    assert entry_lines(items) == [1, 2, 4]
+    (rejection,) = (i for i in items if isinstance(i, Rejection))
+    size = int(rejection.message.split("row is about ")[1].split(" bytes")[0].replace(",", ""))
+    assert len(big) <= size < len(big) + 1024
+    assert "the limit is 65,536 (max_line_bytes)" in rejection.message
+    assert rejection.raw == ""
+
+
+def test_a_parquet_row_group_whose_rows_average_over_the_limit_quarantines_each_row(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given one row group of three rows whose middle cell is far over the limit (the
+    # hostile-memory benchmark's file): which row holds it is only known by decoding
+    body = parquet_groups(["a small cell", "b" * (LIMIT * 8), "another small cell"], ["after"])
+    reads = spy_on_parquet_reads(monkeypatch)
+    options = ReadOptions(max_line_bytes=LIMIT, parquet_group_bytes=2 * LIMIT)
+
+    items = list(parse_stream("drops/x/f.parquet", io.BytesIO(body), options).items)
+
+    # Then each of its rows is quarantined by the group's size and nothing is lost: the
+    # next row group is read, the big one never is
+    assert rejections(items) == [(1, "line_too_long"), (2, "line_too_long"), (3, "line_too_long")]
+    assert entry_lines(items) == [4]
+    message = next(i for i in items if isinstance(i, Rejection)).message
+    assert "row group 0 (rows 1 to 3)" in message and "column 'text'" in message
+    assert "the limit is 65,536 a row (max_line_bytes)" in message
+    assert [groups for groups, _, _ in reads] == [[1]]
+
+
+def test_a_large_parquet_row_group_of_readable_rows_is_streamed_in_small_batches(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given one row group of 40 rows of ~30 KB (one of them over the limit), larger than a
+    # row group read as it is but with rows under the limit on average
+    texts = [f"{n} " + "w" * 30_000 for n in range(40)]
+    texts[7] = "x" * (LIMIT + 1)
+    body = parquet_groups(texts)
+    monkeypatch.setattr(parsing, "PARQUET_BATCH_BYTES", 100_000)
+    reads = spy_on_parquet_reads(monkeypatch)
+    options = ReadOptions(max_line_bytes=LIMIT, parquet_group_bytes=2 * LIMIT)
+
+    items = list(parse_stream("drops/x/f.parquet", io.BytesIO(body), options).items)
+
+    # Then it is read without pre-buffering, a few rows per batch, every row accounted for
+    assert rejections(items) == [(8, "line_too_long")]
+    assert entry_lines(items) == [n for n in range(1, 41) if n != 8]
+    ((groups, batch_size, pre_buffered),) = reads
+    assert groups == [0] and batch_size <= 4 and not pre_buffered
 
 
 def test_chunks_end_at_chunk_bytes_so_large_records_are_not_held_a_thousand_at_a_time() -> None:

@@ -45,6 +45,15 @@ MAX_JSON_DOCUMENT_BYTES = 64 * 1024 * 1024
 # Temporary copies of non-seekable Parquet streams stay in memory up to this size.
 SPOOL_BYTES = 16 * 1024 * 1024
 PARQUET_BATCH_ROWS = 1000
+# Decoding a Parquet page holds about three times its uncompressed size, and pyarrow
+# decodes a page whole, however few of its rows a batch takes. A row group up to this size
+# (uncompressed, from the footer) is read as it is; a larger one through a stream in
+# batches of about PARQUET_BATCH_BYTES, and not at all when its rows average over
+# max_line_bytes: a cell over the limit is in it, and its page cannot be read in bounds.
+PARQUET_GROUP_BYTES = 32 * 1024 * 1024
+PARQUET_BATCH_BYTES = 8 * 1024 * 1024
+# Read-ahead per column of a large row group (instead of its whole compressed chunk).
+PARQUET_STREAM_BUFFER = 1024 * 1024
 
 # format name -> unit its locations count
 FORMATS: dict[str, str] = {
@@ -95,6 +104,9 @@ class ReadOptions:
     first_row: int = 1
     # Larger lines and records are quarantined by size, never held whole (settings.py).
     max_line_bytes: int = DEFAULT_SETTINGS.max_line_bytes
+    # Parquet row groups larger than this (uncompressed) are read in small batches or,
+    # when their rows average over max_line_bytes, quarantined from the footer.
+    parquet_group_bytes: int = PARQUET_GROUP_BYTES
 
 
 def data_extension(file: str) -> str:
@@ -553,34 +565,102 @@ def _read_parquet(file: str, stream: IO[bytes], options: ReadOptions) -> Iterato
     except Exception as exc:  # pyarrow raises several types for a damaged file
         yield reject(file, 0, "invalid_parquet", f"not a readable Parquet file: {exc}", "")
         return
+    streaming: Any = None  # the same file without pre-buffering, for large row groups
     start, stop = options.row_groups or (0, parquet.num_row_groups)
     group_first = options.first_row
     for group in range(start, stop):
-        number = group_first
-        group_end = group_first + parquet.metadata.row_group(group).num_rows
-        try:
-            batches = parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, row_groups=[group])
-            for batch in batches:
-                sizes = _row_sizes(batch)
-                # Rows become Python objects a batch at a time, or one by one when a
-                # batch holds a row too large to copy.
-                whole = max(sizes, default=0) <= options.max_line_bytes
-                rows = batch.to_pylist() if whole else None
-                for index in range(batch.num_rows):
-                    try:
-                        row = None
-                        if sizes[index] <= options.max_line_bytes:
-                            row = rows[index] if rows is not None else _row_of(batch, index)
-                        yield _parquet_row(file, number, row, sizes[index], options)
-                    except Exception as exc:  # one row's surprise must not end the file
-                        yield unexpected(file, number, "parsing", exc, "", unit=ROW)
-                    number += 1
-                del batch
-        except Exception as exc:  # a damaged row group spoils its rows, not the others
-            detail = f"row group {group} is unreadable: {exc}"
-            for row_number in range(number, group_end):
-                yield reject(file, row_number, "invalid_parquet", detail, "", unit=ROW)
-        group_first = group_end
+        plan = _group_plan(parquet.metadata.row_group(group), group, group_first, options)
+        if isinstance(plan, _Unread):
+            for number in range(group_first, group_first + plan.rows):
+                yield reject(file, number, "line_too_long", plan.detail, "", unit=ROW)
+        else:
+            reader = parquet
+            if plan.streamed:
+                if streaming is None:
+                    streaming = pq.ParquetFile(
+                        source,
+                        metadata=parquet.metadata,
+                        pre_buffer=False,
+                        buffer_size=PARQUET_STREAM_BUFFER,
+                    )
+                reader = streaming
+            yield from _parquet_group(file, reader, group, group_first, plan, options)
+        group_first += plan.rows
+
+
+@dataclass(frozen=True)
+class _Batches:
+    """How a row group is read: in batches of ``batch_rows``, streamed when it is large."""
+
+    rows: int
+    batch_rows: int = PARQUET_BATCH_ROWS
+    streamed: bool = False
+
+
+@dataclass(frozen=True)
+class _Unread:
+    """A row group not read: its rows are quarantined by the size its footer gives."""
+
+    rows: int
+    detail: str
+
+
+def _group_plan(meta: Any, group: int, first: int, options: ReadOptions) -> _Batches | _Unread:
+    """Decide from the footer alone, before any page is decoded, how a row group is read."""
+    rows = meta.num_rows
+    columns = [meta.column(index) for index in range(meta.num_columns)]
+    size = max(meta.total_byte_size, sum(c.total_uncompressed_size for c in columns))
+    if rows <= 0 or size <= options.parquet_group_bytes:
+        return _Batches(rows)
+    limit = options.max_line_bytes
+    if size > rows * limit:
+        largest = max(columns, key=lambda c: c.total_uncompressed_size)
+        where = f"column '{largest.path_in_schema}': {largest.total_uncompressed_size:,} bytes"
+        if rows == 1:
+            detail = (
+                f"row is about {size:,} bytes ({where}, uncompressed, from the file's "
+                f"footer); the limit is {limit:,} (max_line_bytes); it is not read"
+            )
+        else:
+            detail = (
+                f"row group {group} (rows {first:,} to {first + rows - 1:,}) is {size:,} "
+                f"bytes uncompressed ({where}, from the file's footer), {size // rows:,} "
+                f"a row on average; the limit is {limit:,} a row (max_line_bytes). It is "
+                "not read: which of its rows are too long cannot be told without decoding "
+                "them, so all are quarantined; write large values in row groups of their "
+                "own (pyarrow: row_group_size)"
+            )
+        return _Unread(rows, detail)
+    batch_rows = max(1, min(PARQUET_BATCH_ROWS, PARQUET_BATCH_BYTES * rows // size))
+    return _Batches(rows, batch_rows, streamed=True)
+
+
+def _parquet_group(
+    file: str, reader: Any, group: int, first: int, plan: _Batches, options: ReadOptions
+) -> Iterator[Parsed]:
+    number = first
+    try:
+        batches = reader.iter_batches(batch_size=plan.batch_rows, row_groups=[group])
+        for batch in batches:
+            sizes = _row_sizes(batch)
+            # Rows become Python objects a batch at a time, or one by one when a batch
+            # holds a row too large to copy.
+            whole = max(sizes, default=0) <= options.max_line_bytes
+            rows = batch.to_pylist() if whole else None
+            for index in range(batch.num_rows):
+                try:
+                    row = None
+                    if sizes[index] <= options.max_line_bytes:
+                        row = rows[index] if rows is not None else _row_of(batch, index)
+                    yield _parquet_row(file, number, row, sizes[index], options)
+                except Exception as exc:  # one row's surprise must not end the file
+                    yield unexpected(file, number, "parsing", exc, "", unit=ROW)
+                number += 1
+            del batch
+    except Exception as exc:  # a damaged row group spoils its rows, not the others
+        detail = f"row group {group} is unreadable: {exc}"
+        for row_number in range(number, first + plan.rows):
+            yield reject(file, row_number, "invalid_parquet", detail, "", unit=ROW)
 
 
 def _row_sizes(batch: Any) -> list[int]:
