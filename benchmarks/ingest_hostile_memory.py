@@ -3,9 +3,10 @@
 Each case is a drop built to make memory follow the input: one 50 MB line, a gzip that
 expands about 1,000x, a file of 1 MiB lines, a CSV cell of 50 MB over many lines, a text
 paragraph and a log entry of 50 MB, a JSON document holding one 50 MB record, a Parquet
-cell of 50 MB. Every case runs at two sizes (default 50 and 100 MB of input, decompressed)
-to show the peak is flat in the size, and its baseline, in the same run, is a well-formed
-drop of the same format and size (records of ~1 KB).
+cell of 50 MB in a row group of three rows, and one among about 1,000 rows of ~1 KB of
+its row group. Every case runs at two sizes (default 50 and 100 MB of input,
+decompressed) to show the peak is flat in the size, and its baseline, in the same run, is
+a well-formed drop of the same format and size (records of ~1 KB).
 
 Each variant runs in its own child process, through the ingest function's per-file
 pipeline (``parse_stream`` → ``account_in_chunks`` with the default settings, the
@@ -140,6 +141,17 @@ def hostile_parquet_cell(path: Path, size: int) -> None:
     pq.write_table(pa.table({"text": texts}), path)
 
 
+def hostile_parquet_cell_in_rows(path: Path, size: int) -> None:
+    """The huge cell among about 1,000 rows of ~1 KB in the same row group: by the footer,
+    a row group whose rows average under max_line_bytes, so its pages are decoded."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    texts = list(_records(random.Random(3), MB))
+    texts.insert(len(texts) // 2, "lorem ipsum " * (size // 12))
+    pq.write_table(pa.table({"text": texts}), path, row_group_size=len(texts))
+
+
 def well_formed(kind: str) -> Callable[[Path, int], None]:
     def write(path: Path, size: int) -> None:
         rng = random.Random(2)
@@ -184,6 +196,7 @@ CASES: dict[str, tuple[str, Callable[[Path, int], None], Callable[[Path, int], N
     "log_entry": ("trace.log", hostile_log_entry, well_formed("log")),
     "json_document": ("doc.json", hostile_json_document, well_formed("json")),
     "parquet_cell": ("cell.parquet", hostile_parquet_cell, well_formed("parquet")),
+    "parquet_cell_in_rows": ("rows.parquet", hostile_parquet_cell_in_rows, well_formed("parquet")),
 }
 
 
@@ -297,7 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     sizes = [int(s) for s in args.sizes.split(",")]
     print(
-        f"{'case':<18} {'MB':>4} {'hostile peak':>13} {'above imports':>14} "
+        f"{'case':<20} {'MB':>4} {'hostile peak':>13} {'above imports':>14} "
         f"{'well-formed peak':>17} {'hostile/well-formed':>20}  outcome"
     )
     worst = 0.0
@@ -316,7 +329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 above = peak - bad["after_imports_mb"]
                 worst = max(worst, peak)
                 print(
-                    f"{case:<18} {size:>4} {peak:>10.0f} MB {above:>11.0f} MB "
+                    f"{case:<20} {size:>4} {peak:>10.0f} MB {above:>11.0f} MB "
                     f"{base:>14.0f} MB {peak / base:>19.2f}x  "
                     f"received {bad['received']}, stored {bad['stored']}, {bad['reasons']} "
                     f"({bad['seconds']:.1f} s; well-formed: {good['received']} received, "
