@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
+import logging
 from typing import Any
 
 import pytest
@@ -17,6 +19,7 @@ from tests.integration.aws_fixtures import (
     use_handler_env,
 )
 from tests.integration.ingest_events import object_created, put_drop, sqs_batch
+from tests.integration.test_handler_powertools import log_lines
 from tuneloop import aws
 from tuneloop.ingest.drops import DropsTable
 from tuneloop.ingest.events import DropObject
@@ -276,7 +279,7 @@ def test_near_duplicates_across_drops_name_the_stored_record_they_match(env: Pla
 
 
 def test_personal_data_never_reaches_records_manifest_quarantine_or_logs(
-    env: Platform, capsys: pytest.CaptureFixture[str]
+    env: Platform, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     key = "drops/default/pii.jsonl"
     body = drop(
@@ -286,7 +289,11 @@ def test_personal_data_never_reaches_records_manifest_quarantine_or_logs(
         b'{"text": "card 4111 1111 1111 1111" oops anna@example.com\n',
     )
 
-    invoke(body)
+    # The handler's Powertools Logger writes to the stdout of import time, which capsys
+    # does not see: its lines are read from its own handler; the library's loggers via caplog.
+    handler_logger = inspect.unwrap(handler).__globals__["logger"]
+    with log_lines(handler_logger) as lines, caplog.at_level(logging.DEBUG):
+        invoke(body)
 
     (record,) = table_items(env.records_table)
     assert record["text"] == "Reach Anna at <EMAIL> or <PHONE>, she is in Leeds."
@@ -304,7 +311,8 @@ def test_personal_data_never_reaches_records_manifest_quarantine_or_logs(
         .read()
     )
     assert b"<CREDIT_CARD>" in quarantined and b"<EMAIL>" in quarantined
-    logged = capsys.readouterr().out
+    assert any(line["message"] == "drop processed" for line in lines)  # the capture sees it
+    logged = "\n".join([*map(json.dumps, lines), caplog.text, capsys.readouterr().out])
     for secret in ("anna@example.com", "7946 0958", "4111 1111"):
         assert secret.encode() not in quarantined and secret not in logged
 
