@@ -227,6 +227,9 @@ def test_failing_training_ends_in_the_failure_path_and_deploys_nothing(
     finally:
         shutil.move(hidden, base_model)
     assert run.status == "FAILED"
+    # The job's failure is what the execution reports, as on AWS.
+    assert run.error == "States.TaskFailed", (run.error, run.cause)
+    assert "TrainingJobStatus" in run.cause and "FailureReason" in run.cause
     assert platform.control_item("production") == before
     failed = platform.model_version(run.name)
     assert failed is not None and failed["status"] == "failed" and failed.get("error")

@@ -53,6 +53,7 @@ def install(local: LocalServices) -> None:
             _patch_lambda_invoke()
             _patch_execution_names()
             _patch_stepfunctions_sagemaker()
+            _patch_fail_state_errors()
             _patch_training_jobs()
             _patch_endpoints()
             _patch_invoke_endpoint()
@@ -167,6 +168,25 @@ def _patch_stepfunctions_sagemaker() -> None:
         return original(service_name)
 
     state_task_factory.state_task_service_for = service_for
+
+
+# Gap: moto's Fail state takes its Error (here from ErrorPath) as a custom error name and
+# refuses one that starts with "States.", so rethrowing a caught States.TaskFailed (a failed
+# training job) ends the execution in a States.Runtime ValueError instead of the job's
+# cause. AWS takes any string there.
+def _patch_fail_state_errors() -> None:
+    from moto.stepfunctions.parser.asl.component.common.error_name import custom_error_name
+    from moto.stepfunctions.parser.asl.component.common.error_name.error_name import ErrorName
+    from moto.stepfunctions.parser.asl.component.state.fail import state_fail
+
+    class FailStateErrorName(custom_error_name.CustomErrorName):
+        def __init__(self, error_name: str | None) -> None:
+            if _active():
+                ErrorName.__init__(self, error_name=error_name)
+            else:
+                super().__init__(error_name)
+
+    state_fail.CustomErrorName = FailStateErrorName  # type: ignore[misc]
 
 
 # Gap: moto records a training job as Completed at once and runs nothing. Run the job's
