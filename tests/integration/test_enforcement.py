@@ -24,6 +24,7 @@ from tuneloop.local.emulator import Emulator
 from tuneloop.local.iam import enforce
 from tuneloop.local.iam.credentials import CredentialRegistry
 from tuneloop.local.iam.model import ApiCall, Caller, Decision, PolicyStore
+from tuneloop.local.s3util import download_object
 
 ACCOUNT = "123456789012"
 
@@ -394,3 +395,24 @@ def test_sns_delivers_to_a_function_as_sns_with_the_topic_as_source(aws: Emulato
     assert (caller.service, caller.source_arn) == ("sns.amazonaws.com", topic)
     assert call.params["FunctionName"] == function
     assert any("enf-deliveries" in d.operation for d in aws.enforcer.denials)
+
+
+def test_a_refused_download_carries_aws_message_not_a_bare_forbidden(
+    aws: Emulator, tmp_path: Path
+) -> None:
+    # Given an object the operator wrote, and a role whose reads of it are refused
+    boto3.client("s3").create_bucket(Bucket="enf-downloads")
+    boto3.client("s3").put_object(Bucket="enf-downloads", Key="code.tar.gz", Body=b"x")
+    role = _role("refused-download")
+    for operation in ("GetObject", "HeadObject"):
+        STAND_IN.refused.append((_by_role("refused-download"), operation))
+    client = _session(aws, role, "sagemaker.amazonaws.com").client("s3")
+    # When the local platform downloads it as that role (a job's code, an endpoint's model)
+    with pytest.raises(ClientError) as raised:
+        download_object(client, "enf-downloads", "code.tar.gz", tmp_path / "code.tar.gz")
+    # Then the error is AWS's denial naming the caller, where a HeadObject says only 403
+    message = raised.value.response["Error"]["Message"]
+    assert "assumed-role/refused-download/sagemaker is not authorized" in message
+    with pytest.raises(ClientError) as head:
+        client.download_file("enf-downloads", "code.tar.gz", str(tmp_path / "other"))
+    assert "not authorized" not in str(head.value)

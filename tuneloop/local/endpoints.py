@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tuneloop.local.iam.credentials import Credentials
-from tuneloop.local.s3util import parse_s3_uri, s3_client
+from tuneloop.local.s3util import download_object, parse_s3_uri, s3_client
 
 SERVE_SCRIPT = Path(__file__).resolve().parents[2] / "training_containers" / "serve.py"
 
@@ -77,7 +77,7 @@ class LocalEndpoints:
             root.mkdir(parents=True, exist_ok=True)
             bucket, key = parse_s3_uri(model_data_url)
             archive = root / "model.tar.gz"
-            s3_client(credentials).download_file(bucket, key, str(archive))
+            download_object(s3_client(credentials), bucket, key, archive)
             model_dir.mkdir()
             with tarfile.open(archive, "r:gz") as tar:
                 tar.extractall(model_dir, filter="data")

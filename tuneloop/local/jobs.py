@@ -21,7 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from tuneloop.local.iam.credentials import Credentials
-from tuneloop.local.s3util import download_prefix, parse_s3_uri, s3_client, upload_file
+from tuneloop.local.s3util import (
+    download_object,
+    download_prefix,
+    parse_s3_uri,
+    s3_client,
+    upload_file,
+)
 
 
 @dataclass
@@ -182,7 +188,7 @@ class LocalJobRunner:
     def _fetch_code(s3: Any, submit_dir: str, target: Path) -> None:
         bucket, key = parse_s3_uri(submit_dir)
         archive = target.parent / "sourcedir.tar.gz"
-        s3.download_file(bucket, key, str(archive))
+        download_object(s3, bucket, key, archive)
         with tarfile.open(archive, "r:gz") as tar:
             tar.extractall(target, filter="data")
 

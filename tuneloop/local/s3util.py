@@ -25,6 +25,16 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
     return bucket, key
 
 
+def download_object(client: Any, bucket: str, key: str, destination: Path) -> None:
+    """Stream one object to ``destination``. A GetObject, not boto3's ``download_file``:
+    that one starts with a HeadObject, whose 403 has no body, so a refusal would read
+    "Forbidden" instead of AWS's message naming the caller, the action and the object."""
+    body = client.get_object(Bucket=bucket, Key=key)["Body"]
+    with open(destination, "wb") as out:
+        for chunk in body.iter_chunks(chunk_size=1 << 20):
+            out.write(chunk)
+
+
 def download_prefix(uri: str, target: Path, client: Any = None) -> list[Path]:
     """Download every object under an S3 prefix (or the single object it names)."""
     bucket, prefix = parse_s3_uri(uri)
@@ -37,7 +47,7 @@ def download_prefix(uri: str, target: Path, client: Any = None) -> list[Path]:
             relative = key[len(prefix) :].lstrip("/") or key.rsplit("/", 1)[-1]
             destination = target / relative
             destination.parent.mkdir(parents=True, exist_ok=True)
-            client.download_file(bucket, key, str(destination))
+            download_object(client, bucket, key, destination)
             written.append(destination)
     return written
 
