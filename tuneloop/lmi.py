@@ -31,6 +31,7 @@ from typing import IO, Any
 from botocore.exceptions import ClientError
 
 from tuneloop import aws
+from tuneloop.models.families import lmi_lora_problem
 from tuneloop.settings_keys import did_you_mean
 
 ADAPTERS_DIR = "adapters"
@@ -170,6 +171,7 @@ def prepare_lmi_model(
             return LmiModel(
                 model_data, lmi_environment(settings, model_id="/opt/ml/model", adapter=False)
             )
+        check_lmi_adapter(metadata)
         environment = lmi_environment(
             settings,
             model_id=lmi_base_model_id(str(metadata.get("base_model", ""))),
@@ -181,6 +183,14 @@ def prepare_lmi_model(
             target.seek(0)
             s3.upload_fileobj(target, artifacts_bucket, target_key)
     return LmiModel(f"s3://{artifacts_bucket}/{target_key}", environment)
+
+
+def check_lmi_adapter(metadata: dict[str, Any]) -> None:
+    """Raise LmiArtifactError when vLLM cannot serve this adapter's model family (the
+    ``model_type`` train.py records; artifacts without it are not refused)."""
+    problem = lmi_lora_problem(str(metadata.get("model_type", "")))
+    if problem:
+        raise LmiArtifactError(problem)
 
 
 def read_metadata(source: IO[bytes]) -> dict[str, Any]:

@@ -11,13 +11,14 @@ from __future__ import annotations
 import hashlib
 import tarfile
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from tuneloop.models.catalog import resolve_model
+from tuneloop.models.families import ALL_LINEAR, UnsupportedModelError, lora_targets
 from tuneloop.models.loading import read_model_metadata
 from tuneloop.training.config import TrainConfig, TrainingError
 
@@ -25,19 +26,56 @@ Log = Callable[[str], None]
 
 
 def new_adapter(base: Any, config: TrainConfig) -> Any:
+    """A fresh LoRA adapter over ``base`` on the modules ``lora_target_modules`` names
+    (``auto``: those of the model's family, ``tuneloop.models.families``)."""
     from peft import LoraConfig, get_peft_model
 
+    model_type = str(getattr(base.config, "model_type", ""))
+    try:
+        targets = lora_targets(model_type, config.target_modules())
+    except UnsupportedModelError as exc:
+        raise TrainingError(f"base model {config.base_model!r}: {exc}") from exc
+    if targets.target_modules != ALL_LINEAR:
+        _check_modules_exist(base, targets.target_modules, model_type, config.base_model)
     lora = LoraConfig(
         r=config.lora_r,
         lora_alpha=config.lora_alpha,
         lora_dropout=config.lora_dropout,
-        target_modules=config.target_modules(),
+        target_modules=(
+            targets.target_modules
+            if isinstance(targets.target_modules, str)
+            else list(targets.target_modules)
+        ),
+        fan_in_fan_out=targets.fan_in_fan_out,
         task_type="CAUSAL_LM",
     )
     try:
         return get_peft_model(base, lora)
     except ValueError as exc:
         raise TrainingError(f"cannot apply LoRA to {config.base_model!r}: {exc}") from exc
+
+
+def _check_modules_exist(base: Any, names: Sequence[str], model_type: str, ref: str) -> None:
+    """Every name matches a module (peft matches a name or a dotted suffix of one); peft
+    itself fails only when none does, and would train fewer modules than asked."""
+    leaves = {name.rsplit(".", 1)[-1] for name, _ in base.named_modules() if name}
+    missing = [name for name in names if name.rsplit(".", 1)[-1] not in leaves]
+    if missing:
+        linear = sorted(
+            {
+                name.rsplit(".", 1)[-1]
+                for name, module in base.named_modules()
+                if name and _is_projection(module)
+            }
+        )
+        raise TrainingError(
+            f"cannot apply LoRA to {ref!r} (model type {model_type!r}): no module named "
+            f"{', '.join(missing)}; its linear modules are {', '.join(linear)}"
+        )
+
+
+def _is_projection(module: Any) -> bool:
+    return isinstance(module, torch.nn.Linear) or type(module).__name__ == "Conv1D"
 
 
 def fetch_adapter(ref: str) -> Path:

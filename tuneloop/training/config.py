@@ -51,7 +51,9 @@ class TrainConfig:
     # 0 by default: on CPU the dropout masks cost ~8% of a step, and short runs gain nothing.
     lora_dropout: float = _hp(0.0, "dropout on the LoRA input")
     lora_target_modules: str = _hp(
-        "all-linear", "comma-separated module names to adapt, or all-linear"
+        "auto",
+        "auto (the model family's attention and MLP projections; docs/training.md lists the "
+        "families), all-linear, or comma-separated module names to adapt",
     )
     max_seq_length: int = _hp(256, "tokens per example; longer examples are truncated")
     per_device_batch_size: int = _hp(4, "examples per micro-batch")
@@ -161,10 +163,10 @@ class TrainConfig:
         return self
 
     def target_modules(self) -> str | list[str]:
-        """peft's ``target_modules``: the string ``all-linear`` or a list of names."""
+        """``auto``, ``all-linear`` or a list of names (``families.lora_targets`` resolves them)."""
         names = [name.strip() for name in self.lora_target_modules.split(",") if name.strip()]
-        if names == ["all-linear"]:
-            return "all-linear"
+        if names in (["auto"], ["all-linear"]):
+            return names[0]
         if not names:
             raise TrainingError("hyperparameter lora_target_modules is empty")
         return names

@@ -155,6 +155,8 @@ def _train_and_save(
         "data_manifest_sha256": dataset.manifest_sha256(),
         "adapter": config.finetune_method == "lora",
         "finetune_method": config.finetune_method,
+        # Register reads it: the LMI backend serves LoRA adapters for some families only.
+        "model_type": str(getattr(result.model.config, "model_type", "")),
     }
     if config.init_adapter:
         extra["continued_from"] = config.init_adapter

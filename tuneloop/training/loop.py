@@ -115,7 +115,7 @@ def train(config: TrainConfig, dataset: Dataset, log: Log = print) -> TrainResul
     torch.set_num_threads(threads)
     log(
         f"train: device {device}, {threads} thread(s), "
-        f"{'bf16 autocast' if autocast_dtype else 'fp32'}, {config.attn_implementation} "
+        f"{'bf16 autocast' if autocast_dtype else 'fp32'}, {base.config._attn_implementation} "
         f"attention, {config.finetune_method} fine-tuning"
         f"{' over a 4-bit base' if config.quantize_4bit else ''}, "
         f"packing {'on' if config.packing else 'off'}, "
@@ -272,7 +272,7 @@ def train(config: TrainConfig, dataset: Dataset, log: Log = print) -> TrainResul
         "processes": place.world_size,
         "precision": "bf16" if autocast_dtype else "fp32",
         "frozen_weights_in_bf16": cast_count,
-        "attention": config.attn_implementation,
+        "attention": underlying_model(model).config._attn_implementation,
         "finetune_method": config.finetune_method,
         "quantize_4bit": config.quantize_4bit,
         "records": len(dataset.records),

@@ -51,7 +51,7 @@ def load_base(config: TrainConfig, device: torch.device) -> tuple[Any, Any]:
     if not config.quantize_4bit:
         model: Any
         model, tokenizer = load_model_dir(path, merge=True)
-        model.set_attn_implementation(config.attn_implementation)
+        model.set_attn_implementation(attention_for(type(model), config.attn_implementation))
         return model.to(device), tokenizer
     if is_adapter_dir(path):
         raise TrainingError(
@@ -72,13 +72,31 @@ def load_base(config: TrainConfig, device: torch.device) -> tuple[Any, Any]:
         path,
         quantization_config=quantization,
         device_map={"": device.index or 0},
-        attn_implementation=config.attn_implementation,
+        attn_implementation=attention_for(_causal_lm_class(path), config.attn_implementation),
     )
     # Casts norms to fp32 and makes the inputs require grad (needed by checkpointing).
     base = prepare_model_for_kbit_training(
         base, use_gradient_checkpointing=config.gradient_checkpointing
     )
     return base, AutoTokenizer.from_pretrained(path)
+
+
+def attention_for(model_class: Any, requested: str) -> str:
+    """``requested``, or eager for an architecture without an sdpa kernel (Gemma 2: sdpa
+    cannot soft-cap the attention logits, and transformers refuses it)."""
+    if requested == "sdpa" and not getattr(model_class, "_supports_sdpa", True):
+        return "eager"
+    return requested
+
+
+def _causal_lm_class(path: Any) -> Any:
+    """The transformers class ``AutoModelForCausalLM`` would build for ``path`` (or None)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        return AutoModelForCausalLM._model_mapping[type(AutoConfig.from_pretrained(path))]
+    except (KeyError, ValueError, OSError):
+        return None
 
 
 def trainable_model(base: Any, config: TrainConfig, log: Log) -> tuple[Any, dict[str, Any] | None]:
