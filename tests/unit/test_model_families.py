@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import torch
 import transformers
-from tiny_models import make_tiny_tokenizer
+from tiny_models import make_tiny_tokenizer, set_training_job_env
 
 from training_containers.train import main
 from tuneloop.evaluation.benchmarks import MultipleChoiceItem
@@ -114,17 +114,7 @@ class Run:
 def run_training(root: Path, base: Path, *extra: str) -> int:
     """``train.py`` over ``base`` on repetitive data, with the SageMaker paths under ``root``."""
     with pytest.MonkeyPatch.context() as env:
-        for name, sub in [
-            ("SM_CHANNEL_TRAIN", "input/data/train"),
-            ("SM_MODEL_DIR", "model"),
-            ("SM_OUTPUT_DATA_DIR", "output/data"),
-            ("SM_OUTPUT_DIR", "output"),
-            ("SM_INPUT_CONFIG_DIR", "input/config"),
-        ]:
-            env.setenv(name, str(root / sub))
-        env.delenv("SM_HPS", raising=False)
-        env.setenv("TUNELOOP_CACHE_DIR", str(root / "cache"))
-        env.setenv("TUNELOOP_OFFLINE", "1")
+        set_training_job_env(env, root)
         channel = root / "input/data/train"
         channel.mkdir(parents=True, exist_ok=True)
         (channel / "train.jsonl").write_text(json.dumps({"text": TRAINED}) + "\n")

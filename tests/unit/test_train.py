@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tiny_models import make_tiny_causal_lm, make_tiny_tokenizer
+from tiny_models import make_tiny_causal_lm, make_tiny_tokenizer, set_training_job_env
 
 from training_containers.train import main
 from tuneloop.training.config import TrainingError, parse_hyperparameters
@@ -35,17 +35,7 @@ def base_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture()
 def job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """SM_* variables pointing at tmp_path; returns it."""
-    for name, sub in [
-        ("SM_CHANNEL_TRAIN", "input/data/train"),
-        ("SM_MODEL_DIR", "model"),
-        ("SM_OUTPUT_DATA_DIR", "output/data"),
-        ("SM_OUTPUT_DIR", "output"),
-        ("SM_INPUT_CONFIG_DIR", "input/config"),
-    ]:
-        monkeypatch.setenv(name, str(tmp_path / sub))
-    monkeypatch.delenv("SM_HPS", raising=False)
-    monkeypatch.setenv("TUNELOOP_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("TUNELOOP_OFFLINE", "1")
+    set_training_job_env(monkeypatch, tmp_path)
     (tmp_path / "input/data/train").mkdir(parents=True)
     return tmp_path
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tiny_models import make_tiny_causal_lm, make_tiny_tokenizer
+from tiny_models import make_tiny_causal_lm, make_tiny_tokenizer, set_training_job_env
 
 from tuneloop.training import data
 from tuneloop.training.batching import step_plan
@@ -196,16 +196,7 @@ def test_a_rerun_of_the_job_reads_its_tokens_from_the_checkpoint_dir(
 ) -> None:
     base = make_tiny_causal_lm(tmp_path / "base")
     write_channel(tmp_path / "input/data/train", {"train.jsonl": varied_records(24)})
-    for name, sub in [
-        ("SM_CHANNEL_TRAIN", "input/data/train"),
-        ("SM_MODEL_DIR", "model"),
-        ("SM_OUTPUT_DATA_DIR", "output/data"),
-        ("SM_OUTPUT_DIR", "output"),
-        ("SM_INPUT_CONFIG_DIR", "input/config"),
-    ]:
-        monkeypatch.setenv(name, str(tmp_path / sub))
-    monkeypatch.delenv("SM_HPS", raising=False)
-    monkeypatch.setenv("TUNELOOP_OFFLINE", "1")
+    set_training_job_env(monkeypatch, tmp_path, cache=False)
     argv = ["--base_model", str(base), "--max_steps", "3", "--max_seq_length", "48"]
     argv += ["--per_device_batch_size", "2", "--checkpoint_dir", str(tmp_path / "checkpoints")]
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from test_training_correctness import quiet, varied_records
-from tiny_models import make_tiny_causal_lm
+from tiny_models import make_tiny_causal_lm, set_training_job_env
 
 from training_containers.train import main
 from tuneloop.models.loading import load_model_dir
@@ -41,16 +41,7 @@ def sm_env(monkeypatch: pytest.MonkeyPatch, root: Path, records: list[dict[str, 
     channel.joinpath("train.jsonl").write_text(
         "".join(json.dumps(r) + "\n" for r in records), encoding="utf-8"
     )
-    for name, sub in [
-        ("SM_CHANNEL_TRAIN", "input/data/train"),
-        ("SM_CHANNEL_REPLAY", "input/data/replay"),
-        ("SM_MODEL_DIR", "model"),
-        ("SM_OUTPUT_DATA_DIR", "output/data"),
-        ("SM_OUTPUT_DIR", "output"),
-        ("SM_INPUT_CONFIG_DIR", "input/config"),
-    ]:
-        monkeypatch.setenv(name, str(root / sub))
-    monkeypatch.delenv("SM_HPS", raising=False)
+    set_training_job_env(monkeypatch, root, replay=True, cache=False, offline=False)
     return root
 
 

@@ -7,6 +7,7 @@ round-trips, plus ChatML special tokens and a ChatML chat template.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
@@ -67,3 +68,28 @@ def make_tiny_causal_lm(path: Path, *, chat_template: bool = True, seed: int = 0
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+# Where the SageMaker training contract puts each path, relative to the job's root.
+SAGEMAKER_JOB_PATHS = {
+    "SM_CHANNEL_TRAIN": "input/data/train",
+    "SM_CHANNEL_REPLAY": "input/data/replay",
+    "SM_MODEL_DIR": "model",
+    "SM_OUTPUT_DATA_DIR": "output/data",
+    "SM_OUTPUT_DIR": "output",
+    "SM_INPUT_CONFIG_DIR": "input/config",
+}
+
+
+def set_training_job_env(
+    env: Any, root: Path, *, replay: bool = False, cache: bool = True, offline: bool = True
+) -> None:
+    """SM_* variables of a training job rooted at ``root`` (``env``: a pytest MonkeyPatch)."""
+    for name, sub in SAGEMAKER_JOB_PATHS.items():
+        if name != "SM_CHANNEL_REPLAY" or replay:
+            env.setenv(name, str(root / sub))
+    env.delenv("SM_HPS", raising=False)
+    if cache:
+        env.setenv("TUNELOOP_CACHE_DIR", str(root / "cache"))
+    if offline:
+        env.setenv("TUNELOOP_OFFLINE", "1")
