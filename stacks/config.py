@@ -35,8 +35,8 @@ from tuneloop.ingest.settings import (
     settings_problems,
     settings_with,
 )
-from tuneloop.lmi import LmiSettings
-from tuneloop.serving_container import BACKENDS as SERVING_BACKENDS
+from tuneloop.release.lmi import LmiSettings
+from tuneloop.release.serving_container import BACKENDS as SERVING_BACKENDS
 from tuneloop.settings_keys import did_you_mean
 
 LOCAL_BASE_MODEL = "smollm2-135m-instruct"
@@ -244,7 +244,7 @@ class DlcImage:
 class LmiOptions(LmiSettings):
     """The ``lmi`` serving backend (AWS's Large Model Inference container, DJL Serving +
     vLLM, with the LoRA adapter): its image, and the Deploy Lambda's ``LMI_OPTIONS``, which
-    are :class:`tuneloop.lmi.LmiSettings` and checked by its own :meth:`problems`."""
+    are :class:`tuneloop.release.lmi.LmiSettings` and checked by its own :meth:`problems`."""
 
     image: DlcImage
 

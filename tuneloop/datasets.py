@@ -28,8 +28,9 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from tuneloop import aws
-from tuneloop.control import read_production
-from tuneloop.model_versions import TRAINING, now_iso
+from tuneloop.release import model_versions
+from tuneloop.release.control import read_production
+from tuneloop.release.model_versions import now_iso
 
 SPOOL_BYTES = 64 * 1024 * 1024
 _HELDOUT_SALT = "tuneloop-heldout/1:"
@@ -202,7 +203,7 @@ def prepare_dataset(
         Body=json.dumps(manifest, indent=2).encode("utf-8"),
         ContentType="application/json",
     )
-    _record_training(
+    model_versions.start_training(
         where.model_versions_table,
         model_version,
         {
@@ -258,21 +259,3 @@ def _prepared_at(table_name: str, champion_version: str) -> str:
         .get("Item")
     )
     return str(item.get("created_at", "")) if item else ""
-
-
-def _record_training(table_name: str, model_version: str, lineage: dict[str, Any]) -> None:
-    # Retried invocations may re-create the item while it is still "training"; any later
-    # status means the run moved on, and this write would be stale.
-    now = now_iso()
-    aws.table(table_name).put_item(
-        Item={
-            "model_version": model_version,
-            "status": TRAINING,
-            **lineage,
-            "created_at": now,
-            "updated_at": now,
-        },
-        ConditionExpression="attribute_not_exists(model_version) OR #status = :training",
-        ExpressionAttributeNames={"#status": "status"},
-        ExpressionAttributeValues={":training": TRAINING},
-    )

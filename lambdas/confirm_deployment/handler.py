@@ -13,8 +13,8 @@ from typing import Any
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from tuneloop.deployment import confirm_deployment
 from tuneloop.envmodel import load_env
+from tuneloop.release.deployment import confirm_deployment
 
 logger = Logger()
 tracer = Tracer()

@@ -18,8 +18,8 @@ from typing import Any
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from tuneloop.deployment import ServingSettings, deploy_model
 from tuneloop.envmodel import load_env
+from tuneloop.release.deployment import ServingSettings, deploy_model
 
 logger = Logger()
 tracer = Tracer()

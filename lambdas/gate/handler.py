@@ -44,7 +44,6 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         artifacts_bucket=env.artifacts_bucket,
         model_versions_table=env.model_versions_table,
         s3=aws.s3(),  # created lazily, on first use, so AWS_ENDPOINT_URL and moto apply
-        dynamodb=aws.dynamodb(),
     )
     approved = bool(result["approved"])
     metrics.add_metric(name="CandidatesApproved", unit=MetricUnit.Count, value=int(approved))

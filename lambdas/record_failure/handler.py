@@ -15,7 +15,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from tuneloop.envmodel import load_env
-from tuneloop.registry import record_failure
+from tuneloop.release.failures import record_failure
 
 logger = Logger()
 tracer = Tracer()

@@ -13,9 +13,9 @@ from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from tuneloop.envmodel import load_env
-from tuneloop.lmi import LmiSettings
-from tuneloop.registry import Registration, register_model
-from tuneloop.serving_container import ServingContainer
+from tuneloop.release.lmi import LmiSettings
+from tuneloop.release.registry import Registration, register_model
+from tuneloop.release.serving_container import ServingContainer
 
 logger = Logger()
 tracer = Tracer()

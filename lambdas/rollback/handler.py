@@ -16,7 +16,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from tuneloop.envmodel import load_env
-from tuneloop.rollback import AlarmNotice, RollbackSettings, roll_back_on_alarm
+from tuneloop.release.rollback import AlarmNotice, RollbackSettings, roll_back_on_alarm
 
 logger = Logger()
 tracer = Tracer()

@@ -9,7 +9,7 @@ import pytest
 
 from stacks.config import ConfigError, LmiOptions, load_stage_config
 from tests.infra.conftest import synthesize
-from tuneloop.lmi import LmiSettings
+from tuneloop.release.lmi import LmiSettings
 
 
 def test_the_default_backend_is_our_server() -> None:

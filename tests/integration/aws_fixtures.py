@@ -216,3 +216,11 @@ def platform(aws_credentials: None) -> Iterator[Platform]:
 def use_handler_env(monkeypatch: pytest.MonkeyPatch, platform: Platform, function: str) -> None:
     for name, value in handler_env(platform, function).items():
         monkeypatch.setenv(name, value)
+
+
+def start_training(platform: Platform, *model_versions: str) -> None:
+    """Version items as PrepareDataset leaves them (``training``), for steps that follow it."""
+    from tuneloop.release import model_versions as versions
+
+    for model_version in model_versions:
+        versions.start_training(platform.model_versions_table, model_version, {})

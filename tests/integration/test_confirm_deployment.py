@@ -16,11 +16,12 @@ from tests.integration.aws_fixtures import (
     handler_env,
     lambda_context,
     platform,
+    start_training,
 )
 from tests.integration.sagemaker_stubs import endpoint_description
 from tuneloop import aws
-from tuneloop.control import ProductionChangedError, Release, replace_production
-from tuneloop.deployment import DeploymentRolledBack
+from tuneloop.release.control import ProductionChangedError, Release, replace_production
+from tuneloop.release.deployment import DeploymentRolledBack
 
 __all__ = ["aws_credentials", "platform"]
 
@@ -36,6 +37,7 @@ def env(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> Platform:
         **handler_env(platform, "confirm_deployment"),
     }.items():
         monkeypatch.setenv(name, value)
+    start_training(platform, "v0001")
     return platform
 
 

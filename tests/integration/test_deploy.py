@@ -21,7 +21,7 @@ from tests.integration.aws_fixtures import (
 )
 from tests.integration.sagemaker_stubs import ENDPOINT_ARN, CapturedCalls, endpoint_description
 from tuneloop import aws
-from tuneloop.deployment import EndpointBusyError, PackageNotApprovedError
+from tuneloop.release.deployment import EndpointBusyError, PackageNotApprovedError
 
 __all__ = ["aws_credentials", "platform"]
 
@@ -32,7 +32,11 @@ PACKAGE_ARN = f"{ARN_PREFIX}model-package/tuneloop-models/1"
 
 
 def register_package(platform: Platform, status: str = "Approved") -> str:
-    """A package as Register creates it (its container is what the endpoint runs)."""
+    """A package as Register creates it (its container is what the endpoint runs), and the
+    version item Register leaves ``registered``."""
+    aws.table(platform.model_versions_table).put_item(
+        Item={"model_version": VERSION, "status": "registered"}
+    )
     response = aws.sagemaker().create_model_package(
         ModelPackageGroupName=platform.model_package_group,
         InferenceSpecification={
@@ -97,6 +101,9 @@ def test_the_first_deployment_creates_model_config_and_endpoint(env: Platform) -
 
 
 def test_an_existing_endpoint_is_updated_blue_green_with_auto_rollback(env: Platform) -> None:
+    aws.table(env.model_versions_table).put_item(
+        Item={"model_version": VERSION, "status": "registered"}
+    )
     sagemaker = aws.sagemaker()
     captured = CapturedCalls(sagemaker)
     with Stubber(sagemaker) as stub:

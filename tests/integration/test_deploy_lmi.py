@@ -17,10 +17,11 @@ from tests.integration.aws_fixtures import (
     aws_credentials,
     lambda_context,
     platform,
+    start_training,
     use_handler_env,
 )
 from tuneloop import aws
-from tuneloop.lmi import LmiArtifactError, LmiSettings, prepare_lmi_model
+from tuneloop.release.lmi import LmiArtifactError, LmiSettings, prepare_lmi_model
 
 __all__ = ["aws_credentials", "platform"]
 
@@ -68,6 +69,7 @@ def use_lmi_env(monkeypatch: pytest.MonkeyPatch, platform: Platform, function: s
 @pytest.fixture
 def env(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> Platform:
     use_lmi_env(monkeypatch, platform, "register")
+    start_training(platform, VERSION)
     return platform
 
 
@@ -172,6 +174,7 @@ def test_the_default_backend_is_our_inference_handler(
 ) -> None:
     use_handler_env(monkeypatch, platform, "register")
     monkeypatch.delenv("SERVING_BACKEND", raising=False)
+    start_training(platform, VERSION)
     result = handler({"model_version": VERSION, "model_data": "s3://b/k.tar.gz"}, lambda_context())
     container = registered_container(result)
     assert container["Environment"] == {"SAGEMAKER_PROGRAM": "inference.py"}

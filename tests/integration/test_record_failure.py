@@ -16,7 +16,7 @@ from tests.integration.aws_fixtures import (
     use_handler_env,
 )
 from tuneloop import aws
-from tuneloop.registry import MAX_CAUSE_CHARS
+from tuneloop.release.failures import MAX_CAUSE_CHARS
 
 __all__ = ["aws_credentials", "platform"]
 

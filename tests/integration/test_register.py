@@ -12,6 +12,7 @@ from tests.integration.aws_fixtures import (
     aws_credentials,
     lambda_context,
     platform,
+    start_training,
     use_handler_env,
 )
 from tuneloop import aws
@@ -39,6 +40,7 @@ EVENT: dict[str, Any] = {
 @pytest.fixture
 def env(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> Platform:
     use_handler_env(monkeypatch, platform, "register")
+    start_training(platform, "v0002")
     return platform
 
 

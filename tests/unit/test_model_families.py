@@ -22,7 +22,6 @@ from tiny_models import make_tiny_tokenizer, set_training_job_env
 from training_containers.train import main
 from tuneloop.evaluation.benchmarks import MultipleChoiceItem
 from tuneloop.evaluation.runner import score_multiple_choice
-from tuneloop.lmi import LmiArtifactError, check_lmi_adapter, read_metadata, repack_for_lmi
 from tuneloop.models.families import (
     FAMILIES,
     UnsupportedModelError,
@@ -31,6 +30,7 @@ from tuneloop.models.families import (
     supported_model_types,
 )
 from tuneloop.models.loading import load_model_dir
+from tuneloop.release.lmi import LmiArtifactError, check_lmi_adapter, read_metadata, repack_for_lmi
 from tuneloop.serving.engine import Generator, parse_request
 from tuneloop.training.batching import collate, collate_packed
 from tuneloop.training.data import IGNORE_INDEX, Example, encode_record

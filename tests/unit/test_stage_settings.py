@@ -21,8 +21,8 @@ from stacks.config import (
 )
 from tuneloop.datasets import SplitSettings
 from tuneloop.gating.policy import GatePolicy, SuitePolicy, parse_policy
-from tuneloop.lmi import LmiOptionsError, LmiSettings
-from tuneloop.serving_container import BACKENDS
+from tuneloop.release.lmi import LmiOptionsError, LmiSettings
+from tuneloop.release.serving_container import BACKENDS
 from tuneloop.settings_keys import closest_key, did_you_mean
 
 

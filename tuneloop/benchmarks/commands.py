@@ -182,7 +182,7 @@ def models_table_from(args: argparse.Namespace) -> str:
 
 def registered_model_data(model_version: str, models_table: str) -> str:
     """The ``s3://`` URI of a registered version's model archive."""
-    from tuneloop.model_versions import get_version
+    from tuneloop.release.model_versions import get_version
 
     item = get_version(models_table, model_version)
     if item is None:

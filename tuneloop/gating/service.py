@@ -16,6 +16,7 @@ from typing import Any
 from tuneloop.gating.decide import GateDecision, ReportError, decide
 from tuneloop.gating.policy import GatePolicy
 from tuneloop.gating.report import render_report
+from tuneloop.release import model_versions
 
 REPORT_FILE = "evaluation.json"
 
@@ -114,7 +115,6 @@ def run_gate(
     artifacts_bucket: str,
     model_versions_table: str,
     s3: Any,
-    dynamodb: Any,
     now: datetime | None = None,
 ) -> dict[str, Any]:
     """Decide, store the decision, update the ModelVersions item; the Gate state's result."""
@@ -156,7 +156,7 @@ def run_gate(
         ContentType="text/html; charset=utf-8",
     )
     uri = f"s3://{artifacts_bucket}/{prefix}decision.json"
-    record_decision(dynamodb, model_versions_table, event.model_version, uri, decision, timestamp)
+    record_decision(model_versions_table, event.model_version, uri, decision, timestamp)
     return {
         "approved": decision.approved,
         "decision_s3_uri": uri,
@@ -191,32 +191,25 @@ def version_mismatches(frozen: Mapping[str, str], evaluated: Mapping[str, str]) 
 
 
 def record_decision(
-    dynamodb: Any,
-    table: str,
+    model_versions_table: str,
     model_version: str,
     decision_uri: str,
     decision: GateDecision,
     timestamp: str,
 ) -> None:
     """Set ``decision_s3_uri`` (and ``status=rejected`` when rejected) on an existing item."""
-    expression = "SET decision_s3_uri = :uri, gated_at = :now, updated_at = :now"
-    values: dict[str, Any] = {":uri": {"S": decision_uri}, ":now": {"S": timestamp}}
-    names: dict[str, str] = {}
-    if not decision.approved:
-        expression += ", #status = :rejected"
-        values[":rejected"] = {"S": "rejected"}
-        names["#status"] = "status"
-    kwargs: dict[str, Any] = {
-        "TableName": table,
-        "Key": {"model_version": {"S": model_version}},
-        "UpdateExpression": expression,
-        "ExpressionAttributeValues": values,
-        # Never create a half item for a version PrepareDataset did not register.
-        "ConditionExpression": "attribute_exists(model_version)",
-    }
-    if names:
-        kwargs["ExpressionAttributeNames"] = names
     try:
-        dynamodb.update_item(**kwargs)
-    except dynamodb.exceptions.ConditionalCheckFailedException as exc:
-        raise GateError(f"ModelVersions has no item for model_version {model_version!r}") from exc
+        model_versions.record_gate_decision(
+            model_versions_table,
+            model_version,
+            decision_uri=decision_uri,
+            approved=decision.approved,
+            at=timestamp,
+        )
+    except model_versions.VersionTransitionError as exc:
+        if model_versions.get_version(model_versions_table, model_version) is None:
+            # Never create a half item for a version PrepareDataset did not register.
+            raise GateError(
+                f"ModelVersions has no item for model_version {model_version!r}"
+            ) from exc
+        raise GateError(str(exc)) from exc

@@ -8,7 +8,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from tuneloop import aws
-from tuneloop.model_versions import now_iso
+from tuneloop.release.model_versions import now_iso
 
 PRODUCTION_KEY = "production"
 

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from tuneloop import aws
-from tuneloop.control import ProductionChangedError, read_production, replace_production
-from tuneloop.deployment import describe_endpoint
-from tuneloop.model_versions import PRODUCTION, ROLLED_BACK, now_iso, update_version
+from tuneloop.release import model_versions
+from tuneloop.release.control import ProductionChangedError, read_production, replace_production
+from tuneloop.release.deployment import describe_endpoint
+from tuneloop.release.model_versions import now_iso
 
 NOTHING_TO_ROLL_BACK = "no last-known-good; nothing to roll back"
 
@@ -136,16 +137,12 @@ def roll_back_on_alarm(alarm: AlarmNotice, settings: RollbackSettings) -> dict[s
             f"({good.model_version}), but Control 'production' changed meanwhile and was not "
             "updated: check which config the endpoint serves and fix the Control item"
         ) from exc
-    update_version(
+    model_versions.roll_back(
         settings.model_versions_table,
         bad.model_version,
-        {"status": ROLLED_BACK, "rolled_back_at": at, "rollback_alarm": alarm.alarm_name},
+        {"rolled_back_at": at, "rollback_alarm": alarm.alarm_name},
     )
-    update_version(
-        settings.model_versions_table,
-        good.model_version,
-        {"status": PRODUCTION, "restored_at": at},
-    )
+    model_versions.restore(settings.model_versions_table, good.model_version, {"restored_at": at})
     _notify(
         settings,
         f"TuneLoop: rolled back {settings.endpoint_name} to {good.model_version}",

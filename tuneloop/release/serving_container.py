@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from tuneloop.lmi import LmiSettings, prepare_lmi_model
+from tuneloop.release.lmi import LmiSettings, prepare_lmi_model
 
 SERVING_PROGRAM = "inference.py"
 BACKENDS = ("tuneloop", "lmi")

@@ -1,28 +1,17 @@
-"""Register: a SageMaker Model Registry package per approved model, and its lineage item.
-
-RecordFailure also lives here: it writes the failed run's error onto the same item.
-"""
+"""Register: a SageMaker Model Registry package per approved model, and its lineage item."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from tuneloop import aws
-from tuneloop.model_versions import (
-    FAILED,
-    PRODUCTION,
-    REGISTERED,
-    get_version,
-    now_iso,
-    update_version,
-)
-from tuneloop.serving_container import ServingContainer
+from tuneloop.release import model_versions
+from tuneloop.release.model_versions import now_iso
+from tuneloop.release.serving_container import ServingContainer
 
 # Customer metadata values are limited to 256 characters each.
 MAX_METADATA_VALUE = 256
-MAX_CAUSE_CHARS = 2_000
 
 
 @dataclass(frozen=True)
@@ -82,7 +71,7 @@ def register_model(
     container: ServingContainer,
 ) -> dict[str, str]:
     """Create the model package (approved) and mark the version ``registered``."""
-    existing = get_version(model_versions_table, registration.model_version) or {}
+    existing = model_versions.get_version(model_versions_table, registration.model_version) or {}
     if existing.get("model_package_arn"):
         # A retried invocation: the package exists already; do not create a second one.
         return {"model_package_arn": str(existing["model_package_arn"])}
@@ -113,11 +102,10 @@ def register_model(
         },
     )
     arn = response["ModelPackageArn"]
-    update_version(
+    model_versions.register(
         model_versions_table,
         registration.model_version,
         {
-            "status": REGISTERED,
             "model_package_arn": arn,
             "serving_backend": container.backend,
             "registered_at": now_iso(),
@@ -125,51 +113,3 @@ def register_model(
         },
     )
     return {"model_package_arn": arn}
-
-
-def readable_cause(cause: str, limit: int = MAX_CAUSE_CHARS) -> str:
-    """The useful part of a Step Functions ``Cause``, bounded in length.
-
-    Lambda errors arrive as JSON with ``errorType``/``errorMessage`` and a stack trace;
-    SageMaker task errors as the job description with ``FailureReason``.
-    """
-    text = cause.strip()
-    try:
-        parsed = json.loads(text)
-    except ValueError:
-        parsed = None
-    if isinstance(parsed, dict):
-        if parsed.get("errorMessage"):
-            kind = parsed.get("errorType")
-            text = f"{kind}: {parsed['errorMessage']}" if kind else str(parsed["errorMessage"])
-        elif parsed.get("FailureReason"):
-            job = parsed.get("TrainingJobName") or parsed.get("ProcessingJobName") or "job"
-            text = f"{job}: {parsed['FailureReason']}"
-    if len(text) > limit:
-        text = f"{text[: limit - 40].rstrip()} … [{len(text) - limit + 40} more characters]"
-    return text
-
-
-def record_failure(
-    model_version: str, error: dict[str, Any], *, model_versions_table: str
-) -> dict[str, str]:
-    """Store why a run failed on its version item; return a summary for the notification."""
-    error_name = str(error.get("Error") or "UnknownError")
-    cause = readable_cause(str(error.get("Cause") or ""))
-    fields = {"error": error_name, "cause": cause, "failed_at": now_iso()}
-    item = get_version(model_versions_table, model_version) or {}
-    status = str(item.get("status", ""))
-    if status == PRODUCTION:
-        # A step after promotion failed (e.g. the notification): the model still serves
-        # traffic, so keep its status and only record the error.
-        update_version(model_versions_table, model_version, fields)
-    else:
-        update_version(model_versions_table, model_version, {"status": FAILED, **fields})
-        status = FAILED
-    return {
-        "model_version": model_version,
-        "status": status,
-        "error": error_name,
-        "cause": cause,
-        "message": f"TuneLoop run {model_version} failed: {error_name}: {cause}",
-    }

@@ -19,15 +19,9 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from tuneloop import aws
-from tuneloop.control import Release, read_production, replace_production
-from tuneloop.model_versions import (
-    DEPLOYED,
-    DEPLOYING,
-    PRODUCTION,
-    get_version,
-    now_iso,
-    update_version,
-)
+from tuneloop.release import model_versions
+from tuneloop.release.control import Release, read_production, replace_production
+from tuneloop.release.model_versions import get_version, now_iso
 
 VARIANT_NAME = "AllTraffic"
 # Baking time after the traffic shift during which an alarm rolls the deployment back.
@@ -150,11 +144,10 @@ def deploy_model(
             EndpointConfigName=config_name,
             DeploymentConfig=deployment_config(serving.rollback_alarm_names),  # type: ignore[arg-type]
         )
-    update_version(
+    model_versions.start_deploying(
         model_versions_table,
         model_version,
         {
-            "status": DEPLOYING,
             "model_name": model_name,
             "endpoint_config_name": config_name,
             "endpoint_name": serving.endpoint_name,
@@ -210,15 +203,12 @@ def confirm_deployment(
     replace_production(control_table, new, last_known_good=previous, expected=previous)
 
     promoted_at = now_iso()
-    update_version(
-        model_versions_table, model_version, {"status": PRODUCTION, "promoted_at": promoted_at}
-    )
+    model_versions.promote(model_versions_table, model_version, {"promoted_at": promoted_at})
     if previous is not None:
-        update_version(
+        model_versions.supersede(
             model_versions_table,
             previous.model_version,
-            {"status": DEPLOYED, "superseded_by": model_version, "superseded_at": promoted_at},
-            only_if_status=PRODUCTION,
+            {"superseded_by": model_version, "superseded_at": promoted_at},
         )
     return {
         "production_version": model_version,
