@@ -13,7 +13,7 @@ export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup lint format test test-fast demo synth deploy destroy clean dlc-images
+.PHONY: setup lint format test test-fast demo up synth deploy destroy clean dlc-images
 
 setup: $(SETUP_STAMP) $(NODE_STAMP)
 
@@ -49,6 +49,10 @@ test-fast: setup
 
 demo: setup
 	$(BIN)/tuneloop demo
+
+# The local platform, kept running with the console (Ctrl-C stops it): docs/console.md.
+up: setup
+	$(BIN)/tuneloop up --examples
 
 # stacks/dlc_images.json from the SageMaker SDK's image data (after a sagemaker-core upgrade).
 dlc-images: setup

@@ -25,6 +25,20 @@ def _demo(args: argparse.Namespace) -> int:
     )
 
 
+def _up(args: argparse.Namespace) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from tuneloop.local.up import default_up_dir, run_up
+
+    return run_up(
+        Path(args.work_dir) if args.work_dir else default_up_dir(),
+        port=args.port,
+        examples=args.examples,
+        base_model=args.base_model,
+        enforce_permissions=False if args.no_enforce else None,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tuneloop", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -46,6 +60,18 @@ def build_parser() -> argparse.ArgumentParser:
         "also TUNELOOP_ENFORCE_IAM=0)",
     )
     demo.set_defaults(func=_demo)
+    up = commands.add_parser(
+        "up",
+        help="start the local platform (emulator, stacks, console) and keep it running",
+    )
+    up.add_argument("--examples", action="store_true", help="load the example benchmarks and drops")
+    up.add_argument("--port", type=int, default=8000, help="the console's port (default 8000)")
+    up.add_argument("--work-dir", help="where the platform keeps its logs while it runs")
+    up.add_argument("--base-model", help="base model reference (default: the stage's)")
+    up.add_argument(
+        "--no-enforce", action="store_true", help="log permission denials without refusing"
+    )
+    up.set_defaults(func=_up)
     from tuneloop.benchmarks.commands import add_parser as add_benchmarks
 
     add_benchmarks(commands)
