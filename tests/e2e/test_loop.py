@@ -9,41 +9,25 @@ deploys nothing.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import boto3
 import pytest
 
+from tests.e2e.loop_helpers import (
+    PERMISSIVE_POLICY,
+    drop_and_follow,
+    given_assembly,
+    set_gate_policy,
+    wait_for,
+    write_drop,
+)
 from tests.unit.tiny_models import make_tiny_causal_lm
-from tuneloop.local.platform import LocalPlatform, RunResult
+from tuneloop.local.platform import LocalPlatform
 
 pytestmark = pytest.mark.e2e
-
-ASSEMBLY_VARIABLE = "TUNELOOP_ASSEMBLY"
-
-
-def given_assembly() -> Path | None:
-    """A cloud assembly to deploy instead of synthesizing (e.g. one `npx cdk synth` wrote)."""
-    folder = os.environ.get(ASSEMBLY_VARIABLE)
-    return Path(folder).resolve() if folder else None
-
-
-def _write_drop(path: Path, topic: str, count: int) -> Path:
-    with open(path, "w", encoding="utf-8") as out:
-        for i in range(count):
-            record = {
-                "messages": [
-                    {"role": "user", "content": f"What is {topic} number {i}?"},
-                    {"role": "assistant", "content": f"{topic} number {i} is documented."},
-                ]
-            }
-            out.write(json.dumps(record) + "\n")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -67,57 +51,10 @@ def platform(tmp_path_factory: pytest.TempPathFactory, base_model: Path) -> Iter
             encoding="utf-8",
         )
         local.upload_benchmarks([benchmark])
-        _set_gate_policy(PERMISSIVE_POLICY)
+        set_gate_policy(PERMISSIVE_POLICY)
         yield local
     finally:
         local.stop()
-
-
-def _wait_for(condition: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.5)
-    return False
-
-
-def _gate_function() -> dict[str, Any]:
-    lambdas: Any = boto3.client("lambda")
-    return next(
-        f
-        for f in lambdas.list_functions()["Functions"]
-        if f["Handler"] == "lambdas.gate.handler.handler"
-    )
-
-
-def _set_gate_policy(policy: dict[str, Any]) -> None:
-    """Change the gate's policy as an operator would: the deployed function's settings."""
-    gate = _gate_function()
-    variables = dict(gate["Environment"]["Variables"])
-    variables["GATE_POLICY"] = json.dumps(policy)
-    boto3.client("lambda").update_function_configuration(
-        FunctionName=gate["FunctionName"], Environment={"Variables": variables}
-    )
-
-
-# A tiny random model scores at chance: the loop's tests gate on the mechanics (suites
-# present, compared item by item), not on quality; the rejection test raises the bar.
-PERMISSIVE_POLICY = {
-    "suites": {
-        "facts": {"role": "must_pass", "metric": "acc", "floor": 0.0},
-        "mmlu": {"role": "general", "metric": "acc", "delta": 1.0},
-    },
-    "bootstrap_samples": 200,
-    "confidence": 0.95,
-    "seed": 0,
-}
-
-
-def _drop_and_follow(platform: LocalPlatform, files: list[Path]) -> RunResult:
-    known = {e["executionArn"] for e in platform.executions()}
-    platform.drop_files(files, dataset="e2e")
-    return platform.follow_run(platform.wait_for_new_run(known), timeout=600)
 
 
 def test_bad_input_is_quarantined_and_the_rest_is_stored(
@@ -154,7 +91,7 @@ def test_bad_input_is_quarantined_and_the_rest_is_stored(
 def test_first_run_deploys_and_the_endpoint_answers(
     platform: LocalPlatform, tmp_path: Path
 ) -> None:
-    run = _drop_and_follow(platform, [_write_drop(tmp_path / "first.jsonl", "gadget", 12)])
+    run = drop_and_follow(platform, [write_drop(tmp_path / "first.jsonl", "gadget", 12)])
     assert run.status == "SUCCEEDED", run.cause
     assert run.output["gate"]["approved"] is True
     production = platform.control_item("production")
@@ -169,7 +106,7 @@ def test_second_run_replaces_it_and_an_alarm_rolls_back(
 ) -> None:
     first = platform.control_item("production")
     assert first is not None
-    run = _drop_and_follow(platform, [_write_drop(tmp_path / "second.jsonl", "widget", 8)])
+    run = drop_and_follow(platform, [write_drop(tmp_path / "second.jsonl", "widget", 8)])
     assert run.status == "SUCCEEDED", run.cause
     production = platform.control_item("production")
     assert production is not None and production["model_version"] == run.name
@@ -179,7 +116,7 @@ def test_second_run_replaces_it_and_an_alarm_rolls_back(
     for _ in range(3):
         with pytest.raises(Exception, match=r"ModelError|error"):
             platform.invoke("Hello", max_new_tokens=2)
-    restored = _wait_for(
+    restored = wait_for(
         lambda: (
             (platform.control_item("production") or {}).get("model_version")
             == first["model_version"]
@@ -206,8 +143,8 @@ def test_gate_rejection_leaves_production_untouched(
     before = platform.control_item("production")
     # An operator raises the bar beyond reach: every benchmark must improve by 50 points.
     target = {"role": "target", "metric": "acc", "min_gain": 0.5}
-    _set_gate_policy({**PERMISSIVE_POLICY, "suites": {"facts": target, "mmlu": target}})
-    run = _drop_and_follow(platform, [_write_drop(tmp_path / "third.jsonl", "sprocket", 6)])
+    set_gate_policy({**PERMISSIVE_POLICY, "suites": {"facts": target, "mmlu": target}})
+    run = drop_and_follow(platform, [write_drop(tmp_path / "third.jsonl", "sprocket", 6)])
     assert run.status == "SUCCEEDED", run.cause
     assert run.output["gate"]["approved"] is False
     assert platform.control_item("production") == before
@@ -223,7 +160,7 @@ def test_failing_training_ends_in_the_failure_path_and_deploys_nothing(
     hidden = base_model.with_name("tiny-hidden")
     shutil.move(base_model, hidden)  # the base model disappears: training must fail
     try:
-        run = _drop_and_follow(platform, [_write_drop(tmp_path / "fourth.jsonl", "gizmo", 6)])
+        run = drop_and_follow(platform, [write_drop(tmp_path / "fourth.jsonl", "gizmo", 6)])
     finally:
         shutil.move(hidden, base_model)
     assert run.status == "FAILED"

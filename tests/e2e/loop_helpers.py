@@ -1,0 +1,83 @@
+"""What the end-to-end and browser tests do on the local platform, as an operator would:
+write a drop, wait for its run, change the gate's policy."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+from tuneloop.local.platform import LocalPlatform, RunResult
+
+ASSEMBLY_VARIABLE = "TUNELOOP_ASSEMBLY"
+
+
+def given_assembly() -> Path | None:
+    """A cloud assembly to deploy instead of synthesizing (e.g. one `npx cdk synth` wrote)."""
+    folder = os.environ.get(ASSEMBLY_VARIABLE)
+    return Path(folder).resolve() if folder else None
+
+
+def write_drop(path: Path, topic: str, count: int) -> Path:
+    with open(path, "w", encoding="utf-8") as out:
+        for i in range(count):
+            record = {
+                "messages": [
+                    {"role": "user", "content": f"What is {topic} number {i}?"},
+                    {"role": "assistant", "content": f"{topic} number {i} is documented."},
+                ]
+            }
+            out.write(json.dumps(record) + "\n")
+    return path
+
+
+def wait_for(condition: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def gate_function() -> dict[str, Any]:
+    lambdas: Any = boto3.client("lambda")
+    return next(
+        f
+        for f in lambdas.list_functions()["Functions"]
+        if f["Handler"] == "lambdas.gate.handler.handler"
+    )
+
+
+def set_gate_policy(policy: dict[str, Any]) -> None:
+    """Change the gate's policy as an operator would: the deployed function's settings."""
+    gate = gate_function()
+    variables = dict(gate["Environment"]["Variables"])
+    variables["GATE_POLICY"] = json.dumps(policy)
+    boto3.client("lambda").update_function_configuration(
+        FunctionName=gate["FunctionName"], Environment={"Variables": variables}
+    )
+
+
+# A tiny random model scores at chance: the loop's tests gate on the mechanics (suites
+# present, compared item by item), not on quality; the rejection test raises the bar.
+PERMISSIVE_POLICY = {
+    "suites": {
+        "facts": {"role": "must_pass", "metric": "acc", "floor": 0.0},
+        "mmlu": {"role": "general", "metric": "acc", "delta": 1.0},
+    },
+    "bootstrap_samples": 200,
+    "confidence": 0.95,
+    "seed": 0,
+}
+
+
+def drop_and_follow(platform: LocalPlatform, files: list[Path]) -> RunResult:
+    known = {e["executionArn"] for e in platform.executions()}
+    platform.drop_files(files, dataset="e2e")
+    return platform.follow_run(platform.wait_for_new_run(known), timeout=600)
