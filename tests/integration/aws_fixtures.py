@@ -32,6 +32,7 @@ class Platform:
     model_versions_table: str = "ModelVersions"
     control_table: str = "Control"
     benchmarks_table: str = "Benchmarks"
+    audit_table: str = "Audit"
     model_package_group: str = "tuneloop-models"
     endpoint_name: str = "tuneloop-endpoint"
     serving_image_uri: str = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/serving:latest"
@@ -98,6 +99,17 @@ def create_platform(base: Platform | None = None) -> Platform:
             KeySchema=[
                 {"AttributeName": "name", "KeyType": "HASH"},
                 {"AttributeName": "version", "KeyType": "RANGE"},
+            ],
+        )
+    )
+    dynamodb.create_table(
+        **_table(
+            names.audit_table,
+            "month",
+            extra_attributes=[{"AttributeName": "event_id", "AttributeType": "S"}],
+            KeySchema=[
+                {"AttributeName": "month", "KeyType": "HASH"},
+                {"AttributeName": "event_id", "KeyType": "RANGE"},
             ],
         )
     )
@@ -170,6 +182,7 @@ def handler_env(platform: Platform, function: str) -> dict[str, str]:
         "ENDPOINT_NAME": platform.endpoint_name,
         "NOTIFY_TOPIC_ARN": platform.topic_arn,
         "BENCHMARKS_TABLE": platform.benchmarks_table,
+        "AUDIT_TABLE": platform.audit_table,
         "GATE_POLICY": platform.gate_policy,
     }
     return {name: values[name] for name in HANDLER_ENV[function]}
