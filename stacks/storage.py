@@ -25,6 +25,7 @@ PINNED_LOGICAL_IDS = {
     "ModelVersionsTable": "tables.model_versions",
     "ControlTable": "tables.control",
     "BenchmarksTable": "tables.benchmarks",
+    "AuditTable": "tables.audit",
 }
 """Logical ID → attribute path. Renaming a construct must not replace stored data."""
 
@@ -62,6 +63,7 @@ class StorageStack(Stack):
                 out.MODEL_VERSIONS_TABLE: (tables.model_versions.table_name, "Model versions"),
                 out.CONTROL_TABLE: (tables.control.table_name, "Production pointer, locks"),
                 out.BENCHMARKS_TABLE: (tables.benchmarks.table_name, "Custom benchmarks"),
+                out.AUDIT_TABLE: (tables.audit.table_name, "Audit trail (append-only)"),
                 out.DATA_KEY: (self.key.key_arn, "KMS key of the buckets and tables"),
             },
         )

@@ -13,7 +13,7 @@ _S = dynamodb.AttributeType.STRING
 
 
 class StateTables(Construct):
-    """Records (+ GSI ``by_dataset``), Drops, ModelVersions, Control and Benchmarks.
+    """Records (+ GSI ``by_dataset``), Drops, ModelVersions, Control, Benchmarks and Audit.
 
     On-demand billing, KMS encryption with the data key, point-in-time recovery and
     deletion protection (stages that retain data).
@@ -54,3 +54,6 @@ class StateTables(Construct):
         self.control = table("Control", "key")
         # Immutable benchmark versions (tuneloop/benchmarks/store.py).
         self.benchmarks = table("Benchmarks", "name", sort_key="version")
+        # The audit trail (tuneloop/operations/audit.py): append-only, one partition per
+        # month, events sorted by "<ISO timestamp>#<request id>".
+        self.audit = table("Audit", "month", sort_key="event_id")

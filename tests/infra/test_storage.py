@@ -19,6 +19,7 @@ PINNED = {
     "ModelVersionsTable": "AWS::DynamoDB::Table",
     "ControlTable": "AWS::DynamoDB::Table",
     "BenchmarksTable": "AWS::DynamoDB::Table",
+    "AuditTable": "AWS::DynamoDB::Table",
 }
 TABLE_KEYS = {
     "RecordsTable": "record_id",
@@ -26,6 +27,7 @@ TABLE_KEYS = {
     "ModelVersionsTable": "model_version",
     "ControlTable": "key",
     "BenchmarksTable": "name",
+    "AuditTable": "month",
 }
 
 
@@ -100,13 +102,17 @@ def test_tables_follow_the_data_model(dev: Assembly) -> None:
     for logical_id, key in TABLE_KEYS.items():
         props = resources[logical_id]["Properties"]
         assert props["KeySchema"][0] == {"AttributeName": key, "KeyType": "HASH"}
-        assert len(props["KeySchema"]) == (2 if logical_id == "BenchmarksTable" else 1)
+        assert len(props["KeySchema"]) == (
+            2 if logical_id in ("BenchmarksTable", "AuditTable") else 1
+        )
         assert props["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
         assert props["SSESpecification"]["SSEEnabled"] is True
         assert props["SSESpecification"]["KMSMasterKeyId"] == {"Fn::GetAtt": ["DataKey", "Arn"]}
         assert props["DeletionProtectionEnabled"] is True
     benchmarks_keys = resources["BenchmarksTable"]["Properties"]["KeySchema"]
     assert benchmarks_keys[1] == {"AttributeName": "version", "KeyType": "RANGE"}
+    audit_keys = resources["AuditTable"]["Properties"]["KeySchema"]
+    assert audit_keys[1] == {"AttributeName": "event_id", "KeyType": "RANGE"}
     (index,) = resources["RecordsTable"]["Properties"]["GlobalSecondaryIndexes"]
     assert index["IndexName"] == "by_dataset"
     assert index["KeySchema"] == [
