@@ -86,3 +86,13 @@ def grant_table(
             f"{table.table_arn}/index/*",
             "Queries on the table's global secondary indexes (e.g. Records' by_dataset).",
         )
+
+
+def grant_audit_append(table: dynamodb.Table, grantee: iam.IGrantable) -> None:
+    """Append to the audit table and nothing else: ``dynamodb:PutItem`` (no UpdateItem,
+    DeleteItem or BatchWriteItem, so no record can be changed or removed), and ``kms:Decrypt``
+    on the table's key, which DynamoDB uses for the caller on each request ("How Amazon
+    DynamoDB uses AWS KMS")."""
+    table.grant(grantee, "dynamodb:PutItem")
+    if table.encryption_key is not None:
+        table.encryption_key.grant(grantee, "kms:Decrypt")

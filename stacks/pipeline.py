@@ -1,4 +1,5 @@
-"""Pipeline: the retrain state machine, its Lambdas, the SageMaker role, code and registry."""
+"""Pipeline: the retrain and release state machines, their Lambdas, the SageMaker role, code
+and registry."""
 
 from __future__ import annotations
 
@@ -16,11 +17,12 @@ from stacks.constructs.endpoint_alarms import EndpointAlarms
 from stacks.constructs.model_registry import ModelRegistry
 from stacks.constructs.notifications import Notifications
 from stacks.constructs.python_function import PythonFunction
+from stacks.constructs.release_state_machine import ReleaseStateMachine
 from stacks.constructs.retrain_state_machine import RetrainStateMachine
 from stacks.constructs.sagemaker_execution_role import SageMakerExecutionRole
 from stacks.constructs.state_tables import StateTables
 from stacks.constructs.training_code import TrainingCode
-from stacks.grants import grant_objects, grant_table
+from stacks.grants import grant_audit_append, grant_objects, grant_table
 from stacks.nag import WildcardAllowances
 from stacks.outputs import add_outputs
 from tuneloop import stack_outputs as out
@@ -117,6 +119,8 @@ class PipelineStack(Stack):
                 {
                     "ARTIFACTS_BUCKET": b.artifacts.bucket_name,
                     "MODEL_VERSIONS_TABLE": t.model_versions.table_name,
+                    # An admin's policy (Control "gate_policy") overrides GATE_POLICY.
+                    "CONTROL_TABLE": t.control.table_name,
                     "GATE_POLICY": config.gate_policy.to_json(),
                 },
                 timeout=Duration.minutes(5),
@@ -157,6 +161,7 @@ class PipelineStack(Stack):
                     "CONTROL_TABLE": t.control.table_name,
                     "MODEL_VERSIONS_TABLE": t.model_versions.table_name,
                     "ENDPOINT_NAME": endpoint_name,
+                    "AUDIT_TABLE": t.audit.table_name,
                 },
             ),
             "RecordFailure": fn(
@@ -229,6 +234,9 @@ class PipelineStack(Stack):
             grant_table(t.model_versions, f[state], a[state], write=True)
         for state in ("PrepareDataset", "Deploy", "ConfirmDeployment"):
             grant_table(t.control, f[state], a[state], write=True)
+        grant_table(t.control, f["Gate"], a["Gate"], write=False)  # the gate policy in force
+        # The pipeline's own deployments are audited (auto_deploy); append only.
+        grant_audit_append(t.audit, f["ConfirmDeployment"])
 
         self.retrain = RetrainStateMachine(
             self,
@@ -243,6 +251,17 @@ class PipelineStack(Stack):
             endpoint_arn=endpoint_arn,
         )
         self.state_machine = self.retrain.state_machine
+        # A person's deploy or rollback to a chosen version: the same Deploy path.
+        self.release = ReleaseStateMachine(
+            self,
+            "Release",
+            config=config,
+            deploy=f["Deploy"],
+            confirm=f["ConfirmDeployment"],
+            notify_topic=notifications.notify_topic,
+            endpoint_arn=endpoint_arn,
+        )
+        self.release_state_machine = self.release.state_machine
         self.model_package_group = registry.group
         # Stateful (holds every registered version): pinned like Storage's resources.
         registry.group.override_logical_id(MODEL_PACKAGE_GROUP_LOGICAL_ID)
@@ -252,6 +271,10 @@ class PipelineStack(Stack):
                 out.STATE_MACHINE: (
                     self.state_machine.state_machine_arn,
                     "The retrain state machine",
+                ),
+                out.RELEASE_STATE_MACHINE: (
+                    self.release_state_machine.state_machine_arn,
+                    "The release state machine (manual deploys and rollbacks to a version)",
                 ),
                 out.SAGEMAKER_ROLE: (
                     self.sagemaker_role.role_arn,

@@ -19,7 +19,7 @@ from stacks.constructs.notifications import Notifications
 from stacks.constructs.python_function import PythonFunction
 from stacks.constructs.serving_dashboard import ServingDashboard
 from stacks.constructs.state_tables import StateTables
-from stacks.grants import KMS_ACTIONS, grant_table
+from stacks.grants import KMS_ACTIONS, grant_audit_append, grant_table
 from stacks.naming import generated_name
 from stacks.outputs import add_outputs
 from tuneloop import stack_outputs as out
@@ -60,6 +60,7 @@ class ServingStack(Stack):
                 "MODEL_VERSIONS_TABLE": tables.model_versions.table_name,
                 "ENDPOINT_NAME": self.endpoint_name,
                 "NOTIFY_TOPIC_ARN": self.notifications.notify_topic.topic_arn,
+                "AUDIT_TABLE": tables.audit.table_name,
             },
             config=config,
             timeout=Duration.minutes(2),
@@ -67,6 +68,7 @@ class ServingStack(Stack):
         fn, allow = self.rollback.function, self.rollback.allowances
         grant_table(tables.control, fn, allow, write=True)
         grant_table(tables.model_versions, fn, allow, write=True)
+        grant_audit_append(tables.audit, fn)  # auto_rollback / rollback records, append only
         self.notifications.notify_topic.grant_publish(fn)
         allow.allow_action("kms:GenerateDataKey*", KMS_ACTIONS["kms:GenerateDataKey*"])
         any_endpoint_config = self.format_arn(
@@ -103,6 +105,10 @@ class ServingStack(Stack):
                 out.ALARM_TOPIC: (
                     self.notifications.alarm_topic.topic_arn,
                     "Endpoint alarms (drives rollback)",
+                ),
+                out.ROLLBACK_FUNCTION: (
+                    fn.function_name,
+                    "Rollback to last-known-good (alarms; `tuneloop rollback` invokes it)",
                 ),
                 out.TOPIC_KEY: (self.notifications.key.key_arn, "KMS key of both topics"),
             },

@@ -50,8 +50,8 @@ STACK_OUTPUTS = {
         AUDIT_TABLE,
         DATA_KEY,
     ),
-    "Serving": (ENDPOINT_NAME, NOTIFY_TOPIC, ALARM_TOPIC, TOPIC_KEY),
-    "Pipeline": (STATE_MACHINE, SAGEMAKER_ROLE, MODEL_PACKAGE_GROUP),
+    "Serving": (ENDPOINT_NAME, NOTIFY_TOPIC, ALARM_TOPIC, ROLLBACK_FUNCTION, TOPIC_KEY),
+    "Pipeline": (STATE_MACHINE, SAGEMAKER_ROLE, MODEL_PACKAGE_GROUP, RELEASE_STATE_MACHINE),
     "Ingestion": (INGEST_QUEUE, INGEST_DEAD_LETTER_QUEUE, QUEUE_KEY),
 }
 """Every output id, by the stack (``TuneLoop-<stage>-<part>``) that declares it."""
@@ -62,16 +62,26 @@ def stack_name(stage: str, part: str) -> str:
     return f"TuneLoop-{stage}-{part}"
 
 
-def read_outputs(stage: str) -> dict[str, str]:
-    """Every declared output of the stage's four stacks (``DescribeStacks``), by id.
+def read_outputs(stage: str, *, skip_missing_stacks: bool = False) -> dict[str, str]:
+    """Every declared output of the stage's stacks (``DescribeStacks``), by id.
 
-    The CLI and the console find names this way, on AWS as against the emulator."""
+    The CLI and the console find names this way, on AWS as against the emulator. With
+    ``skip_missing_stacks`` a stack that is not deployed (yet) contributes nothing instead of
+    raising; its outputs are then simply absent."""
+    from botocore.exceptions import ClientError
+
     from tuneloop import aws
 
     cloudformation = aws.client("cloudformation")
     found: dict[str, str] = {}
     for part, ids in STACK_OUTPUTS.items():
-        (stack,) = cloudformation.describe_stacks(StackName=stack_name(stage, part))["Stacks"]
+        try:
+            response = cloudformation.describe_stacks(StackName=stack_name(stage, part))
+        except ClientError as exc:
+            if skip_missing_stacks and "does not exist" in str(exc):
+                continue
+            raise
+        (stack,) = response["Stacks"]
         outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
         found.update({output_id: outputs[output_id] for output_id in ids if output_id in outputs})
     return found

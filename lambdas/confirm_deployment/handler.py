@@ -1,8 +1,13 @@
 """ConfirmDeployment: promote the new version to production, keeping last-known-good.
 
-Event: ``{"model_version", "deployment": <Deploy result>}``. Result (``$.confirmation``):
+Event: ``{"model_version", "deployment": <Deploy result>}``; a release run started by a person
+adds ``"manual": true``, ``"actor": {"name", "kind", "source"}``, ``"request_id"`` and
+``"rollback"`` (a rollback to a chosen version). Result (``$.confirmation``):
 ``{"production_version", "last_known_good_version"}`` (``""`` when there was none). Raises
 ``DeploymentRolledBack`` when the endpoint serves another config.
+
+Each promotion appends one audit record: ``auto_deploy`` by this function's IAM principal,
+or ``deploy`` / ``rollback`` by the person in the event.
 """
 
 from __future__ import annotations
@@ -14,7 +19,8 @@ from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from tuneloop.envmodel import load_env
-from tuneloop.release.deployment import confirm_deployment
+from tuneloop.operations.audit import Actor
+from tuneloop.release.deployment import AuditContext, confirm_deployment
 
 logger = Logger()
 tracer = Tracer()
@@ -25,6 +31,17 @@ class Env:
     control_table: str
     model_versions_table: str
     endpoint_name: str
+    audit_table: str
+
+
+def audit_context(event: dict[str, Any], audit_table: str) -> AuditContext:
+    """Who the audit record names: the person of a manual release, else this function."""
+    if event.get("manual") and isinstance(event.get("actor"), dict):
+        who = event["actor"]
+        actor = Actor(name=str(who["name"]), kind=str(who["kind"]), source=str(who["source"]))
+        action = "rollback" if event.get("rollback") else "deploy"
+        return AuditContext(audit_table, actor, action, event.get("request_id") or None)
+    return AuditContext(audit_table, Actor.from_iam("pipeline"), "auto_deploy")
 
 
 @logger.inject_lambda_context
@@ -37,6 +54,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         endpoint_name=env.endpoint_name,
         control_table=env.control_table,
         model_versions_table=env.model_versions_table,
+        rollback=bool(event.get("rollback", False)),
+        audit_context=audit_context(event, env.audit_table),
     )
     logger.info("deployment confirmed", extra={"confirmation": result})
     return result

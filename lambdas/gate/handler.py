@@ -2,7 +2,8 @@
 
 Input (state machine Gate row): ``{"model_version", "evaluation": {"job_name",
 "output_path"}, "champion_version"}``. Output: ``{"approved", "decision_s3_uri",
-"summary"}``. The rules live in ``tuneloop.gating``.
+"summary"}``. The rules live in ``tuneloop.gating``; the policy is Control's
+``gate_policy`` item when an admin set one, else ``GATE_POLICY`` (the stage's).
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from tuneloop import aws
 from tuneloop.envmodel import load_env
-from tuneloop.gating.policy import parse_policy
 from tuneloop.gating.service import GateEvent, run_gate
+from tuneloop.operations.gate_policy import policy_in_force
 
 logger = Logger()
 tracer = Tracer()
@@ -28,6 +29,7 @@ metrics = Metrics()
 class Env:
     artifacts_bucket: str
     model_versions_table: str
+    control_table: str
     gate_policy: str
 
 
@@ -36,7 +38,7 @@ class Env:
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     env = load_env(Env)
-    policy = parse_policy(env.gate_policy)
+    policy = policy_in_force(env.control_table, env.gate_policy)
     gate_event = GateEvent.parse(event)
     result = run_gate(
         gate_event,

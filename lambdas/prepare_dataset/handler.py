@@ -22,7 +22,7 @@ from tuneloop.benchmarks.freeze import freeze_benchmarks, requested_suites
 from tuneloop.benchmarks.store import BenchmarkStore
 from tuneloop.datasets import DatasetLocations, SplitSettings, prepare_dataset
 from tuneloop.envmodel import load_env
-from tuneloop.gating.policy import parse_policy
+from tuneloop.operations.gate_policy import policy_in_force
 
 logger = Logger()
 tracer = Tracer()
@@ -55,7 +55,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     frozen = freeze_benchmarks(
         BenchmarkStore(table=env.benchmarks_table, bucket=env.artifacts_bucket),
         model_version=model_version,
-        suites=requested_suites(parse_policy(env.gate_policy)),
+        suites=requested_suites(policy_in_force(env.control_table, env.gate_policy)),
     )
     logger.info("benchmarks frozen", extra={"benchmarks": frozen.versions})
     result = prepare_dataset(

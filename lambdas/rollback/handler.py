@@ -1,6 +1,8 @@
 """Rollback: a CloudWatch alarm, delivered by SNS, restores the last-known-good model.
 
-Event: an SNS event whose ``Records[0].Sns.Message`` is the alarm notification JSON.
+Event: an SNS event whose ``Records[0].Sns.Message`` is the alarm notification JSON, or a
+person's manual rollback (``tuneloop rollback``, the console):
+``{"manual": true, "actor": {"name", "kind", "source"}, "reason", "request_id"}``.
 Result: ``{"action": "rolled_back" | "none" | "ignored", "reason", "alarm_name",
 "endpoint_name"}`` plus ``from_version``, ``to_version``, ``endpoint_config_name`` when
 rolled back.
@@ -16,7 +18,13 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from tuneloop.envmodel import load_env
-from tuneloop.release.rollback import AlarmNotice, RollbackSettings, roll_back_on_alarm
+from tuneloop.release.rollback import (
+    AlarmNotice,
+    ManualRollback,
+    RollbackSettings,
+    roll_back_manually,
+    roll_back_on_alarm,
+)
 
 logger = Logger()
 tracer = Tracer()
@@ -29,6 +37,7 @@ class Env:
     model_versions_table: str
     endpoint_name: str
     notify_topic_arn: str
+    audit_table: str
 
 
 @logger.inject_lambda_context
@@ -36,15 +45,17 @@ class Env:
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     env = load_env(Env)
-    result = roll_back_on_alarm(
-        AlarmNotice.from_sns_event(event),
-        RollbackSettings(
-            endpoint_name=env.endpoint_name,
-            control_table=env.control_table,
-            model_versions_table=env.model_versions_table,
-            topic_arn=env.notify_topic_arn,
-        ),
+    settings = RollbackSettings(
+        endpoint_name=env.endpoint_name,
+        control_table=env.control_table,
+        model_versions_table=env.model_versions_table,
+        topic_arn=env.notify_topic_arn,
+        audit_table=env.audit_table,
     )
+    if ManualRollback.is_manual(event):
+        result = roll_back_manually(ManualRollback.from_event(event), settings)
+    else:
+        result = roll_back_on_alarm(AlarmNotice.from_sns_event(event), settings)
     rolled_back = result["action"] == "rolled_back"
     metrics.add_metric(name="Rollbacks", unit=MetricUnit.Count, value=int(rolled_back))
     logger.info("alarm handled", extra={"rollback": result})

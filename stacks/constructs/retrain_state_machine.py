@@ -1,10 +1,14 @@
 """The retrain state machine (docs/contracts.md, "The retrain state machine").
 
 PrepareDataset → Train → Evaluate → Gate → GateDecision ─┬─ Register → Deploy →
-WaitForEndpoint → CheckEndpoint → EndpointReady ─┬─ ConfirmDeployment → Notify
+DeploymentHeld ─┬─ HeldByFreeze (deployment frozen: the version stays registered)
+                └─ WaitForEndpoint → CheckEndpoint → EndpointReady ─┬─ ConfirmDeployment → Notify
                                                    ├─ EndpointFailed → RecordFailure
                                                    └─ (else) WaitForEndpoint
                                             └─ NotifyRejected → Rejected
+
+Deploy … ConfirmDeployment is the fragment shared with the release state machine
+(stacks/constructs/endpoint_deployment.py).
 
 Every task catches ``States.ALL`` into ``$.error`` → RecordFailure → NotifyFailure → Failed.
 Each step writes its result under its own key, so later steps read every earlier result.
@@ -27,6 +31,7 @@ from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
 from stacks.config import StageConfig
+from stacks.constructs.endpoint_deployment import EndpointDeployment, lambda_task
 from stacks.constructs.logs_key import logs_key
 from stacks.grants import KMS_ACTIONS
 from stacks.nag import WildcardAllowances
@@ -40,10 +45,6 @@ TRAIN_METRIC_DEFINITIONS = {
     "train_loss": r"train_loss=([0-9.eE+-]+);",
     "train_tokens_per_second": r"train_tokens_per_second=([0-9.eE+-]+);",
 }
-# DescribeEndpoint statuses that waiting cannot change (SageMaker API reference,
-# DescribeEndpoint "EndpointStatus"): the run fails at once instead of polling until its
-# timeout. Creating, Updating, SystemUpdating, RollingBack and Deleting are transitional.
-ENDPOINT_FAILED_STATUSES = ("Failed", "OutOfService", "UpdateRollbackFailed")
 SAGEMAKER_RETRY_ERRORS = ["SageMaker.AmazonSageMakerException", "SageMaker.ThrottlingException"]
 _P = sfn.JsonPath
 
@@ -252,47 +253,6 @@ class RetrainStateMachine(Construct):
             },
             result_path="$.registration",
         )
-        # Deploy serves the package Register created: what the gate approved is what runs.
-        deploy = self._lambda(
-            "Deploy",
-            {
-                "model_version": _P.string_at("$.dataset.model_version"),
-                "model_package_arn": _P.string_at("$.registration.model_package_arn"),
-            },
-            result_path="$.deployment",
-        )
-        wait = sfn.Wait(
-            self,
-            "WaitForEndpoint",
-            time=sfn.WaitTime.duration(Duration.seconds(config.endpoint_poll_seconds)),
-        )
-        check = tasks.CallAwsService(
-            self,
-            "CheckEndpoint",
-            service="sagemaker",
-            action="describeEndpoint",
-            parameters={"EndpointName": _P.string_at("$.deployment.endpoint_name")},
-            iam_resources=[endpoint_arn],
-            result_selector={
-                "status": _P.string_at("$.EndpointStatus"),
-                "endpoint_config_name": _P.string_at("$.EndpointConfigName"),
-            },
-            result_path="$.endpoint",
-        )
-        check.add_retry(
-            errors=["SageMaker.SageMakerException", "SageMaker.ThrottlingException"],
-            interval=Duration.seconds(5),
-            max_attempts=3,
-            backoff_rate=2,
-        )
-        confirm = self._lambda(
-            "ConfirmDeployment",
-            {
-                "model_version": _P.string_at("$.dataset.model_version"),
-                "deployment": _P.object_at("$.deployment"),
-            },
-            result_path="$.confirmation",
-        )
         notify = self._notify(
             "Notify",
             "TuneLoop: new model in production",
@@ -303,20 +263,6 @@ class RetrainStateMachine(Construct):
                 "last_known_good_version": _P.string_at("$.confirmation.last_known_good_version"),
                 "endpoint_name": _P.string_at("$.deployment.endpoint_name"),
             },
-        )
-        endpoint_failed = sfn.Pass(
-            self,
-            "EndpointFailed",
-            comment="Shape a Catch-like error for an endpoint that cannot reach InService.",
-            parameters={
-                "Error": "EndpointNotInService",
-                "Cause": _P.format(
-                    "endpoint {} is {}; DescribeEndpoint names the FailureReason",
-                    _P.string_at("$.deployment.endpoint_name"),
-                    _P.string_at("$.endpoint.status"),
-                ),
-            },
-            result_path="$.error",
         )
         notify_rejected = self._notify(
             "NotifyRejected",
@@ -329,42 +275,35 @@ class RetrainStateMachine(Construct):
             },
         )
         rejected = sfn.Succeed(self, "Rejected")
+        # Deploy serves the package Register created: what the gate approved is what runs.
+        # While deployment is frozen, Deploy returns held and the run ends in HeldByFreeze.
+        deployment = EndpointDeployment(
+            self,
+            deploy=functions["Deploy"],
+            confirm=functions["ConfirmDeployment"],
+            deploy_payload={
+                "model_version": _P.string_at("$.dataset.model_version"),
+                "model_package_arn": _P.string_at("$.registration.model_package_arn"),
+            },
+            confirm_payload={
+                "model_version": _P.string_at("$.dataset.model_version"),
+                "deployment": _P.object_at("$.deployment"),
+            },
+            endpoint_arn=endpoint_arn,
+            poll_seconds=config.endpoint_poll_seconds,
+            on_success=notify,
+            on_failure=record_failure,
+            hold_when_frozen=True,
+        )
 
-        for task in (
-            prepare,
-            train,
-            evaluate,
-            gate,
-            register,
-            deploy,
-            check,
-            confirm,
-            notify,
-            notify_rejected,
-        ):
+        for task in (prepare, train, evaluate, gate, register, notify, notify_rejected):
             task.add_catch(record_failure, errors=[sfn.Errors.ALL], result_path="$.error")
 
-        endpoint_ready = (
-            sfn.Choice(self, "EndpointReady")
-            .when(
-                sfn.Condition.string_equals("$.endpoint.status", "InService"), confirm.next(notify)
-            )
-            .when(
-                sfn.Condition.or_(
-                    *(
-                        sfn.Condition.string_equals("$.endpoint.status", status)
-                        for status in ENDPOINT_FAILED_STATUSES
-                    )
-                ),
-                endpoint_failed.next(record_failure),
-            )
-            .otherwise(wait)
-        )
         gate_decision = (
             sfn.Choice(self, "GateDecision")
             .when(
                 sfn.Condition.boolean_equals("$.gate.approved", True),
-                register.next(deploy).next(wait).next(check).next(endpoint_ready),
+                register.next(deployment.start),
             )
             .otherwise(notify_rejected.next(rejected))
         )
@@ -406,14 +345,8 @@ class RetrainStateMachine(Construct):
     ) -> tasks.LambdaInvoke:
         """A Lambda task whose result is the handler's return value (no ``Payload``
         wrapper); retries Lambda service errors."""
-        return tasks.LambdaInvoke(
-            self,
-            state_name,
-            lambda_function=self._functions[state_name],
-            payload=sfn.TaskInput.from_object(dict(payload)),
-            payload_response_only=True,
-            retry_on_service_exceptions=True,
-            result_path=result_path,
+        return lambda_task(
+            self, state_name, self._functions[state_name], payload, result_path=result_path
         )
 
     def _notify(

@@ -37,6 +37,15 @@ class Assembly:
             if resource["Type"] == resource_type
         }
 
+    def state_machine(self, construct: str = "Retrain") -> dict[str, Any]:
+        """The state machine built by construct ``construct`` ("Retrain" or "Release")."""
+        (machine,) = [
+            resource
+            for key, resource in self.resources("AWS::StepFunctions::StateMachine").items()
+            if key.split("/")[1].startswith(f"{construct}StateMachine")
+        ]
+        return machine
+
     @property
     def manifest(self) -> dict[str, Any]:
         return dict(json.loads((self.outdir / "manifest.json").read_text()))

@@ -69,7 +69,7 @@ def _function_role(assembly: Assembly, name: str) -> str:
 
 
 def _state_machine_role(assembly: Assembly) -> str:
-    (machine,) = assembly.resources("AWS::StepFunctions::StateMachine").values()
+    machine = assembly.state_machine("Retrain")
     return str(machine["Properties"]["RoleArn"]["Fn::GetAtt"][0])
 
 

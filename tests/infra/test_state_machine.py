@@ -44,7 +44,7 @@ RESULT_PATHS = {
 def _definition(assembly: Assembly) -> tuple[dict[str, Any], dict[str, Any]]:
     """(definition with CloudFormation expressions as ``"<cfn>"`` strings, state machine
     properties)."""
-    (machine,) = assembly.resources("AWS::StepFunctions::StateMachine").values()
+    machine = assembly.state_machine("Retrain")
     parts = machine["Properties"]["DefinitionString"]["Fn::Join"][1]
     text = "".join(part if isinstance(part, str) else "<cfn>" for part in parts)
     return json.loads(text), machine["Properties"]
@@ -58,8 +58,9 @@ def states(dev: Assembly) -> dict[str, Any]:
 def test_every_contract_state_exists(dev: Assembly, states: dict[str, Any]) -> None:
     assert _definition(dev)[0]["StartAt"] == "PrepareDataset"
     assert set(states) >= CONTRACT_STATES
-    # The one addition: shapes $.error for an endpoint that ended Failed/OutOfService.
-    assert set(states) - CONTRACT_STATES == {"EndpointFailed"}
+    # The additions: $.error for an endpoint that ended Failed/OutOfService, and the end of
+    # a run whose deployment a freeze held.
+    assert set(states) - CONTRACT_STATES == {"EndpointFailed", "DeploymentHeld", "HeldByFreeze"}
 
 
 def test_every_task_catches_everything_into_the_failure_path(states: dict[str, Any]) -> None:
@@ -94,7 +95,13 @@ def test_happy_rejected_and_polling_paths(states: dict[str, Any]) -> None:
     assert states["NotifyRejected"]["Next"] == "Rejected"
     assert states["Rejected"]["Type"] == "Succeed"
     assert states["Register"]["Next"] == "Deploy"
-    assert states["Deploy"]["Next"] == "WaitForEndpoint"
+    assert states["Deploy"]["Next"] == "DeploymentHeld"
+    held = states["DeploymentHeld"]
+    (frozen,) = held["Choices"]
+    assert frozen["Next"] == "HeldByFreeze"
+    assert {"Variable": "$.deployment.held", "BooleanEquals": True} in frozen["And"]
+    assert states["HeldByFreeze"]["Type"] == "Succeed"
+    assert held["Default"] == "WaitForEndpoint"
     assert states["WaitForEndpoint"]["Next"] == "CheckEndpoint"
     assert states["CheckEndpoint"]["Next"] == "EndpointReady"
     ready = states["EndpointReady"]

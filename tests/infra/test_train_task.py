@@ -15,7 +15,7 @@ from tests.infra.conftest import Assembly
 
 
 def _states(assembly: Assembly) -> dict[str, Any]:
-    (machine,) = assembly.resources("AWS::StepFunctions::StateMachine").values()
+    machine = assembly.state_machine("Retrain")
     parts = machine["Properties"]["DefinitionString"]["Fn::Join"][1]
     text = "".join(part if isinstance(part, str) else "<cfn>" for part in parts)
     return dict(json.loads(text)["States"])

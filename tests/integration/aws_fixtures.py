@@ -157,9 +157,20 @@ HANDLER_ENV: dict[str, tuple[str, ...]] = {
         "SAGEMAKER_ROLE_ARN",
         "ROLLBACK_ALARM_NAMES",
     ),
-    "confirm_deployment": ("CONTROL_TABLE", "MODEL_VERSIONS_TABLE", "ENDPOINT_NAME"),
+    "confirm_deployment": (
+        "CONTROL_TABLE",
+        "MODEL_VERSIONS_TABLE",
+        "ENDPOINT_NAME",
+        "AUDIT_TABLE",
+    ),
     "record_failure": ("MODEL_VERSIONS_TABLE",),
-    "rollback": ("CONTROL_TABLE", "MODEL_VERSIONS_TABLE", "ENDPOINT_NAME", "NOTIFY_TOPIC_ARN"),
+    "rollback": (
+        "CONTROL_TABLE",
+        "MODEL_VERSIONS_TABLE",
+        "ENDPOINT_NAME",
+        "NOTIFY_TOPIC_ARN",
+        "AUDIT_TABLE",
+    ),
 }
 
 

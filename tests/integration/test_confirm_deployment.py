@@ -20,6 +20,7 @@ from tests.integration.aws_fixtures import (
 )
 from tests.integration.sagemaker_stubs import endpoint_description
 from tuneloop import aws
+from tuneloop.operations import audit
 from tuneloop.release.control import ProductionChangedError, Release, replace_production
 from tuneloop.release.deployment import DeploymentRolledBack
 
@@ -89,6 +90,10 @@ def test_the_first_deployment_becomes_production_without_last_known_good(env: Pl
     assert item["endpoint_config_name"] == deployment["endpoint_config_name"]
     assert "last_known_good" not in item
     assert status(env, "v0001") == "production"
+    # The pipeline's own deployment is audited as auto_deploy by the function's principal
+    (record,) = audit.list_records(env.audit_table)
+    assert (record.action, record.actor_kind, record.target) == ("auto_deploy", "iam", "v0001")
+    assert (record.before["model_version"], record.after["model_version"]) == ("", "v0001")
 
 
 def test_a_new_version_keeps_the_previous_one_as_last_known_good(env: Platform) -> None:

@@ -84,6 +84,7 @@ def event(model_version: str = "v2", champion_version: str = "v1") -> dict[str, 
 def gate_env(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> Platform:
     monkeypatch.setenv("ARTIFACTS_BUCKET", platform.artifacts_bucket)
     monkeypatch.setenv("MODEL_VERSIONS_TABLE", platform.model_versions_table)
+    monkeypatch.setenv("CONTROL_TABLE", platform.control_table)
     monkeypatch.setenv("GATE_POLICY", json.dumps(POLICY))
     return platform
 
@@ -98,7 +99,12 @@ def stored_decision(platform: Platform, model_version: str) -> dict[str, Any]:
 def test_env_model_matches_the_contract() -> None:
     from tuneloop.envmodel import env_var_names
 
-    assert env_var_names(Env) == {"ARTIFACTS_BUCKET", "MODEL_VERSIONS_TABLE", "GATE_POLICY"}
+    assert env_var_names(Env) == {
+        "ARTIFACTS_BUCKET",
+        "MODEL_VERSIONS_TABLE",
+        "CONTROL_TABLE",
+        "GATE_POLICY",
+    }
 
 
 def test_approved_candidate(gate_env: Platform) -> None:

@@ -18,6 +18,9 @@ from tests.integration.aws_fixtures import (
 )
 from tests.integration.sagemaker_stubs import ENDPOINT_ARN, endpoint_description
 from tuneloop import aws
+from tuneloop.operations import audit
+from tuneloop.operations.audit import Actor
+from tuneloop.release.rollback import ManualRollback
 
 __all__ = ["aws_credentials", "platform"]
 
@@ -133,6 +136,75 @@ def test_an_alarm_restores_last_known_good_once(env: Platform, inbox: str) -> No
     assert rolled_back["rollback_alarm"] == "tuneloop-5xx"
     (sent,) = notifications(inbox)
     assert "rolled back" in sent["Subject"] and "v0001" in sent["Message"]
+    # One audit record, by the function's IAM principal, though the alarm came twice
+    (record,) = audit.list_records(env.audit_table)
+    assert (record.action, record.actor_kind, record.source) == ("auto_rollback", "iam", "pipeline")
+    assert record.actor.startswith("arn:aws:")
+    assert record.before["model_version"] == "v0002"
+    assert record.after["model_version"] == "v0001"
+    assert record.after["alarm_name"] == "tuneloop-5xx"
+
+
+def manual_event(request_id: str = "req-9") -> dict[str, Any]:
+    return ManualRollback(
+        actor=Actor(name="alice (operator)", kind="user", source="console"),
+        reason="answers look wrong",
+        request_id=request_id,
+    ).to_event()
+
+
+def test_a_manual_rollback_takes_the_alarm_path_and_names_the_person(
+    env: Platform, inbox: str
+) -> None:
+    # Given v0002 in production with v0001 as last-known-good
+    set_production(env, BAD, GOOD)
+    with Stubber(aws.sagemaker()) as stub:
+        stub.add_response(
+            "describe_endpoint",
+            endpoint_description(env.endpoint_name, BAD["endpoint_config_name"]),
+            {"EndpointName": env.endpoint_name},
+        )
+        stub.add_response(
+            "update_endpoint",
+            {"EndpointArn": ENDPOINT_ARN},
+            {"EndpointName": env.endpoint_name, "EndpointConfigName": GOOD["endpoint_config_name"]},
+        )
+        # When an operator rolls back
+        result = handler(manual_event(), lambda_context())
+        stub.assert_no_pending_responses()
+
+    # Then the endpoint, Control and the versions change as for an alarm
+    assert result["action"] == "rolled_back"
+    assert (result["from_version"], result["to_version"]) == ("v0002", "v0001")
+    assert "alice (operator)" in result["reason"]
+    assert {k: control(env)[k] for k in GOOD} == GOOD
+    assert (status(env, "v0002"), status(env, "v0001")) == ("rolled_back", "production")
+    # And the audit trail names the operator, with before and after
+    (record,) = audit.list_records(env.audit_table)
+    assert (record.action, record.actor, record.actor_kind) == (
+        "rollback",
+        "alice (operator)",
+        "user",
+    )
+    assert record.request_id == "req-9"
+    assert (record.before["model_version"], record.after["model_version"]) == ("v0002", "v0001")
+    (sent,) = notifications(inbox)
+    assert "alice (operator)" in sent["Message"]
+
+
+def test_a_manual_rollback_without_last_known_good_changes_nothing(
+    env: Platform, inbox: str
+) -> None:
+    set_production(env, GOOD, None)
+    result = handler(manual_event(), lambda_context())
+    assert result["action"] == "none"
+    assert control(env)["model_version"] == "v0001"
+    assert audit.list_records(env.audit_table) == []
+
+
+def test_a_manual_event_without_an_actor_is_refused(env: Platform) -> None:
+    with pytest.raises(ValueError, match="actor"):
+        handler({"manual": True}, lambda_context())
 
 
 def test_without_last_known_good_it_says_so_and_changes_nothing(env: Platform, inbox: str) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 from tuneloop.gating.decide import GateDecision, ReportError, decide
 from tuneloop.gating.policy import GatePolicy
 from tuneloop.gating.report import render_report
+from tuneloop.gating.scores import gate_fields
 from tuneloop.release import model_versions
 
 REPORT_FILE = "evaluation.json"
@@ -156,7 +157,10 @@ def run_gate(
         ContentType="text/html; charset=utf-8",
     )
     uri = f"s3://{artifacts_bucket}/{prefix}decision.json"
-    record_decision(model_versions_table, event.model_version, uri, decision, timestamp)
+    fields = gate_fields(report, decision, evaluated, confidence=policy.confidence)
+    record_decision(
+        model_versions_table, event.model_version, uri, decision, timestamp, fields=fields
+    )
     return {
         "approved": decision.approved,
         "decision_s3_uri": uri,
@@ -196,8 +200,11 @@ def record_decision(
     decision_uri: str,
     decision: GateDecision,
     timestamp: str,
+    *,
+    fields: dict[str, Any] | None = None,
 ) -> None:
-    """Set ``decision_s3_uri`` (and ``status=rejected`` when rejected) on an existing item."""
+    """Set ``decision_s3_uri`` (and ``status=rejected`` when rejected) on an existing item,
+    with ``fields`` (the scores summary list views read)."""
     try:
         model_versions.record_gate_decision(
             model_versions_table,
@@ -205,6 +212,7 @@ def record_decision(
             decision_uri=decision_uri,
             approved=decision.approved,
             at=timestamp,
+            extra=fields,
         )
     except model_versions.VersionTransitionError as exc:
         if model_versions.get_version(model_versions_table, model_version) is None:

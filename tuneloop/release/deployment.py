@@ -19,6 +19,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from tuneloop import aws
+from tuneloop.operations import audit
 from tuneloop.release import model_versions
 from tuneloop.release.control import Release, read_production, replace_production
 from tuneloop.release.model_versions import get_version, now_iso
@@ -161,6 +162,20 @@ def deploy_model(
     }
 
 
+@dataclass(frozen=True)
+class AuditContext:
+    """Where and as whom ConfirmDeployment records the promotion in the audit trail.
+
+    The pipeline's own deployments are ``auto_deploy`` by the function's IAM principal; a
+    release run started by a person (``manual``) records ``deploy`` (or ``rollback`` for a
+    rollback to a chosen version) with that person as the actor."""
+
+    table: str
+    actor: audit.Actor
+    action: str = "auto_deploy"
+    request_id: str | None = None
+
+
 def confirm_deployment(
     model_version: str,
     deployment: dict[str, Any],
@@ -168,8 +183,14 @@ def confirm_deployment(
     endpoint_name: str,
     control_table: str,
     model_versions_table: str,
+    rollback: bool = False,
+    audit_context: AuditContext | None = None,
 ) -> dict[str, str]:
-    """Promote ``model_version`` to production if the endpoint really serves its config."""
+    """Promote ``model_version`` to production if the endpoint really serves its config.
+
+    ``rollback``: a person rolled back to this (earlier) version; the version it replaces
+    becomes ``rolled_back`` instead of staying deployable, and there is no last-known-good
+    until the next deployment (as after an alarm's rollback)."""
     expected_config = str(deployment.get("endpoint_config_name", ""))
     if not expected_config:
         raise ValueError(
@@ -200,15 +221,53 @@ def confirm_deployment(
     version = get_version(model_versions_table, model_version) or {}
     new = Release(model_version, expected_config, str(version.get("model_data_url", "")))
     previous = production.current if production else None
-    replace_production(control_table, new, last_known_good=previous, expected=previous)
-
     promoted_at = now_iso()
+    if rollback:
+        replace_production(
+            control_table,
+            new,
+            last_known_good=None,
+            expected=previous,
+            extra={
+                "last_rollback": {
+                    "incident": f"manual@{promoted_at}",
+                    "from_version": previous.model_version if previous else "",
+                    "at": promoted_at,
+                }
+            },
+        )
+    else:
+        replace_production(control_table, new, last_known_good=previous, expected=previous)
+
+    if rollback and previous is not None:
+        model_versions.roll_back(
+            model_versions_table,
+            previous.model_version,
+            {"rolled_back_at": promoted_at, "rollback_alarm": "", "rolled_back_to": model_version},
+        )
     model_versions.promote(model_versions_table, model_version, {"promoted_at": promoted_at})
-    if previous is not None:
+    if previous is not None and not rollback:
         model_versions.supersede(
             model_versions_table,
             previous.model_version,
             {"superseded_by": model_version, "superseded_at": promoted_at},
+        )
+    if audit_context is not None:
+        audit.append(
+            audit_context.table,
+            audit_context.actor,
+            audit_context.action,
+            model_version,
+            before={
+                "model_version": previous.model_version if previous else "",
+                "endpoint_config_name": previous.endpoint_config_name if previous else "",
+            },
+            after={
+                "model_version": model_version,
+                "endpoint_config_name": expected_config,
+                "endpoint_name": endpoint_name,
+            },
+            request_id=audit_context.request_id,
         )
     return {
         "production_version": model_version,

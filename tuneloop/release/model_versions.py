@@ -101,10 +101,21 @@ def start_training(table_name: str, model_version: str, lineage: dict[str, Any])
 
 
 def record_gate_decision(
-    table_name: str, model_version: str, *, decision_uri: str, approved: bool, at: str
+    table_name: str,
+    model_version: str,
+    *,
+    decision_uri: str,
+    approved: bool,
+    at: str,
+    extra: dict[str, Any] | None = None,
 ) -> None:
-    """Gate: store the decision; a rejected candidate becomes ``rejected``."""
-    fields: dict[str, Any] = {"decision_s3_uri": decision_uri, "gated_at": at}
+    """Gate: store the decision; a rejected candidate becomes ``rejected``.
+
+    ``extra``: what list views show without opening the decision (``gate_approved``,
+    ``gate_summary``, ``scores``, ``benchmark_versions``; see tuneloop/gating/scores.py)."""
+    if extra and "status" in extra:
+        raise ValueError("a version's status changes only through a named transition")
+    fields: dict[str, Any] = {**(extra or {}), "decision_s3_uri": decision_uri, "gated_at": at}
     if approved:
         _set(table_name, model_version, fields, from_statuses=(TRAINING,), create=False)
     else:

@@ -1,8 +1,12 @@
-"""Rollback: a CloudWatch alarm (via SNS) restores the last-known-good model.
+"""Rollback: a CloudWatch alarm (via SNS), or a person, restores the last-known-good model.
 
 Alarms during a blue/green deployment are SageMaker's to handle (AutoRollbackConfiguration);
 this covers every later moment. Each alarm state change is handled once: the production
-item remembers the last incident it rolled back for.
+item remembers the last incident it rolled back for. A manual rollback (``ManualRollback``,
+from ``tuneloop rollback`` or the console) takes the same path after the same checks.
+
+Each rollback appends one audit record: ``auto_rollback`` by the function's IAM principal
+for an alarm, ``rollback`` by the person for a manual one.
 """
 
 from __future__ import annotations
@@ -12,8 +16,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from tuneloop import aws
+from tuneloop.operations import audit
 from tuneloop.release import model_versions
-from tuneloop.release.control import ProductionChangedError, read_production, replace_production
+from tuneloop.release.control import (
+    Production,
+    ProductionChangedError,
+    read_production,
+    replace_production,
+)
 from tuneloop.release.deployment import describe_endpoint
 from tuneloop.release.model_versions import now_iso
 
@@ -55,11 +65,52 @@ class AlarmNotice:
 
 
 @dataclass(frozen=True)
+class ManualRollback:
+    """A person's rollback to last-known-good: ``{"manual": true, "actor": {"name", "kind",
+    "source"}, "reason", "request_id"}`` (the Rollback function's manual event)."""
+
+    actor: audit.Actor
+    reason: str = ""
+    request_id: str = ""
+
+    @staticmethod
+    def is_manual(event: dict[str, Any]) -> bool:
+        return bool(event.get("manual")) and "Records" not in event
+
+    @classmethod
+    def from_event(cls, event: dict[str, Any]) -> ManualRollback:
+        try:
+            who = event["actor"]
+            actor = audit.Actor(
+                name=str(who["name"]), kind=str(who["kind"]), source=str(who["source"])
+            )
+        except (KeyError, TypeError) as exc:
+            raise ValueError(
+                'a manual rollback needs "actor": {"name", "kind", "source"}; '
+                f"could not read {exc}"
+            ) from exc
+        return cls(
+            actor=actor,
+            reason=str(event.get("reason", "")),
+            request_id=str(event.get("request_id", "")),
+        )
+
+    def to_event(self) -> dict[str, Any]:
+        return {
+            "manual": True,
+            "actor": self.actor.to_dict(),
+            "reason": self.reason,
+            "request_id": self.request_id,
+        }
+
+
+@dataclass(frozen=True)
 class RollbackSettings:
     endpoint_name: str
     control_table: str
     model_versions_table: str
     topic_arn: str
+    audit_table: str = ""
 
 
 def _notify(settings: RollbackSettings, subject: str, message: str) -> None:
@@ -86,11 +137,63 @@ def roll_back_on_alarm(alarm: AlarmNotice, settings: RollbackSettings) -> dict[s
         return {**result, "action": "ignored", "reason": f"{alarm.incident} was handled already"}
 
     subject = f"TuneLoop: alarm {alarm.alarm_name} on {settings.endpoint_name}"
+    return {
+        **result,
+        **_restore_last_known_good(
+            production,
+            settings,
+            subject=subject,
+            trigger=f"Alarm {alarm.alarm_name} went to ALARM ({alarm.reason})",
+            incident=alarm.incident,
+            alarm_name=alarm.alarm_name,
+            actor=audit.Actor.from_iam("pipeline") if settings.audit_table else None,
+            action="auto_rollback",
+            request_id=None,
+            reason=f"{alarm.alarm_name} in ALARM",
+        ),
+    }
+
+
+def roll_back_manually(request: ManualRollback, settings: RollbackSettings) -> dict[str, str]:
+    """A person's rollback to last-known-good, with the alarm path's checks and effects."""
+    result = {"alarm_name": "", "endpoint_name": settings.endpoint_name}
+    production = read_production(settings.control_table)
+    why = request.reason or "no reason given"
+    return {
+        **result,
+        **_restore_last_known_good(
+            production,
+            settings,
+            subject=f"TuneLoop: manual rollback of {settings.endpoint_name}",
+            trigger=f"{request.actor.name} asked for a rollback ({why})",
+            incident=f"manual@{now_iso()}",
+            alarm_name="",
+            actor=request.actor,
+            action="rollback",
+            request_id=request.request_id or None,
+            reason=f"requested by {request.actor.name}: {why}",
+        ),
+    }
+
+
+def _restore_last_known_good(
+    production: Production | None,
+    settings: RollbackSettings,
+    *,
+    subject: str,
+    trigger: str,
+    incident: str,
+    alarm_name: str,
+    actor: audit.Actor | None,
+    action: str,
+    request_id: str | None,
+    reason: str,
+) -> dict[str, str]:
+    """The shared core: check the endpoint, switch it back, record everything."""
+    result: dict[str, str] = {}
     if production is None or production.last_known_good is None:
         current = production.current.model_version if production else "none"
-        _notify(
-            settings, subject, f"{NOTHING_TO_ROLL_BACK} (production: {current}). {alarm.reason}"
-        )
+        _notify(settings, subject, f"{NOTHING_TO_ROLL_BACK} (production: {current}). {trigger}")
         return {**result, "action": "none", "reason": NOTHING_TO_ROLL_BACK}
 
     bad, good = production.current, production.last_known_good
@@ -109,7 +212,7 @@ def roll_back_on_alarm(alarm: AlarmNotice, settings: RollbackSettings) -> dict[s
             f"{bad.model_version} ({bad.endpoint_config_name}); not touching it"
         )
     if blocker:
-        _notify(settings, subject, f"Alarm {alarm.alarm_name} fired; no rollback: {blocker}.")
+        _notify(settings, subject, f"{trigger}; no rollback: {blocker}.")
         return {**result, "action": "none", "reason": blocker}
 
     aws.sagemaker().update_endpoint(
@@ -124,8 +227,8 @@ def roll_back_on_alarm(alarm: AlarmNotice, settings: RollbackSettings) -> dict[s
             expected=bad,
             extra={
                 "last_rollback": {
-                    "incident": alarm.incident,
-                    "alarm_name": alarm.alarm_name,
+                    "incident": incident,
+                    "alarm_name": alarm_name,
                     "from_version": bad.model_version,
                     "at": at,
                 }
@@ -140,13 +243,31 @@ def roll_back_on_alarm(alarm: AlarmNotice, settings: RollbackSettings) -> dict[s
     model_versions.roll_back(
         settings.model_versions_table,
         bad.model_version,
-        {"rolled_back_at": at, "rollback_alarm": alarm.alarm_name},
+        {"rolled_back_at": at, "rollback_alarm": alarm_name, "rolled_back_to": good.model_version},
     )
     model_versions.restore(settings.model_versions_table, good.model_version, {"restored_at": at})
+    if actor is not None and settings.audit_table:
+        audit.append(
+            settings.audit_table,
+            actor,
+            action,
+            bad.model_version,
+            before={
+                "model_version": bad.model_version,
+                "endpoint_config_name": bad.endpoint_config_name,
+            },
+            after={
+                "model_version": good.model_version,
+                "endpoint_config_name": good.endpoint_config_name,
+                "endpoint_name": settings.endpoint_name,
+                "alarm_name": alarm_name,
+            },
+            request_id=request_id,
+        )
     _notify(
         settings,
         f"TuneLoop: rolled back {settings.endpoint_name} to {good.model_version}",
-        f"Alarm {alarm.alarm_name} went to ALARM ({alarm.reason}). Endpoint "
+        f"{trigger}. Endpoint "
         f"{settings.endpoint_name} is switching from {bad.model_version} "
         f"({bad.endpoint_config_name}) back to {good.model_version} "
         f"({good.endpoint_config_name}). There is no further last-known-good until the next "
@@ -155,7 +276,7 @@ def roll_back_on_alarm(alarm: AlarmNotice, settings: RollbackSettings) -> dict[s
     return {
         **result,
         "action": "rolled_back",
-        "reason": f"{alarm.alarm_name} in ALARM",
+        "reason": reason,
         "from_version": bad.model_version,
         "to_version": good.model_version,
         "endpoint_config_name": good.endpoint_config_name,

@@ -1,0 +1,130 @@
+"""The release state machine: a person's deploy, or rollback to a chosen version.
+
+Input: ``{"model_version", "model_package_arn", "manual": true, "rollback": bool,
+"actor": {"name", "kind", "source"}, "request_id"}`` (``tuneloop.operations.actions``).
+
+Deploy → WaitForEndpoint → CheckEndpoint → EndpointReady ─┬─ ConfirmDeployment → Released
+                                                          └─ EndpointFailed ─▶ NotifyFailure
+every task: Catch States.ALL into $.error ─▶ NotifyFailure → Failed
+
+The same fragment as the retrain run (stacks/constructs/endpoint_deployment.py), so a manual
+deployment goes through the same Deploy path, blue/green update and rollback alarms. It is
+never held by a freeze (``manual``); ConfirmDeployment records the audit trail with the
+person as the actor. A failure is published to the notification topic and ends the
+execution as failed with the step's error and cause (the version keeps its status and can
+be deployed again).
+"""
+
+from __future__ import annotations
+
+from typing import cast
+
+from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_stepfunctions as sfn
+from aws_cdk import aws_stepfunctions_tasks as tasks
+from constructs import Construct
+
+from stacks.config import StageConfig
+from stacks.constructs.endpoint_deployment import EndpointDeployment
+from stacks.constructs.logs_key import logs_key
+from stacks.grants import KMS_ACTIONS
+from stacks.nag import WildcardAllowances
+from stacks.retention import log_retention
+
+_P = sfn.JsonPath
+RELEASE_TIMEOUT_HOURS = 2
+
+
+class ReleaseStateMachine(Construct):
+    """The state machine, its log group and its role's permissions."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: StageConfig,
+        deploy: lambda_.IFunction,
+        confirm: lambda_.IFunction,
+        notify_topic: sns.ITopic,
+        endpoint_arn: str,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        notify_failure = tasks.SnsPublish(
+            self,
+            "NotifyFailure",
+            topic=notify_topic,
+            subject="TuneLoop: release failed",
+            message=sfn.TaskInput.from_object(
+                {
+                    "event": "release_failed",
+                    "model_version": _P.string_at("$.model_version"),
+                    "error": _P.object_at("$.error"),
+                    "execution_arn": _P.string_at("$$.Execution.Id"),
+                }
+            ),
+            result_path=_P.DISCARD,
+        )
+        failed = sfn.Fail(self, "Failed", error_path="$.error.Error", cause_path="$.error.Cause")
+        notify_failure.add_catch(failed, errors=[sfn.Errors.ALL], result_path="$.notify_error")
+        notify_failure.next(failed)
+        released = sfn.Succeed(self, "Released")
+        fragment = EndpointDeployment(
+            self,
+            deploy=deploy,
+            confirm=confirm,
+            deploy_payload={
+                "model_version": _P.string_at("$.model_version"),
+                "model_package_arn": _P.string_at("$.model_package_arn"),
+                "manual": True,
+            },
+            confirm_payload={
+                "model_version": _P.string_at("$.model_version"),
+                "deployment": _P.object_at("$.deployment"),
+                "manual": True,
+                "rollback": _P.string_at("$.rollback"),
+                "actor": _P.object_at("$.actor"),
+                "request_id": _P.string_at("$.request_id"),
+            },
+            endpoint_arn=endpoint_arn,
+            poll_seconds=config.endpoint_poll_seconds,
+            on_success=released,
+            on_failure=notify_failure,
+            hold_when_frozen=False,
+        )
+        self.log_group = logs.LogGroup(
+            self,
+            "Logs",
+            retention=log_retention(config.log_retention_days),
+            encryption_key=logs_key(self, retain=config.retain_data),
+            removal_policy=RemovalPolicy.RETAIN if config.retain_data else RemovalPolicy.DESTROY,
+        )
+        self.state_machine = sfn.StateMachine(
+            self,
+            "StateMachine",
+            comment="TuneLoop release: deploy or roll back to a chosen version, by a person",
+            definition_body=sfn.DefinitionBody.from_chainable(fragment.start),
+            state_machine_type=sfn.StateMachineType.STANDARD,
+            timeout=Duration.hours(RELEASE_TIMEOUT_HOURS),
+            tracing_enabled=True,
+            logs=sfn.LogOptions(
+                destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=False
+            ),
+        )
+        notify_topic.grant_publish(self.state_machine)
+        allow = WildcardAllowances(cast(iam.Role, self.state_machine.role))
+        for function in (deploy, confirm):
+            allow.allow_resource(
+                f"{function.function_arn}:*",
+                "CDK's LambdaInvoke grant covers the function's versions and aliases too.",
+            )
+        allow.allow_resource(
+            "*",
+            "X-Ray and CloudWatch Logs delivery (logs:CreateLogDelivery, ...) for the state "
+            "machine support no resource-level permissions.",
+        )
+        allow.allow_action("kms:GenerateDataKey*", KMS_ACTIONS["kms:GenerateDataKey*"])

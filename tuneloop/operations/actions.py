@@ -1,0 +1,499 @@
+"""Every change an operator makes to the platform (CLI and console call these).
+
+Each action checks what it may do, does it through the same code the pipeline uses, and
+appends one audit record (tuneloop/operations/audit.py) with who, what, target, before and
+after. Deploys and rollbacks to a chosen version run the release state machine (the same
+Deploy path, blue/green update and rollback alarms as a retrain run); ConfirmDeployment
+writes their audit record once the endpoint serves the version (``deploy`` / ``rollback``
+with the person as the actor). A rollback to last-known-good invokes the Rollback function
+(the alarm path's core), which writes its record.
+
+Errors are :class:`ActionError` with a message that says what to do and an ``exit_code``:
+2 usage (unknown version, invalid input), 3 conflict / not allowed now, 1 anything else.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import uuid
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from tuneloop import aws
+from tuneloop.benchmarks.store import BenchmarkStore
+from tuneloop.evaluation.errors import BenchmarkError
+from tuneloop.gating.policy import PolicyError, parse_policy
+from tuneloop.operations import audit
+from tuneloop.operations import freeze as freezing
+from tuneloop.operations import gate_policy as policies
+from tuneloop.operations.audit import Actor
+from tuneloop.operations.freeze import FreezeState
+from tuneloop.operations.names import PlatformNames
+from tuneloop.release import model_versions as versions
+from tuneloop.release.control import read_production
+from tuneloop.release.rollback import ManualRollback
+from tuneloop.retrain import start_retrain_if_due
+
+__all__ = [
+    "ActionError",
+    "BenchmarkCreated",
+    "BenchmarkProblem",
+    "BenchmarkValidationError",
+    "DeployStarted",
+    "FreezeState",
+    "GatePolicyChange",
+    "RollbackResult",
+    "RunStarted",
+    "create_benchmark",
+    "deploy_version",
+    "freeze",
+    "freeze_state",
+    "gate_policy",
+    "roll_back",
+    "set_gate_policy",
+    "start_run",
+    "stop_run",
+    "unfreeze",
+]
+
+USAGE, CONFLICT, OTHER = 2, 3, 1
+# A person may (re)deploy these: a registered candidate, or an earlier production version.
+APPROVED = (versions.REGISTERED, versions.DEPLOYED, versions.ROLLED_BACK)
+PIPELINE_TARGET = "pipeline"
+GATE_POLICY_TARGET = "gate policy"
+
+
+class ActionError(RuntimeError):
+    """The action was refused or failed; the message says what to do."""
+
+    def __init__(self, message: str, *, exit_code: int = OTHER) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@dataclass(frozen=True)
+class BenchmarkProblem:
+    line: int | None
+    field: str | None
+    problem: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class BenchmarkValidationError(ActionError):
+    """A benchmark upload is invalid: ``problems`` lists every line and field found wrong."""
+
+    def __init__(self, name: str, problems: list[BenchmarkProblem]) -> None:
+        first = problems[0]
+        where = f"line {first.line}" if first.line is not None else "the file"
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        field_text = f", field {first.field!r}" if first.field else ""
+        super().__init__(
+            f"benchmark {name!r} is invalid: {where}{field_text}: {first.problem}{more}; "
+            "fix the file and upload it again",
+            exit_code=USAGE,
+        )
+        self.name = name
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class DeployStarted:
+    model_version: str
+    execution_arn: str
+    request_id: str
+    rollback: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RollbackResult:
+    from_version: str
+    to_version: str
+    how: str  # "last_known_good" (Rollback function) | "release" (release state machine)
+    request_id: str
+    execution_arn: str = ""
+    endpoint_config_name: str = ""
+    detail: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RunStarted:
+    execution_name: str
+    execution_arn: str
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class BenchmarkCreated:
+    name: str
+    version: str
+    item_count: int
+    created: bool  # False: the same content existed already (nothing was written)
+    s3_uri: str
+    tags: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class GatePolicyChange:
+    before: dict[str, Any]
+    after: dict[str, Any]
+    request_id: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# -- deploy and roll back ------------------------------------------------------------------
+def deploy_version(names: PlatformNames, actor: Actor, model_version: str) -> DeployStarted:
+    """Deploy an approved version (registered, deployed or rolled back) through the release
+    state machine; freeze does not hold it."""
+    item = _approved_version(names, model_version, verb="deploy")
+    return _start_release(names, actor, item, rollback=False)
+
+
+def roll_back(
+    names: PlatformNames, actor: Actor, *, to_version: str | None = None
+) -> RollbackResult:
+    """``to_version`` None: restore last-known-good now (the Rollback function); else deploy
+    that earlier version through the release state machine, flagged as a rollback."""
+    production = read_production(names.control_table)
+    if production is None:
+        raise ActionError(
+            "nothing is in production, so there is nothing to roll back; "
+            "`tuneloop deploy VERSION` deploys a registered version",
+            exit_code=CONFLICT,
+        )
+    if to_version is not None:
+        item = _approved_version(names, to_version, verb="roll back to")
+        started = _start_release(names, actor, item, rollback=True)
+        return RollbackResult(
+            from_version=production.current.model_version,
+            to_version=to_version,
+            how="release",
+            request_id=started.request_id,
+            execution_arn=started.execution_arn,
+            detail=f"release run {started.execution_arn.rsplit(':', 1)[-1]} started",
+        )
+    if production.last_known_good is None:
+        raise ActionError(
+            f"{production.current.model_version} is in production and there is no "
+            "last-known-good (the first deployment, or a rollback already used it); "
+            "roll back to a chosen version with --to VERSION",
+            exit_code=CONFLICT,
+        )
+    request_id = uuid.uuid4().hex
+    event = ManualRollback(actor=actor, reason="manual rollback", request_id=request_id)
+    function = names.require("rollback_function")
+    response = aws.client("lambda").invoke(
+        FunctionName=function,
+        InvocationType="RequestResponse",
+        Payload=json.dumps(event.to_event()).encode(),
+    )
+    payload = json.loads(response["Payload"].read() or b"{}")
+    if response.get("FunctionError"):
+        message = payload.get("errorMessage", payload) if isinstance(payload, dict) else payload
+        raise ActionError(f"the Rollback function {function} failed: {message}")
+    if payload.get("action") != "rolled_back":
+        raise ActionError(
+            f"no rollback: {payload.get('reason', payload)}; check the endpoint "
+            "(`tuneloop models list`) and try again once it is InService",
+            exit_code=CONFLICT,
+        )
+    return RollbackResult(
+        from_version=str(payload.get("from_version", "")),
+        to_version=str(payload.get("to_version", "")),
+        how="last_known_good",
+        request_id=request_id,
+        endpoint_config_name=str(payload.get("endpoint_config_name", "")),
+        detail=str(payload.get("reason", "")),
+    )
+
+
+def _approved_version(names: PlatformNames, model_version: str, *, verb: str) -> dict[str, Any]:
+    item = versions.get_version(names.model_versions_table, model_version)
+    if item is None:
+        raise ActionError(
+            f"there is no model version {model_version!r}; `tuneloop models list` shows them",
+            exit_code=USAGE,
+        )
+    status = str(item.get("status", ""))
+    if status == versions.PRODUCTION:
+        raise ActionError(f"{model_version} is already in production", exit_code=CONFLICT)
+    if status not in APPROVED:
+        raise ActionError(
+            f"cannot {verb} {model_version}: it is {status}; only a version the gate approved "
+            f"and the registry holds ({', '.join(APPROVED)}) can be deployed",
+            exit_code=CONFLICT,
+        )
+    if not item.get("model_package_arn"):
+        raise ActionError(
+            f"{model_version} has no registered model package; it cannot be deployed",
+            exit_code=CONFLICT,
+        )
+    return item
+
+
+def _start_release(
+    names: PlatformNames, actor: Actor, item: dict[str, Any], *, rollback: bool
+) -> DeployStarted:
+    arn = names.require("release_state_machine_arn")
+    sfn = aws.stepfunctions()
+    running = sfn.list_executions(stateMachineArn=arn, statusFilter="RUNNING", maxResults=1)
+    if running["executions"]:
+        raise ActionError(
+            f"release {running['executions'][0]['name']} is still running; one at a time "
+            "(`tuneloop runs list` shows it)",
+            exit_code=CONFLICT,
+        )
+    model_version = str(item["model_version"])
+    request_id = uuid.uuid4().hex
+    kind = "rollback" if rollback else "deploy"
+    name = f"{model_version[:50]}-{kind}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+    execution_arn = sfn.start_execution(
+        stateMachineArn=arn,
+        name=name,
+        input=json.dumps(
+            {
+                "model_version": model_version,
+                "model_package_arn": str(item["model_package_arn"]),
+                "manual": True,
+                "rollback": rollback,
+                "actor": actor.to_dict(),
+                "request_id": request_id,
+            }
+        ),
+    )["executionArn"]
+    return DeployStarted(model_version, execution_arn, request_id, rollback)
+
+
+# -- freeze --------------------------------------------------------------------------------
+def freeze_state(names: PlatformNames) -> FreezeState:
+    return freezing.read_freeze(names.control_table)
+
+
+def freeze(names: PlatformNames, actor: Actor, reason: str) -> FreezeState:
+    """Stop automatic deployment: runs still train, evaluate, gate and register."""
+    if not reason.strip():
+        raise ActionError("say why you freeze deployment (a reason is required)", exit_code=USAGE)
+    before = freezing.read_freeze(names.control_table)
+    if before.frozen:
+        raise ActionError(
+            f"deployment is already frozen by {before.by} since {before.at} ({before.reason})",
+            exit_code=CONFLICT,
+        )
+    after = freezing.write_freeze(names.control_table, frozen=True, reason=reason, by=actor.name)
+    _audit(names, actor, "freeze", PIPELINE_TARGET, before.to_dict(), after.to_dict())
+    return after
+
+
+def unfreeze(names: PlatformNames, actor: Actor) -> FreezeState:
+    before = freezing.read_freeze(names.control_table)
+    if not before.frozen:
+        raise ActionError("deployment is not frozen", exit_code=CONFLICT)
+    after = freezing.write_freeze(names.control_table, frozen=False, reason="", by=actor.name)
+    _audit(names, actor, "unfreeze", PIPELINE_TARGET, before.to_dict(), after.to_dict())
+    return after
+
+
+# -- runs ----------------------------------------------------------------------------------
+def start_run(names: PlatformNames, actor: Actor) -> RunStarted:
+    """Start a retrain run now (one at a time, as the trigger does)."""
+    outcome = start_retrain_if_due(
+        control_table=names.control_table,
+        state_machine_arn=names.require("state_machine_arn"),
+        threshold=0,
+        trigger="manual",
+        force=True,
+    )
+    if not outcome.started:
+        raise ActionError(f"no run started: {outcome.reason}", exit_code=CONFLICT)
+    execution_name = outcome.execution_arn.rsplit(":", 1)[-1]
+    _audit(
+        names,
+        actor,
+        "run_started",
+        execution_name,
+        {"pending_records": outcome.pending_records},
+        {"execution_arn": outcome.execution_arn, "status": "RUNNING"},
+    )
+    return RunStarted(execution_name, outcome.execution_arn, outcome.reason)
+
+
+def stop_run(names: PlatformNames, actor: Actor, execution: str) -> None:
+    """Stop a running retrain (or release) execution, by name or ARN."""
+    machines = [a for a in (names.state_machine_arn, names.release_state_machine_arn) if a]
+    if not machines:
+        names.require("state_machine_arn")
+    sfn = aws.stepfunctions()
+    candidates = (
+        [execution]
+        if execution.startswith("arn:")
+        else [_execution_arn(machine, execution) for machine in machines]
+    )
+    described: dict[str, Any] | None = None
+    for arn in candidates:
+        try:
+            described = dict(sfn.describe_execution(executionArn=arn))
+            break
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in (
+                "ExecutionDoesNotExist",
+                "InvalidArn",
+            ):
+                raise
+    if described is None or described.get("stateMachineArn") not in machines:
+        raise ActionError(
+            f"no retrain or release execution {execution!r}; `tuneloop runs list` shows them",
+            exit_code=USAGE,
+        )
+    if described.get("status") != "RUNNING":
+        raise ActionError(
+            f"{described.get('name', execution)} is {described.get('status')}, not running",
+            exit_code=CONFLICT,
+        )
+    arn = str(described["executionArn"])
+    sfn.stop_execution(
+        executionArn=arn, error="StoppedByOperator", cause=f"stopped by {actor.name}"
+    )
+    _audit(
+        names,
+        actor,
+        "run_stopped",
+        str(described.get("name", arn.rsplit(":", 1)[-1])),
+        {"status": "RUNNING", "execution_arn": arn},
+        {"status": "ABORTED", "execution_arn": arn},
+    )
+
+
+def _execution_arn(state_machine_arn: str, name: str) -> str:
+    # arn:aws:states:<region>:<account>:stateMachine:<machine> → ...:execution:<machine>:<name>
+    return f"{state_machine_arn.replace(':stateMachine:', ':execution:', 1)}:{name}"
+
+
+# -- benchmarks ----------------------------------------------------------------------------
+def create_benchmark(
+    names: PlatformNames, actor: Actor, name: str, lines: bytes | str
+) -> BenchmarkCreated:
+    """Store a new version of custom benchmark ``name`` (validated first; nothing is written
+    for an invalid file). The same content again returns the existing version."""
+    data = lines.encode() if isinstance(lines, str) else bytes(lines)
+    store = BenchmarkStore(table=names.benchmarks_table, bucket=names.artifacts_bucket)
+    source = f"{name}.jsonl"
+    try:
+        version, created = store.create_from_bytes(name, data, source=source)
+    except BenchmarkError as exc:
+        raise BenchmarkValidationError(name, benchmark_problems(name, data, exc)) from exc
+    result = BenchmarkCreated(
+        name=name,
+        version=version.version,
+        item_count=version.item_count,
+        created=created,
+        s3_uri=version.s3_uri,
+        tags=dict(version.tags),
+    )
+    if created:
+        previous = [v for v in store.versions(name) if v.version != version.version]
+        before = (
+            {"version": previous[-1].version, "item_count": previous[-1].item_count}
+            if previous
+            else {}
+        )
+        _audit(
+            names,
+            actor,
+            "benchmark_created",
+            f"benchmark {name}",
+            before,
+            {
+                "version": version.version,
+                "item_count": version.item_count,
+                "s3_uri": version.s3_uri,
+            },
+        )
+    return result
+
+
+def benchmark_problems(name: str, data: bytes, first: BenchmarkError) -> list[BenchmarkProblem]:
+    """Every line's problem, not only the first: each non-blank line is validated alone
+    (problems that need the whole file, such as mixed kinds, come from ``first``)."""
+    from tuneloop.benchmarks.store import validate_bytes
+
+    problems: list[BenchmarkProblem] = []
+    for number, line in enumerate(data.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            validate_bytes(name, line + b"\n", f"{name}.jsonl")
+        except BenchmarkError as exc:
+            problems.append(BenchmarkProblem(number, exc.field, exc.problem))
+    if not problems or first.line is None:
+        problems.insert(0, BenchmarkProblem(first.line, first.field, first.problem))
+    return problems
+
+
+# -- gate policy ---------------------------------------------------------------------------
+def gate_policy(names: PlatformNames) -> dict[str, Any]:
+    """The policy in force: an admin's (Control ``gate_policy``), else the stage's."""
+    stored = policies.stored_policy(names.control_table)
+    if stored is not None:
+        return stored.to_dict()
+    return _stage_policy(names.stage)
+
+
+def set_gate_policy(
+    names: PlatformNames, actor: Actor, policy: Mapping[str, Any]
+) -> GatePolicyChange:
+    """Replace the gate policy in force; validated by the same code as at synth."""
+    try:
+        parse_policy(dict(policy), source=policies.SOURCE)
+    except PolicyError as exc:
+        raise ActionError(f"{exc}; nothing was changed", exit_code=USAGE) from exc
+    before = gate_policy(names)
+    after = policies.store_policy(names.control_table, policy, by=actor.name).to_dict()
+    record = _audit(names, actor, "gate_policy_changed", GATE_POLICY_TARGET, before, after)
+    return GatePolicyChange(before, after, record.request_id if record else "")
+
+
+def _stage_policy(stage: str) -> dict[str, Any]:
+    # The stage's policy lives in its config (validated at synth); where the CDK side is not
+    # shipped (the console's Lambda) there is none to show until an admin stores one.
+    try:
+        config = importlib.import_module("stacks.config")
+    except ImportError:
+        return {}
+    try:
+        return dict(config.load_stage_config(stage, {}).gate_policy.to_dict())
+    except Exception:  # an unknown stage has no policy to show
+        return {}
+
+
+# -- audit ---------------------------------------------------------------------------------
+def _audit(
+    names: PlatformNames,
+    actor: Actor,
+    action: str,
+    target: str,
+    before: Mapping[str, Any],
+    after: Mapping[str, Any],
+) -> audit.AuditRecord:
+    return audit.append(
+        names.require("audit_table"), actor, action, target, before=before, after=after
+    )

@@ -1,0 +1,260 @@
+"""Read models of data and benchmarks: drops, records over time, alarms, benchmark suites and
+their score history. One Scan per table per call; only ``drop_detail`` reads S3."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from tuneloop import aws
+from tuneloop.operations.names import PlatformNames
+from tuneloop.operations.views_common import num, plain, scan_all, to_dict
+
+COUNTS = ("received", "stored", "duplicate", "near_duplicate", "quarantined")
+_DROP_FIELDS = (
+    "drop_id",
+    "#key",
+    "dataset",
+    "#status",
+    "received",
+    "stored",
+    "duplicate",
+    "near_duplicate",
+    "quarantined",
+    "reasons",
+    "started_at",
+    "completed_at",
+    "segment_of",
+    "#source",
+)
+
+
+@dataclass(frozen=True)
+class DropSummary:
+    drop_id: str
+    key: str
+    dataset: str
+    status: str
+    received: int | None = None
+    stored: int | None = None
+    duplicate: int | None = None
+    near_duplicate: int | None = None
+    quarantined: int | None = None
+    reasons: dict[str, int] = field(default_factory=dict)
+    started_at: str = ""
+    completed_at: str = ""
+    source: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(to_dict(self))
+
+
+@dataclass(frozen=True)
+class DropDetail:
+    drop: DropSummary
+    bucket: str = ""
+    redactions: dict[str, int] = field(default_factory=dict)
+    near_duplicates: tuple[dict[str, Any], ...] = ()
+    quarantine_uri: str = ""
+    rejected_sample: tuple[dict[str, Any], ...] = ()  # {file, line, reason, field, message, raw}
+    segments: int | None = None
+    segments_done: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(to_dict(self))
+
+
+@dataclass(frozen=True)
+class AlarmState:
+    name: str
+    state: str  # OK | ALARM | INSUFFICIENT_DATA
+    reason: str = ""
+    updated_at: str = ""
+    metric: str = ""
+    threshold: float | None = None
+
+
+@dataclass(frozen=True)
+class BenchmarkVersionView:
+    version: str
+    item_count: int
+    tags: dict[str, int] = field(default_factory=dict)
+    created_at: str = ""
+    s3_uri: str = ""
+
+
+@dataclass(frozen=True)
+class BenchmarkSuite:
+    name: str
+    kind: str
+    versions: tuple[BenchmarkVersionView, ...]  # newest first
+
+    @property
+    def latest(self) -> BenchmarkVersionView:
+        return self.versions[0]
+
+
+@dataclass(frozen=True)
+class ScorePoint:
+    model_version: str
+    created_at: str
+    metric: str
+    value: float | None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    benchmark_version: str = ""
+    status: str = ""
+
+
+def _count(item: Mapping[str, Any], name: str) -> int | None:
+    value = num(item.get(name))
+    return None if value is None else int(value)
+
+
+def _summary(item: Mapping[str, Any]) -> DropSummary:
+    return DropSummary(
+        drop_id=str(item["drop_id"]),
+        key=str(item.get("key", "")),
+        dataset=str(item.get("dataset", "")),
+        status=str(item.get("status", "")),
+        **{name: _count(item, name) for name in COUNTS},
+        reasons={str(k): int(v) for k, v in dict(item.get("reasons") or {}).items()},
+        started_at=str(item.get("started_at", "")),
+        completed_at=str(item.get("completed_at", "")),
+        source=str(item.get("source", "")),
+    )
+
+
+def _drop_items(names: PlatformNames) -> list[dict[str, Any]]:
+    items = scan_all(
+        names.drops_table,
+        ProjectionExpression=", ".join(_DROP_FIELDS),
+        ExpressionAttributeNames={"#key": "key", "#status": "status", "#source": "source"},
+    )
+    # Segment items ("<drop>#<n>") are parts of a drop, not drops.
+    return [i for i in items if not i.get("segment_of")]
+
+
+def list_drops(names: PlatformNames, *, limit: int | None = None) -> list[DropSummary]:
+    """Drops, newest first (one Scan of Drops, segments left out)."""
+    items = sorted(
+        _drop_items(names),
+        key=lambda i: (str(i.get("started_at", "")), str(i["drop_id"])),
+        reverse=True,
+    )
+    if limit is not None:
+        items = items[:limit]
+    return [_summary(item) for item in items]
+
+
+def drop_detail(names: PlatformNames, drop_id: str, *, sample: int = 5) -> DropDetail:
+    """One drop (its id, a unique 8+ character prefix or its key), with rejected lines."""
+    from tuneloop.data_cli.inspect import find_drop, quarantine_sample
+
+    item = plain(find_drop(names.drops_table, drop_id))
+    uri = str(item.get("quarantine_uri") or "")
+    rejected = quarantine_sample(uri, sample) if uri and sample else []
+    return DropDetail(
+        drop=_summary(item),
+        bucket=str(item.get("bucket", "")),
+        redactions={str(k): int(v) for k, v in dict(item.get("redactions") or {}).items()},
+        near_duplicates=tuple(dict(n) for n in item.get("near_duplicates") or ()),
+        quarantine_uri=uri,
+        rejected_sample=tuple(plain(r) for r in rejected),
+        segments=_count(item, "segments"),
+        segments_done=_count(item, "segments_done"),
+    )
+
+
+def records_over_time(names: PlatformNames) -> list[tuple[str, int]]:
+    """(UTC day, records stored that day) from the drops' counts (one Scan of Drops)."""
+    per_day: Counter[str] = Counter()
+    for item in _drop_items(names):
+        day = str(item.get("completed_at") or item.get("started_at") or "")[:10]
+        stored = _count(item, "stored")
+        if day and stored:
+            per_day[day] += stored
+    return sorted(per_day.items())
+
+
+def alarm_states(names: PlatformNames) -> list[AlarmState]:
+    """The stage's alarms: those on its endpoint and those its stacks created."""
+    cloudwatch = aws.client("cloudwatch")
+    prefix = f"TuneLoop-{names.stage}-"
+    found = []
+    for page in cloudwatch.get_paginator("describe_alarms").paginate(AlarmTypes=["MetricAlarm"]):
+        for alarm in page.get("MetricAlarms", []):
+            dimensions = {d.get("Name"): d.get("Value") for d in alarm.get("Dimensions", [])}
+            ours = str(alarm.get("AlarmName", "")).startswith(prefix) or (
+                bool(names.endpoint_name) and dimensions.get("EndpointName") == names.endpoint_name
+            )
+            if not ours:
+                continue
+            found.append(
+                AlarmState(
+                    name=str(alarm["AlarmName"]),
+                    state=str(alarm.get("StateValue", "")),
+                    reason=str(alarm.get("StateReason", "")),
+                    updated_at=str(alarm.get("StateUpdatedTimestamp", "")),
+                    metric=str(alarm.get("MetricName", "")),
+                    threshold=num(alarm.get("Threshold")),
+                )
+            )
+    return sorted(found, key=lambda a: (a.state != "ALARM", a.name))
+
+
+def benchmark_suites(names: PlatformNames) -> list[BenchmarkSuite]:
+    """Every stored benchmark, its versions newest first (one Scan of Benchmarks)."""
+    from tuneloop.benchmarks.store import BenchmarkStore
+
+    store = BenchmarkStore(table=names.benchmarks_table, bucket=names.artifacts_bucket)
+    by_name: dict[str, list[Any]] = {}
+    for version in store.all_versions():
+        by_name.setdefault(version.name, []).append(version)
+    suites = []
+    for name, versions in sorted(by_name.items()):
+        versions.sort(key=lambda v: (v.created_at, v.version), reverse=True)
+        suites.append(
+            BenchmarkSuite(
+                name=name,
+                kind=versions[0].kind,
+                versions=tuple(
+                    BenchmarkVersionView(
+                        version=v.version,
+                        item_count=v.item_count,
+                        tags=dict(v.tags),
+                        created_at=v.created_at,
+                        s3_uri=v.s3_uri,
+                    )
+                    for v in versions
+                ),
+            )
+        )
+    return suites
+
+
+def benchmark_history(names: PlatformNames, suite: str) -> list[ScorePoint]:
+    """``suite``'s score (with its CI) for every model version scored on it, oldest first
+    (from the scores the gate stores on the version items: one Scan of ModelVersions)."""
+    from tuneloop.operations.views import scores_of, summary_items
+
+    points = []
+    for item in summary_items(names):
+        for score in scores_of(item):
+            if score.suite != suite:
+                continue
+            points.append(
+                ScorePoint(
+                    model_version=str(item["model_version"]),
+                    created_at=str(item.get("created_at", "")),
+                    metric=score.metric,
+                    value=score.value,
+                    ci_low=score.ci_low,
+                    ci_high=score.ci_high,
+                    benchmark_version=score.benchmark_version,
+                    status=str(item.get("status", "")),
+                )
+            )
+    return sorted(points, key=lambda p: (p.created_at, p.model_version))
