@@ -257,7 +257,8 @@ def confirm_deployment(
             audit_context.table,
             audit_context.actor,
             audit_context.action,
-            model_version,
+            # A rollback's target is the version taken out, as on the alarm path.
+            previous.model_version if rollback and previous else model_version,
             before={
                 "model_version": previous.model_version if previous else "",
                 "endpoint_config_name": previous.endpoint_config_name if previous else "",

@@ -1,0 +1,151 @@
+"""Operating the platform on the local emulator, through tuneloop.operations.actions (what the
+CLI and the console call): a freeze holds the pipeline's deployment, a person deploys the held
+version through the release state machine, rolls it back to last-known-good through the
+Rollback function, and every change is in the audit trail with who made it.
+
+One platform for the module; the tests go in order.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.loop_helpers import (
+    PERMISSIVE_POLICY,
+    drop_and_follow,
+    given_assembly,
+    set_gate_policy,
+    write_drop,
+)
+from tests.unit.tiny_models import make_tiny_causal_lm
+from tuneloop.local.platform import LocalPlatform
+from tuneloop.operations import actions
+from tuneloop.operations.audit import Actor, list_records
+from tuneloop.operations.names import PlatformNames
+
+pytestmark = pytest.mark.e2e
+
+PERSON = Actor(name="alice (operator)", kind="user", source="console")
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPlatform]:
+    base = make_tiny_causal_lm(tmp_path_factory.mktemp("base") / "tiny")
+    work = tmp_path_factory.mktemp("operations")
+    context = {"stage": "local", "retrain_threshold": "5", "base_model": str(base)}
+    local = LocalPlatform(work, context=context, log=lambda _: None).start()
+    try:
+        local.deploy(given_assembly())
+        benchmark = work / "facts.jsonl"
+        question = {"id": "q1", "prompt": "Is water wet?", "choices": [" yes", " no"]}
+        benchmark.write_text(json.dumps({**question, "answer": 0}) + "\n", encoding="utf-8")
+        local.upload_benchmarks([benchmark])
+        set_gate_policy(PERMISSIVE_POLICY)
+        yield local
+    finally:
+        local.stop()
+
+
+@pytest.fixture(scope="module")
+def names(platform: LocalPlatform) -> PlatformNames:
+    return PlatformNames.for_stage("local")
+
+
+def production_version(platform: LocalPlatform) -> str:
+    item = platform.control_item("production")
+    return str(item["model_version"]) if item else ""
+
+
+def test_the_first_run_deploys_itself_and_is_audited_as_the_pipelines(
+    platform: LocalPlatform, names: PlatformNames, tmp_path: Path
+) -> None:
+    run = drop_and_follow(platform, [write_drop(tmp_path / "gadget.jsonl", "gadget", 12)])
+    assert run.status == "SUCCEEDED", run.cause
+    assert production_version(platform) == run.name
+    (record,) = list_records(names.audit_table, action="auto_deploy")
+    assert record.target == run.name
+    assert record.actor_kind == "iam" and record.source == "pipeline"
+
+
+def test_a_freeze_holds_the_next_runs_deployment(
+    platform: LocalPlatform, names: PlatformNames, tmp_path: Path
+) -> None:
+    serving = production_version(platform)
+    actions.freeze(names, PERSON, "quarter-end: no model changes")
+    with pytest.raises(actions.ActionError) as again:
+        actions.freeze(names, PERSON, "twice")
+    assert again.value.exit_code == 3
+
+    run = drop_and_follow(platform, [write_drop(tmp_path / "widget.jsonl", "widget", 8)])
+
+    assert run.status == "SUCCEEDED", run.cause
+    assert "HeldByFreeze" in [state.name for state in run.states]
+    assert production_version(platform) == serving
+    held = platform.model_version(run.name)
+    assert held is not None and held["status"] == "registered"
+    (record,) = list_records(names.audit_table, action="freeze")
+    assert record.actor == PERSON.name
+    assert record.before["frozen"] is False and record.after["frozen"] is True
+
+
+def test_a_person_deploys_the_held_version_through_the_release_path(
+    platform: LocalPlatform, names: PlatformNames
+) -> None:
+    previous = production_version(platform)
+    held = next(
+        v["model_version"]
+        for v in map(platform.model_version, [e["name"] for e in platform.executions()])
+        if v and v["status"] == "registered"
+    )
+
+    started = actions.deploy_version(names, PERSON, held)
+    release = platform.follow_run(started.execution_arn, timeout=600)
+
+    assert release.status == "SUCCEEDED", release.cause
+    assert production_version(platform) == held
+    production = platform.control_item("production")
+    assert production is not None
+    assert production["last_known_good"]["model_version"] == previous
+    assert platform.invoke("Hello", max_new_tokens=2)["model_version"] == held
+    (record,) = list_records(names.audit_table, action="deploy")
+    assert (record.actor, record.target) == (PERSON.name, held)
+    assert record.before["model_version"] == previous
+    assert record.request_id == started.request_id
+
+
+def test_a_person_rolls_back_to_last_known_good(
+    platform: LocalPlatform, names: PlatformNames
+) -> None:
+    production = platform.control_item("production")
+    assert production is not None
+    bad, good = production["model_version"], production["last_known_good"]["model_version"]
+
+    result = actions.roll_back(names, PERSON)
+
+    assert (result.from_version, result.to_version) == (bad, good)
+    assert production_version(platform) == good
+    config = platform.control_item("production")["endpoint_config_name"]  # type: ignore[index]
+    platform.wait_for_endpoint(
+        lambda e: e["EndpointStatus"] == "InService" and e["EndpointConfigName"] == config,
+        timeout=300,
+    )
+    assert platform.invoke("Hello", max_new_tokens=2)["model_version"] == good
+    rolled_back = platform.model_version(bad)
+    assert rolled_back is not None and rolled_back["status"] == "rolled_back"
+    (record,) = list_records(names.audit_table, action="rollback")
+    assert (record.actor, record.target) == (PERSON.name, bad)
+    assert record.after["model_version"] == good
+    # Nothing left to roll back to: the operator is told what to do instead.
+    with pytest.raises(actions.ActionError, match="--to VERSION") as refused:
+        actions.roll_back(names, PERSON)
+    assert refused.value.exit_code == 3
+
+
+def test_unfreeze_is_audited_and_the_trail_reads_newest_first(names: PlatformNames) -> None:
+    actions.unfreeze(names, PERSON)
+    trail = [record.action for record in list_records(names.audit_table)]
+    assert trail == ["unfreeze", "rollback", "deploy", "freeze", "auto_deploy"]
