@@ -28,6 +28,7 @@ import aws_cdk as cdk
 from cdk_nag import AwsSolutionsChecks
 
 from stacks.config import ConfigError, config_from_context
+from stacks.console import ConsoleStack
 from stacks.ingestion import IngestionStack
 from stacks.pipeline import PipelineStack
 from stacks.regions import check_region
@@ -99,6 +100,20 @@ def build_app(
         tables=storage.tables,
         notifications=serving.notifications,
         state_machine=pipeline.state_machine,
+        **common,
+    )
+
+    ConsoleStack(
+        app,
+        f"{prefix}-Console",
+        description="TuneLoop console: Cognito users, HTTP API and the console Lambda",
+        lake=storage.lake,
+        tables=storage.tables,
+        retrain_state_machine=pipeline.state_machine,
+        release_state_machine=pipeline.release_state_machine,
+        rollback_function=serving.rollback.function,
+        endpoint_name=serving.endpoint_name,
+        endpoint_arn=serving.endpoint_arn,
         **common,
     )
 

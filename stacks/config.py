@@ -85,6 +85,10 @@ LOG_RETENTION_DAYS = frozenset(
 _INSTANCE_TYPE = re.compile(r"^ml\.[a-z0-9]+\.[a-z0-9]+$")
 _IMAGE_REPOSITORY = re.compile(r"^[a-z0-9][a-z0-9._/-]*$")
 _IMAGE_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+# A Cognito hosted UI domain prefix: lowercase letters, digits and inner hyphens, at most 63
+# characters, and none of the words Cognito reserves (CreateUserPoolDomain).
+_DOMAIN_PREFIX = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+_DOMAIN_RESERVED_WORDS = ("aws", "amazon", "cognito")
 
 
 class ConfigError(ValueError):
@@ -302,6 +306,9 @@ class StageConfig:
     # Ingestion (docs/ingestion.md): redactors, quality thresholds, near-duplicates,
     # chunk and segment sizes; the Ingest function's INGEST_SETTINGS.
     ingest: IngestSettings = DEFAULT_INGEST_SETTINGS
+    # The console (docs/stacks.md, "Console"): the prefix of its Cognito hosted UI domain
+    # https://<prefix>.auth.<region>.amazoncognito.com, unique within the region.
+    console_domain_prefix: str
 
     def __post_init__(self) -> None:
         problems = self.problems()
@@ -397,6 +404,7 @@ class StageConfig:
             found += _prefixed(f"connectors[{index}]", connector.problems())
         found += duplicate_name_problems(self.connectors)
         found += _prefixed("ingest", settings_problems(self.ingest))
+        found += _domain_prefix_problems(self.console_domain_prefix)
         return found
 
     def _serving_backend_problems(self) -> list[Problem]:
@@ -437,6 +445,17 @@ def gate_policy_problems(policy: Any) -> list[Problem]:
     except PolicyError as error:
         # "gate_policy.suites.mmlu.metric: one of acc, acc_norm, perplexity"
         return [(f"gate_policy.{error.field}:" if error.field else "gate_policy:", error.reason)]
+    return []
+
+
+def _domain_prefix_problems(prefix: Any) -> list[Problem]:
+    name = "console_domain_prefix"
+    if not isinstance(prefix, str) or not _DOMAIN_PREFIX.match(prefix):
+        expectation = "1-63 lowercase letters, digits and inner hyphens"
+        return [(name, f"must be {expectation}, got {prefix!r}")]
+    reserved = [word for word in _DOMAIN_RESERVED_WORDS if word in prefix]
+    if reserved:
+        return [(name, f"must not contain Cognito's reserved word {reserved[0]!r}, got {prefix!r}")]
     return []
 
 
@@ -543,6 +562,7 @@ def _dev() -> StageConfig:
         powertools_layer_version=_POWERTOOLS_LAYER_VERSION,
         removal_policy="retain",
         termination_protection=False,
+        console_domain_prefix="tuneloop-dev-console",
     )
 
 
@@ -564,6 +584,7 @@ def _prod() -> StageConfig:
         access_log_retention_days=365,
         quarantine_retention_days=90,
         termination_protection=True,
+        console_domain_prefix="tuneloop-prod-console",
     )
 
 
@@ -604,6 +625,7 @@ def _local() -> StageConfig:
         ingest=DEFAULT_INGEST_SETTINGS,  # one transaction at a time: moto does not isolate them
         removal_policy="destroy",
         termination_protection=False,
+        console_domain_prefix="tuneloop-local-console",
     )
 
 

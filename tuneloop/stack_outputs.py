@@ -53,6 +53,7 @@ STACK_OUTPUTS = {
     "Serving": (ENDPOINT_NAME, NOTIFY_TOPIC, ALARM_TOPIC, ROLLBACK_FUNCTION, TOPIC_KEY),
     "Pipeline": (STATE_MACHINE, SAGEMAKER_ROLE, MODEL_PACKAGE_GROUP, RELEASE_STATE_MACHINE),
     "Ingestion": (INGEST_QUEUE, INGEST_DEAD_LETTER_QUEUE, QUEUE_KEY),
+    "Console": (CONSOLE_URL, USER_POOL_ID, CONSOLE_ROLE),
 }
 """Every output id, by the stack (``TuneLoop-<stage>-<part>``) that declares it."""
 
