@@ -267,3 +267,197 @@ def register() -> None:
     """Make moto's CloudFormation see the models above (its type map is cached)."""
     parsing.get_model_map.cache_clear()
     parsing.get_name_type_map.cache_clear()
+
+
+# --- The Console stack (moto's CloudFormation has no Cognito, API Gateway v2 or Secrets
+# Manager types). Each is created through the emulator's own API, so its Ref and GetAtt
+# values are what those APIs return. Locally the console runs as a process with local users
+# (tuneloop/local/up.py); these resources exist so the stack deploys and its outputs resolve.
+
+
+def _client(service: str, region_name: str) -> Any:
+    return boto3.client(service, region_name=region_name)  # type: ignore[call-overload]
+
+
+class CognitoUserPool(_Simple, CloudFormationModel):
+    """AWS::Cognito::UserPool (Ref: the pool id; Arn, ProviderURL)."""
+
+    @staticmethod
+    def cloudformation_type() -> str:
+        return "AWS::Cognito::UserPool"
+
+    @classmethod
+    def create_from_cloudformation_json(
+        cls,
+        resource_name: str,
+        cloudformation_json: dict[str, Any],
+        account_id: str,
+        region_name: str,
+        **kwargs: Any,
+    ) -> CognitoUserPool:
+        pool = _client("cognito-idp", region_name).create_user_pool(PoolName=resource_name)
+        pool_id, arn = pool["UserPool"]["Id"], pool["UserPool"]["Arn"]
+        provider = f"cognito-idp.{region_name}.amazonaws.com/{pool_id}"
+        return cls(pool_id, {"Arn": arn, "ProviderName": provider, "ProviderURL": provider})
+
+
+class CognitoUserPoolClient(_Simple, CloudFormationModel):
+    """AWS::Cognito::UserPoolClient (Ref: the client id)."""
+
+    @staticmethod
+    def cloudformation_type() -> str:
+        return "AWS::Cognito::UserPoolClient"
+
+    @classmethod
+    def create_from_cloudformation_json(
+        cls,
+        resource_name: str,
+        cloudformation_json: dict[str, Any],
+        account_id: str,
+        region_name: str,
+        **kwargs: Any,
+    ) -> CognitoUserPoolClient:
+        properties = cloudformation_json["Properties"]
+        request = {
+            "UserPoolId": properties["UserPoolId"],
+            "ClientName": resource_name,
+            "GenerateSecret": str(properties.get("GenerateSecret", "false")).lower() == "true",
+        }
+        for key in ("CallbackURLs", "LogoutURLs", "AllowedOAuthFlows", "AllowedOAuthScopes"):
+            if key in properties:
+                request[key] = properties[key]
+        client = _client("cognito-idp", region_name).create_user_pool_client(**request)
+        return cls(client["UserPoolClient"]["ClientId"])
+
+
+class CognitoUserPoolGroup(_Simple, CloudFormationModel):
+    """AWS::Cognito::UserPoolGroup (Ref: the group name)."""
+
+    @staticmethod
+    def cloudformation_type() -> str:
+        return "AWS::Cognito::UserPoolGroup"
+
+    @classmethod
+    def create_from_cloudformation_json(
+        cls,
+        resource_name: str,
+        cloudformation_json: dict[str, Any],
+        account_id: str,
+        region_name: str,
+        **kwargs: Any,
+    ) -> CognitoUserPoolGroup:
+        properties = cloudformation_json["Properties"]
+        name = properties.get("GroupName", resource_name)
+        _client("cognito-idp", region_name).create_group(
+            UserPoolId=properties["UserPoolId"], GroupName=name
+        )
+        return cls(name)
+
+
+class CognitoUserPoolDomain(_Simple, CloudFormationModel):
+    """AWS::Cognito::UserPoolDomain (Ref: the prefix)."""
+
+    @staticmethod
+    def cloudformation_type() -> str:
+        return "AWS::Cognito::UserPoolDomain"
+
+    @classmethod
+    def create_from_cloudformation_json(
+        cls,
+        resource_name: str,
+        cloudformation_json: dict[str, Any],
+        account_id: str,
+        region_name: str,
+        **kwargs: Any,
+    ) -> CognitoUserPoolDomain:
+        properties = cloudformation_json["Properties"]
+        _client("cognito-idp", region_name).create_user_pool_domain(
+            Domain=properties["Domain"], UserPoolId=properties["UserPoolId"]
+        )
+        return cls(properties["Domain"])
+
+
+class SecretsManagerSecret(_Simple, CloudFormationModel):
+    """AWS::SecretsManager::Secret with a generated value (Ref: the ARN)."""
+
+    @staticmethod
+    def cloudformation_type() -> str:
+        return "AWS::SecretsManager::Secret"
+
+    @classmethod
+    def create_from_cloudformation_json(
+        cls,
+        resource_name: str,
+        cloudformation_json: dict[str, Any],
+        account_id: str,
+        region_name: str,
+        **kwargs: Any,
+    ) -> SecretsManagerSecret:
+        import secrets
+
+        properties = cloudformation_json.get("Properties", {})
+        length = int(properties.get("GenerateSecretString", {}).get("PasswordLength", 32))
+        value = properties.get("SecretString") or secrets.token_urlsafe(length)[:length]
+        arn = _client("secretsmanager", region_name).create_secret(
+            Name=properties.get("Name", resource_name), SecretString=value
+        )["ARN"]
+        return cls(arn, {"Id": arn})
+
+
+class ApiGatewayV2Api(_Simple, CloudFormationModel):
+    """AWS::ApiGatewayV2::Api (Ref: the API id; ApiEndpoint)."""
+
+    @staticmethod
+    def cloudformation_type() -> str:
+        return "AWS::ApiGatewayV2::Api"
+
+    @classmethod
+    def create_from_cloudformation_json(
+        cls,
+        resource_name: str,
+        cloudformation_json: dict[str, Any],
+        account_id: str,
+        region_name: str,
+        **kwargs: Any,
+    ) -> ApiGatewayV2Api:
+        properties = cloudformation_json.get("Properties", {})
+        api = _client("apigatewayv2", region_name).create_api(
+            Name=properties.get("Name", resource_name),
+            ProtocolType=properties.get("ProtocolType", "HTTP"),
+        )
+        return cls(api["ApiId"], {"ApiEndpoint": api["ApiEndpoint"], "ApiId": api["ApiId"]})
+
+
+class _ApiGatewayV2Part(_Simple):
+    """A stage, integration or route of an HTTP API: recorded, not served (locally the
+    console is its own process, so nothing routes through API Gateway)."""
+
+    @classmethod
+    def create_from_cloudformation_json(
+        cls,
+        resource_name: str,
+        cloudformation_json: dict[str, Any],
+        account_id: str,
+        region_name: str,
+        **kwargs: Any,
+    ) -> _ApiGatewayV2Part:
+        properties = cloudformation_json.get("Properties", {})
+        return cls(str(properties.get("StageName") or resource_name))
+
+
+class ApiGatewayV2Stage(_ApiGatewayV2Part, CloudFormationModel):
+    @staticmethod
+    def cloudformation_type() -> str:
+        return "AWS::ApiGatewayV2::Stage"
+
+
+class ApiGatewayV2Integration(_ApiGatewayV2Part, CloudFormationModel):
+    @staticmethod
+    def cloudformation_type() -> str:
+        return "AWS::ApiGatewayV2::Integration"
+
+
+class ApiGatewayV2Route(_ApiGatewayV2Part, CloudFormationModel):
+    @staticmethod
+    def cloudformation_type() -> str:
+        return "AWS::ApiGatewayV2::Route"

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import secrets
 import sys
 from pathlib import Path
+
+PLATFORM_NAMES_ENV = "PLATFORM_NAMES"
+"""JSON of :class:`PlatformNames` fields, as the Console stack sets it for its Lambda."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,8 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     auth = LocalUsers.from_passwords(
         {name: (str(user["role"]), str(user["password"])) for name, user in users.items()}
     )
+    given = os.environ.get(PLATFORM_NAMES_ENV)
+    names = PlatformNames(**json.loads(given)) if given else PlatformNames.for_stage(args.stage)
     app = create_app(
-        PlatformNames.for_stage(args.stage),
+        names,
         auth,
         secret_key=secrets.token_hex(32),  # sessions end with the platform
         secure_cookies=False,  # plain HTTP on loopback

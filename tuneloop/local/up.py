@@ -26,8 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from tuneloop import stack_outputs as out
+from tuneloop.local.console_server import PLATFORM_NAMES_ENV
 from tuneloop.local.lambda_runtime import subprocess_environment
 from tuneloop.local.platform import REPO_ROOT, LocalPlatform, PlatformError
+from tuneloop.operations.names import PlatformNames
 
 EXAMPLES = REPO_ROOT / "examples"
 ROLES = ("viewer", "operator", "admin")
@@ -147,7 +149,17 @@ def console_environment(platform: LocalPlatform) -> dict[str, str]:
         and not key.startswith("AWS_SECRET")
         and key != "AWS_SESSION_TOKEN"
     }
-    return subprocess_environment({**service, **credentials.environment(), "TUNELOOP_STAGE": STAGE})
+    # The names as the Console stack gives its Lambda (PLATFORM_NAMES), so the console role
+    # needs no cloudformation:DescribeStacks here either.
+    names = PlatformNames.from_outputs(STAGE, outputs).to_dict()
+    return subprocess_environment(
+        {
+            **service,
+            **credentials.environment(),
+            "TUNELOOP_STAGE": STAGE,
+            PLATFORM_NAMES_ENV: json.dumps(names),
+        }
+    )
 
 
 def exports(platform: LocalPlatform) -> dict[str, str]:
