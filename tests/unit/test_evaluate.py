@@ -96,7 +96,8 @@ def test_shared_prefixes_score_like_the_direct_computation(
     pairs = [lm.encode_pair(tokenizer, *request) for request in PREFIX_REQUESTS]
     keys = [tuple(context + cont)[:-1] for context, cont in pairs]
     tails = {key: len(cont) for key, (_, cont) in zip(keys, pairs, strict=True)}
-    shared = [length for length, members in lm.prefix_groups(tails) if len(members) > 1]
+    groups = lm.prefix_groups(tails, always=True)
+    shared = [length for length, members in groups if len(members) > 1]
     assert shared and max(shared) >= len(lm.encode(tokenizer, SHARED)) // 2  # cache is used
     got = lm.loglikelihoods_greedy(
         model, tokenizer, PREFIX_REQUESTS, batch_size, share_prefixes=True
@@ -112,13 +113,96 @@ def test_prefix_groups_keep_a_token_per_key_and_split_short_prefixes() -> None:
     b = (1,) * 20 + (4,)
     c = (1,) * 20
     other = (9, 9, 9)
-    groups = lm.prefix_groups({b: 1, other: 1, a: 1, c: 1})
+    groups = lm.prefix_groups({b: 1, other: 1, a: 1, c: 1}, always=True)
     assert groups == [(19, [c, a, b]), (0, [other])]
     # A key whose needed positions reach into the shared part shortens the prefix.
-    assert lm.prefix_groups({b: 1, a: 5}) == [(17, [a, b])]
+    assert lm.prefix_groups({b: 1, a: 5}, always=True) == [(17, [a, b])]
     assert lm.prefix_groups({a: 1, b: 1}, share=False) == [(0, [a, b])]
-    short = lm.prefix_groups({(1, 2, 3, 4): 1, (1, 2, 3, 5): 1})
-    assert short == [(0, [(1, 2, 3, 4)]), (0, [(1, 2, 3, 5)])]
+    short = lm.prefix_groups({(1, 2, 3, 4): 1, (1, 2, 3, 5): 1}, always=True)
+    assert short == [(0, [(1, 2, 3, 4), (1, 2, 3, 5)])]  # too short: batched unshared
+
+
+def test_cost_model_shares_long_prefixes_of_large_groups_only() -> None:
+    # Saved (n - 1) * P against n * P * KV_ROW_COST + GROUP_OVERHEAD_TOKENS.
+    assert lm.sharing_pays(500, 20)  # 5-shot MMLU, one subject
+    assert lm.sharing_pays(500, 2)
+    assert lm.sharing_pays(20, 250)  # 0-shot header, a whole subject
+    assert not lm.sharing_pays(20, 2)  # the header over two items: overhead dominates
+    assert not lm.sharing_pays(20, 4)
+    assert not lm.sharing_pays(1000, 1)  # nothing to share with
+    assert not lm.sharing_pays(lm.MIN_SHARED_PREFIX - 1, 10_000)
+    # Break-even is monotone: more rows or a longer prefix never turns sharing off.
+    for rows in range(1, 40):
+        for length in range(1, 120):
+            if lm.sharing_pays(length, rows):
+                assert lm.sharing_pays(length + 1, rows) and lm.sharing_pays(length, rows + 1)
+
+
+def mmlu_like_keys(
+    subjects: int, per_subject: int, header: int, first: int = 100
+) -> dict[tuple[int, ...], int]:
+    """Inputs of ``subjects`` groups, each a ``header``-token prefix and a distinct question."""
+    keys: dict[tuple[int, ...], int] = {}
+    for subject in range(first, first + subjects):
+        for question in range(per_subject):
+            keys[(7,) * 5 + (subject,) * header + (question, 3, question)] = 1
+    return keys
+
+
+def test_prefix_groups_follow_the_cost_model_per_group() -> None:
+    # A long-prefix subject of 20 items shares; a subject of 2 items with a short header
+    # joins the unshared rest, batched with it rather than on its own.
+    keys = {**mmlu_like_keys(1, 20, 400), **mmlu_like_keys(1, 2, 6, first=200)}
+    groups = lm.prefix_groups(keys)
+    assert [(length, len(members)) for length, members in groups] == [(405, 20), (0, 2)]
+    assert sorted(k for _, members in groups for k in members) == sorted(keys)
+    # Every input appears once, whatever the decision.
+    many = mmlu_like_keys(6, 3, 10)
+    flat = [k for _, members in lm.prefix_groups(many) for k in members]
+    assert sorted(flat) == sorted(many)
+    assert lm.prefix_groups(many) == [(0, sorted(many))]  # 15-token prefixes x 3: no gain
+
+
+FEWSHOT = "The following are solved questions about arithmetic.\n\n" + "".join(
+    f"Question: {a}+{a}?\nAnswer: {2 * a}\n\n" for a in range(1, 6)
+)
+MMLU_LIKE = [
+    (prefix + f"Question: {q}+{q}?\nAnswer:", f" {letter}")
+    for prefix in (FEWSHOT, "Q.\n")  # the second too short to pay for six items
+    for q in range(6, 12)
+    for letter in "ABCD"
+]
+
+
+def test_default_sharing_is_used_and_scores_like_plain_batching(tiny: tuple[Any, Any]) -> None:
+    model, tokenizer = tiny
+    pairs = [lm.encode_pair(tokenizer, *request) for request in MMLU_LIKE]
+    tails = {tuple(c + x)[:-1]: len(x) for c, x in pairs}
+    groups = lm.prefix_groups(tails)
+    assert groups[0][0] > 100 and len(groups[0][1]) == 6  # the few-shot subject shares
+    assert groups[-1][0] == 0  # the short header's items are batched plain
+    plain = lm.loglikelihoods_greedy(model, tokenizer, MMLU_LIKE, 4, share_prefixes=False)
+    for batch_size in (1, 3, 8):
+        got = lm.loglikelihoods_greedy(model, tokenizer, MMLU_LIKE, batch_size)
+        assert [ll for ll, _ in got] == pytest.approx([ll for ll, _ in plain], abs=1e-5)
+        assert [g for _, g in got] == [g for _, g in plain]
+        # Same choice per question (4 requests each) as plain batching.
+        for start in range(0, len(MMLU_LIKE), 4):
+            mine = [ll for ll, _ in got[start : start + 4]]
+            theirs = [ll for ll, _ in plain[start : start + 4]]
+            assert mine.index(max(mine)) == theirs.index(max(theirs))
+
+
+def test_shared_scoring_is_deterministic_across_runs_and_batch_sizes(
+    tiny: tuple[Any, Any],
+) -> None:
+    model, tokenizer = tiny
+    first = lm.loglikelihoods_greedy(model, tokenizer, MMLU_LIKE, 3)
+    assert lm.loglikelihoods_greedy(model, tokenizer, MMLU_LIKE, 3) == first  # bit for bit
+    for batch_size in (1, 2, 5, 16):
+        again = lm.loglikelihoods_greedy(model, tokenizer, MMLU_LIKE, batch_size)
+        assert [ll for ll, _ in again] == pytest.approx([ll for ll, _ in first], abs=1e-5)
+        assert [g for _, g in again] == [g for _, g in first]
 
 
 def test_length_batches_bound_size_and_padding() -> None:

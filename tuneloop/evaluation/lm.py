@@ -7,7 +7,9 @@ and inputs longer than the model's window are cut from the left. Requests are so
 length (longest first) and requests with identical model input share one forward pass
 (MMLU's four one-token answers need one pass per question). Rows are left-padded with
 explicit position ids, so only the last few positions' logits are computed and a padded
-row scores exactly as it would alone (up to float rounding).
+row scores exactly as it would alone (up to float rounding). Inputs sharing a long prompt
+prefix (MMLU's subject header and few-shot examples) encode it once and continue from its
+KV cache when ``sharing_pays`` says so for that group.
 """
 
 from __future__ import annotations
@@ -69,7 +71,8 @@ def loglikelihoods(
     return [ll for ll, _ in loglikelihoods_greedy(model, tokenizer, requests, batch_size, progress)]
 
 
-SHARE_PREFIXES = False
+# Prefix sharing when a call does not say: None lets ``sharing_pays`` decide per group.
+SHARE_PREFIXES: bool | None = None
 
 
 @torch.inference_mode()
@@ -79,13 +82,15 @@ def loglikelihoods_greedy(
     requests: Sequence[tuple[str, str]],
     batch_size: int,
     progress: Progress | None = None,
-    share_prefixes: bool = SHARE_PREFIXES,
+    share_prefixes: bool | None = None,
 ) -> list[tuple[float, bool]]:
     """(log P(continuation | context), is the continuation the greedy one) per request.
 
     ``share_prefixes``: encode a prompt prefix shared by several inputs once and continue
-    from its KV cache (``prefix_groups``). Off by default: on CPU it measured slower per
-    token than plain batches (docs/benchmarks.md), though it computes far fewer tokens.
+    from its KV cache (``prefix_groups``). None (default): ``SHARE_PREFIXES``, itself None:
+    per group, where the cost model ``sharing_pays`` expects it to be faster; True: every
+    group of two or more inputs; False: never. The
+    grouping depends on the inputs only, never on ``batch_size``.
     """
     window = max_length(model)
     # Model input (without the continuation's last token) -> [(request index, cont ids)].
@@ -103,7 +108,10 @@ def loglikelihoods_greedy(
     parts = _model_parts(model)
     done = 0
     tails = {key: max(len(cont) for _, cont in reqs) for key, reqs in groups.items()}
-    for prefix_length, keys in prefix_groups(tails, share_prefixes and parts is not None):
+    if share_prefixes is None:
+        share_prefixes = SHARE_PREFIXES
+    share = parts is not None and share_prefixes is not False
+    for prefix_length, keys in prefix_groups(tails, share, always=bool(share_prefixes)):
         prefix_cache = None
         if prefix_length:
             assert parts is not None
@@ -131,9 +139,33 @@ def loglikelihoods_greedy(
 # A prompt prefix shorter than this is recomputed per row: a cache copy costs more.
 MIN_SHARED_PREFIX = 8
 
+# The cost model of a shared prefix, in units of "one token through the decoder".
+# Sharing a P-token prefix over a group of n inputs computes the prefix once instead of n
+# times, but each of the n rows then reads (and, in DynamicCache, copies) the P cached
+# positions in every layer, and the group's suffixes form batches of their own. Measured
+# on CPU (SmolLM2-135M, float32, 2 threads; suffix 100 tokens, prefix 15-500, 1-8 rows):
+# a row continuing from a cached prefix costs ~0.1-0.2 tokens per prefix token more than a
+# row of the suffix alone, and a group's extra forward passes (the prefix's own, a partly
+# filled last batch) ~30-60 tokens' worth. Both are taken at the high end, so a group
+# shares only when it is clearly faster than plain batching.
+KV_ROW_COST = 0.2
+GROUP_OVERHEAD_TOKENS = 64
+
+
+def sharing_pays(prefix_length: int, rows: int) -> bool:
+    """Whether encoding a ``prefix_length``-token prefix once for ``rows`` inputs is faster.
+
+    Saved: (rows - 1) * prefix_length decoder tokens; paid: rows * prefix_length *
+    ``KV_ROW_COST`` plus ``GROUP_OVERHEAD_TOKENS``.
+    """
+    if rows < 2 or prefix_length < MIN_SHARED_PREFIX:
+        return False
+    saved = (rows - 1) * prefix_length
+    return saved > rows * prefix_length * KV_ROW_COST + GROUP_OVERHEAD_TOKENS
+
 
 def prefix_groups(
-    tails: Mapping[tuple[int, ...], int], share: bool = True
+    tails: Mapping[tuple[int, ...], int], share: bool = True, always: bool = False
 ) -> list[tuple[int, list[tuple[int, ...]]]]:
     """Inputs grouped by a shared leading prefix: ``[(prefix length, keys)]``.
 
@@ -142,7 +174,9 @@ def prefix_groups(
     first and last key. A key joins the group while the common prefix stays at least
     ``MIN_SHARED_PREFIX`` tokens and half its length so far. ``tails`` maps each key to the
     number of its last positions whose logits are needed: those stay out of the prefix.
-    Prefix 0: no sharing.
+    A group is kept only where ``sharing_pays`` (every group of 2+ keys with ``always``);
+    the keys of every other group are batched together, unshared, as one last group of
+    prefix 0. The result depends on ``tails`` only.
     """
     ordered = sorted(tails)
     if not share:
@@ -158,7 +192,15 @@ def prefix_groups(
                 grouped[-1] = (common, [*members, key])
                 continue
         grouped.append((0, [key]))
-    return [(shared if len(members) > 1 else 0, members) for shared, members in grouped]
+    kept: list[tuple[int, list[tuple[int, ...]]]] = []
+    plain: list[tuple[int, ...]] = []
+    for shared, members in grouped:
+        pays = len(members) > 1 and (always or sharing_pays(shared, len(members)))
+        if pays:
+            kept.append((shared, members))
+        else:
+            plain.extend(members)
+    return kept + ([(0, plain)] if plain else [])
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
