@@ -17,6 +17,11 @@ Printed:
 Run (needs the ``ml`` and ``dev`` groups; ~35 s more the first time, to convert the model)::
 
     .venv/bin/python benchmarks/eval_fidelity.py --items 40 --batch-size 8
+    .venv/bin/python benchmarks/eval_fidelity.py --subjects 4 --items-per-subject 20 --shots 5
+
+The second is shaped like a real run (items of a subject share the header and, at few
+shot, the solved examples); ``--share off`` times plain batching, ``--no-baseline`` times
+ours alone (``--items 0`` is the whole 14,042-item set).
 """
 
 from __future__ import annotations
@@ -66,6 +71,9 @@ class Args:
     fewshot: int
     repeats: int
     subjects: int
+    items_per_subject: int
+    share: str
+    baseline: bool
 
 
 def parse_args(argv: list[str] | None = None) -> Args:
@@ -74,7 +82,9 @@ def parse_args(argv: list[str] | None = None) -> Args:
     parser.add_argument("--batch-size", type=int, default=8, help="batch size of both scorers")
     parser.add_argument("--seed", type=int, default=0, help="seed of the stratified subset")
     parser.add_argument("--model", default="smollm2-135m-instruct", help="catalog reference")
-    parser.add_argument("--fewshot", type=int, default=0, help="solved examples per prompt")
+    parser.add_argument(
+        "--fewshot", "--shots", type=int, default=0, help="solved examples per prompt"
+    )
     parser.add_argument("--repeats", type=int, default=3, help="interleaved runs of each")
     parser.add_argument(
         "--subjects",
@@ -83,8 +93,37 @@ def parse_args(argv: list[str] | None = None) -> Args:
         help="draw the items from the first N subjects only (0: all), as a full-MMLU run "
         "has ~250 questions per subject sharing the header and the few-shot examples",
     )
+    parser.add_argument(
+        "--items-per-subject",
+        type=int,
+        default=0,
+        help="with --subjects: this many items of each subject (a stratified draw within "
+        "it) instead of --items in all; a real MMLU run has ~250 per subject",
+    )
+    parser.add_argument(
+        "--share",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="our prefix sharing: the cost model (default), every group, or never",
+    )
+    parser.add_argument(
+        "--no-baseline",
+        action="store_true",
+        help="time ours only, once (the full 14k set; --items 0 --subjects 0)",
+    )
     ns = parser.parse_args(argv)
-    return Args(ns.items, ns.batch_size, ns.seed, ns.model, ns.fewshot, ns.repeats, ns.subjects)
+    return Args(
+        ns.items,
+        ns.batch_size,
+        ns.seed,
+        ns.model,
+        ns.fewshot,
+        ns.repeats,
+        ns.subjects,
+        ns.items_per_subject,
+        ns.share,
+        not ns.no_baseline,
+    )
 
 
 def subset_rows(items: list[MultipleChoiceItem]) -> list[dict[str, Any]]:
@@ -186,22 +225,45 @@ def main(argv: list[str] | None = None) -> int:
     model.eval()
     print(f"model ready in {time.perf_counter() - started:.1f}s", flush=True)
 
+    from tuneloop.evaluation import lm as tuneloop_lm
+
+    tuneloop_lm.SHARE_PREFIXES = {"auto": None, "on": True, "off": False}[args.share]
     if args.subjects:
         every = with_fewshot(read_mmlu(mmlu_data_path()), args.fewshot)
         chosen = sorted({item.tags[0] for item in every})[: args.subjects]
-        items = stratified_subset(
-            [item for item in every if item.tags[0] in chosen], args.items, args.seed
-        )
+        if args.items_per_subject:
+            picked = {
+                item.id
+                for subject in chosen
+                for item in stratified_subset(
+                    [i for i in every if i.tags[0] == subject], args.items_per_subject, args.seed
+                )
+            }
+            items = [item for item in every if item.id in picked]
+        else:
+            items = stratified_subset(
+                [item for item in every if item.tags[0] in chosen], args.items, args.seed
+            )
     else:
-        bench = load_mmlu(args.items, args.seed, num_fewshot=args.fewshot)
+        bench = load_mmlu(args.items or None, args.seed, num_fewshot=args.fewshot)
         items = [item for item in bench.items if isinstance(item, MultipleChoiceItem)]
     if any(len(item.choices) != 4 for item in items):
         raise SystemExit("expected four choices per MMLU item")
     print(
         f"{len(items)} MMLU items, {args.fewshot}-shot, over "
-        f"{len({i.tags[0] for i in items})} subjects; {torch.get_num_threads()} threads",
+        f"{len({i.tags[0] for i in items})} subjects; {torch.get_num_threads()} threads; "
+        f"prefix sharing: {args.share}",
         flush=True,
     )
+    if not args.baseline:
+        run_ours(model, tokenizer, items[:2], args.batch_size)
+        solo, elapsed = run_ours(model, tokenizer, items, args.batch_size)
+        acc = sum(r["score"] for r in solo) / len(items)
+        print(
+            f"ours: {len(items)} items in {elapsed:.1f}s ({len(items) / elapsed:.2f} items/s), "
+            f"acc {acc:.4f}"
+        )
+        return 0
 
     # lm-eval's defaults (logits cache on: one forward per context; right padding; full
     # logits) with our batch size.
@@ -215,22 +277,34 @@ def main(argv: list[str] | None = None) -> int:
     # The machine may be shared: whole runs alternate (A B, B A, ...) and the ratio is taken
     # per pair, so a burst of load elsewhere hits both alike; the median pair is reported.
     ratios: list[float] = []
+    plain_ratios: list[float] = []
     ours: list[dict[str, Any]] = []
+    plain: list[dict[str, Any]] = []
     theirs_lls: list[float] = []
+    # Plain batching (sharing off) runs in the same rotation, unless it is what ours is.
+    order = ["ours", "lm-eval"] + (["plain"] if args.share != "off" else [])
     for repeat in range(args.repeats):
         times: dict[str, float] = {}
-        for runner in ("ours", "lm-eval") if repeat % 2 == 0 else ("lm-eval", "ours"):
+        shift = repeat % len(order)
+        for runner in order[shift:] + order[:shift]:
             if runner == "ours":
                 ours, times[runner] = run_ours(model, tokenizer, items, args.batch_size)
+            elif runner == "plain":
+                default, tuneloop_lm.SHARE_PREFIXES = tuneloop_lm.SHARE_PREFIXES, False
+                plain, times[runner] = run_ours(model, tokenizer, items, args.batch_size)
+                tuneloop_lm.SHARE_PREFIXES = default
             else:
                 theirs_lls, times[runner] = run_lm_eval_requests(lm, requests)
         ratios.append(times["lm-eval"] / times["ours"])
-        print(
+        line = (
             f"  repeat {repeat + 1}/{args.repeats}: ours {times['ours']:.1f}s "
             f"({len(items) / times['ours']:.2f} items/s), lm-eval {times['lm-eval']:.1f}s "
-            f"({len(items) / times['lm-eval']:.2f} items/s), ratio {ratios[-1]:.2f}",
-            flush=True,
+            f"({len(items) / times['lm-eval']:.2f} items/s), ratio {ratios[-1]:.2f}"
         )
+        if "plain" in times:
+            plain_ratios.append(times["plain"] / times["ours"])
+            line += f"; plain batching {times['plain']:.1f}s, ours/plain {plain_ratios[-1]:.2f}"
+        print(line, flush=True)
 
     # Fidelity on the identical requests: per-choice log-likelihoods and predictions.
     max_delta_requests = 0.0
@@ -244,6 +318,13 @@ def main(argv: list[str] | None = None) -> int:
         acc_norm_equal &= mine["prediction_norm"] == max(
             range(4), key=lambda c: direct[c] / lengths[c]
         )
+
+    max_delta_plain = 0.0
+    plain_equal = True
+    for mine, other in zip(ours, plain, strict=False):
+        plain_equal &= mine["prediction"] == other["prediction"]
+        for ll, plain_ll in zip(mine["loglikelihoods"], other["loglikelihoods"], strict=True):
+            max_delta_plain = max(max_delta_plain, abs(ll - plain_ll))
 
     n = len(items)
     print()
@@ -271,7 +352,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"max |delta loglik| vs lm-eval task: {max_delta:.3g} (goal <= 1e-4)")
         print(f"acc: ours {ours_acc:.4f}, lm-eval {theirs_acc:.4f}; per item equal: {acc_equal}")
     print(f"ratios per repeat: {', '.join(f'{r:.2f}' for r in ratios)}")
-    print(f"ours/lm-eval speed ratio = {statistics.median(ratios):.2f} (median; goal >= 2)")
+    if plain_ratios:
+        print(
+            f"max |delta loglik| vs plain batching: {max_delta_plain:.3g}; "
+            f"predictions equal: {plain_equal}"
+        )
+        print(
+            f"ours/plain batching speed ratio = {statistics.median(plain_ratios):.2f} "
+            f"(median; goal >= 1)"
+        )
+    goal = 5 if args.fewshot else 2
+    print(f"ours/lm-eval speed ratio = {statistics.median(ratios):.2f} (median; goal >= {goal})")
     return 0
 
 
