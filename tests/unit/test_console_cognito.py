@@ -23,7 +23,7 @@ KEY = RSAKey.generate_key(2048, parameters={"kid": "k1"})
 OTHER_KEY = RSAKey.generate_key(2048, parameters={"kid": "k1"})
 
 
-def id_token(key: RSAKey = KEY, **overrides: Any) -> str:
+def id_token(overrides: dict[str, Any] | None = None, key: RSAKey = KEY) -> str:
     claims = {
         "iss": ISSUER,
         "aud": CLIENT,
@@ -34,7 +34,7 @@ def id_token(key: RSAKey = KEY, **overrides: Any) -> str:
         "exp": NOW + 3600,
         "iat": NOW,
     }
-    claims.update(overrides)
+    claims.update(overrides or {})
     claims = {k: v for k, v in claims.items() if v is not None}
     return jwt.encode({"alg": "RS256", "kid": "k1"}, claims, key)
 
@@ -86,12 +86,12 @@ def test_code_exchange_posts_the_code_with_the_client_secret_and_takes_the_highe
     ("token", "problem"),
     [
         (id_token(key=OTHER_KEY), "not valid"),
-        (id_token(iss="https://cognito-idp.eu-west-1.amazonaws.com/other"), "iss"),
-        (id_token(aud="another-client"), "aud"),
-        (id_token(token_use="access"), "token_use"),
-        (id_token(exp=NOW - 10), "expired"),
-        (id_token(**{"cognito:groups": ["staff"]}), "no console group"),
-        (id_token(**{"cognito:groups": None}), "no console group"),
+        (id_token({"iss": "https://cognito-idp.eu-west-1.amazonaws.com/other"}), "iss"),
+        (id_token({"aud": "another-client"}), "aud"),
+        (id_token({"token_use": "access"}), "token_use"),
+        (id_token({"exp": NOW - 10}), "expired"),
+        (id_token({"cognito:groups": ["staff"]}), "no console group"),
+        (id_token({"cognito:groups": None}), "no console group"),
     ],
 )
 def test_a_token_that_is_not_for_this_console_is_refused(token: str, problem: str) -> None:
@@ -100,7 +100,7 @@ def test_a_token_that_is_not_for_this_console_is_refused(token: str, problem: st
 
 
 def test_admin_group_wins_and_no_passwords_are_checked_here() -> None:
-    fake = FakeCognito(id_token(**{"cognito:groups": ["admin", "viewer"]}))
+    fake = FakeCognito(id_token({"cognito:groups": ["admin", "viewer"]}))
     auth = auth_for(fake)
     assert auth.exchange_code("c", "https://c/cb").role == "admin"
     assert auth.check_password("alice", "anything") is None
