@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     from tuneloop.connectors.commands import add_parser as add_connectors
 
     add_connectors(commands)
+    from tuneloop.operations.commands import add_parser as add_operations
+
+    add_operations(commands)
     return parser
 
 
@@ -94,6 +97,11 @@ def main(argv: list[str] | None = None) -> int:
         from tuneloop.data_cli.commands import run_command as run_data_command
 
         return run_data_command(args)
+    from tuneloop.operations.commands import COMMANDS
+    from tuneloop.operations.commands import run_command as run_operations
+
+    if args.command in COMMANDS:
+        return run_operations(args)
     return int(args.func(args))
 
 

@@ -1,0 +1,154 @@
+"""`tuneloop models|runs|deploy|rollback|freeze|unfreeze|audit|status`: the operations CLI.
+
+Exit codes: 0 ok, 1 failure, 2 usage (unknown version, bad input), 3 conflict (not allowed now).
+Errors go to stderr with what to do; ``--json`` prints the views' dicts for scripts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from tuneloop.operations.tables import details, table
+
+OK, FAILURE, USAGE, CONFLICT = 0, 1, 2, 3
+COMMANDS = ("models", "runs", "deploy", "rollback", "freeze", "unfreeze", "audit", "status")
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--stage", help="the stage (default: $TUNELOOP_STAGE, else cdk.json's)")
+    parser.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+
+def add_parser(commands: Any) -> None:
+    """Add the operations subcommands to the top-level parser."""
+    models = commands.add_parser("models", help="model versions: list, show, compare")
+    models_sub = models.add_subparsers(dest="models_command", required=True)
+    _common(models_sub.add_parser("list", help="every version, newest first"))
+    show = models_sub.add_parser("show", help="one version's lineage")
+    show.add_argument("version")
+    _common(show)
+    compare = models_sub.add_parser("compare", help="two versions side by side")
+    compare.add_argument("a")
+    compare.add_argument("b")
+    _common(compare)
+
+    runs = commands.add_parser("runs", help="retrain runs: list, show, start, stop")
+    runs_sub = runs.add_subparsers(dest="runs_command", required=True)
+    _common(runs_sub.add_parser("list", help="recent runs"))
+    run_show = runs_sub.add_parser("show", help="one run's stage timeline")
+    run_show.add_argument("id")
+    _common(run_show)
+    _common(runs_sub.add_parser("start", help="start a retrain run now"))
+    stop = runs_sub.add_parser("stop", help="stop a running run")
+    stop.add_argument("id")
+    _common(stop)
+
+    deploy = commands.add_parser("deploy", help="deploy an approved version")
+    deploy.add_argument("version")
+    _common(deploy)
+    rollback = commands.add_parser("rollback", help="restore last-known-good (or --to VERSION)")
+    rollback.add_argument("--to", dest="to_version", help="an earlier approved version")
+    _common(rollback)
+    freeze = commands.add_parser("freeze", help="hold automatic deploys")
+    freeze.add_argument("--reason", required=True, help="why (kept in the audit trail)")
+    _common(freeze)
+    _common(commands.add_parser("unfreeze", help="let automatic deploys through again"))
+    audit = commands.add_parser("audit", help="the audit trail, newest first")
+    audit.add_argument("--who")
+    audit.add_argument("--action")
+    audit.add_argument("--target")
+    audit.add_argument("--limit", type=int, default=50)
+    _common(audit)
+    _common(commands.add_parser("status", help="production, freeze and alarms"))
+
+
+def _dump(value: Any) -> Any:
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    if isinstance(value, list):
+        return [_dump(v) for v in value]
+    return value
+
+
+def _models(names: Any, args: argparse.Namespace) -> tuple[Any, Callable[[Any], str]]:
+    from tuneloop.operations import views
+
+    if args.models_command == "list":
+        return views.list_models(names), table
+    if args.models_command == "show":
+        return views.model_detail(names, args.version), details
+    return views.compare_models(names, args.a, args.b), details
+
+
+def _runs(names: Any, args: argparse.Namespace, actor: Any) -> tuple[Any, Callable[[Any], str]]:
+    from tuneloop.operations import actions, views_runs
+
+    if args.runs_command == "list":
+        return views_runs.list_runs(names), table
+    if args.runs_command == "show":
+        return views_runs.run_detail(names, args.id), details
+    if args.runs_command == "start":
+        return actions.start_run(names, actor), details
+    actions.stop_run(names, actor, args.id)
+    return {"stopped": args.id}, details
+
+
+def _dispatch(names: Any, args: argparse.Namespace) -> tuple[Any, Callable[[Any], str]]:
+    from tuneloop.operations import actions, views, views_data
+    from tuneloop.operations.audit import Actor
+
+    command = args.command
+    if command == "models":
+        return _models(names, args)
+    if command == "audit":
+        records = views.audit_records(
+            names, who=args.who, action=args.action, target=args.target, limit=args.limit
+        )
+        return records, table
+    if command == "status":
+        status = {
+            "production": _dump(views.production(names)),
+            "alarms": _dump(views_data.alarm_states(names)),
+        }
+        return status, details
+    actor = Actor.from_iam("cli")
+    if command == "runs":
+        return _runs(names, args, actor)
+    if command == "deploy":
+        return actions.deploy_version(names, actor, args.version), details
+    if command == "rollback":
+        return actions.roll_back(names, actor, to_version=args.to_version), details
+    if command == "freeze":
+        return actions.freeze(names, actor, args.reason), details
+    return actions.unfreeze(names, actor), details
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run one operations command; returns the exit code."""
+    from tuneloop.operations.actions import ActionError
+    from tuneloop.operations.names import NamesError, PlatformNames, default_stage
+    from tuneloop.operations.views import ViewError
+    from tuneloop.operations.views_runs import RunNotFoundError
+
+    try:
+        names = PlatformNames.for_stage(default_stage(args.stage))
+        result, render = _dispatch(names, args)
+    except ActionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return int(exc.exit_code)
+    except (ViewError, RunNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return USAGE
+    except NamesError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return FAILURE
+    data = _dump(result)
+    if args.json:
+        print(json.dumps(data, indent=2, default=str))
+    else:
+        print(render(data))
+    return OK
