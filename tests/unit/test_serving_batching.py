@@ -11,10 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from serving_client import post
 from tiny_models import make_tiny_causal_lm
 
 from tuneloop.serving.batching import Batcher, BatchSettings
+from tuneloop.serving.continuous import ContinuousBatch, Running
+from tuneloop.serving.decode import DecodeResult
 from tuneloop.serving.engine import GenerationRequest, Generator, RequestError, parse_request
 from tuneloop.serving.http import InferenceServer, make_server
 
@@ -86,9 +89,8 @@ def test_concurrent_requests_are_batched_and_match_their_solo_outputs(
     server: InferenceServer, generator: RecordingGenerator
 ) -> None:
     solo = [alone(generator, payload) for payload in PAYLOADS]
-    generator.batch_sizes.clear()
     results = post_concurrently(server, [json.dumps(p).encode() for p in PAYLOADS])
-    assert max(generator.batch_sizes) >= 2, generator.batch_sizes  # really batched
+    assert server.batcher.peak_rows >= 2, server.batcher.admissions  # really batched
     for (status, body), expected in zip(results, solo, strict=True):
         assert status == 200, body
         assert body["generated_text"] == expected["generated_text"]
@@ -154,7 +156,6 @@ def test_ping_answers_while_a_batch_is_generating(
 
 def test_batches_never_exceed_the_max_size(generator: RecordingGenerator) -> None:
     batcher = Batcher(generator, BatchSettings(max_batch_size=2, wait_ms=200))
-    generator.batch_sizes.clear()
     request = parse_request({"prompt": "hi", "parameters": {"max_new_tokens": 2}})
     threads = [threading.Thread(target=batcher.submit, args=(request,)) for _ in range(5)]
     for thread in threads:
@@ -162,14 +163,14 @@ def test_batches_never_exceed_the_max_size(generator: RecordingGenerator) -> Non
     for thread in threads:
         thread.join(timeout=60)
     batcher.close()
-    assert sum(generator.batch_sizes) == 5
-    assert max(generator.batch_sizes) == 2
+    assert sum(batcher.admissions) == 5
+    assert batcher.peak_rows == 2
 
 
 def wait_for(condition: Callable[[], bool], seconds: float) -> bool:
     deadline = time.monotonic() + seconds
     while not condition() and time.monotonic() < deadline:
-        time.sleep(0.01)
+        time.sleep(0.001)
     return condition()
 
 
@@ -177,68 +178,77 @@ def test_a_lone_request_starts_without_waiting_the_window(
     generator: RecordingGenerator,
 ) -> None:
     batcher = Batcher(generator, BatchSettings(max_batch_size=8, wait_ms=10_000))
-    generator.batch_sizes.clear()
     request = parse_request({"prompt": "hi", "parameters": {"max_new_tokens": 2}})
-    threads = [threading.Thread(target=batcher.submit, args=(request,)) for _ in range(2)]
     try:
-        with generator._lock:  # the worker blocks inside its batch, as in a long generation
-            threads[0].start()
-            # Nothing else announced: the batch starts at once, well before the 10 s window.
-            assert wait_for(lambda: generator.batch_sizes == [1], 5), generator.batch_sizes
-            threads[1].start()  # arrives while the first batch runs: it waits for the next
+        started = time.monotonic()
+        batcher.submit(request)  # nothing else announced: no 10 s wait
+        assert time.monotonic() - started < 5
     finally:
-        for thread in threads:
-            thread.join(timeout=60)
         batcher.close()
-    assert generator.batch_sizes == [1, 1]
+    assert batcher.admissions == [1]
 
 
-def test_an_announced_request_joins_the_batch(generator: RecordingGenerator) -> None:
+def test_an_announced_request_joins_the_first_prefill(generator: RecordingGenerator) -> None:
     batcher = Batcher(generator, BatchSettings(max_batch_size=8, wait_ms=10_000))
-    generator.batch_sizes.clear()
     request = parse_request({"prompt": "hi", "parameters": {"max_new_tokens": 2}})
     batcher.announce()  # a second request is being read by a handler
     first = threading.Thread(target=batcher.submit, args=(request,))
     second = threading.Thread(target=batcher.submit, args=(request,), kwargs={"announced": True})
     try:
         first.start()
-        assert not wait_for(lambda: bool(generator.batch_sizes), 0.3)  # held open for it
+        assert not wait_for(lambda: bool(batcher.admissions), 0.3)  # held open for it
         second.start()
     finally:
         first.join(timeout=60)
         second.join(timeout=60)
         batcher.close()
-    assert generator.batch_sizes == [2]
+    assert batcher.admissions == [2]
 
 
-def test_the_next_batch_waits_for_the_clients_just_answered(
+def longest_prompt(generator: Generator, max_new_tokens: int) -> dict[str, Any]:
+    """Of a few prompts, the one whose greedy answer runs longest on the tiny model."""
+    candidates = [
+        {"prompt": prompt, "parameters": {"max_new_tokens": max_new_tokens}}
+        for prompt in ("hello", "abc", "zz top", "what is this", "tell me more", "x")
+    ]
+    return max(candidates, key=lambda c: alone(generator, c)["completion_tokens"])
+
+
+def test_a_request_joins_the_running_batch_and_leaves_when_it_ends(
     generator: RecordingGenerator,
 ) -> None:
-    batcher = Batcher(generator, BatchSettings(max_batch_size=8, wait_ms=10_000))
-    generator.batch_sizes.clear()
-    request = parse_request({"prompt": "hi", "parameters": {"max_new_tokens": 2}})
+    long = longest_prompt(generator, 400)
+    long_solo = alone(generator, long)
+    assert long_solo["completion_tokens"] >= 100, long_solo  # long enough to join it
+    short = {"prompt": "a short one", "parameters": {"max_new_tokens": 3}}
+    short_solo = alone(generator, short)
+    batcher = Batcher(generator, BatchSettings(max_batch_size=4, wait_ms=0))
+    results: dict[str, Any] = {}
+    finished: list[str] = []
 
-    def submit_in_thread() -> threading.Thread:
-        thread = threading.Thread(target=batcher.submit, args=(request,))
-        thread.start()
-        started.append(thread)
-        return thread
+    def submit(name: str, payload: dict[str, Any]) -> None:
+        results[name] = batcher.submit(parse_request(payload))
+        finished.append(name)
 
-    started: list[threading.Thread] = []
+    threads = [threading.Thread(target=submit, args=("long", long))]
     try:
-        with generator._lock:  # A runs alone; B and C queue behind it
-            first = submit_in_thread()
-            assert wait_for(lambda: generator.batch_sizes == [1], 5), generator.batch_sizes
-            submit_in_thread(), submit_in_thread()
-            assert wait_for(lambda: batcher._queue.qsize() == 2, 5)
-        first.join(timeout=60)  # A is answered: its client comes back with its next request
-        submit_in_thread()
+        threads[0].start()
+        assert wait_for(lambda: batcher.active_rows == 1, 10)  # the long one is decoding
+        threads.append(threading.Thread(target=submit, args=("short", short)))
+        threads[1].start()
+        threads[1].join(timeout=60)
+        # The short request joined the running batch and left it before the long one ended.
+        assert finished == ["short"], finished
+        assert batcher.peak_rows == 2
     finally:
-        for thread in started:
+        for thread in threads:
             thread.join(timeout=60)
         batcher.close()
-    # B and C waited for A's client instead of leaving it alone for the next round.
-    assert generator.batch_sizes == [1, 3]
+    assert finished == ["short", "long"]
+    assert batcher.admissions == [1, 1]
+    for name, solo in (("long", long_solo), ("short", short_solo)):
+        assert results[name]["generated_text"] == solo["generated_text"]
+        assert results[name]["completion_tokens"] == solo["completion_tokens"]
 
 
 def test_submit_raises_the_request_error(generator: RecordingGenerator) -> None:
@@ -292,3 +302,52 @@ def test_a_taken_port_stops_the_worker(
     with pytest.raises(OSError):
         make_server(generator, "127.0.0.1", int(server.server_address[1]))
     assert workers() == before
+
+
+def test_greedy_rows_joining_at_different_steps_equal_plain_generate(
+    generator: RecordingGenerator,
+) -> None:
+    """The continuous batch against transformers' own one-at-a-time ``generate``."""
+    prompts = ["hi", "a much longer prompt than all the others here", "abc def", "x"]
+    budgets = [9, 4, 14, 6]
+    rows = [
+        generator.prepare(parse_request({"prompt": p, "parameters": {"max_new_tokens": n}}))
+        for p, n in zip(prompts, budgets, strict=True)
+    ]
+    eos = set(generator._eos_ids)
+    expected = []
+    with torch.inference_mode():
+        for ids, row in rows:
+            output = generator.model.generate(
+                torch.tensor([ids]),
+                attention_mask=torch.ones((1, len(ids)), dtype=torch.long),
+                max_new_tokens=row.max_new_tokens,
+                do_sample=False,
+                pad_token_id=generator._pad_id,
+            )[0, len(ids) :].tolist()
+            expected.append([t for t in output if t not in eos][: row.max_new_tokens])
+    batch = ContinuousBatch(
+        generator.model,
+        pad_token_id=generator._pad_id,
+        eos_token_ids=generator._eos_ids,
+        detokenize=generator._detokenize,
+        max_batch_size=4,
+    )
+    got: dict[int, list[int]] = {}
+
+    def sequence(index: int) -> Running:
+        def done(result: DecodeResult) -> None:
+            got[index] = result.tokens
+
+        return batch.sequence(rows[index][1], done)
+
+    with torch.inference_mode():
+        batch.admit([sequence(0), sequence(1)])  # two together, then one per step
+        batch.step()
+        batch.admit([sequence(2)])
+        batch.step()
+        batch.step()
+        batch.admit([sequence(3)])
+        while batch.active:
+            batch.step()
+    assert [got[i] for i in range(len(rows))] == expected

@@ -1,21 +1,19 @@
-"""Dynamic batching: requests arriving within a short window are generated together.
+"""Continuous batching: a request joins the running batch at the next decode step and
+leaves it when it ends, so nobody waits for the longest answer of a fixed batch.
 
-HTTP handler threads call ``Batcher.submit`` and block; one worker thread takes the first
-waiting request, collects more for up to ``wait_ms`` (at most ``max_batch_size`` in all) and
-runs them in one ``Generator.generate_batch`` call. Generation never runs on a handler
-thread, so ``/ping`` keeps answering.
+HTTP handler threads call ``Batcher.submit`` (or ``stream``) and block; one worker thread
+owns a ``continuous.ContinuousBatch`` and loops: admit the queued requests into the free
+slots (at most ``max_batch_size`` rows; they are prefilled together and their KV merged into
+the batch cache), run one decode step for every row, answer the rows that ended. A request
+never waits for a batch to end; a finished one is answered at once and its client can come
+back into the running batch. Generation never runs on a handler thread, so ``/ping`` keeps
+answering.
 
-The window is waited only while more requests can be expected: the HTTP handler calls
-``announce()`` once a request line is in and ``arrived()`` once the request is queued or
-rejected, and the worker stops collecting as soon as the queue is empty, no request is being
-read and every client answered by the previous batch is back (clients answered together
-come back together: waiting for them keeps a steady concurrency in full batches instead of
-alternating halves). A lone client's request therefore starts at once (no idle wait at
-concurrency 1), and a burst starts as soon as its last request is queued.
-A finished row leaves the decode at once (no compute is spent on it), but its answer is sent
-when the whole batch ends: clients answered together come back together, so batches stay
-full at a steady concurrency (answering rows as they end splits them into ever smaller
-batches, since a new request joins only the next batch).
+Only when the worker is idle does it wait for company, and only while more requests are
+on their way: the HTTP handler calls ``announce()`` once a request line is in and
+``arrived()`` once the request is queued or rejected; the worker then collects for up to
+``wait_ms`` so that a burst is prefilled in one forward. A lone client's request starts at
+once (no idle wait at concurrency 1).
 """
 
 from __future__ import annotations
@@ -23,11 +21,15 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tuneloop.serving.engine import GenerationRequest, Generator
+import torch
+
+from tuneloop.serving.continuous import ContinuousBatch, Running
+from tuneloop.serving.decode import DecodeResult, DecodeRow, FinishReason
+from tuneloop.serving.engine import GenerationRequest, Generator, TextDeltas
 
 DEFAULT_BATCH_WAIT_MS = 10.0
 DEFAULT_MAX_BATCH_SIZE = 8
@@ -65,11 +67,28 @@ class BatchSettings:
         return cls(max_batch_size=size, wait_ms=wait)
 
 
+Event = tuple[str, Any]
+"""What ``Batcher.stream`` yields: ``("token", (token_id, text_delta, is_special))`` per
+generated token, then one ``("done", (response, finish_reason))`` or ``("error", exc)``."""
+
+
 @dataclass
 class _Pending:
     request: GenerationRequest
     done: threading.Event = field(default_factory=threading.Event)
     outcome: dict[str, Any] | Exception | None = None
+    finish_reason: str | None = None
+    events: queue.Queue[Event] | None = None
+    started: float = field(default_factory=time.monotonic)
+
+    def settle(self, outcome: dict[str, Any] | Exception, finish_reason: str | None) -> None:
+        self.outcome, self.finish_reason = outcome, finish_reason
+        if self.events is not None:
+            if isinstance(outcome, Exception):
+                self.events.put(("error", outcome))
+            else:
+                self.events.put(("done", (outcome, finish_reason)))
+        self.done.set()
 
 
 class Batcher:
@@ -81,13 +100,17 @@ class Batcher:
         self._queue: queue.Queue[_Pending | None] = queue.Queue()
         self._arrivals_lock = threading.Lock()
         self._arriving = 0  # requests being read by a handler, not yet queued
-        self._returning = 0  # answered by the last batch and not back yet
+        self.admissions: list[int] = []
+        """How many requests each prefill admitted (for tests and diagnostics)."""
+        self.active_rows = 0
+        """Rows in the running batch after the last step; ``peak_rows`` the most so far."""
+        self.peak_rows = 0
         self._worker = threading.Thread(target=self._serve, name="generation", daemon=True)
         self._worker.start()
 
     def announce(self) -> None:
-        """A request is being read (call ``arrived`` once it is queued or rejected): until
-        then the worker keeps its batch open for it, up to the wait window."""
+        """A request is being read (call ``arrived`` once it is queued or rejected): an idle
+        worker waits for it, up to the wait window, before it starts."""
         with self._arrivals_lock:
             self._arriving += 1
 
@@ -98,42 +121,77 @@ class Batcher:
     def submit(self, request: GenerationRequest, *, announced: bool = False) -> dict[str, Any]:
         """The response for ``request``; raises what generating it raised. ``announced``:
         the caller called ``announce`` for it (counted as arrived once it is queued)."""
-        pending = _Pending(request)
-        with self._arrivals_lock:
-            self._returning = max(0, self._returning - 1)
-        self._queue.put(pending)
-        if announced:
-            self.arrived()
+        pending = self._enqueue(_Pending(request), announced)
         pending.done.wait()
         if isinstance(pending.outcome, Exception):
             raise pending.outcome
         assert pending.outcome is not None
         return pending.outcome
 
+    def stream(self, request: GenerationRequest, *, announced: bool = False) -> Iterator[Event]:
+        """The events of ``request`` as they happen (see ``Event``); the last is "done" or
+        "error"."""
+        events: queue.Queue[Event] = queue.Queue()
+        # Queued now, not at the first ``next``: the request counts as arrived at once.
+        self._enqueue(_Pending(request, events=events), announced)
+        return _drain(events)
+
+    def _enqueue(self, pending: _Pending, announced: bool) -> _Pending:
+        self._queue.put(pending)
+        if announced:
+            self.arrived()
+        return pending
+
     def close(self) -> None:
-        """Stop the worker once the queued requests are answered."""
+        """Stop the worker once the queued and running requests are answered."""
         self._queue.put(None)
         self._worker.join(timeout=60)
 
     def _serve(self) -> None:
+        generator = self.generator
+        batch = ContinuousBatch(
+            generator.model,
+            pad_token_id=generator._pad_id,
+            eos_token_ids=generator._eos_ids,
+            detokenize=generator._detokenize,
+            max_batch_size=self.settings.max_batch_size,
+        )
+        stopping = False
         while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch, stopping = self._collect(first)
-            self._answer(batch)
-            if stopping:
-                return
+            if not batch.active:
+                if stopping:
+                    return
+                first = self._queue.get()
+                if first is None:
+                    return
+                newcomers, stopping = self._collect([first], batch.free_slots, wait=True)
+            else:
+                newcomers, stopping = self._collect([], batch.free_slots, wait=False)
+            try:
+                with generator._lock, torch.inference_mode():
+                    self._admit(batch, newcomers)
+                    self.peak_rows = max(self.peak_rows, len(batch.active))
+                    batch.step()
+                    self.active_rows = len(batch.active)
+            except Exception as exc:  # a model failure fails the running rows, not the server
+                for running in batch.fail_all():
+                    running.on_error(exc)
+                for pending in newcomers:
+                    if not pending.done.is_set():
+                        pending.settle(exc, None)
+                self.active_rows = 0
 
-    def _collect(self, first: _Pending) -> tuple[list[_Pending], bool]:
-        batch = [first]
+    def _collect(
+        self, batch: list[_Pending], room: int, *, wait: bool
+    ) -> tuple[list[_Pending], bool]:
+        """Queued requests for up to ``room`` slots; True once ``close`` was called."""
         deadline = time.monotonic() + self.settings.wait_ms / 1000
-        while len(batch) < self.settings.max_batch_size:
+        while len(batch) < room:
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or not self._more_expected():
+                if not wait or remaining <= 0 or not self._more_expected():
                     break
                 try:  # short naps: an arrival that is rejected never reaches the queue
                     item = self._queue.get(timeout=min(remaining, _POLL_SECONDS))
@@ -146,15 +204,48 @@ class Batcher:
 
     def _more_expected(self) -> bool:
         with self._arrivals_lock:
-            return self._arriving > 0 or self._returning > 0
+            return self._arriving > 0
 
-    def _answer(self, batch: list[_Pending]) -> None:
-        try:
-            outcomes = self.generator.generate_batch([p.request for p in batch])
-        except Exception as exc:  # never leave a caller waiting
-            outcomes = [exc for _ in batch]
-        with self._arrivals_lock:
-            self._returning = len(batch)
-        for pending, outcome in zip(batch, outcomes, strict=True):
-            pending.outcome = outcome
-            pending.done.set()
+    def _admit(self, batch: ContinuousBatch, newcomers: list[_Pending]) -> None:
+        sequences = []
+        for pending in newcomers:
+            try:
+                ids, row = self.generator.prepare(pending.request)
+            except Exception as exc:  # this request's fault only: the others go on
+                pending.settle(exc, None)
+                continue
+            sequences.append(self._sequence(batch, pending, ids, row))
+        if sequences:
+            self.admissions.append(len(sequences))
+            batch.admit(sequences)
+
+    def _sequence(
+        self, batch: ContinuousBatch, pending: _Pending, ids: list[int], row: DecodeRow
+    ) -> Running:
+        generator, request = self.generator, pending.request
+
+        def on_done(result: DecodeResult) -> None:
+            response = generator.respond(request, ids, result, pending.started)
+            pending.settle(response, result.finish_reason)
+
+        on_token = None
+        if pending.events is not None:
+            events, deltas = pending.events, TextDeltas(generator._detokenize, request.stop)
+
+            def on_token(token: int, reason: FinishReason | None) -> None:
+                tokens = running.tokens
+                text = deltas.push(tokens) if reason is None else deltas.finish(tokens)
+                events.put(("token", (token, text, reason == "eos")))
+
+        running = batch.sequence(
+            row, on_done, on_token, on_error=lambda exc: pending.settle(exc, None)
+        )
+        return running
+
+
+def _drain(events: queue.Queue[Event]) -> Iterator[Event]:
+    while True:
+        event = events.get()
+        yield event
+        if event[0] != "token":
+            return

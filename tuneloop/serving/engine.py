@@ -1,8 +1,9 @@
 """Validate invocation requests and generate text with a loaded model.
 
 Request (docs/contracts.md): ``{"prompt": str}`` or ``{"messages": [{"role", "content"}]}``
-plus optional ``"parameters"``: ``max_new_tokens`` (int), ``temperature`` (number >= 0; 0 =
-greedy), ``top_p`` (0 < p <= 1), ``stop`` (str or list of str), ``seed`` (int, for
+plus optional ``"stream": true`` (answer token by token) and ``"parameters"``:
+``max_new_tokens`` (int), ``temperature`` (number >= 0; 0 = greedy), ``top_p``
+(0 < p <= 1), ``stop`` (str or list of str), ``seed`` (int, for
 reproducible sampling). Response: ``{"generated_text", "prompt_tokens", "completion_tokens",
 "latency_ms", "model_version"}``. Anything malformed raises ``RequestError`` (HTTP 400).
 """
@@ -39,6 +40,8 @@ class GenerationRequest:
     top_p: float = 1.0
     stop: tuple[str, ...] = field(default_factory=tuple)
     seed: int | None = None
+    stream: bool = False
+    """Answer token by token (JSON lines); see ``tuneloop.serving.http``."""
 
 
 def parse_request(body: bytes | str | dict[str, Any]) -> GenerationRequest:
@@ -52,18 +55,24 @@ def parse_request(body: bytes | str | dict[str, Any]) -> GenerationRequest:
             raise RequestError(f"body is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise RequestError("body must be a JSON object with 'prompt' or 'messages'")
-    unknown = set(data) - {"prompt", "messages", "parameters"}
+    unknown = set(data) - {"prompt", "messages", "parameters", "stream"}
     if unknown:
         raise RequestError(
-            f"unknown field(s) {sorted(unknown)}; expected prompt or messages, and parameters"
+            f"unknown field(s) {sorted(unknown)}; expected prompt or messages, parameters"
+            " and stream"
         )
+    stream = data.get("stream", False)
+    if not isinstance(stream, bool):
+        raise RequestError("'stream' must be true or false")
     prompt, messages = data.get("prompt"), data.get("messages")
     if (prompt is None) == (messages is None):
         raise RequestError("give exactly one of 'prompt' (string) or 'messages' (list)")
     if prompt is not None and (not isinstance(prompt, str) or not prompt):
         raise RequestError("'prompt' must be a non-empty string")
     checked = _check_messages(messages) if messages is not None else None
-    return GenerationRequest(prompt=prompt, messages=checked, **_check_parameters(data))
+    return GenerationRequest(
+        prompt=prompt, messages=checked, stream=stream, **_check_parameters(data)
+    )
 
 
 def _check_messages(messages: Any) -> tuple[dict[str, str], ...]:
@@ -207,17 +216,7 @@ class Generator:
             index, ids = valid[slot]
             settle(index, self._response(requests[index], ids, result, started))
 
-        rows = [
-            DecodeRow(
-                prompt_ids=ids,
-                max_new_tokens=requests[index].max_new_tokens,
-                temperature=requests[index].temperature,
-                top_p=requests[index].top_p,
-                stop=requests[index].stop,
-                seed=requests[index].seed,
-            )
-            for index, ids in valid
-        ]
+        rows = [self.decode_row(requests[index], ids) for index, ids in valid]
         try:
             with self._lock, torch.inference_mode():
                 decode(
@@ -233,6 +232,28 @@ class Generator:
                 if index not in settled:
                     settle(index, exc)
         return outcomes
+
+    def prepare(self, request: GenerationRequest) -> tuple[list[int], DecodeRow]:
+        """The prompt ids and decode row of ``request``; raises ``RequestError`` if too long."""
+        ids = self._encode(request)
+        return ids, self.decode_row(request, ids)
+
+    @staticmethod
+    def decode_row(request: GenerationRequest, ids: list[int]) -> DecodeRow:
+        return DecodeRow(
+            prompt_ids=ids,
+            max_new_tokens=request.max_new_tokens,
+            temperature=request.temperature,
+            top_p=request.top_p,
+            stop=request.stop,
+            seed=request.seed,
+        )
+
+    def respond(
+        self, request: GenerationRequest, ids: list[int], result: DecodeResult, started: float
+    ) -> dict[str, Any]:
+        """The response body for a finished request (``started``: ``time.monotonic()``)."""
+        return self._response(request, ids, result, started)
 
     def _encode(self, request: GenerationRequest) -> list[int]:
         # A chat template already holds its special tokens; a raw prompt gets the defaults.
@@ -260,6 +281,37 @@ class Generator:
             "latency_ms": round((time.monotonic() - started) * 1000, 1),
             "model_version": self.model_version,
         }
+
+
+class TextDeltas:
+    """The text a stream sends token by token: each ``push`` returns what is new since the
+    last one, holding back an unfinished UTF-8 character and a tail that may begin a stop
+    string (the final text is cut before the stop); ``finish`` returns the rest of the
+    final text. Joined, the pieces are the non-streaming ``generated_text``."""
+
+    def __init__(self, detokenize: Callable[[list[int]], str], stop: Sequence[str]) -> None:
+        self._detokenize, self._stop, self.sent = detokenize, tuple(stop), ""
+
+    def push(self, tokens: list[int]) -> str:
+        text = self._detokenize(tokens)
+        end = len(text)
+        while end and text[end - 1] == "\ufffd":
+            end -= 1
+        for stop in self._stop:
+            for size in range(min(len(stop), end), 0, -1):
+                if text[:end].endswith(stop[:size]):
+                    end = min(end, len(text[:end]) - size)
+                    break
+        return self._advance(text[:end])
+
+    def finish(self, tokens: list[int]) -> str:
+        return self._advance(_cut_at_stop(self._detokenize(tokens), self._stop))
+
+    def _advance(self, text: str) -> str:
+        if len(text) <= len(self.sent) or not text.startswith(self.sent):
+            return ""
+        delta, self.sent = text[len(self.sent) :], text
+        return delta
 
 
 def _cut_at_stop(text: str, stops: Sequence[str]) -> str:

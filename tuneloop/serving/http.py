@@ -2,7 +2,13 @@
 
 ``GET /ping`` answers 200 while a generation runs (generation runs on the batcher's worker
 thread, not the server's); ``POST /invocations`` returns the engine's JSON, or 400
-``{"error": ...}`` for a bad request. Concurrent invocations are batched (``batching``) and
+``{"error": ...}`` for a bad request. A request with ``"stream": true`` (or an ``Accept`` /
+``X-Amzn-SageMaker-Accept`` header of ``application/jsonlines``, as SageMaker's
+``InvokeEndpointWithResponseStream`` sends) is answered in chunks, one JSON line per
+generated token, ``{"token": {"id", "text", "special"}}`` (the text is the new part; EOS
+is ``special`` with empty text), then a last line with the response fields plus
+``first_token_ms`` and ``details: {finish_reason, generated_tokens}`` (LMI's stream
+format, plus our fields). Concurrent invocations are batched (``batching``) and
 each one logs a metrics line (``metrics``). Nothing a client sends can crash the server.
 """
 
@@ -12,15 +18,18 @@ import json
 import sys
 import time
 import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TextIO
 
-from tuneloop.serving.batching import Batcher, BatchSettings
-from tuneloop.serving.engine import Generator, RequestError, parse_request
+from tuneloop.serving.batching import Batcher, BatchSettings, Event
+from tuneloop.serving.engine import GenerationRequest, Generator, RequestError, parse_request
 from tuneloop.serving.metrics import ServingMetrics
 
 MAX_BODY_BYTES = 1_000_000
+STREAM_CONTENT_TYPE = "application/jsonlines"
 # The body was not read: the connection cannot be reused.
 _CLOSING = (HTTPStatus.LENGTH_REQUIRED, HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
 
@@ -71,6 +80,21 @@ def make_server(
     return server
 
 
+@dataclass(frozen=True)
+class _Stream:
+    events: Iterator[Event]
+
+
+def _error_status(exc: Exception) -> tuple[HTTPStatus, dict[str, Any]]:
+    if isinstance(exc, RequestError):
+        return HTTPStatus.BAD_REQUEST, {"error": str(exc)}
+    # A model failure is a 500 for this request, not a crash.
+    traceback.print_exception(exc, file=sys.stderr)
+    return HTTPStatus.INTERNAL_SERVER_ERROR, {
+        "error": f"generation failed: {type(exc).__name__}: {exc}"
+    }
+
+
 class _Handler(BaseHTTPRequestHandler):
     engine: Generator
     batch: Batcher
@@ -106,9 +130,15 @@ class _Handler(BaseHTTPRequestHandler):
             return
         started = time.monotonic()
         try:
-            status, result = self._invoke()
+            outcome = self._invoke()
         finally:  # a request rejected before it was queued is no longer on its way
             self._arrived()
+        if isinstance(outcome, _Stream):
+            status, result = self._stream(outcome, started)
+            if status == HTTPStatus.OK:
+                return
+        else:
+            status, result = outcome
         latency_ms = (time.monotonic() - started) * 1000
         if status == HTTPStatus.OK:  # the client's latency includes the wait for a batch
             result["latency_ms"] = round(latency_ms, 1)
@@ -121,7 +151,70 @@ class _Handler(BaseHTTPRequestHandler):
         )
         self._send(status, result, close=status in _CLOSING)
 
-    def _invoke(self) -> tuple[HTTPStatus, dict[str, Any]]:
+    def _wants_stream(self, request: GenerationRequest) -> bool:
+        accept = " ".join(
+            self.headers.get(name, "") for name in ("Accept", "X-Amzn-SageMaker-Accept")
+        )
+        return request.stream or STREAM_CONTENT_TYPE in accept
+
+    def _stream(self, stream: _Stream, started: float) -> tuple[HTTPStatus, dict[str, Any]]:
+        """Send the response as JSON lines in chunks; an error before the first token is
+        an ordinary error response (returned), after it a last ``{"error"}`` line."""
+        events = stream.events
+        kind, value = next(events)
+        if kind == "error":
+            return _error_status(value)
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", STREAM_CONTENT_TYPE)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        first_token_ms: float | None = None
+        completion_tokens = prompt_tokens = None
+        status = HTTPStatus.OK
+        while True:
+            if kind == "token":
+                token, text, special = value
+                if first_token_ms is None:
+                    first_token_ms = (time.monotonic() - started) * 1000
+                line: dict[str, Any] = {"token": {"id": token, "text": text, "special": special}}
+            elif kind == "done":
+                response, reason = value
+                prompt_tokens, completion_tokens = (
+                    response["prompt_tokens"],
+                    response["completion_tokens"],
+                )
+                line = {
+                    **response,
+                    "latency_ms": round((time.monotonic() - started) * 1000, 1),
+                    "first_token_ms": round(first_token_ms or 0.0, 1),
+                    "details": {"finish_reason": reason, "generated_tokens": completion_tokens},
+                }
+            else:
+                status, line = _error_status(value)
+            if not self._chunk(json.dumps(line).encode("utf-8") + b"\n"):
+                return HTTPStatus.OK, {}  # the client went away; the row ends by itself
+            if kind != "token":
+                break
+            kind, value = next(events)
+        self._chunk(b"")
+        self.stats.record(
+            status=int(status),
+            latency_ms=(time.monotonic() - started) * 1000,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+        )
+        return HTTPStatus.OK, {}
+
+    def _chunk(self, data: bytes) -> bool:
+        try:
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            self.wfile.flush()
+        except OSError:
+            self.close_connection = True
+            return False
+        return True
+
+    def _invoke(self) -> tuple[HTTPStatus, dict[str, Any]] | _Stream:
         try:
             length = int(self.headers.get("Content-Length", ""))
         except ValueError:
@@ -133,14 +226,11 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             request = parse_request(self.rfile.read(length))
             announced, self._announced = self._announced, False
+            if self._wants_stream(request):
+                return _Stream(self.batch.stream(request, announced=announced))
             return HTTPStatus.OK, self.batch.submit(request, announced=announced)
-        except RequestError as exc:
-            return HTTPStatus.BAD_REQUEST, {"error": str(exc)}
-        except Exception as exc:  # a model failure is a 500 for this request, not a crash
-            traceback.print_exception(exc, file=sys.stderr)
-            return HTTPStatus.INTERNAL_SERVER_ERROR, {
-                "error": f"generation failed: {type(exc).__name__}: {exc}"
-            }
+        except Exception as exc:
+            return _error_status(exc)
 
     def _discard_body(self) -> None:
         try:
