@@ -3,7 +3,8 @@
 The baseline is the plain way to serve a model: a loop that tokenizes one prompt, calls
 ``model.generate`` and decodes, request after request. Ours is ``tuneloop.serving``'s server,
 started in this process on a free loopback port, answering the same greedy requests sent by
-1, 4 and 16 concurrent clients (dynamic batching groups what arrives together). The baseline
+1, 4 and 16 concurrent clients (continuous batching: a request joins the running batch at
+the next decode step). The baseline
 and the levels run interleaved (baseline, 1, 4, 16, baseline, 1, ...) for ``--repeats``
 rounds, so a change in machine load hits both alike; each level's ratio is taken against its
 own round's baseline and the median over rounds is printed, with median tokens/s and
@@ -13,6 +14,9 @@ other work they vary far less than wall-clock rates::
 
     .venv/bin/python benchmarks/serving_throughput.py --threads 1 --repeats 3  # SmolLM2-135M
     .venv/bin/python benchmarks/serving_throughput.py --tiny   # a tiny random model, seconds
+
+``--stream`` also sends every level's requests with ``"stream": true`` and prints the
+median time to the first token line next to the time to the full response.
 
 ``--threads`` sets torch's intra-op threads for both sides (on a shared machine one thread
 avoids the spinning of oversubscribed OpenMP threads).
@@ -64,6 +68,8 @@ class Run:
     latencies_ms: list[float]
     cpu_seconds: float
     """CPU time of this whole process during the run (server, worker and client threads)."""
+    first_token_ms: list[float] | None = None
+    """Streamed runs: when each client got its first token line."""
 
     @property
     def tokens_per_s(self) -> float:
@@ -77,20 +83,42 @@ class Run:
         ordered = sorted(self.latencies_ms)
         return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
+    def first_token_p50(self) -> float:
+        assert self.first_token_ms is not None
+        return statistics.median(self.first_token_ms)
+
     def line(self) -> str:
+        first = (
+            f"   first token p50 {self.first_token_p50():8.1f} ms"
+            if self.first_token_ms is not None
+            else ""
+        )
         return (
             f"{self.name:<28} {self.tokens_per_s:9.1f} tok/s   p50 {self.percentile(0.5):8.1f} ms"
-            f"   p95 {self.percentile(0.95):8.1f} ms   ({self.completion_tokens} tokens,"
+            f"   p95 {self.percentile(0.95):8.1f} ms{first}   ({self.completion_tokens} tokens,"
             f" {len(self.latencies_ms)} requests, {self.seconds:.1f} s,"
             f" {self.cpu_seconds:.1f} CPU s)"
         )
 
 
+CONTEXT = "I ordered a blue kettle last Tuesday with express delivery to my office. "
+BUDGET_SHARES = (1.0, 0.25, 0.75, 0.5)  # varied answer budgets: rows end at different steps
+
+
 def payloads(count: int, max_new_tokens: int) -> list[dict[str, Any]]:
+    """Varied prompts (every third one carries extra context) and varied token budgets."""
     return [
         {
-            "messages": [{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}],
-            "parameters": {"max_new_tokens": max_new_tokens, "temperature": 0},
+            "messages": [
+                {
+                    "role": "user",
+                    "content": CONTEXT * (i % 3 == 2) + QUESTIONS[i % len(QUESTIONS)],
+                }
+            ],
+            "parameters": {
+                "max_new_tokens": max(1, round(max_new_tokens * BUDGET_SHARES[i % 4])),
+                "temperature": 0,
+            },
         }
         for i in range(count)
     ]
@@ -160,6 +188,43 @@ def served(httpd: InferenceServer, requests: list[dict[str, Any]], concurrency: 
     )
 
 
+def streamed(httpd: InferenceServer, requests: list[dict[str, Any]], concurrency: int) -> Run:
+    """The same requests with ``"stream": true``: time to the first token line and to the
+    last line, as the client reads them."""
+    port = int(httpd.server_address[1])
+
+    def send(payload: dict[str, Any]) -> tuple[float, float, int]:
+        begun = time.monotonic()
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+        first_ms, last = 0.0, {}
+        try:
+            conn.request("POST", "/invocations", body=json.dumps({**payload, "stream": True}))
+            response = conn.getresponse()
+            if response.status != 200:
+                raise RuntimeError(f"server answered {response.status}: {response.read()!r}")
+            for raw in response:
+                line = json.loads(raw)
+                if "token" in line:
+                    first_ms = first_ms or (time.monotonic() - begun) * 1000
+                else:
+                    last = line
+        finally:
+            conn.close()
+        return first_ms, (time.monotonic() - begun) * 1000, int(last["completion_tokens"])
+
+    started, cpu_started = time.monotonic(), time.process_time()
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        results = list(pool.map(send, requests))
+    return Run(
+        f"ours: streamed, conc. {concurrency}",
+        time.monotonic() - started,
+        sum(tokens for _, _, tokens in results),
+        [latency for _, latency, _ in results],
+        time.process_time() - cpu_started,
+        [first for first, _, _ in results],
+    )
+
+
 def load(tiny: bool) -> Generator:
     if tiny:
         sys.path.insert(0, str(ROOT / "tests" / "unit"))
@@ -179,6 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--levels", default="1,4,16", help="client concurrency levels")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds (3)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument(
+        "--stream", action="store_true", help="also stream each level: time to first token"
+    )
     args = parser.parse_args(argv)
     levels = [int(level) for level in args.levels.split(",")]
     if args.threads > 0:
@@ -203,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     baseline_loop(generator, requests[:2])
     served(httpd, requests[:2], 2)
     rounds: list[tuple[Run, list[Run]]] = []
+    stream_runs: dict[int, list[Run]] = {}
     try:
         for repeat in range(args.repeats):
             print(f"round {repeat + 1}/{args.repeats}", flush=True)
@@ -213,6 +282,10 @@ def main(argv: list[str] | None = None) -> int:
                 run = served(httpd, requests, level)
                 print("  " + run.line(), flush=True)
                 runs.append(run)
+                if args.stream:
+                    run = streamed(httpd, requests, level)
+                    print("  " + run.line(), flush=True)
+                    stream_runs.setdefault(level, []).append(run)
             rounds.append((baseline, runs))
     finally:
         httpd.shutdown()
@@ -221,7 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\nmax batch size {settings.max_batch_size}, batch wait {settings.wait_ms} ms, "
         f"torch threads {torch.get_num_threads()}, {len(requests)} requests x "
-        f"{args.max_new_tokens} new tokens per level, median of {args.repeats} rounds"
+        f"up to {args.max_new_tokens} new tokens (varied) per level, "
+        f"median of {args.repeats} rounds"
     )
     median = statistics.median
     baselines = [baseline for baseline, _ in rounds]
@@ -243,6 +317,17 @@ def main(argv: list[str] | None = None) -> int:
             f"   throughput ours / baseline = {median(ratios):.2f}x"
             f" (rounds: {', '.join(f'{r:.2f}' for r in ratios)});"
             f" tokens per CPU second = {median(cpu_ratios):.2f}x"
+        )
+    p50_at_1 = median(runs[0].percentile(0.5) for _, runs in rounds) if levels[0] == 1 else None
+    if p50_at_1:
+        for position, level in enumerate(levels[1:], start=1):
+            ratio = median(runs[position].percentile(0.5) for _, runs in rounds) / p50_at_1
+            print(f"p50 latency at concurrency {level} / at concurrency 1 = {ratio:.2f}x")
+    for level_runs in stream_runs.values():
+        print(
+            f"{level_runs[0].name:<28} {median(r.tokens_per_s for r in level_runs):9.1f} tok/s"
+            f"   first token p50 {median(r.first_token_p50() for r in level_runs):8.1f} ms"
+            f"   full response p50 {median(r.percentile(0.5) for r in level_runs):8.1f} ms"
         )
     return 0
 
