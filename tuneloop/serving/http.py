@@ -15,6 +15,7 @@ each one logs a metrics line (``metrics``). Nothing a client sends can crash the
 from __future__ import annotations
 
 import json
+import socket
 import sys
 import time
 import traceback
@@ -103,6 +104,12 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     _announced = False
+
+    def setup(self) -> None:
+        super().setup()
+        # Streamed tokens are small writes: without this, Nagle holds each one back until the
+        # client's (delayed) ACK of the previous one, tens of ms per token.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def parse_request(self) -> bool:
         # The request line is in: an invocation is on its way, keep the next batch open.
