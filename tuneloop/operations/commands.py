@@ -10,11 +10,23 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from tuneloop.operations.tables import details, table
 
 OK, FAILURE, USAGE, CONFLICT = 0, 1, 2, 3
+# The columns people read; --json has every field.
+MODEL_COLUMNS = (
+    "version",
+    "status",
+    "created_at",
+    "record_count",
+    "parent_version",
+    "gate_summary",
+)
+RUN_COLUMNS = ("name", "state_machine", "status", "started_at", "duration_seconds", "outcome")
+AUDIT_COLUMNS = ("at", "actor", "action", "target", "source")
 COMMANDS = ("models", "runs", "deploy", "rollback", "freeze", "unfreeze", "audit", "status")
 
 
@@ -78,7 +90,7 @@ def _models(names: Any, args: argparse.Namespace) -> tuple[Any, Callable[[Any], 
     from tuneloop.operations import views
 
     if args.models_command == "list":
-        return views.list_models(names), table
+        return views.list_models(names), partial(table, columns=MODEL_COLUMNS)
     if args.models_command == "show":
         return views.model_detail(names, args.version), details
     return views.compare_models(names, args.a, args.b), details
@@ -88,7 +100,7 @@ def _runs(names: Any, args: argparse.Namespace, actor: Any) -> tuple[Any, Callab
     from tuneloop.operations import actions, views_runs
 
     if args.runs_command == "list":
-        return views_runs.list_runs(names), table
+        return views_runs.list_runs(names), partial(table, columns=RUN_COLUMNS)
     if args.runs_command == "show":
         return views_runs.run_detail(names, args.id), details
     if args.runs_command == "start":
@@ -108,7 +120,7 @@ def _dispatch(names: Any, args: argparse.Namespace) -> tuple[Any, Callable[[Any]
         records = views.audit_records(
             names, who=args.who, action=args.action, target=args.target, limit=args.limit
         )
-        return records, table
+        return records, partial(table, columns=AUDIT_COLUMNS)
     if command == "status":
         status = {
             "production": _dump(views.production(names)),
