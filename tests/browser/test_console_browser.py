@@ -162,16 +162,14 @@ def test_a_viewer_sees_no_deploy_controls_and_a_direct_post_is_refused(
     assert production(platform)["model_version"] == before["model_version"]
 
 
-def test_an_operator_sees_each_problem_of_a_bad_benchmark_upload(
-    as_role: Any, tmp_path: Path
-) -> None:
+def test_an_admin_sees_each_problem_of_a_bad_benchmark_upload(as_role: Any, tmp_path: Path) -> None:
     bad = tmp_path / "faq.jsonl"
     bad.write_text(
         '{"id": "a", "prompt": "Is fire hot?", "choices": [" yes", " no"], "answer": 0}\n'
         '{"id": "b", "prompt": "Is ice hot?", "choices": [" yes", " no"], "answer": 7}\n',
         encoding="utf-8",
     )
-    page = as_role("operator")
+    page = as_role("admin")  # uploads are admin-only (operators see no upload form)
     page.goto("/benchmarks")
     form = page.get_by_test_id("benchmark-upload")
     form.locator("input[name=name]").fill("company_faq")

@@ -89,7 +89,7 @@ def data(request: Request, user: Viewer, limit: int = DROPS_SHOWN) -> HTMLRespon
 def drop(request: Request, user: Viewer, drop_id: str) -> HTMLResponse:
     try:
         detail = views.drop_detail(names_of(request), drop_id)
-    except LookupError as exc:
+    except (LookupError, ValueError) as exc:  # find_drop raises DropLookupError(ValueError)
         return not_found(request, user, str(exc))
     return render(request, user, "drop.html", detail=detail)
 

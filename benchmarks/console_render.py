@@ -1,0 +1,162 @@
+"""p95 render time of each console page over a seeded platform (moto, in process).
+
+    .venv/bin/python benchmarks/console_render.py [--repeat 20]
+
+Seeds 200 model versions (with scores), 2,000 drops and 50 benchmark versions (5 suites x 10)
+into moto, signs in as an admin through the login form and times each page through
+FastAPI's TestClient: the whole request (views' DynamoDB/S3 reads, templates, plots). The
+goal is an absolute one: p95 < 200 ms per page. Moto answers in process, so the figures
+measure the console's own work plus moto's, not network latency to AWS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import sys
+import time
+from decimal import Decimal
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+MODELS, DROPS, SUITES, VERSIONS_PER_SUITE = 200, 2000, 5, 10
+GOAL_MS = 200.0
+
+
+def seed(names: object) -> str:
+    from tuneloop import aws
+    from tuneloop.benchmarks.store import BenchmarkStore
+
+    versions = aws.table(names.model_versions_table)  # type: ignore[attr-defined]
+    with versions.batch_writer() as batch:
+        for i in range(MODELS):
+            score = Decimal(str(round(0.5 + i / 1000, 3)))
+            batch.put_item(
+                Item={
+                    "model_version": f"v{i:04d}",
+                    "status": "production" if i == MODELS - 1 else "superseded",
+                    "created_at": f"2026-01-01T00:{i // 60:02d}:{i % 60:02d}+00:00",
+                    "record_count": 1000 + i,
+                    "parent_version": f"v{i - 1:04d}" if i else "",
+                    "scores": {
+                        f"suite{s}": {
+                            "metric": "acc",
+                            "value": score,
+                            "ci_low": score - Decimal("0.02"),
+                            "ci_high": score + Decimal("0.02"),
+                            "n_items": 100,
+                        }
+                        for s in range(SUITES)
+                    },
+                }
+            )
+    drops = aws.table(names.drops_table)  # type: ignore[attr-defined]
+    with drops.batch_writer() as batch:
+        for i in range(DROPS):
+            batch.put_item(
+                Item={
+                    "drop_id": f"drop-{i:05d}",
+                    "key": f"incoming/drop-{i:05d}.jsonl",
+                    "dataset": "support",
+                    "status": "done",
+                    "received": 100,
+                    "stored": 95,
+                    "duplicate": 3,
+                    "quarantined": 2,
+                    "reasons": {"schema": 2},
+                    "started_at": f"2026-01-{1 + i % 28:02d}T00:00:00+00:00",
+                    "completed_at": f"2026-01-{1 + i % 28:02d}T00:01:00+00:00",
+                }
+            )
+    store = BenchmarkStore(
+        table=names.benchmarks_table,  # type: ignore[attr-defined]
+        bucket=names.artifacts_bucket,  # type: ignore[attr-defined]
+    )
+    for s in range(SUITES):
+        for v in range(VERSIONS_PER_SUITE):
+            lines = "".join(
+                f'{{"id": "q{j}", "prompt": "Question {j} of {v}?", '
+                f'"choices": [" yes", " no"], "answer": {j % 2}}}\n'
+                for j in range(10 + v)
+            )
+            store.create_from_bytes(f"suite{s}", lines.encode(), source=f"suite{s}.jsonl")
+    return "suite0"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeat", type=int, default=20)
+    args = parser.parse_args(argv)
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+    }.items():
+        os.environ[name] = value
+    os.environ.pop("AWS_ENDPOINT_URL", None)
+
+    from fastapi.testclient import TestClient
+    from moto import mock_aws
+
+    from tests.integration.aws_fixtures import create_platform
+    from tests.integration.test_console_app import names_of
+    from tuneloop import aws
+    from tuneloop.console.app import create_app
+    from tuneloop.console.auth_local import LocalUsers
+
+    aws.reset()
+    with mock_aws():
+        platform = create_platform()
+        names = names_of(platform)
+        suite = seed(names)
+        app = create_app(
+            names,
+            LocalUsers.from_passwords({"admin": ("admin", "pw")}),
+            secret_key="bench",
+            secure_cookies=False,
+        )
+        pages = {
+            "/": "/",
+            "/data": "/data",
+            "/data/{drop}": "/data/drop-00042",
+            "/benchmarks": f"/benchmarks?suite={suite}",
+            "/models": "/models",
+            "/models/{v}": "/models/v0150",
+            "/models/compare": "/models/compare?a=v0150&b=v0199",
+            "/deployments": "/deployments",
+            "/runs": "/runs",
+            "/audit": "/audit",
+        }
+        with TestClient(app) as client:
+            login = client.get("/login").text
+            token = re.search(r'name="csrf-token" content="([^"]+)"', login)
+            assert token
+            client.post(
+                "/login", data={"username": "admin", "password": "pw", "csrf_token": token[1]}
+            )
+            print(f"{'page':<18}{'status':>7}{'p50 ms':>9}{'p95 ms':>9}  goal {GOAL_MS:.0f} ms")
+            failed = False
+            for label, path in pages.items():
+                client.get(path)  # warm-up
+                times = []
+                status = 0
+                for _ in range(args.repeat):
+                    start = time.perf_counter()
+                    status = client.get(path).status_code
+                    times.append((time.perf_counter() - start) * 1000)
+                p95 = statistics.quantiles(times, n=20)[-1]
+                ok = p95 < GOAL_MS and status == 200
+                failed |= not ok
+                print(
+                    f"{label:<18}{status:>7}{statistics.median(times):>9.1f}{p95:>9.1f}"
+                    f"  {'ok' if ok else 'OVER'}"
+                )
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
