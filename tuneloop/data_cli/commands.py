@@ -62,18 +62,21 @@ def add_parser(commands: Any) -> None:
         "--progress", action="store_true", help="report progress on stderr even when not a TTY"
     )
     pushing.set_defaults(func=_push)
+    _stage_option(pushing)
 
     listing = sub.add_parser("drops", help="drop manifests with their counts, newest first")
     listing.add_argument("--table", help=f"Drops table name (default: ${TABLE_ENV})")
     listing.add_argument("--dataset", help="only this dataset")
     listing.add_argument("--limit", type=int, default=20, help="at most this many (default 20)")
     listing.set_defaults(func=_drops)
+    _stage_option(listing)
 
     show = sub.add_parser("show", help="one drop: counts, reasons, quarantined lines")
     show.add_argument("drop", help="drop id, unique id prefix (8+ characters) or S3 key")
     show.add_argument("--table", help=f"Drops table name (default: ${TABLE_ENV})")
     show.add_argument("--sample", type=int, default=5, help="quarantined lines to show (default 5)")
     show.set_defaults(func=_show)
+    _stage_option(show)
 
 
 def run_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
@@ -93,15 +96,36 @@ def run_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
         return 1
 
 
-def _setting(value: str | None, flag: str, env: str, what: str) -> str:
+def _stage_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--stage", help="find the bucket and table from this stage's stack outputs")
+
+
+def _setting(
+    value: str | None, flag: str, env: str, what: str, *, stage: str | None = None, field: str = ""
+) -> str:
     value = value or os.environ.get(env)
+    if not value and stage:
+        # Same names as `tuneloop models` etc.: the stage's stack outputs.
+        from tuneloop.operations.names import NamesError, PlatformNames
+
+        try:
+            value = getattr(PlatformNames.for_stage(stage), field)
+        except NamesError as exc:
+            raise CommandError(str(exc)) from exc
     if not value:
         raise CommandError(f"say which {what}: --{flag} or ${env}")
     return value
 
 
 def _push(args: argparse.Namespace, out: TextIO) -> int:
-    bucket = _setting(args.bucket, "bucket", BUCKET_ENV, "raw bucket to push to")
+    bucket = _setting(
+        args.bucket,
+        "bucket",
+        BUCKET_ENV,
+        "raw bucket to push to",
+        stage=getattr(args, "stage", None),
+        field="raw_bucket",
+    )
     manifest = build_manifest(args.dataset, args.source, args.tag, parse_mapping(args.map))
     stream, interactive = progress_target(args.progress)
     result = push(
@@ -132,7 +156,14 @@ def _count(item: dict[str, Any], name: str) -> str:
 def _drops(args: argparse.Namespace, out: TextIO) -> int:
     if args.limit < 1:
         raise inspect.DropLookupError("--limit must be at least 1")
-    table = _setting(args.table, "table", TABLE_ENV, "Drops table to read")
+    table = _setting(
+        args.table,
+        "table",
+        TABLE_ENV,
+        "Drops table to read",
+        stage=getattr(args, "stage", None),
+        field="drops_table",
+    )
     items = inspect.list_drops(table, dataset=args.dataset, limit=args.limit)
     if not items:
         print("no drops" + (f" in dataset {args.dataset}" if args.dataset else ""), file=out)
@@ -162,7 +193,14 @@ def _by_count(values: Any) -> list[tuple[str, int]]:
 def _show(args: argparse.Namespace, out: TextIO) -> int:
     if args.sample < 0:
         raise inspect.DropLookupError("--sample must be 0 or more")
-    table = _setting(args.table, "table", TABLE_ENV, "Drops table to read")
+    table = _setting(
+        args.table,
+        "table",
+        TABLE_ENV,
+        "Drops table to read",
+        stage=getattr(args, "stage", None),
+        field="drops_table",
+    )
     item = inspect.find_drop(table, args.drop)
     print(f"drop {item['drop_id']}", file=out)
     print(f"  key       s3://{item.get('bucket', '?')}/{item.get('key', '')}", file=out)
