@@ -38,3 +38,22 @@ def test_operations_commands_take_stage_and_json() -> None:
 
     args = build_parser().parse_args(["models", "compare", "v1", "v2", "--stage", "qa", "--json"])
     assert (args.stage, args.json, args.a, args.b) == ("qa", True, "v1", "v2")
+
+
+def test_benchmarks_list_without_table_uses_the_stage(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tuneloop.benchmarks import commands as benchmark_commands
+
+    monkeypatch.delenv(benchmark_commands.TABLE_ENV, raising=False)
+    monkeypatch.delenv(benchmark_commands.BUCKET_ENV, raising=False)
+    asked: list[str] = []
+
+    def for_stage(stage: str) -> PlatformNames:
+        asked.append(stage)
+        raise NamesError(f"stage {stage!r} is not deployed")
+
+    monkeypatch.setattr(PlatformNames, "for_stage", staticmethod(for_stage))
+    assert main(["benchmarks", "list", "--stage", "qa"]) != 0
+    assert asked == ["qa"]
+    assert "stage 'qa' is not deployed" in capsys.readouterr().err

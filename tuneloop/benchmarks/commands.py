@@ -50,6 +50,7 @@ def add_parser(commands: Any) -> None:
     def with_location(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         p.add_argument("--table", help=f"Benchmarks table name (default: ${TABLE_ENV})")
         p.add_argument("--bucket", help=f"artifacts bucket name (default: ${BUCKET_ENV})")
+        p.add_argument("--stage", help="find the table and bucket from this stage's stack outputs")
         return p
 
     create = with_location(sub.add_parser("create", help="validate and store a JSONL file"))
@@ -95,6 +96,16 @@ def run_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
 def store_from(args: argparse.Namespace) -> BenchmarkStore:
     table = args.table or os.environ.get(TABLE_ENV)
     bucket = args.bucket or os.environ.get(BUCKET_ENV)
+    stage = getattr(args, "stage", None)
+    if stage and not (table and bucket):
+        # Same names as `tuneloop models` etc.: the stage's stack outputs.
+        from tuneloop.operations.names import NamesError, PlatformNames
+
+        try:
+            names = PlatformNames.for_stage(stage)
+        except NamesError as exc:
+            raise CommandError(str(exc)) from exc
+        table, bucket = table or names.benchmarks_table, bucket or names.artifacts_bucket
     missing = [
         f"--{flag} or ${env}"
         for flag, env, value in (("table", TABLE_ENV, table), ("bucket", BUCKET_ENV, bucket))
