@@ -24,6 +24,7 @@ CONTRACT_FUNCTIONS = {
     "confirm_deployment",
     "record_failure",
     "rollback",
+    "console",
 }
 # Read by Powertools itself, not by the handler's Env model.
 POWERTOOLS_VARIABLES = env_var_names(PowertoolsEnv)

@@ -19,7 +19,7 @@ _DROP_FIELDS = (
     "dataset",
     "#status",
     "received",
-    "stored",
+    "#stored",
     "duplicate",
     "near_duplicate",
     "quarantined",
@@ -131,7 +131,12 @@ def _drop_items(names: PlatformNames) -> list[dict[str, Any]]:
     items = scan_all(
         names.drops_table,
         ProjectionExpression=", ".join(_DROP_FIELDS),
-        ExpressionAttributeNames={"#key": "key", "#status": "status", "#source": "source"},
+        ExpressionAttributeNames={
+            "#key": "key",
+            "#status": "status",
+            "#source": "source",
+            "#stored": "stored",  # a DynamoDB reserved word
+        },
     )
     # Segment items ("<drop>#<n>") are parts of a drop, not drops.
     return [i for i in items if not i.get("segment_of")]
