@@ -12,6 +12,7 @@ measure the console's own work plus moto's, not network latency to AWS.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import statistics
@@ -41,16 +42,19 @@ def seed(names: object) -> str:
                     "created_at": f"2026-01-01T00:{i // 60:02d}:{i % 60:02d}+00:00",
                     "record_count": 1000 + i,
                     "parent_version": f"v{i - 1:04d}" if i else "",
-                    "scores": {
-                        f"suite{s}": {
-                            "metric": "acc",
-                            "value": score,
-                            "ci_low": score - Decimal("0.02"),
-                            "ci_high": score + Decimal("0.02"),
-                            "n_items": 100,
+                    # As the gate writes it (tuneloop/gating/scores.py): one JSON string.
+                    "scores": json.dumps(
+                        {
+                            f"suite{s}": {
+                                "metric": "acc",
+                                "value": float(score),
+                                "ci_low": float(score - Decimal("0.02")),
+                                "ci_high": float(score + Decimal("0.02")),
+                                "n_items": 100,
+                            }
+                            for s in range(SUITES)
                         }
-                        for s in range(SUITES)
-                    },
+                    ),
                 }
             )
     drops = aws.table(names.drops_table)  # type: ignore[attr-defined]

@@ -17,6 +17,7 @@ Runs, drops, alarms and benchmarks: ``views_runs`` and ``views_data`` (re-export
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from collections.abc import Mapping, Sequence
@@ -401,8 +402,14 @@ def _int(value: Any) -> int | None:
 
 
 def scores_of(item: Mapping[str, Any]) -> tuple[Score, ...]:
-    """The ``scores`` map the gate stores on a version item, as Score rows by suite."""
+    """The ``scores`` the gate stores on a version item (a JSON string; a map on items
+    written before), as Score rows by suite."""
     scores = item.get("scores") or {}
+    if isinstance(scores, str):
+        try:
+            scores = json.loads(scores)
+        except ValueError:
+            return ()
     if not isinstance(scores, Mapping):
         return ()
     rows = []
