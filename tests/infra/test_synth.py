@@ -33,7 +33,9 @@ def test_synth_has_no_unacknowledged_cdk_nag_findings(
     assembly: Assembly = request.getfixturevalue(stage)
     # Then the validation report lists no violation and all four stacks exist
     assert _nag_violations(assembly) == []
-    assert sorted(assembly.templates) == sorted(f"TuneLoop-{stage}-{s}" for s in STACK_ORDER)
+    assert sorted(assembly.templates) == sorted(
+        f"TuneLoop-{stage}-{s}" for s in [*STACK_ORDER, "Console"]
+    )
 
 
 def test_unacknowledged_finding_fails_synth(tmp_path: Path) -> None:

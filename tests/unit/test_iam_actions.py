@@ -492,6 +492,10 @@ _BY_SERVICES = [
 ]
 
 
+# Our functions whose names are also boto3 methods (views.list_models is not SageMaker's).
+_OWN_FUNCTIONS = {"list_models"}
+
+
 def _operations_in_code() -> dict[str, set[tuple[str, str]]]:
     """Each boto3 method name the loop's code calls → the operations it may be."""
     session = botocore.session.get_session()
@@ -506,6 +510,8 @@ def _operations_in_code() -> dict[str, set[tuple[str, str]]]:
                 continue  # the local platform's own calls run as the account root
             text = path.read_text()
             for name in re.findall(r"\.([a-z_0-9]+)\(", text):
+                if name in _OWN_FUNCTIONS:
+                    continue
                 if name in _TRANSFERS:
                     found[name] = {("s3", op) for op in _TRANSFERS[name]}
                 elif name in by_name:
