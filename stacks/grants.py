@@ -84,7 +84,8 @@ def grant_table(
     if indexed:
         allowances.allow_resource(
             f"{table.table_arn}/index/*",
-            "Queries on the table's global secondary indexes (e.g. Records' by_dataset).",
+            "CDK grants a table with global secondary indexes on <table>/index/* as well "
+            "(Records' by_dataset, Drops' by_month): Queries on them.",
         )
 
 

@@ -27,11 +27,10 @@ from stacks.config import StageConfig
 from stacks.constructs.python_function import RUNTIME, PythonFunction
 from stacks.grants import KMS_ACTIONS, grant_objects
 from stacks.nag import IAM5, WildcardAllowances, acknowledge
-from stacks.python_layer import build_layer
+from stacks.python_layer import LAYERS, build_layer
 from tuneloop.connectors.settings import ConnectorSettings
 
 CONNECTOR_TIMEOUT = Duration.minutes(15)
-PG8000_DISTRIBUTIONS = ("pg8000",)
 # Scheduler retries a failed invocation; a run that keeps failing is recorded in the
 # connector's state and the next scheduled run tries again.
 SCHEDULE_RETRY_ATTEMPTS = 2
@@ -81,7 +80,7 @@ class Connectors(Construct):
             self._pg8000 = lambda_.LayerVersion(
                 self,
                 "Pg8000Layer",
-                code=lambda_.Code.from_asset(str(build_layer("pg8000", PG8000_DISTRIBUTIONS))),
+                code=lambda_.Code.from_asset(str(build_layer("pg8000", LAYERS["pg8000"]))),
                 compatible_runtimes=[RUNTIME],
                 compatible_architectures=[lambda_.Architecture.X86_64],
                 description="pg8000 and its pure-Python dependencies for the SQL connectors",

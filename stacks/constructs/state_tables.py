@@ -50,6 +50,13 @@ class StateTables(Construct):
             projection_type=dynamodb.ProjectionType.ALL,
         )
         self.drops = table("Drops", "drop_id")
+        # Newest drops without a Scan (segment items have no started_month: not indexed).
+        self.drops.add_global_secondary_index(
+            index_name="by_month",
+            partition_key=dynamodb.Attribute(name="started_month", type=_S),
+            sort_key=dynamodb.Attribute(name="started_at", type=_S),
+            projection_type=dynamodb.ProjectionType.ALL,
+        )
         self.model_versions = table("ModelVersions", "model_version")
         self.control = table("Control", "key")
         # Immutable benchmark versions (tuneloop/benchmarks/store.py).

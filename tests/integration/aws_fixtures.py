@@ -61,6 +61,28 @@ def _table(name: str, key: str, **extra: Any) -> dict[str, Any]:
     }
 
 
+def drops_table(name: str) -> dict[str, Any]:
+    """CreateTable arguments for Drops as stacks/constructs/state_tables.py defines it."""
+    return _table(
+        name,
+        "drop_id",
+        extra_attributes=[
+            {"AttributeName": "started_month", "AttributeType": "S"},
+            {"AttributeName": "started_at", "AttributeType": "S"},
+        ],
+        GlobalSecondaryIndexes=[
+            {
+                "IndexName": "by_month",
+                "KeySchema": [
+                    {"AttributeName": "started_month", "KeyType": "HASH"},
+                    {"AttributeName": "started_at", "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "ALL"},
+            }
+        ],
+    )
+
+
 def create_platform(base: Platform | None = None) -> Platform:
     """Create the buckets, tables, topic, model package group and a trivial state machine."""
     names = base or Platform()
@@ -88,7 +110,7 @@ def create_platform(base: Platform | None = None) -> Platform:
             ],
         )
     )
-    dynamodb.create_table(**_table(names.drops_table, "drop_id"))
+    dynamodb.create_table(**drops_table(names.drops_table))
     dynamodb.create_table(**_table(names.model_versions_table, "model_version"))
     dynamodb.create_table(**_table(names.control_table, "key"))
     dynamodb.create_table(

@@ -6,6 +6,7 @@ import hashlib
 import inspect
 import json
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -68,6 +69,15 @@ def pending_records(platform: Platform) -> int:
     return int(item.get("pending_records", 0))
 
 
+def day_counter(platform: Platform) -> dict[str, int]:
+    """Today's ingest counter (the dashboard's records per day)."""
+    from tuneloop.ingest.drops import day_counter_key
+
+    key = day_counter_key(datetime.now(UTC).date().isoformat())
+    item = aws.table(platform.control_table).get_item(Key={"key": key}).get("Item") or {}
+    return {name: int(value) for name, value in item.items() if name != "key"}
+
+
 def test_a_drop_is_stored_deduplicated_quarantined_and_reconciled(env: Platform) -> None:
     # Given a JSONL drop with 2 new records, 1 duplicate and 2 bad lines
     key = "drops/support/tickets.jsonl"
@@ -106,8 +116,13 @@ def test_a_drop_is_stored_deduplicated_quarantined_and_reconciled(env: Platform)
     assert rejected[1]["raw"] == "{oops"
     assert rejected[0]["message"].startswith(f"{key}, line 4, field 'text'")
 
-    # ... and the retrain counter grew by the stored count
+    # ... the retrain counter grew by the stored count, today's counter by every count ...
     assert pending_records(env) == 2
+    assert day_counter(env) == {
+        "received": 5, "stored": 2, "duplicate": 1, "near_duplicate": 0, "quarantined": 2
+    }  # fmt: skip
+    # ... and the manifest is on the newest-drops index
+    assert manifest["started_month"] == manifest["started_at"][:7]
 
 
 def test_a_redelivered_event_changes_nothing(env: Platform) -> None:
@@ -125,6 +140,7 @@ def test_a_redelivered_event_changes_nothing(env: Platform) -> None:
     assert again["completed_at"] == first["completed_at"]
     assert len(table_items(env.records_table)) == 2
     assert pending_records(env) == 2
+    assert day_counter(env)["received"] == 5  # counted once
 
 
 def test_a_drop_interrupted_midway_is_resumed_without_double_counting(env: Platform) -> None:
@@ -475,7 +491,9 @@ def test_a_large_drop_is_split_into_segments_that_complete_it_once(env: Platform
     # ... the segment items name their drop, and the retrain counter grew by the stored count
     segments = [i for i in table_items(env.drops_table) if "segment_of" in i]
     assert {i["segment_of"] for i in segments} == {parent["drop_id"]}
+    assert not any("started_month" in i for i in segments)  # only drops are on the index
     assert pending_records(env) == 28
+    assert (day_counter(env)["received"], day_counter(env)["stored"]) == (30, 28)  # once
     # ... and the whole-file event delivered again changes nothing
     assert ingest_message(body, tables, settings, queue_url=queue_url).status == "already_complete"
     assert sqs.receive_message(QueueUrl=queue_url).get("Messages", []) == []

@@ -96,3 +96,49 @@ def test_compare_across_benchmark_versions_is_not_paired(names: PlatformNames) -
 def test_compare_a_version_with_itself_is_refused(names: PlatformNames) -> None:
     with pytest.raises(ViewError):
         views.compare_models(names, "v0001", "v0001")
+
+
+def test_the_newest_drops_come_from_the_month_index_across_months(
+    platform: Platform,  # noqa: F811
+) -> None:
+    from datetime import UTC, datetime
+
+    from tuneloop.data_cli.inspect import list_drops
+
+    table = aws.table(platform.drops_table)
+    started = {
+        "a" * 64: "2026-10-30T09:00:00+00:00",
+        "b" * 64: "2026-11-02T09:00:00+00:00",
+        "c" * 64: "2026-12-01T09:00:00+00:00",
+        "d" * 64: "2026-12-02T09:00:00+00:00",
+    }
+    for drop_id, at in started.items():
+        table.put_item(
+            Item={"drop_id": drop_id, "dataset": "faq" if drop_id[0] == "b" else "support",
+                  "status": "complete", "started_at": at, "started_month": at[:7]}
+        )  # fmt: skip
+    table.put_item(Item={"drop_id": "d" * 64 + "#0", "segment_of": "d" * 64})
+    now = datetime(2026, 12, 3, tzinfo=UTC)
+
+    newest = [i["drop_id"][0] for i in list_drops(platform.drops_table, limit=3, now=now)]
+    assert newest == ["d", "c", "b"]
+    every = [i["drop_id"][0] for i in list_drops(platform.drops_table, limit=10, now=now)]
+    assert every == ["d", "c", "b", "a"]  # back across two month boundaries, no segment
+    faq = list_drops(platform.drops_table, dataset="faq", limit=10, now=now)
+    assert [i["drop_id"][0] for i in faq] == ["b"]
+    assert list_drops(platform.drops_table, limit=10, months=1, now=now)[-1]["drop_id"][0] == "c"
+
+
+def test_records_over_time_reads_the_day_counters_of_the_window(
+    platform: Platform,  # noqa: F811
+) -> None:
+    from datetime import date
+
+    from tuneloop.ingest.drops import day_counter_key
+
+    control = aws.table(platform.control_table)
+    for day, stored in (("2026-12-03", 40), ("2026-12-01", 7), ("2026-08-01", 99)):
+        control.put_item(Item={"key": day_counter_key(day), "stored": stored, "received": 50})
+    control.put_item(Item={"key": day_counter_key("2026-12-02"), "stored": 0, "received": 3})
+    series = views.records_over_time(names_of(platform), days=30, today=date(2026, 12, 3))
+    assert series == [("2026-12-01", 7), ("2026-12-03", 40)]  # in the window, stored > 0

@@ -1,4 +1,4 @@
-"""The pg8000 layer is built from installed files: complete, deterministic, pure Python."""
+"""Layers: installed files, native parts from Lambda wheels; complete and deterministic."""
 
 from __future__ import annotations
 
@@ -66,9 +66,32 @@ def test_markers_are_evaluated_for_the_lambda_runtime(site: Path) -> None:
     ]
 
 
-def test_native_code_and_missing_packages_are_refused(site: Path) -> None:
+def test_native_code_comes_from_the_lambda_wheel(site: Path, tmp_path: Path) -> None:
+    _fake_distribution(site, "nativepkg", {"nativepkg/_speed.so": "ELF for this machine"}, [])
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    with zipfile.ZipFile(wheels / "nativepkg-1.0-cp312-cp312-manylinux_2_17_x86_64.whl", "w") as w:
+        w.writestr("nativepkg/_speed.cpython-312-x86_64-linux-gnu.so", "ELF for Lambda")
+        w.writestr("nativepkg-1.0.dist-info/METADATA", "Name: nativepkg\n")
+        w.writestr("nativepkg-1.0.dist-info/RECORD", "")
+        w.writestr("nativepkg-1.0.data/purelib/nativepkg_extra.py", "X = 1\n")
+        w.writestr("nativepkg-1.0.data/scripts/nativepkg-cli", "#!/bin/sh\n")
+    archive = zipfile.ZipFile(io.BytesIO(layer_zip_bytes(["nativepkg"], wheel_dir=wheels)))
+    assert archive.namelist() == [
+        "python/nativepkg-1.0.dist-info/METADATA",
+        "python/nativepkg/_speed.cpython-312-x86_64-linux-gnu.so",
+        "python/nativepkg_extra.py",
+    ]
+    assert archive.read("python/nativepkg/_speed.cpython-312-x86_64-linux-gnu.so") == (
+        b"ELF for Lambda"
+    )
+
+
+def test_a_native_package_without_a_lambda_wheel_and_missing_packages_are_refused(
+    site: Path, tmp_path: Path
+) -> None:
     _fake_distribution(site, "nativepkg", {"nativepkg/_speed.so": "ELF"}, [])
-    with pytest.raises(LayerBuildError, match=r"nativepkg ships a native library"):
-        layer_zip_bytes(["nativepkg"])
-    with pytest.raises(LayerBuildError, match=r"not-installed-pkg is not installed.*connectors"):
+    with pytest.raises(LayerBuildError, match=r"(?s)nativepkg==1.0 has native code.*make setup"):
+        layer_zip_bytes(["nativepkg"], wheel_dir=tmp_path)
+    with pytest.raises(LayerBuildError, match=r"not-installed-pkg is not installed.*console"):
         layer_zip_bytes(["not-installed-pkg"])

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from moto import mock_aws
 
+from tests.integration.aws_fixtures import drops_table
 from tuneloop import aws
 from tuneloop.cli import build_parser, main
 from tuneloop.data_cli import push as push_module
@@ -32,12 +33,7 @@ def platform(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     aws.reset()
     with mock_aws():
         aws.s3().create_bucket(Bucket=BUCKET)
-        aws.dynamodb().create_table(
-            TableName=TABLE,
-            KeySchema=[{"AttributeName": "drop_id", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "drop_id", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        aws.dynamodb().create_table(**drops_table(TABLE))
         yield
     aws.reset()
 
@@ -221,6 +217,8 @@ def manifest_item(drop_id: str, started: str, **fields: Any) -> dict[str, Any]:
         "quarantined": 2,
     }
     item["dataset"] = item["key"].split("/")[1]
+    if "segment_of" not in fields:  # as tuneloop/ingest/drops.py writes it: drops only
+        item["started_month"] = started[:7]
     item.update(fields)
     aws.table(TABLE).put_item(Item=item)
     return item

@@ -25,7 +25,8 @@ router = APIRouter()
 Viewer = Annotated[SignedInUser, Depends(require_role("viewer"))]
 T = TypeVar("T")
 READ_ERRORS = (ClientError, BotoCoreError, NamesError)
-DROPS_SHOWN = 200
+DROPS_SHOWN = 50
+MAX_DROPS_SHOWN = 1000
 
 
 def names_of(request: Request) -> PlatformNames:
@@ -74,13 +75,16 @@ def dashboard(request: Request, user: Viewer) -> HTMLResponse:
 @router.get("/data", response_class=HTMLResponse)
 def data(request: Request, user: Viewer, limit: int = DROPS_SHOWN) -> HTMLResponse:
     sections = Sections()
-    drops = sections.read("drops", lambda: views.list_drops(names_of(request)), [])
+    shown = min(max(limit, 1), MAX_DROPS_SHOWN)
+    # One more than shown tells whether there are more, without counting them all.
+    drops = sections.read("drops", lambda: views.list_drops(names_of(request), limit=shown + 1), [])
     return render(
         request,
         user,
         "data.html",
-        drops=drops[: max(limit, 1)],
-        total=len(drops),
+        drops=drops[:shown],
+        more=len(drops) > shown and shown < MAX_DROPS_SHOWN,
+        next_limit=min(shown * 4, MAX_DROPS_SHOWN),
         problems=sections.problems,
     )
 
@@ -89,7 +93,7 @@ def data(request: Request, user: Viewer, limit: int = DROPS_SHOWN) -> HTMLRespon
 def drop(request: Request, user: Viewer, drop_id: str) -> HTMLResponse:
     try:
         detail = views.drop_detail(names_of(request), drop_id)
-    except (LookupError, ValueError) as exc:  # find_drop raises DropLookupError(ValueError)
+    except LookupError as exc:  # no such drop, or an ambiguous or malformed reference
         return not_found(request, user, str(exc))
     return render(request, user, "drop.html", detail=detail)
 

@@ -1,8 +1,10 @@
 """The Drops table: one manifest item per drop, created processing, finished complete.
 
-Finishing a drop and adding its stored count to the retrain counter happen in one
-transaction conditioned on ``status = processing``: however often an event is delivered,
-the counter grows once per drop.
+Finishing a drop (or a segment of one) and adding its counts to the retrain counter and to
+the day's ingest counter happen in one transaction conditioned on ``status = processing``:
+however often an event is delivered, the counters grow once per drop. A drop's manifest
+carries ``started_month`` (segments don't), which keys the ``by_month`` index the console
+and ``tuneloop data list`` read the newest drops from without a Scan.
 """
 
 from __future__ import annotations
@@ -15,19 +17,43 @@ from botocore.exceptions import ClientError
 
 from tuneloop import aws
 from tuneloop.ingest.events import DropObject
+from tuneloop.retrain import RETRAIN_KEY
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.service_resource import Table
 
 PROCESSING = "processing"
 COMPLETE = "complete"
-RETRAIN_KEY = "retrain"
+MONTH_INDEX = "by_month"
+"""Drops' GSI: partition ``started_month`` (``YYYY-MM``), sort ``started_at``; drops only."""
+# Counts a segment item holds and the parent sums (docs/contracts.md, Drops).
+SEGMENT_COUNTS = ("received", "stored", "duplicate", "near_duplicate", "quarantined")
+DAY_COUNTER_PREFIX = "ingested#"
+"""Control items ``ingested#<YYYY-MM-DD>``: the records counted that UTC day, by outcome."""
 
 _serialize = TypeSerializer().serialize
 
 
 def _now() -> str:
     return datetime.now(UTC).isoformat()
+
+
+def day_counter_key(day: str) -> str:
+    return f"{DAY_COUNTER_PREFIX}{day}"
+
+
+def _day_counter_update(control_table: str, counts: dict[str, Any], now: str) -> dict[str, Any]:
+    """The transaction step adding a drop's (or segment's) counts to its day's counter."""
+    added = {name: int(counts.get(name) or 0) for name in SEGMENT_COUNTS}
+    return {
+        "Update": {
+            "TableName": control_table,
+            "Key": {"key": _serialize(day_counter_key(now[:10]))},
+            "UpdateExpression": "ADD " + ", ".join(f"#{name} :{name}" for name in added),
+            "ExpressionAttributeNames": {f"#{name}": name for name in added},
+            "ExpressionAttributeValues": {f":{n}": _serialize(v) for n, v in added.items()},
+        }
+    }
 
 
 def _condition_failed(exc: ClientError) -> bool:
@@ -48,6 +74,7 @@ class DropsTable:
 
     def start(self, drop_id: str, obj: DropObject) -> dict[str, Any] | None:
         """Create the manifest as ``processing``; return the existing item if there is one."""
+        now = _now()
         try:
             self.table.put_item(
                 Item={
@@ -57,7 +84,8 @@ class DropsTable:
                     "etag": obj.etag,
                     "dataset": obj.dataset,
                     "status": PROCESSING,
-                    "started_at": _now(),
+                    "started_at": now,
+                    "started_month": now[:7],
                 },
                 ConditionExpression="attribute_not_exists(drop_id)",
             )
@@ -74,11 +102,12 @@ class DropsTable:
 
         Returns False when another delivery of the same event completed it first.
         """
+        now = _now()
         names = {"#status": "status", **{f"#{name}": name for name in counts}}
         values = {
             ":processing": PROCESSING,
             ":complete": COMPLETE,
-            ":completed_at": _now(),
+            ":completed_at": now,
             **{f":{name}": value for name, value in counts.items()},
         }
         assignments = ", ".join(f"#{name} = :{name}" for name in counts)
@@ -94,7 +123,8 @@ class DropsTable:
                     "ExpressionAttributeNames": names,
                     "ExpressionAttributeValues": {k: _serialize(v) for k, v in values.items()},
                 }
-            }
+            },
+            _day_counter_update(control_table, counts, now),
         ]
         if stored:
             actions.append(
@@ -117,8 +147,6 @@ class DropsTable:
             raise
 
 
-# Counts a segment item holds and the parent sums (docs/contracts.md, Drops).
-SEGMENT_COUNTS = ("received", "stored", "duplicate", "near_duplicate", "quarantined")
 MAX_LISTED_NEAR_DUPLICATES = 100
 
 
@@ -171,13 +199,14 @@ class SegmentedDrops(DropsTable):
         control_table: str,
         stored: int,
     ) -> bool:
-        """Finish a segment, count it on the parent and add ``stored`` to the retrain
-        counter, in one transaction; False when it was complete already."""
+        """Finish a segment, count it on the parent, add ``stored`` to the retrain counter
+        and its counts to the day's, in one transaction; False when it was complete already."""
+        now = _now()
         names = {"#status": "status", **{f"#{name}": name for name in counts}}
         values = {
             ":processing": PROCESSING,
             ":complete": COMPLETE,
-            ":completed_at": _now(),
+            ":completed_at": now,
             **{f":{name}": value for name, value in counts.items()},
         }
         assignments = ", ".join(f"#{name} = :{name}" for name in counts)
@@ -202,6 +231,7 @@ class SegmentedDrops(DropsTable):
                     "ExpressionAttributeValues": {":one": _serialize(1)},
                 }
             },
+            _day_counter_update(control_table, counts, now),
         ]
         if stored:
             actions.append(

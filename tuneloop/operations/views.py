@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tuneloop import aws
+from tuneloop.operations.freeze import FREEZE_KEY
 from tuneloop.operations.names import PlatformNames
 from tuneloop.operations.views_common import (
     job_output_uri,
@@ -37,7 +38,6 @@ from tuneloop.operations.views_common import (
 )
 from tuneloop.release.control import read_production
 
-FREEZE_KEY = "freeze"
 # The per-item value behind a metric in evaluation.json (as the gate pairs them).
 _ITEM_FIELDS = {"acc": "score", "acc_norm": "score_norm"}
 _Z95 = 1.959964

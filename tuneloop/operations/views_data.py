@@ -1,34 +1,20 @@
 """Read models of data and benchmarks: drops, records over time, alarms, benchmark suites and
-their score history. One Scan per table per call; only ``drop_detail`` reads S3."""
+their score history. Drops and records over time read indexes and counters, not Scans, so
+their cost follows what is shown; only ``drop_detail`` reads S3."""
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from tuneloop import aws
+from tuneloop.ingest.drops import DAY_COUNTER_PREFIX, day_counter_key
 from tuneloop.operations.names import PlatformNames
-from tuneloop.operations.views_common import num, plain, scan_all, to_dict
+from tuneloop.operations.views_common import num, plain, to_dict
 
 COUNTS = ("received", "stored", "duplicate", "near_duplicate", "quarantined")
-_DROP_FIELDS = (
-    "drop_id",
-    "#key",
-    "dataset",
-    "#status",
-    "received",
-    "#stored",
-    "duplicate",
-    "near_duplicate",
-    "quarantined",
-    "reasons",
-    "started_at",
-    "completed_at",
-    "segment_of",
-    "#source",
-)
 
 
 @dataclass(frozen=True)
@@ -127,31 +113,11 @@ def _summary(item: Mapping[str, Any]) -> DropSummary:
     )
 
 
-def _drop_items(names: PlatformNames) -> list[dict[str, Any]]:
-    items = scan_all(
-        names.drops_table,
-        ProjectionExpression=", ".join(_DROP_FIELDS),
-        ExpressionAttributeNames={
-            "#key": "key",
-            "#status": "status",
-            "#source": "source",
-            "#stored": "stored",  # a DynamoDB reserved word
-        },
-    )
-    # Segment items ("<drop>#<n>") are parts of a drop, not drops.
-    return [i for i in items if not i.get("segment_of")]
+def list_drops(names: PlatformNames, *, limit: int = 50) -> list[DropSummary]:
+    """The newest ``limit`` drops, newest first (Queries of Drops' ``by_month`` index)."""
+    from tuneloop.data_cli.inspect import list_drops as newest_drops
 
-
-def list_drops(names: PlatformNames, *, limit: int | None = None) -> list[DropSummary]:
-    """Drops, newest first (one Scan of Drops, segments left out)."""
-    items = sorted(
-        _drop_items(names),
-        key=lambda i: (str(i.get("started_at", "")), str(i["drop_id"])),
-        reverse=True,
-    )
-    if limit is not None:
-        items = items[:limit]
-    return [_summary(item) for item in items]
+    return [_summary(plain(item)) for item in newest_drops(names.drops_table, limit=limit)]
 
 
 def drop_detail(names: PlatformNames, drop_id: str, *, sample: int = 5) -> DropDetail:
@@ -173,14 +139,27 @@ def drop_detail(names: PlatformNames, drop_id: str, *, sample: int = 5) -> DropD
     )
 
 
-def records_over_time(names: PlatformNames) -> list[tuple[str, int]]:
-    """(UTC day, records stored that day) from the drops' counts (one Scan of Drops)."""
-    per_day: Counter[str] = Counter()
-    for item in _drop_items(names):
-        day = str(item.get("completed_at") or item.get("started_at") or "")[:10]
-        stored = _count(item, "stored")
-        if day and stored:
-            per_day[day] += stored
+def records_over_time(
+    names: PlatformNames, *, days: int = 90, today: date | None = None
+) -> list[tuple[str, int]]:
+    """(UTC day, records stored that day) for the last ``days`` days that stored any, from
+    the Control table's day counters (one BatchGetItem; at most 100 keys)."""
+    last = today or datetime.now(UTC).date()
+    wanted = [(last - timedelta(days=back)).isoformat() for back in range(min(days, 100))]
+    keys = [{"key": {"S": day_counter_key(day)}} for day in wanted]
+    client = aws.dynamodb()
+    request: dict[str, Any] = {
+        names.control_table: {"Keys": keys, "ProjectionExpression": "#key, #stored",
+                              "ExpressionAttributeNames": {"#key": "key", "#stored": "stored"}}
+    }  # fmt: skip
+    per_day: dict[str, int] = {}
+    while request:
+        response = client.batch_get_item(RequestItems=request)
+        for item in response.get("Responses", {}).get(names.control_table, []):
+            stored = int(item.get("stored", {}).get("N", "0"))
+            if stored:
+                per_day[item["key"]["S"].removeprefix(DAY_COUNTER_PREFIX)] = stored
+        request = response.get("UnprocessedKeys") or {}
     return sorted(per_day.items())
 
 
