@@ -259,7 +259,7 @@ class ConsoleStack(Stack):
         # Views read every table but Audit with GetItem/Scan/Query; Audit is listed (Query)
         # and appended to, never changed.
         for table in (tables.records, tables.drops, tables.model_versions):
-            grant_table(table, fn, allow, write=False, indexed=table is not tables.model_versions)
+            grant_table(table, fn, allow, write=False)
         grant_table(tables.audit, fn, allow, write=False)
         grant_audit_append(tables.audit, fn)
         # Control: freeze, gate_policy (PutItem), the retrain lock of "start run" (UpdateItem),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from aws_cdk import Stack
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
@@ -65,27 +66,32 @@ def grant_objects(
     )
 
 
+def has_indexes(table: dynamodb.Table) -> bool:
+    """Whether ``table`` has global secondary indexes (as its template will say)."""
+    cfn = table.node.default_child
+    assert isinstance(cfn, dynamodb.CfnTable)
+    return bool(Stack.of(table).resolve(cfn.global_secondary_indexes))
+
+
 def grant_table(
     table: dynamodb.Table,
     grantee: iam.IGrantable,
     allowances: WildcardAllowances,
     *,
     write: bool,
-    indexed: bool = False,
 ) -> None:
-    """Item access to ``table``; CDK also grants an ``indexed`` table's GSIs as
-    ``<table>/index/*``."""
+    """Item access to ``table``; CDK also grants a table with GSIs on ``<table>/index/*``."""
     if write:
         table.grant_read_write_data(grantee)
         for action, reason in KMS_ACTIONS.items():
             allowances.allow_action(action, reason)
     else:
         table.grant_read_data(grantee)
-    if indexed:
+    if has_indexes(table):
         allowances.allow_resource(
             f"{table.table_arn}/index/*",
             "CDK grants a table with global secondary indexes on <table>/index/* as well "
-            "(Records' by_dataset, Drops' by_month): Queries on them.",
+            "(Records' by_dataset, Drops' and ModelVersions' by_month): Queries on them.",
         )
 
 

@@ -130,8 +130,8 @@ class IngestionStack(Stack):
         # Bodies too large for a Records item, and each drop's curated copy.
         grant_objects(lake.curated, ingest, allow, prefix="records/", access="put")
         grant_objects(lake.curated, ingest, allow, prefix="curated/", access="put")
-        grant_table(tables.records, ingest, allow, write=True, indexed=True)
-        grant_table(tables.drops, ingest, allow, write=True, indexed=True)
+        grant_table(tables.records, ingest, allow, write=True)
+        grant_table(tables.drops, ingest, allow, write=True)
         if COMPREHEND_REDACTOR in config.ingest.redactors:
             # DetectPiiEntities has no resource to scope to (IAM takes only "*").
             ingest.add_to_role_policy(comprehend_statement())

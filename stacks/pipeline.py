@@ -174,7 +174,7 @@ class PipelineStack(Stack):
         }
         f = {state: python_function.function for state, python_function in self.functions.items()}
         a = {state: python_function.allowances for state, python_function in self.functions.items()}
-        grant_table(t.records, f["PrepareDataset"], a["PrepareDataset"], write=False, indexed=True)
+        grant_table(t.records, f["PrepareDataset"], a["PrepareDataset"], write=False)
         grant_objects(
             b.curated,
             f["PrepareDataset"],

@@ -13,7 +13,8 @@ _S = dynamodb.AttributeType.STRING
 
 
 class StateTables(Construct):
-    """Records (+ GSI ``by_dataset``), Drops, ModelVersions, Control, Benchmarks and Audit.
+    """Records (+ GSI ``by_dataset``), Drops and ModelVersions (+ GSI ``by_month`` each:
+    tuneloop/month_index.py), Control, Benchmarks and Audit.
 
     On-demand billing, KMS encryption with the data key, point-in-time recovery and
     deletion protection (stages that retain data).
@@ -58,6 +59,12 @@ class StateTables(Construct):
             projection_type=dynamodb.ProjectionType.ALL,
         )
         self.model_versions = table("ModelVersions", "model_version")
+        self.model_versions.add_global_secondary_index(
+            index_name="by_month",
+            partition_key=dynamodb.Attribute(name="created_month", type=_S),
+            sort_key=dynamodb.Attribute(name="created_at", type=_S),
+            projection_type=dynamodb.ProjectionType.ALL,
+        )
         self.control = table("Control", "key")
         # Immutable benchmark versions (tuneloop/benchmarks/store.py).
         self.benchmarks = table("Benchmarks", "name", sort_key="version")

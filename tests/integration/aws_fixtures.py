@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import pytest
@@ -61,25 +62,48 @@ def _table(name: str, key: str, **extra: Any) -> dict[str, Any]:
     }
 
 
-def drops_table(name: str) -> dict[str, Any]:
-    """CreateTable arguments for Drops as stacks/constructs/state_tables.py defines it."""
+def month_indexed_table(name: str, key: str, month: str, at: str) -> dict[str, Any]:
+    """CreateTable arguments for a table with a ``by_month`` index (``month`` + ``at``), as
+    stacks/constructs/state_tables.py defines Drops and ModelVersions."""
     return _table(
         name,
-        "drop_id",
+        key,
         extra_attributes=[
-            {"AttributeName": "started_month", "AttributeType": "S"},
-            {"AttributeName": "started_at", "AttributeType": "S"},
+            {"AttributeName": month, "AttributeType": "S"},
+            {"AttributeName": at, "AttributeType": "S"},
         ],
         GlobalSecondaryIndexes=[
             {
                 "IndexName": "by_month",
                 "KeySchema": [
-                    {"AttributeName": "started_month", "KeyType": "HASH"},
-                    {"AttributeName": "started_at", "KeyType": "RANGE"},
+                    {"AttributeName": month, "KeyType": "HASH"},
+                    {"AttributeName": at, "KeyType": "RANGE"},
                 ],
                 "Projection": {"ProjectionType": "ALL"},
             }
         ],
+    )
+
+
+def drops_table(name: str) -> dict[str, Any]:
+    return month_indexed_table(name, "drop_id", "started_month", "started_at")
+
+
+def model_versions_table(name: str) -> dict[str, Any]:
+    return month_indexed_table(name, "model_version", "created_month", "created_at")
+
+
+def put_version(table_name: str, model_version: str, *, days_ago: float = 0, **fields: Any) -> None:
+    """A version item as ``start_training`` creates it (``created_at``, ``created_month``:
+    on the ``by_month`` index), ``days_ago`` days old, with ``fields``."""
+    created = (datetime.now(UTC) - timedelta(days=days_ago)).isoformat()
+    aws.table(table_name).put_item(
+        Item={
+            "model_version": model_version,
+            "created_at": created,
+            "created_month": created[:7],
+            **fields,
+        }
     )
 
 
@@ -111,7 +135,7 @@ def create_platform(base: Platform | None = None) -> Platform:
         )
     )
     dynamodb.create_table(**drops_table(names.drops_table))
-    dynamodb.create_table(**_table(names.model_versions_table, "model_version"))
+    dynamodb.create_table(**model_versions_table(names.model_versions_table))
     dynamodb.create_table(**_table(names.control_table, "key"))
     dynamodb.create_table(
         **_table(

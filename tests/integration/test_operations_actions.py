@@ -11,9 +11,9 @@ from tests.integration.aws_fixtures import (  # noqa: F401 - fixtures
     Platform,
     aws_credentials,
     platform,
+    put_version,
 )
 from tests.integration.test_operations_cli import names_of
-from tuneloop import aws
 from tuneloop.operations import actions, audit
 from tuneloop.operations.actions import ActionError, BenchmarkValidationError
 from tuneloop.operations.audit import Actor
@@ -25,10 +25,8 @@ EXAMPLE = Path(__file__).parents[2] / "examples" / "benchmarks" / "acme_support.
 
 @pytest.fixture
 def names(platform: Platform) -> PlatformNames:  # noqa: F811
-    for version, status in (("v0001", "deployed"), ("v0002", "rejected")):
-        aws.table(platform.model_versions_table).put_item(
-            Item={"model_version": version, "status": status}
-        )
+    for age, (version, status) in enumerate((("v0002", "rejected"), ("v0001", "deployed"))):
+        put_version(platform.model_versions_table, version, days_ago=age, status=status)
     return names_of(platform)
 
 

@@ -10,8 +10,8 @@ from tests.integration.aws_fixtures import (  # noqa: F401 - fixtures
     Platform,
     aws_credentials,
     platform,
+    put_version,
 )
-from tuneloop import aws
 from tuneloop.cli import main
 from tuneloop.operations.names import PlatformNames
 
@@ -43,10 +43,8 @@ def names(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> PlatformNames:
 
     monkeypatch.setattr(PlatformNames, "for_stage", staticmethod(for_stage))
     monkeypatch.setattr("tuneloop.operations.audit.Actor.from_iam", _actor)
-    for version, status in (("v0001", "deployed"), ("v0002", "registered")):
-        aws.table(platform.model_versions_table).put_item(
-            Item={"model_version": version, "status": status}
-        )
+    for age, (version, status) in enumerate((("v0002", "registered"), ("v0001", "deployed"))):
+        put_version(platform.model_versions_table, version, days_ago=age, status=status)
     return resolved
 
 

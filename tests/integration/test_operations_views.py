@@ -11,6 +11,7 @@ from tests.integration.aws_fixtures import (  # noqa: F401 - fixtures
     Platform,
     aws_credentials,
     platform,
+    put_version,
 )
 from tests.integration.test_operations_cli import names_of
 from tuneloop import aws
@@ -27,20 +28,22 @@ def score(value: str, version: str = "1", **extra: str) -> dict[str, Any]:
 
 @pytest.fixture
 def names(platform: Platform) -> PlatformNames:  # noqa: F811
-    table = aws.table(platform.model_versions_table)
-    table.put_item(
-        Item={
-            "model_version": "v0001",
+    table = platform.model_versions_table
+    put_version(
+        table,
+        "v0001",
+        days_ago=2,
+        **{
             "status": "deployed",
-            "created_at": "2026-01-01T00:00:00+00:00",
             "scores": {"mmlu": score("0.40", ci_low="0.35", ci_high="0.45")},
-        }
+        },
     )
-    table.put_item(
-        Item={
-            "model_version": "v0002",
+    put_version(
+        table,
+        "v0002",
+        days_ago=1,
+        **{
             "status": "registered",
-            "created_at": "2026-01-02T00:00:00+00:00",
             "parent_version": "v0001",
             "scores": {
                 "mmlu": score(
@@ -48,15 +51,15 @@ def names(platform: Platform) -> PlatformNames:  # noqa: F811
                 ),
                 "faq": score("0.9", version="2"),
             },
-        }
+        },
     )
-    table.put_item(
-        Item={
-            "model_version": "v0003",
+    put_version(
+        table,
+        "v0003",
+        **{
             "status": "rejected",
-            "created_at": "2026-01-03T00:00:00+00:00",
             "scores": {"mmlu": score("0.30", version="9")},
-        }
+        },
     )
     return names_of(platform)
 

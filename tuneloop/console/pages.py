@@ -27,6 +27,8 @@ T = TypeVar("T")
 READ_ERRORS = (ClientError, BotoCoreError, NamesError)
 DROPS_SHOWN = 50
 MAX_DROPS_SHOWN = 1000
+MODELS_SHOWN = 50
+MAX_MODELS_SHOWN = 1000
 
 
 def names_of(request: Request) -> PlatformNames:
@@ -99,10 +101,21 @@ def drop(request: Request, user: Viewer, drop_id: str) -> HTMLResponse:
 
 
 @router.get("/models", response_class=HTMLResponse)
-def models(request: Request, user: Viewer) -> HTMLResponse:
+def models(request: Request, user: Viewer, limit: int = MODELS_SHOWN) -> HTMLResponse:
     sections = Sections()
-    listed = sections.read("models", lambda: views.list_models(names_of(request)), [])
-    return render(request, user, "models.html", models=listed, problems=sections.problems)
+    shown = min(max(limit, 1), MAX_MODELS_SHOWN)
+    listed = sections.read(
+        "models", lambda: views.list_models(names_of(request), limit=shown + 1), []
+    )
+    return render(
+        request,
+        user,
+        "models.html",
+        models=listed[:shown],
+        more=len(listed) > shown and shown < MAX_MODELS_SHOWN,
+        next_limit=min(shown * 4, MAX_MODELS_SHOWN),
+        problems=sections.problems,
+    )
 
 
 @router.get("/models/compare", response_class=HTMLResponse)

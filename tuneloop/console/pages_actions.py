@@ -58,8 +58,11 @@ def _back(request: Request, path: str, message: str, *, error: bool = False) -> 
 def deployments(request: Request, user: Viewer) -> HTMLResponse:
     names, sections = names_of(request), Sections()
     prod = sections.read("production", lambda: views.production(names), None)
-    models = sections.read("models", lambda: views.list_models(names), [])
-    history = sections.read("history", lambda: views.deployment_history(names), [])
+    items = sections.read("versions", lambda: views.summary_items(names), [])
+    models = sections.read("models", lambda: views.list_models(names, items=items), [])
+    history = sections.read(
+        "history", lambda: views.deployment_history(names, items=items, only_these=False), []
+    )
     return render(
         request,
         user,

@@ -5,17 +5,15 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from boto3.dynamodb.conditions import Attr, ConditionBase, Key
+from boto3.dynamodb.conditions import Attr, ConditionBase
 
 from tuneloop import aws
-from tuneloop.ingest.drops import MONTH_INDEX
+from tuneloop.month_index import LISTED_MONTHS, newest_first
 
 MIN_PREFIX = 8
-LISTED_MONTHS = 24
-"""How far back ``list_drops`` looks for drops (``tuneloop data show`` finds older ones)."""
 _HEX = re.compile(r"^[0-9a-f]+$")
 
 
@@ -37,11 +35,6 @@ def _newest_first(item: dict[str, Any]) -> str:
     return str(item.get("started_at") or item.get("completed_at") or "")
 
 
-def _month_before(month: str) -> str:
-    year, number = int(month[:4]), int(month[5:7])
-    return f"{year - 1}-12" if number == 1 else f"{year}-{number - 1:02d}"
-
-
 def list_drops(
     table_name: str,
     *,
@@ -50,31 +43,12 @@ def list_drops(
     months: int = LISTED_MONTHS,
     now: datetime | None = None,
 ) -> list[dict]:
-    """Drop manifests, newest first, from the ``by_month`` index: this month's, then the
-    month before, back ``months`` months; no Scan, so the cost follows ``limit``."""
-    table = aws.table(table_name)
-    month = (now or datetime.now(UTC)).strftime("%Y-%m")
-    found: list[dict[str, Any]] = []
-    for _ in range(months):
-        query: dict[str, Any] = {
-            "IndexName": MONTH_INDEX,
-            "KeyConditionExpression": Key("started_month").eq(month),
-            "ScanIndexForward": False,
-        }
-        if dataset is not None:
-            query["FilterExpression"] = Attr("dataset").eq(dataset)
-        while len(found) < limit:
-            if dataset is None:  # with a filter, Limit would cap the items read, not kept
-                query["Limit"] = limit - len(found)
-            page = table.query(**query)
-            found.extend(dict(item) for item in page.get("Items", []))
-            if "LastEvaluatedKey" not in page:
-                break
-            query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-        if len(found) >= limit:
-            break
-        month = _month_before(month)
-    return found[:limit]
+    """Drop manifests, newest first, from Drops' ``by_month`` index (segments are not on it):
+    this month's, then the month before, back ``months`` months; no Scan."""
+    where = Attr("dataset").eq(dataset) if dataset is not None else None
+    return newest_first(
+        table_name, "started_month", limit=limit, where=where, months=months, now=now
+    )
 
 
 def find_drop(table_name: str, reference: str) -> dict[str, Any]:

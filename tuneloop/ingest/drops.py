@@ -4,7 +4,7 @@ Finishing a drop (or a segment of one) and adding its counts to the retrain coun
 the day's ingest counter happen in one transaction conditioned on ``status = processing``:
 however often an event is delivered, the counters grow once per drop. A drop's manifest
 carries ``started_month`` (segments don't), which keys the ``by_month`` index the console
-and ``tuneloop data list`` read the newest drops from without a Scan.
+and ``tuneloop data drops`` read the newest drops from without a Scan.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from botocore.exceptions import ClientError
 
 from tuneloop import aws
 from tuneloop.ingest.events import DropObject
+from tuneloop.month_index import month_of
 from tuneloop.retrain import RETRAIN_KEY
 
 if TYPE_CHECKING:
@@ -24,8 +25,6 @@ if TYPE_CHECKING:
 
 PROCESSING = "processing"
 COMPLETE = "complete"
-MONTH_INDEX = "by_month"
-"""Drops' GSI: partition ``started_month`` (``YYYY-MM``), sort ``started_at``; drops only."""
 # Counts a segment item holds and the parent sums (docs/contracts.md, Drops).
 SEGMENT_COUNTS = ("received", "stored", "duplicate", "near_duplicate", "quarantined")
 DAY_COUNTER_PREFIX = "ingested#"
@@ -85,7 +84,7 @@ class DropsTable:
                     "dataset": obj.dataset,
                     "status": PROCESSING,
                     "started_at": now,
-                    "started_month": now[:7],
+                    "started_month": month_of(now),  # on by_month (tuneloop/month_index.py)
                 },
                 ConditionExpression="attribute_not_exists(drop_id)",
             )

@@ -30,6 +30,16 @@ AUDIT_COLUMNS = ("at", "actor", "action", "target", "source")
 COMMANDS = ("models", "runs", "deploy", "rollback", "freeze", "unfreeze", "audit", "status")
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stage", help="the stage (default: $TUNELOOP_STAGE, else cdk.json's)")
     parser.add_argument("--json", action="store_true", help="print JSON for scripts")
@@ -39,7 +49,11 @@ def add_parser(commands: Any) -> None:
     """Add the operations subcommands to the top-level parser."""
     models = commands.add_parser("models", help="model versions: list, show, compare")
     models_sub = models.add_subparsers(dest="models_command", required=True)
-    _common(models_sub.add_parser("list", help="every version, newest first"))
+    listing = models_sub.add_parser("list", help="the newest versions, newest first")
+    listing.add_argument(
+        "--limit", type=_positive, default=100, help="how many versions (default 100)"
+    )
+    _common(listing)
     show = models_sub.add_parser("show", help="one version's lineage")
     show.add_argument("version")
     _common(show)
@@ -90,7 +104,7 @@ def _models(names: Any, args: argparse.Namespace) -> tuple[Any, Callable[[Any], 
     from tuneloop.operations import views
 
     if args.models_command == "list":
-        return views.list_models(names), partial(table, columns=MODEL_COLUMNS)
+        return views.list_models(names, limit=args.limit), partial(table, columns=MODEL_COLUMNS)
     if args.models_command == "show":
         return views.model_detail(names, args.version), details
     return views.compare_models(names, args.a, args.b), details

@@ -1,6 +1,7 @@
 """Read models shared by the operations CLI and the console (plain frozen dataclasses).
 
-List views read one Scan/Query per table and no S3 object (what they show is stored on the
+List views read the newest items through month indexes (tuneloop/month_index.py), never a
+Scan of a table that grows with history, and no S3 object (what they show is stored on the
 items: a version's ``scores``, ``gate_approved`` and ``gate_summary`` are written by the gate);
 detail views also read the version's S3 documents (dataset manifest, training report, gate
 decision, evaluation report). Every function takes :class:`PlatformNames` first.
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tuneloop import aws
+from tuneloop.month_index import newest_first
 from tuneloop.operations.freeze import FREEZE_KEY
 from tuneloop.operations.names import PlatformNames
 from tuneloop.operations.views_common import (
@@ -33,7 +35,6 @@ from tuneloop.operations.views_common import (
     plain,
     read_json,
     read_tar_json,
-    scan_all,
     to_dict,
 )
 from tuneloop.release.control import read_production
@@ -67,6 +68,10 @@ _SUMMARY_FIELDS = (
     "execution_arn",
     "drop_count",
 )
+
+
+VERSIONS_LISTED = 50
+"""How many of the newest versions list views read (``--limit`` / ``?limit=`` for more)."""
 
 
 class ViewError(LookupError):
@@ -437,32 +442,30 @@ def scores_of(item: Mapping[str, Any]) -> tuple[Score, ...]:
     return tuple(rows)
 
 
-def summary_items(names: PlatformNames) -> list[dict[str, Any]]:
-    """Every version item, only the fields list views need (one Scan)."""
-    return list(
-        scan_all(
-            names.model_versions_table,
-            ProjectionExpression=", ".join(_SUMMARY_FIELDS),
-            ExpressionAttributeNames={"#status": "status", "#error": "error"},
-        )
+def summary_items(names: PlatformNames, *, limit: int = VERSIONS_LISTED) -> list[dict[str, Any]]:
+    """The newest ``limit`` version items, newest first, only the fields list views need
+    (Queries of ModelVersions' ``by_month`` index, no Scan)."""
+    return newest_first(
+        names.model_versions_table,
+        "created_month",
+        limit=limit,
+        ProjectionExpression=", ".join(_SUMMARY_FIELDS),
+        ExpressionAttributeNames={"#status": "status", "#error": "error"},
     )
 
 
-def _newest_first(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return sorted(
-        items,
-        key=lambda i: (str(i.get("created_at", "")), str(i.get("model_version", ""))),
-        reverse=True,
-    )
-
-
-def list_models(names: PlatformNames, *, limit: int | None = None) -> list[ModelSummary]:
-    """Every model version, newest first (one Scan of ModelVersions, one GetItem of Control)."""
+def list_models(
+    names: PlatformNames,
+    *,
+    limit: int = VERSIONS_LISTED,
+    items: list[dict[str, Any]] | None = None,
+) -> list[ModelSummary]:
+    """The newest ``limit`` model versions, newest first (or those of ``items``, from
+    :func:`summary_items`), with one GetItem of Control for what is serving."""
     current = read_production(names.control_table)
     serving = current.current.model_version if current else ""
-    items = _newest_first(summary_items(names))
-    if limit is not None:
-        items = items[:limit]
+    if items is None:
+        items = summary_items(names, limit=limit)
     return [
         ModelSummary(
             version=str(item["model_version"]),
@@ -865,10 +868,15 @@ def audit_records(
 
 
 def deployment_history(
-    names: PlatformNames, *, items: list[dict[str, Any]] | None = None
+    names: PlatformNames,
+    *,
+    items: list[dict[str, Any]] | None = None,
+    only_these: bool = True,
 ) -> list[DeploymentEvent]:
-    """Promotions, supersessions, rollbacks and restorations (from the version items) and the
-    deploys and rollbacks people and the pipeline asked for (audit trail), newest first."""
+    """Promotions, supersessions, rollbacks and restorations (from the version items: given,
+    else the newest :data:`VERSIONS_LISTED`) and the deploys and rollbacks people and the
+    pipeline asked for (audit trail; with ``items`` and ``only_these``, only theirs), newest
+    first."""
     versions = items if items is not None else summary_items(names)
     events = []
     for item in versions:
@@ -888,7 +896,11 @@ def deployment_history(
                         detail=text,
                     )
                 )
-    only = {str(i.get("model_version", "")) for i in versions} if items is not None else None
+    only = (
+        {str(i.get("model_version", "")) for i in versions}
+        if items is not None and only_these
+        else None
+    )
     for record in audit_records(names, limit=500):
         if record.get("action") not in _AUDIT_ACTIONS:
             continue

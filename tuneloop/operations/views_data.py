@@ -11,6 +11,7 @@ from typing import Any
 
 from tuneloop import aws
 from tuneloop.ingest.drops import DAY_COUNTER_PREFIX, day_counter_key
+from tuneloop.month_index import newest_first
 from tuneloop.operations.names import PlatformNames
 from tuneloop.operations.views_common import num, plain, to_dict
 
@@ -114,10 +115,10 @@ def _summary(item: Mapping[str, Any]) -> DropSummary:
 
 
 def list_drops(names: PlatformNames, *, limit: int = 50) -> list[DropSummary]:
-    """The newest ``limit`` drops, newest first (Queries of Drops' ``by_month`` index)."""
-    from tuneloop.data_cli.inspect import list_drops as newest_drops
-
-    return [_summary(plain(item)) for item in newest_drops(names.drops_table, limit=limit)]
+    """The newest ``limit`` drops, newest first (Queries of Drops' ``by_month`` index; a
+    projection would not lower the read units, which count whole items)."""
+    items = newest_first(names.drops_table, "started_month", limit=limit)
+    return [_summary(plain(item)) for item in items]
 
 
 def drop_detail(names: PlatformNames, drop_id: str, *, sample: int = 5) -> DropDetail:
@@ -220,8 +221,8 @@ def benchmark_suites(names: PlatformNames) -> list[BenchmarkSuite]:
 
 
 def benchmark_history(names: PlatformNames, suite: str) -> list[ScorePoint]:
-    """``suite``'s score (with its CI) for every model version scored on it, oldest first
-    (from the scores the gate stores on the version items: one Scan of ModelVersions)."""
+    """``suite``'s score (with its CI) for each of the newest versions scored on it, oldest
+    first (from the scores the gate stores on the version items: ``summary_items``)."""
     from tuneloop.operations.views import scores_of, summary_items
 
     points = []

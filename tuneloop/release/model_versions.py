@@ -27,6 +27,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from tuneloop import aws
+from tuneloop.month_index import month_of
 
 TRAINING = "training"
 REJECTED = "rejected"
@@ -86,6 +87,7 @@ def start_training(table_name: str, model_version: str, lineage: dict[str, Any])
                 "status": TRAINING,
                 **lineage,
                 "created_at": now,
+                "created_month": month_of(now),  # on by_month (tuneloop/month_index.py)
                 "updated_at": now,
             },
             ConditionExpression="attribute_not_exists(model_version) OR #status = :training",
