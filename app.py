@@ -111,6 +111,7 @@ def build_app(
         tables=storage.tables,
         retrain_state_machine=pipeline.state_machine,
         release_state_machine=pipeline.release_state_machine,
+        benchmark_run_state_machine=pipeline.benchmark_run_state_machine,
         rollback_function=serving.rollback.function,
         endpoint_name=serving.endpoint_name,
         endpoint_arn=serving.endpoint_arn,

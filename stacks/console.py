@@ -94,6 +94,7 @@ class ConsoleStack(Stack):
         tables: StateTables,
         retrain_state_machine: sfn.IStateMachine,
         release_state_machine: sfn.IStateMachine,
+        benchmark_run_state_machine: sfn.IStateMachine,
         rollback_function: lambda_.IFunction,
         endpoint_name: str,
         endpoint_arn: str,
@@ -145,6 +146,7 @@ class ConsoleStack(Stack):
             "audit_table": tables.audit.table_name,
             "state_machine_arn": retrain_state_machine.state_machine_arn,
             "release_state_machine_arn": release_state_machine.state_machine_arn,
+            "benchmark_run_state_machine_arn": benchmark_run_state_machine.state_machine_arn,
             "endpoint_name": endpoint_name,
             "rollback_function": rollback_function.function_name,
         }
@@ -182,6 +184,7 @@ class ConsoleStack(Stack):
             tables=tables,
             retrain=retrain_state_machine,
             release=release_state_machine,
+            benchmark_run=benchmark_run_state_machine,
             rollback=rollback_function,
             endpoint_arn=endpoint_arn,
             pool=users.pool,
@@ -250,6 +253,7 @@ class ConsoleStack(Stack):
         tables: StateTables,
         retrain: sfn.IStateMachine,
         release: sfn.IStateMachine,
+        benchmark_run: sfn.IStateMachine,
         rollback: lambda_.IFunction,
         endpoint_arn: str,
         pool: cognito.UserPool,
@@ -285,7 +289,7 @@ class ConsoleStack(Stack):
             grant_objects(lake.artifacts, fn, allow, prefix=prefix, access="read")
         grant_objects(lake.artifacts, fn, allow, prefix="benchmarks/", access="read")
         grant_objects(lake.artifacts, fn, allow, prefix="benchmarks/", access="put")
-        for machine in (retrain, release):
+        for machine in (retrain, release, benchmark_run):
             machine.grant_start_execution(fn)
             machine.grant(fn, "states:ListExecutions")
             machine.grant_execution(

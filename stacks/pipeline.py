@@ -11,6 +11,7 @@ from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
 from stacks.config import StageConfig
+from stacks.constructs.benchmark_run_state_machine import BenchmarkRunStateMachine
 from stacks.constructs.data_lake import DataLake
 from stacks.constructs.dlc_image import DlcImageUri
 from stacks.constructs.endpoint_alarms import EndpointAlarms
@@ -262,6 +263,37 @@ class PipelineStack(Stack):
             endpoint_arn=endpoint_arn,
         )
         self.release_state_machine = self.release.state_machine
+        # A person's run of one suite on one version (the console's /benchmarks, the CLI).
+        benchmark_run = PythonFunction(
+            self,
+            "BenchmarkRun",
+            name="benchmark_run",
+            environment={
+                "ARTIFACTS_BUCKET": b.artifacts.bucket_name,
+                "BENCHMARKS_TABLE": t.benchmarks.table_name,
+                "MODEL_VERSIONS_TABLE": t.model_versions.table_name,
+                "MMLU_SUBSET_SIZE": str(config.evaluation.mmlu_subset_size),
+            },
+            config=config,
+            description="TuneLoop benchmark run: prepare the suite, record the score",
+        )
+        run_fn, run_allow = benchmark_run.function, benchmark_run.allowances
+        grant_table(t.benchmarks, run_fn, run_allow, write=False)
+        grant_table(t.model_versions, run_fn, run_allow, write=True)
+        grant_objects(b.artifacts, run_fn, run_allow, prefix="benchmarks/", access="read")
+        grant_objects(b.artifacts, run_fn, run_allow, prefix="runs/", access="read_write")
+        grant_objects(b.artifacts, run_fn, run_allow, prefix="jobs/", access="read")
+        self.benchmark_run = BenchmarkRunStateMachine(
+            self,
+            "BenchmarkRunMachine",
+            config=config,
+            function=run_fn,
+            sagemaker_role=self.sagemaker_role,
+            training_image_uri=training_image.uri,
+            submit_directory=code.s3_url,
+            artifacts=lake.artifacts,
+        )
+        self.benchmark_run_state_machine = self.benchmark_run.state_machine
         self.model_package_group = registry.group
         # Stateful (holds every registered version): pinned like Storage's resources.
         registry.group.override_logical_id(MODEL_PACKAGE_GROUP_LOGICAL_ID)
@@ -275,6 +307,10 @@ class PipelineStack(Stack):
                 out.RELEASE_STATE_MACHINE: (
                     self.release_state_machine.state_machine_arn,
                     "The release state machine (manual deploys and rollbacks to a version)",
+                ),
+                out.BENCHMARK_RUN_STATE_MACHINE: (
+                    self.benchmark_run_state_machine.state_machine_arn,
+                    "The benchmark run state machine (one suite on one model version)",
                 ),
                 out.SAGEMAKER_ROLE: (
                     self.sagemaker_role.role_arn,

@@ -126,6 +126,83 @@ def _execution_name_with(suffix: str) -> str:
     return _P.format("{}-" + suffix, _P.string_at("$$.Execution.Name"))
 
 
+def training_job(
+    scope: Construct,
+    state_name: str,
+    *,
+    config: StageConfig,
+    role: iam.IRole,
+    image_uri: str,
+    submit_directory: str,
+    artifacts: s3.IBucket,
+    program: str,
+    name_suffix: str,
+    channels: Mapping[str, str],
+    hyperparameters: Mapping[str, Any],
+    result_selector: Mapping[str, Any],
+    result_path: str,
+    metric_definitions: Mapping[str, str] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> tasks.SageMakerCreateTrainingJob:
+    """A script-mode SageMaker training job (``createTrainingJob.sync``) named
+    ``<execution name>-<suffix>``, running ``program`` from ``sourcedir.tar.gz``."""
+    metrics = metric_definitions or {"train_loss": TRAIN_METRIC_DEFINITIONS["train_loss"]}
+    task = _TrainingJob(
+        scope,
+        state_name,
+        extra=extra or {},
+        integration_pattern=sfn.IntegrationPattern.RUN_JOB,
+        training_job_name=_execution_name_with(name_suffix),
+        role=role,
+        algorithm_specification=tasks.AlgorithmSpecification(
+            training_image=tasks.DockerImage.from_registry(image_uri),
+            training_input_mode=tasks.InputMode.FILE,
+            metric_definitions=[
+                tasks.MetricDefinition(name=name, regex=regex) for name, regex in metrics.items()
+            ],
+        ),
+        input_data_config=[
+            tasks.Channel(
+                channel_name=name,
+                data_source=tasks.DataSource(
+                    s3_data_source=tasks.S3DataSource(
+                        s3_location=_S3Uri.from_state(path),
+                        s3_data_type=tasks.S3DataType.S3_PREFIX,
+                        s3_data_distribution_type=tasks.S3DataDistributionType.FULLY_REPLICATED,
+                    )
+                ),
+            )
+            for name, path in channels.items()
+        ],
+        output_data_config=tasks.OutputDataConfig(
+            s3_output_location=_S3Uri(artifacts.s3_url_for_object(JOBS_PREFIX))
+        ),
+        resource_config=tasks.ResourceConfig(
+            instance_count=1,
+            instance_type=ec2.InstanceType(config.training_instance_type.removeprefix("ml.")),
+            volume_size=Size.gibibytes(config.training_volume_gb),
+        ),
+        stopping_condition=tasks.StoppingCondition(
+            max_runtime=Duration.minutes(config.training_max_runtime_minutes)
+        ),
+        hyperparameters={
+            "sagemaker_program": program,
+            "sagemaker_submit_directory": submit_directory,
+            "sagemaker_region": Aws.REGION,
+            **hyperparameters,
+        },
+        result_selector=dict(result_selector),
+        result_path=result_path,
+    )
+    task.add_retry(
+        errors=SAGEMAKER_RETRY_ERRORS,
+        interval=Duration.seconds(30),
+        max_attempts=3,
+        backoff_rate=2,
+    )
+    return task
+
+
 class RetrainStateMachine(Construct):
     """The state machine, its log group and its role's permissions."""
 
@@ -184,7 +261,8 @@ class RetrainStateMachine(Construct):
             "submit_directory": submit_directory,
             "artifacts": artifacts,
         }
-        train = self._training_job(
+        train = training_job(
+            self,
             "Train",
             program="train.py",
             name_suffix="train",
@@ -207,7 +285,8 @@ class RetrainStateMachine(Construct):
             extra=train_job_extras(config, artifacts),
             **common_job,
         )
-        evaluate = self._training_job(
+        evaluate = training_job(
+            self,
             "Evaluate",
             program="evaluate.py",
             name_suffix="eval",
@@ -367,83 +446,6 @@ class RetrainStateMachine(Construct):
             errors=[sfn.Errors.TASKS_FAILED],
             interval=Duration.seconds(2),
             max_attempts=2,
-            backoff_rate=2,
-        )
-        return task
-
-    def _training_job(
-        self,
-        state_name: str,
-        *,
-        config: StageConfig,
-        role: iam.IRole,
-        image_uri: str,
-        submit_directory: str,
-        artifacts: s3.IBucket,
-        program: str,
-        name_suffix: str,
-        channels: Mapping[str, str],
-        hyperparameters: Mapping[str, Any],
-        result_selector: Mapping[str, Any],
-        result_path: str,
-        metric_definitions: Mapping[str, str] | None = None,
-        extra: Mapping[str, Any] | None = None,
-    ) -> tasks.SageMakerCreateTrainingJob:
-        """A script-mode SageMaker training job (``createTrainingJob.sync``) named
-        ``<execution name>-<suffix>``, running ``program`` from ``sourcedir.tar.gz``."""
-        metrics = metric_definitions or {"train_loss": TRAIN_METRIC_DEFINITIONS["train_loss"]}
-        task = _TrainingJob(
-            self,
-            state_name,
-            extra=extra or {},
-            integration_pattern=sfn.IntegrationPattern.RUN_JOB,
-            training_job_name=_execution_name_with(name_suffix),
-            role=role,
-            algorithm_specification=tasks.AlgorithmSpecification(
-                training_image=tasks.DockerImage.from_registry(image_uri),
-                training_input_mode=tasks.InputMode.FILE,
-                metric_definitions=[
-                    tasks.MetricDefinition(name=name, regex=regex)
-                    for name, regex in metrics.items()
-                ],
-            ),
-            input_data_config=[
-                tasks.Channel(
-                    channel_name=name,
-                    data_source=tasks.DataSource(
-                        s3_data_source=tasks.S3DataSource(
-                            s3_location=_S3Uri.from_state(path),
-                            s3_data_type=tasks.S3DataType.S3_PREFIX,
-                            s3_data_distribution_type=tasks.S3DataDistributionType.FULLY_REPLICATED,
-                        )
-                    ),
-                )
-                for name, path in channels.items()
-            ],
-            output_data_config=tasks.OutputDataConfig(
-                s3_output_location=_S3Uri(artifacts.s3_url_for_object(JOBS_PREFIX))
-            ),
-            resource_config=tasks.ResourceConfig(
-                instance_count=1,
-                instance_type=ec2.InstanceType(config.training_instance_type.removeprefix("ml.")),
-                volume_size=Size.gibibytes(config.training_volume_gb),
-            ),
-            stopping_condition=tasks.StoppingCondition(
-                max_runtime=Duration.minutes(config.training_max_runtime_minutes)
-            ),
-            hyperparameters={
-                "sagemaker_program": program,
-                "sagemaker_submit_directory": submit_directory,
-                "sagemaker_region": Aws.REGION,
-                **hyperparameters,
-            },
-            result_selector=dict(result_selector),
-            result_path=result_path,
-        )
-        task.add_retry(
-            errors=SAGEMAKER_RETRY_ERRORS,
-            interval=Duration.seconds(30),
-            max_attempts=3,
             backoff_rate=2,
         )
         return task

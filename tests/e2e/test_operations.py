@@ -149,3 +149,25 @@ def test_unfreeze_is_audited_and_the_trail_reads_newest_first(names: PlatformNam
     actions.unfreeze(names, PERSON)
     trail = [record.action for record in list_records(names.audit_table)]
     assert trail == ["unfreeze", "rollback", "deploy", "freeze", "auto_deploy"]
+
+
+def test_an_operator_scores_one_suite_on_a_version_as_a_job(
+    platform: LocalPlatform, names: PlatformNames
+) -> None:
+    from tuneloop.benchmarks.runs import runs_of
+
+    version = production_version(platform)
+
+    started = actions.run_benchmark(names, PERSON, version, "facts")
+    run = platform.follow_run(started.execution_arn, timeout=600)
+
+    assert run.status == "SUCCEEDED", run.cause
+    steps = [state.name for state in run.states if state.name in ("Prepare", "Evaluate", "Record")]
+    assert steps == ["Prepare", "Evaluate", "Record"]
+    item = platform.model_version(version)
+    assert item is not None
+    (recorded,) = runs_of(item)
+    assert (recorded["suite"], recorded["metric"], recorded["n_items"]) == ("facts", "acc", 1)
+    assert recorded["run_id"] == started.execution_name
+    (record,) = list_records(names.audit_table, action="benchmark_run_started")
+    assert (record.actor, record.after["model_version"]) == (PERSON.name, version)

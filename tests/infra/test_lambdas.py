@@ -25,6 +25,7 @@ CONTRACT_FUNCTIONS = {
     "record_failure",
     "rollback",
     "console",
+    "benchmark_run",
 }
 # Read by Powertools itself, not by the handler's Env model.
 POWERTOOLS_VARIABLES = env_var_names(PowertoolsEnv)

@@ -266,3 +266,33 @@ def test_every_log_group_is_encrypted_with_a_key_logs_may_use(
             )
             context = statement["Condition"]["ArnLike"]["kms:EncryptionContext:aws:logs:arn"]
             assert json.dumps(context).endswith(':log-group:*"]]}')
+
+
+def test_the_benchmark_run_machine_prepares_evaluates_and_records(dev: Assembly) -> None:
+    machine = dev.state_machine("BenchmarkRunMachine")
+    parts = machine["Properties"]["DefinitionString"]["Fn::Join"][1]
+    definition = json.loads("".join(p if isinstance(p, str) else "<cfn>" for p in parts))
+    states = definition["States"]
+    assert definition["StartAt"] == "Prepare"
+    assert [states[s].get("Next") for s in ("Prepare", "Evaluate", "Record")] == [
+        "Evaluate",
+        "Record",
+        "Recorded",
+    ]
+    for name in ("Prepare", "Evaluate", "Record"):
+        (catch,) = states[name]["Catch"]
+        assert (catch["ErrorEquals"], catch["Next"]) == (["States.ALL"], "Failed")
+    assert states["Prepare"]["Parameters"]["step"] == "prepare"
+    assert states["Record"]["Parameters"]["step"] == "record"
+    evaluate = states["Evaluate"]["Parameters"]
+    assert evaluate["TrainingJobName.$"] == "States.Format('{}-eval', $$.Execution.Name)"
+    assert evaluate["HyperParameters"]["sagemaker_program"] == "evaluate.py"
+    assert evaluate["HyperParameters"]["champion_model_data"] == ""  # no comparison
+    channels = {
+        c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri.$"]
+        for c in evaluate["InputDataConfig"]
+    }
+    assert channels == {
+        "candidate": "$.prepared.model_data",
+        "benchmarks": "$.prepared.benchmarks_s3_uri",
+    }

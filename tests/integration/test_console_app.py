@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 from fastapi.testclient import TestClient
@@ -143,3 +144,46 @@ def test_benchmark_upload_is_for_admins_and_shows_each_problem(app_client: TestC
     assert response.status_code == 422
     errors = response.text.split('data-testid="validation-errors"', 1)[1].split("</div>", 1)[0]
     assert "line 2" in errors and "answer" in errors
+
+
+def test_an_operator_runs_a_suite_on_a_version_and_a_viewer_cannot(
+    platform: Platform,  # noqa: F811
+) -> None:
+    from tests.integration.aws_fixtures import ACCOUNT, put_version
+    from tuneloop import aws
+    from tuneloop.benchmarks.store import BenchmarkStore
+
+    machine = aws.client("stepfunctions").create_state_machine(
+        name="benchmark-run",
+        definition='{"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}}',
+        roleArn=f"arn:aws:iam::{ACCOUNT}:role/tuneloop-states",
+    )["stateMachineArn"]
+    names = replace(names_of(platform), benchmark_run_state_machine_arn=machine)
+    lines = b'{"id": "a", "prompt": "Is fire hot?", "choices": [" yes", " no"], "answer": 0}\n'
+    BenchmarkStore(table=names.benchmarks_table, bucket=names.artifacts_bucket).create_from_bytes(
+        "company_faq", lines, source="faq.jsonl"
+    )
+    archive = f"s3://{names.artifacts_bucket}/jobs/v0001-train/output/model.tar.gz"
+    put_version(names.model_versions_table, "v0001", status="registered", model_data_url=archive)
+    put_version(names.model_versions_table, "v0002", status="training", days_ago=1)
+    users = LocalUsers.from_passwords({role: (role, pw) for role, pw in PASSWORDS.items()})
+    app = create_app(names, users, secret_key="test-secret", secure_cookies=False)
+    with TestClient(app) as client:
+        sign_in(client, "viewer")
+        page = client.get("/benchmarks").text
+        assert 'data-testid="benchmark-run"' not in page
+        form = {"csrf_token": token(client, "/benchmarks"), "suite": "company_faq",
+                "model_version": "v0001"}  # fmt: skip
+        assert client.post("/benchmarks/run", data=form).status_code == 403
+
+        sign_in(client, "operator")
+        page = client.get("/benchmarks").text
+        run_form = page.split('data-testid="benchmark-run"', 1)[1].split("</form>", 1)[0]
+        assert "<option>v0001</option>" in run_form and "v0002" not in run_form  # trained only
+        form["csrf_token"] = token(client, "/benchmarks")
+        done = client.post("/benchmarks/run", data=form)
+        assert "Benchmark run v0001-company_faq-" in done.text and "started" in done.text
+        assert "Recent benchmark runs" in done.text
+        refused = client.post("/benchmarks/run", data={**form, "model_version": "v0002"})
+        assert "No run started" in refused.text and "no model archive yet" in refused.text
+        assert "benchmark_run_started" in client.get("/audit").text

@@ -56,12 +56,23 @@ def run_prefix(model_version: str) -> str:
 
 
 def freeze_benchmarks(
-    store: BenchmarkStore, *, model_version: str, suites: Mapping[str, str]
+    store: BenchmarkStore,
+    *,
+    model_version: str,
+    suites: Mapping[str, str],
+    hand_uploaded_too: bool = True,
 ) -> FrozenBenchmarks:
-    """Resolve and copy every suite; raise if a pinned version does not exist."""
+    """Resolve and copy every suite (and, with ``hand_uploaded_too``, the files put straight
+    under ``benchmarks/``); raise if a pinned version does not exist."""
     bucket, s3 = store.bucket, store.s3
     prefix = run_prefix(model_version)
     hand_uploaded = _top_level_files(s3, bucket)
+    if not hand_uploaded_too:
+        hand_uploaded = {
+            file: key
+            for file, key in hand_uploaded.items()
+            if file.removesuffix(".jsonl") in suites
+        }
     sources: dict[str, str] = {}
 
     def copy(source_key: str, file: str) -> None:

@@ -187,8 +187,9 @@ def _benchmarks_page(
     names, sections = names_of(request), Sections()
     suites = sections.read("suites", lambda: views.benchmark_suites(names), [])
     chosen = suite or (suites[0].name if suites else "")
+    items = sections.read("versions", lambda: views.summary_items(names), [])
     history = (
-        sections.read("history", lambda: views.benchmark_history(names, chosen), [])
+        sections.read("history", lambda: views.benchmark_history(names, chosen, items), [])
         if chosen
         else []
     )
@@ -196,6 +197,8 @@ def _benchmarks_page(
         f"{chosen} score per model version (95% CI)",
         [plots.Interval(p.model_version, p.value, p.ci_low, p.ci_high) for p in history],
     )
+    runnable = [str(i["model_version"]) for i in items if i.get("model_data_url")]
+    runs = sections.read("benchmark runs", lambda: views.benchmark_runs(names), [])
     policy = (
         sections.read("gate policy", lambda: actions.gate_policy(names), {})
         if user.has_role("admin")
@@ -212,6 +215,8 @@ def _benchmarks_page(
         band=band,
         upload_problems=problems,
         upload_name=upload_name,
+        runnable=runnable,
+        runs=runs,
         policy=json.dumps(policy, indent=1, sort_keys=True),
         problems=sections.problems,
     )
@@ -245,6 +250,29 @@ async def upload_benchmark(
         request,
         f"/benchmarks?suite={created.name}",
         f"Benchmark {created.name} version {created.version} {verb}: {created.item_count} items.",
+    )
+
+
+@router.post("/benchmarks/run", response_model=None)
+def run_benchmark(
+    request: Request,
+    user: Operator,
+    suite: str = Form(""),
+    model_version: str = Form(""),
+    version: str = Form(""),
+) -> Response:
+    try:
+        started = actions.run_benchmark(
+            names_of(request), actor_of(user), model_version, suite, version.strip() or "latest"
+        )
+    except (actions.ActionError, ValueError) as exc:
+        return _back(request, f"/benchmarks?suite={suite}", f"No run started: {exc}", error=True)
+    return _back(
+        request,
+        f"/benchmarks?suite={started.suite}",
+        f"Benchmark run {started.execution_name} started: {started.suite} "
+        f"(version {started.version[:12]}) on {started.model_version}; its score appears in "
+        "the history when the job finishes.",
     )
 
 

@@ -39,16 +39,17 @@ def _primary_metric(result: Mapping[str, Any]) -> str:
 
 
 def scores_summary(
-    report: Mapping[str, Any], decision: GateDecision, *, confidence: float = 0.95
+    report: Mapping[str, Any], decision: GateDecision | None, *, confidence: float = 0.95
 ) -> dict[str, dict[str, Any]]:
-    """Per suite of the candidate: its score with a CI, and the gate's paired difference."""
+    """Per suite of the candidate: its score with a CI, and the gate's paired difference
+    (none without a ``decision``: a benchmark run outside the gate)."""
     results = report.get("results")
     candidate = results.get("candidate") if isinstance(results, Mapping) else None
     if not isinstance(candidate, Mapping):
         return {}
     benchmarks = report.get("benchmarks") if isinstance(report.get("benchmarks"), Mapping) else {}
     assert isinstance(benchmarks, Mapping)
-    comparisons = {c.suite: c for c in decision.comparisons}
+    comparisons = {c.suite: c for c in decision.comparisons} if decision else {}
     z = NormalDist().inv_cdf((1 + confidence) / 2)
     summary: dict[str, dict[str, Any]] = {}
     for suite, result in sorted(candidate.items()):

@@ -214,13 +214,14 @@ class LocalPlatform:
         timings: list[StateTiming] = []
         deadline = time.monotonic() + timeout
         while True:
+            # The status first, then the history: once it has ended, its history is whole.
+            described = sfn.describe_execution(executionArn=execution_arn)
             events = sfn.get_execution_history(executionArn=execution_arn, maxResults=1000)[
                 "events"
             ]
             for event in events[seen:]:
                 self._on_event(event, entered, timings)
             seen = len(events)
-            described = sfn.describe_execution(executionArn=execution_arn)
             if described["status"] != "RUNNING":
                 break
             if time.monotonic() > deadline:

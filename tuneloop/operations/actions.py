@@ -16,16 +16,18 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 import uuid
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from tuneloop import aws
-from tuneloop.benchmarks.store import BenchmarkStore
+from tuneloop.benchmarks.runs import MMLU, RunRequest
+from tuneloop.benchmarks.store import LATEST, BenchmarkStore, check_name, check_version_spec
 from tuneloop.evaluation.errors import BenchmarkError
 from tuneloop.gating.policy import PolicyError, parse_policy
 from tuneloop.operations import audit
@@ -146,6 +148,18 @@ class BenchmarkCreated:
     created: bool  # False: the same content existed already (nothing was written)
     s3_uri: str
     tags: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class BenchmarkRunStarted:
+    execution_name: str
+    execution_arn: str
+    model_version: str
+    suite: str
+    version: str
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -429,6 +443,63 @@ def create_benchmark(
             },
         )
     return result
+
+
+def run_benchmark(
+    names: PlatformNames, actor: Actor, model_version: str, suite: str, version: str = LATEST
+) -> BenchmarkRunStarted:
+    """Score ``model_version`` on ``suite`` (its ``version``, default the latest) as a
+    SageMaker job: the benchmark run state machine, whose score lands on the version item."""
+    arn = names.require("benchmark_run_state_machine_arn")
+    item = versions.get_version(names.model_versions_table, model_version)
+    if item is None:
+        raise ActionError(
+            f"no model version {model_version!r}; `tuneloop models list` shows the versions",
+            exit_code=USAGE,
+        )
+    if not item.get("model_data_url"):
+        raise ActionError(
+            f"{model_version} has no model archive yet (status {item.get('status', '?')}); "
+            "only trained versions can be benchmarked",
+            exit_code=CONFLICT,
+        )
+    try:
+        request = RunRequest(model_version=model_version, suite=suite, version=version or LATEST)
+        if request.suite != MMLU:
+            check_name(request.suite)
+            check_version_spec(request.version)
+            store = BenchmarkStore(table=names.benchmarks_table, bucket=names.artifacts_bucket)
+            if store.versions(suite) or request.version != LATEST:
+                request = replace(request, version=store.resolve(suite, request.version).version)
+            elif not _hand_uploaded(names, suite):
+                raise LookupError(f"no benchmark {suite!r}")
+    except (ValueError, LookupError) as exc:
+        raise ActionError(
+            f"{exc}; `tuneloop benchmarks list` shows the suites", exit_code=USAGE
+        ) from exc
+    stamp = f"{datetime.now(UTC):%Y%m%d-%H%M%S}"
+    name = re.sub(r"[^0-9A-Za-z_-]", "-", f"{model_version[:40]}-{suite[:20]}-{stamp}")
+    execution_arn = aws.stepfunctions().start_execution(
+        stateMachineArn=arn, name=name, input=json.dumps(asdict(request))
+    )["executionArn"]
+    _audit(
+        names,
+        actor,
+        "benchmark_run_started",
+        f"benchmark {suite}",
+        {},
+        {"model_version": model_version, "version": request.version, "execution": name},
+    )
+    return BenchmarkRunStarted(name, execution_arn, model_version, suite, request.version)
+
+
+def _hand_uploaded(names: PlatformNames, suite: str) -> bool:
+    """Whether ``benchmarks/<suite>.jsonl`` was put in the bucket by hand (not the store)."""
+    try:
+        aws.s3().head_object(Bucket=names.artifacts_bucket, Key=f"benchmarks/{suite}.jsonl")
+    except ClientError:
+        return False
+    return True
 
 
 def benchmark_problems(name: str, data: bytes, first: BenchmarkError) -> list[BenchmarkProblem]:

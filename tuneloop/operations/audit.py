@@ -32,6 +32,7 @@ ACTIONS = (
     "freeze",
     "unfreeze",
     "benchmark_created",
+    "benchmark_run_started",
     "gate_policy_changed",
     "run_started",
     "run_stopped",

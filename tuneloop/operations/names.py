@@ -37,6 +37,7 @@ OUTPUT_IDS: dict[str, str] = {
     "audit_table": ids.AUDIT_TABLE,
     "state_machine_arn": ids.STATE_MACHINE,
     "release_state_machine_arn": ids.RELEASE_STATE_MACHINE,
+    "benchmark_run_state_machine_arn": ids.BENCHMARK_RUN_STATE_MACHINE,
     "endpoint_name": ids.ENDPOINT_NAME,
     "rollback_function": ids.ROLLBACK_FUNCTION,
     "notify_topic_arn": ids.NOTIFY_TOPIC,
@@ -86,6 +87,7 @@ class PlatformNames:
     audit_table: str = ""
     state_machine_arn: str = ""
     release_state_machine_arn: str = ""
+    benchmark_run_state_machine_arn: str = ""
     endpoint_name: str = ""
     rollback_function: str = ""
     notify_topic_arn: str = ""

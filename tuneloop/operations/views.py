@@ -67,6 +67,8 @@ _SUMMARY_FIELDS = (
     "model_package_arn",
     "execution_arn",
     "drop_count",
+    "model_data_url",
+    "benchmark_runs",
 )
 
 
@@ -925,12 +927,14 @@ def deployment_history(
 
 from tuneloop.operations.views_data import (  # noqa: E402 - re-exported read models
     AlarmState,
+    BenchmarkRunView,
     BenchmarkSuite,
     DropDetail,
     DropSummary,
     ScorePoint,
     alarm_states,
     benchmark_history,
+    benchmark_runs,
     benchmark_suites,
     drop_detail,
     list_drops,
@@ -946,6 +950,7 @@ from tuneloop.operations.views_runs import (  # noqa: E402 - re-exported read mo
 
 __all__ = [
     "AlarmState",
+    "BenchmarkRunView",
     "BenchmarkSuite",
     "DatasetDifference",
     "DatasetSnapshot",
@@ -972,6 +977,7 @@ __all__ = [
     "alarm_states",
     "audit_records",
     "benchmark_history",
+    "benchmark_runs",
     "benchmark_suites",
     "compare_models",
     "deployment_history",

@@ -220,20 +220,24 @@ def benchmark_suites(names: PlatformNames) -> list[BenchmarkSuite]:
     return suites
 
 
-def benchmark_history(names: PlatformNames, suite: str) -> list[ScorePoint]:
+def benchmark_history(
+    names: PlatformNames, suite: str, items: list[dict[str, Any]] | None = None
+) -> list[ScorePoint]:
     """``suite``'s score (with its CI) for each of the newest versions scored on it, oldest
     first (from the scores the gate stores on the version items: ``summary_items``)."""
+    from tuneloop.benchmarks.runs import runs_of
     from tuneloop.operations.views import scores_of, summary_items
 
     points = []
-    for item in summary_items(names):
+    for item in items if items is not None else summary_items(names):
+        version, created = str(item["model_version"]), str(item.get("created_at", ""))
         for score in scores_of(item):
             if score.suite != suite:
                 continue
             points.append(
                 ScorePoint(
-                    model_version=str(item["model_version"]),
-                    created_at=str(item.get("created_at", "")),
+                    model_version=version,
+                    created_at=created,
                     metric=score.metric,
                     value=score.value,
                     ci_low=score.ci_low,
@@ -242,4 +246,45 @@ def benchmark_history(names: PlatformNames, suite: str) -> list[ScorePoint]:
                     status=str(item.get("status", "")),
                 )
             )
-    return sorted(points, key=lambda p: (p.created_at, p.model_version))
+        for run in runs_of(item):  # a person's run of this suite on this version
+            if run.get("suite") != suite:
+                continue
+            points.append(
+                ScorePoint(
+                    model_version=version,
+                    created_at=created,
+                    metric=str(run.get("metric", "")),
+                    value=num(run.get("value")),
+                    ci_low=num(run.get("ci_low")),
+                    ci_high=num(run.get("ci_high")),
+                    benchmark_version=str(run.get("version", "")),
+                    status=f"benchmark run {str(run.get('at', ''))[:16]}",
+                )
+            )
+    return sorted(points, key=lambda p: (p.created_at, p.model_version, p.status))
+
+
+@dataclass(frozen=True)
+class BenchmarkRunView:
+    name: str
+    status: str  # RUNNING | SUCCEEDED | FAILED | TIMED_OUT | ABORTED
+    started_at: str
+    stopped_at: str = ""
+
+
+def benchmark_runs(names: PlatformNames, *, limit: int = 10) -> list[BenchmarkRunView]:
+    """The newest benchmark runs (executions of the benchmark run state machine)."""
+    if not names.benchmark_run_state_machine_arn:
+        return []
+    page = aws.stepfunctions().list_executions(
+        stateMachineArn=names.benchmark_run_state_machine_arn, maxResults=limit
+    )
+    return [
+        BenchmarkRunView(
+            name=str(e["name"]),
+            status=str(e["status"]),
+            started_at=str(e.get("startDate", "")),
+            stopped_at=str(e.get("stopDate", "") or ""),
+        )
+        for e in page.get("executions", [])
+    ]

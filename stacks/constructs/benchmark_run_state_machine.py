@@ -1,0 +1,146 @@
+"""The benchmark run state machine: one suite scored on one model version, by a person.
+
+Input: ``{"model_version", "suite", "version"}`` (``tuneloop.operations.actions``).
+
+Prepare → Evaluate (the retrain run's evaluate.py job, no champion) → Record → Recorded
+every task: Catch States.ALL into $.error ─▶ Failed
+
+Prepare and Record are the BenchmarkRun function (tuneloop/benchmarks/runs.py); the job is
+named ``<execution name>-eval`` and its report is read the way the gate reads it. The score
+lands on the version item's ``benchmark_runs``; a failure ends the execution as failed with
+the step's error and cause (the console's benchmark page lists the runs and their status).
+"""
+
+from __future__ import annotations
+
+from typing import cast
+
+from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_stepfunctions as sfn
+from constructs import Construct
+
+from stacks.config import StageConfig
+from stacks.constructs.endpoint_deployment import lambda_task
+from stacks.constructs.logs_key import logs_key
+from stacks.constructs.retrain_state_machine import training_job
+from stacks.grants import KMS_ACTIONS
+from stacks.nag import WildcardAllowances
+from stacks.retention import log_retention
+
+_P = sfn.JsonPath
+
+
+class BenchmarkRunStateMachine(Construct):
+    """The state machine, its log group and its role's permissions."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: StageConfig,
+        function: lambda_.IFunction,
+        sagemaker_role: iam.IRole,
+        training_image_uri: str,
+        submit_directory: str,
+        artifacts: s3.IBucket,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        run_id = _P.string_at("$$.Execution.Name")
+        prepare = lambda_task(
+            self,
+            "Prepare",
+            function,
+            {
+                "step": "prepare",
+                "run_id": run_id,
+                "request": {
+                    "model_version": _P.string_at("$.model_version"),
+                    "suite": _P.string_at("$.suite"),
+                    "version": _P.string_at("$.version"),
+                },
+            },
+            result_path="$.prepared",
+        )
+        evaluate = training_job(
+            self,
+            "Evaluate",
+            config=config,
+            role=sagemaker_role,
+            image_uri=training_image_uri,
+            submit_directory=submit_directory,
+            artifacts=artifacts,
+            program="evaluate.py",
+            name_suffix="eval",
+            channels={
+                "candidate": "$.prepared.model_data",
+                "benchmarks": "$.prepared.benchmarks_s3_uri",
+            },
+            hyperparameters={
+                "champion_model_data": "",
+                "mmlu_subset_size": _P.string_at("$.prepared.mmlu_subset_size"),
+                "seed": str(config.evaluation.seed),
+            },
+            result_selector={
+                "job_name": _P.string_at("$.TrainingJobName"),
+                "output_path": _P.string_at("$.OutputDataConfig.S3OutputPath"),
+            },
+            result_path="$.evaluation",
+        )
+        record = lambda_task(
+            self,
+            "Record",
+            function,
+            {
+                "step": "record",
+                "run_id": run_id,
+                "prepared": _P.object_at("$.prepared"),
+                "evaluation": _P.object_at("$.evaluation"),
+            },
+            result_path="$.score",
+        )
+        failed = sfn.Fail(self, "Failed", error_path="$.error.Error", cause_path="$.error.Cause")
+        for task in (prepare, evaluate, record):
+            task.add_catch(failed, errors=[sfn.Errors.ALL], result_path="$.error")
+        definition = prepare.next(evaluate).next(record).next(sfn.Succeed(self, "Recorded"))
+        self.log_group = logs.LogGroup(
+            self,
+            "Logs",
+            retention=log_retention(config.log_retention_days),
+            encryption_key=logs_key(self, retain=config.retain_data),
+            removal_policy=RemovalPolicy.RETAIN if config.retain_data else RemovalPolicy.DESTROY,
+        )
+        self.state_machine = sfn.StateMachine(
+            self,
+            "StateMachine",
+            comment="TuneLoop benchmark run: one suite on one model version",
+            definition_body=sfn.DefinitionBody.from_chainable(definition),
+            state_machine_type=sfn.StateMachineType.STANDARD,
+            timeout=Duration.hours(config.execution_timeout_hours),
+            tracing_enabled=True,
+            logs=sfn.LogOptions(
+                destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=False
+            ),
+        )
+        allow = WildcardAllowances(cast(iam.Role, self.state_machine.role))
+        allow.allow_resource(
+            f"{function.function_arn}:*",
+            "CDK's LambdaInvoke grant covers the function's versions and aliases too.",
+        )
+        allow.allow_resource(
+            Stack.of(self).format_arn(
+                service="sagemaker", resource="training-job", resource_name="*"
+            ),
+            "Evaluation job names are '<execution name>-eval', known only at run time.",
+        )
+        allow.allow_resource(
+            "*",
+            "X-Ray and CloudWatch Logs delivery (logs:CreateLogDelivery, ...) for the state "
+            "machine support no resource-level permissions; sagemaker:ListTags on '*' is Step "
+            "Functions' documented policy for SageMaker .sync tasks.",
+        )
+        allow.allow_action("kms:GenerateDataKey*", KMS_ACTIONS["kms:GenerateDataKey*"])
