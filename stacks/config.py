@@ -49,11 +49,14 @@ OVERRIDABLE_FIELDS = (
     "serving_backend",
     "ingest",
     "gate_policy",
+    "console_domain_prefix",
 )
 """Context keys that may override a stage's value (``cdk synth -c base_model=...``);
 ``connectors`` is a list of connector objects (cdk.json) or its JSON text (docs/connectors.md);
 ``ingest`` an object of ingest settings (or its JSON text) merged onto the stage's;
-``gate_policy`` a whole gate policy (or its JSON text, docs/contracts.md) replacing the stage's."""
+``gate_policy`` a whole gate policy (or its JSON text, docs/contracts.md) replacing the stage's;
+``console_domain_prefix`` the Cognito hosted UI prefix, which must be unique in the region
+(the stage's default is taken once one account in the region uses it)."""
 
 # CloudWatch Logs accepts only these retention periods (days).
 LOG_RETENTION_DAYS = frozenset(
@@ -648,6 +651,8 @@ def load_stage_config(stage: str, overrides: Mapping[str, Any] | None = None) ->
     for key, raw in (overrides or {}).items():
         if key in ("base_model", "serving_backend"):
             changes[key] = str(raw)
+        elif key == "console_domain_prefix":
+            changes[key] = str(raw).strip()  # validated with the rest of the config
         elif key == "connectors":
             try:
                 changes[key] = parse_connectors(raw)

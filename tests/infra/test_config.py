@@ -68,11 +68,18 @@ def test_overrides_replace_base_model_and_threshold(tmp_path: object) -> None:
         ),
         ({"base_model": "/models/tiny"}, "stage 'dev': base_model must be"),
         ({"training_instance_type": "x"}, "'training_instance_type' cannot be overridden"),
+        ({"console_domain_prefix": "Acme_Console"}, "stage 'dev': console_domain_prefix"),
     ],
 )
 def test_bad_override_names_the_field(overrides: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
         load_stage_config("dev", overrides)
+
+
+def test_the_console_domain_prefix_can_be_overridden_per_deployment() -> None:
+    # Hosted UI prefixes are unique per region across accounts: each deployment picks its own.
+    config = load_stage_config("dev", {"console_domain_prefix": " acme-tuneloop-dev "})
+    assert config.console_domain_prefix == "acme-tuneloop-dev"
 
 
 def test_nested_fields_are_named_with_their_path() -> None:

@@ -145,3 +145,56 @@ def test_records_over_time_reads_the_day_counters_of_the_window(
     control.put_item(Item={"key": day_counter_key("2026-12-02"), "stored": 0, "received": 3})
     series = views.records_over_time(names_of(platform), days=30, today=date(2026, 12, 3))
     assert series == [("2026-12-01", 7), ("2026-12-03", 40)]  # in the window, stored > 0
+
+
+def test_compare_pairs_unrelated_versions_item_by_item_with_a_bootstrap_ci(
+    platform: Platform,  # noqa: F811
+) -> None:
+    import io
+    import json
+    import random
+    import tarfile
+
+    from tuneloop.gating.stats import paired_bootstrap_ci
+
+    # Two versions scored on the same benchmark version, neither the other's champion: the
+    # per-item results of their evaluation reports are paired on the items both answered.
+    scores_a = {f"q{n}": float(n % 2) for n in range(40)}
+    scores_b = {f"q{n}": float(n % 3 != 0) for n in range(5, 45)}
+    for version, scores in (("v0010", scores_a), ("v0011", scores_b)):
+        report = {
+            "results": {
+                "candidate": {
+                    "faq": {"acc": 0.5, "items": [{"id": i, "score": s} for i, s in scores.items()]}
+                }
+            }
+        }
+        body = json.dumps(report).encode()
+        archive = io.BytesIO()
+        with tarfile.open(fileobj=archive, mode="w:gz") as tar:
+            info = tarfile.TarInfo("evaluation.json")
+            info.size = len(body)
+            tar.addfile(info, io.BytesIO(body))
+        aws.s3().put_object(
+            Bucket=platform.artifacts_bucket,
+            Key=f"jobs/{version}-eval/output/output.tar.gz",
+            Body=archive.getvalue(),
+        )
+        put_version(
+            platform.model_versions_table,
+            version,
+            status="registered",
+            model_data_url=f"s3://{platform.artifacts_bucket}/jobs/{version}-train/output/model.tar.gz",
+            eval_job=f"{version}-eval",
+            scores={"faq": {**score("0.5", version="7"), "metric": "acc"}},
+        )
+
+    (row,) = views.compare_models(names_of(platform), "v0010", "v0011").scores
+
+    common = sorted(set(scores_a) & set(scores_b))
+    diffs = [scores_b[i] - scores_a[i] for i in common]
+    assert row.paired and row.n_paired == len(common) == 35
+    assert row.diff == pytest.approx(sum(diffs) / len(diffs))
+    expected = paired_bootstrap_ci(diffs, 2000, 0.95, random.Random("v0010:v0011:faq"))
+    assert (row.ci_low, row.ci_high) == pytest.approx(expected)
+    assert row.ci_low is not None and row.ci_low < row.diff < row.ci_high

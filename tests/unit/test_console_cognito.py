@@ -105,3 +105,38 @@ def test_admin_group_wins_and_no_passwords_are_checked_here() -> None:
     assert auth.exchange_code("c", "https://c/cb").role == "admin"
     assert auth.check_password("alice", "anything") is None
     assert auth.mode == "redirect"
+
+
+def test_the_app_signs_in_through_the_hosted_ui_and_checks_the_state() -> None:
+    from fastapi.testclient import TestClient
+
+    from tuneloop.console.app import create_app
+    from tuneloop.operations.names import PlatformNames
+
+    names = PlatformNames(
+        stage="test", raw_bucket="r", curated_bucket="c", artifacts_bucket="a",
+        records_table="t", drops_table="d", model_versions_table="m", control_table="k",
+        benchmarks_table="b",
+    )  # fmt: skip
+    fake = FakeCognito(id_token())
+    app = create_app(names, auth_for(fake), secret_key="s" * 32, secure_cookies=False)
+    with TestClient(app, base_url="https://console.example") as client:
+        start = client.get("/login", follow_redirects=False)
+        assert start.status_code == 303
+        query = urllib.parse.parse_qs(urllib.parse.urlparse(start.headers["location"]).query)
+        assert query["redirect_uri"] == ["https://console.example/auth/callback"]
+        # A callback whose state is not the one this browser was given is refused
+        forged = client.get("/auth/callback?code=c&state=forged", follow_redirects=False)
+        assert forged.status_code == 403 and fake.posts == []
+
+        again = client.get("/login", follow_redirects=False)  # a new attempt, a new state
+        (sent,) = urllib.parse.parse_qs(urllib.parse.urlparse(again.headers["location"]).query)[
+            "state"
+        ]
+        done = client.get(f"/auth/callback?code=the-code&state={sent}", follow_redirects=False)
+        assert (done.status_code, done.headers["location"]) == (303, "/")
+        ((_, _, form),) = fake.posts
+        assert form["code"] == ["the-code"]
+        assert 'data-testid="whoami"' in client.get("/runs").text
+        replay = client.get(f"/auth/callback?code=the-code&state={sent}", follow_redirects=False)
+        assert replay.status_code == 403  # the state was used up
