@@ -75,7 +75,7 @@ def day_counter(platform: Platform) -> dict[str, int]:
 
     key = day_counter_key(datetime.now(UTC).date().isoformat())
     item = aws.table(platform.control_table).get_item(Key={"key": key}).get("Item") or {}
-    return {name: int(value) for name, value in item.items() if name != "key"}
+    return {name: int(str(value)) for name, value in item.items() if name != "key"}
 
 
 def test_a_drop_is_stored_deduplicated_quarantined_and_reconciled(env: Platform) -> None:

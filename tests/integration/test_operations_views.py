@@ -53,14 +53,7 @@ def names(platform: Platform) -> PlatformNames:  # noqa: F811
             },
         },
     )
-    put_version(
-        table,
-        "v0003",
-        **{
-            "status": "rejected",
-            "scores": {"mmlu": score("0.30", version="9")},
-        },
-    )
+    put_version(table, "v0003", status="rejected", scores={"mmlu": score("0.30", version="9")})
     return names_of(platform)
 
 
@@ -197,4 +190,5 @@ def test_compare_pairs_unrelated_versions_item_by_item_with_a_bootstrap_ci(
     assert row.diff == pytest.approx(sum(diffs) / len(diffs))
     expected = paired_bootstrap_ci(diffs, 2000, 0.95, random.Random("v0010:v0011:faq"))
     assert (row.ci_low, row.ci_high) == pytest.approx(expected)
-    assert row.ci_low is not None and row.ci_low < row.diff < row.ci_high
+    assert row.ci_low is not None and row.ci_high is not None and row.diff is not None
+    assert row.ci_low < row.diff < row.ci_high
