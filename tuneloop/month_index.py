@@ -66,3 +66,45 @@ def newest_first(
             break
         month = month_before(month)
     return found[:limit]
+
+
+def backfill(
+    table_name: str,
+    key: str,
+    month_attribute: str,
+    at_attribute: str,
+    *,
+    skip_attribute: str = "",
+) -> int:
+    """Give every item written before the index existed its month (``at_attribute``'s);
+    items with ``skip_attribute`` (Drops' segments) stay off the index. Returns how many
+    items were updated; running it again updates none (one Scan, reads only the keys)."""
+    from boto3.dynamodb.conditions import Attr
+
+    table = aws.table(table_name)
+    where = Attr(month_attribute).not_exists() & Attr(at_attribute).exists()
+    if skip_attribute:
+        where = where & Attr(skip_attribute).not_exists()
+    request: dict[str, Any] = {
+        "FilterExpression": where,
+        "ProjectionExpression": "#key, #at",
+        "ExpressionAttributeNames": {"#key": key, "#at": at_attribute},
+    }
+    updated = 0
+    while True:
+        page = table.scan(**request)
+        for item in page.get("Items", []):
+            try:
+                table.update_item(
+                    Key={key: item[key]},
+                    UpdateExpression="SET #month = :month",
+                    ConditionExpression="attribute_not_exists(#month)",
+                    ExpressionAttributeNames={"#month": month_attribute},
+                    ExpressionAttributeValues={":month": month_of(str(item[at_attribute]))},
+                )
+                updated += 1
+            except table.meta.client.exceptions.ConditionalCheckFailedException:
+                pass  # written meanwhile, with its month
+        if "LastEvaluatedKey" not in page:
+            return updated
+        request["ExclusiveStartKey"] = page["LastEvaluatedKey"]

@@ -114,3 +114,40 @@ def test_status_json_has_production_and_alarms(
     assert main(["status", "--json"]) == 0
     status = json.loads(capsys.readouterr().out)
     assert set(status) == {"production", "alarms"}
+
+
+def test_backfill_indexes_lists_items_written_before_the_month_indexes(
+    names: PlatformNames,
+    platform: Platform,
+    capsys: pytest.CaptureFixture[str],  # noqa: F811
+) -> None:
+    from tuneloop import aws
+
+    # Items as an earlier version wrote them: no month attribute, so not on by_month
+    drops = aws.table(platform.drops_table)
+    drops.put_item(Item={"drop_id": "a" * 64, "started_at": "2026-11-30T10:00:00+00:00"})
+    drops.put_item(Item={"drop_id": "a" * 64 + "#0", "segment_of": "a" * 64,
+                         "started_at": "2026-11-30T10:00:01+00:00"})  # fmt: skip
+    aws.table(platform.model_versions_table).put_item(
+        Item={"model_version": "v0000", "created_at": "2026-11-29T00:00:00+00:00"}
+    )
+    assert main(["models", "list", "--json"]) == 0
+    assert "v0000" not in capsys.readouterr().out
+
+    assert main(["backfill-indexes", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"drops_indexed": 1, "versions_indexed": 1}
+
+    assert main(["models", "list", "--json"]) == 0
+    assert "v0000" in {row["version"] for row in json.loads(capsys.readouterr().out)}
+    segment = drops.get_item(Key={"drop_id": "a" * 64 + "#0"})["Item"]
+    assert "started_month" not in segment  # segments stay off the index
+    assert main(["backfill-indexes", "--json"]) == 0  # once is enough
+    assert json.loads(capsys.readouterr().out) == {"drops_indexed": 0, "versions_indexed": 0}
+
+
+def test_models_benchmark_starts_a_run_or_says_why_not(
+    names: PlatformNames, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # No benchmark run state machine in these names: the command says which output is missing
+    assert main(["models", "benchmark", "v0001", "faq"]) != 0
+    assert "no output BenchmarkRunStateMachineArn" in capsys.readouterr().err

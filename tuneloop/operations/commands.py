@@ -27,7 +27,17 @@ MODEL_COLUMNS = (
 )
 RUN_COLUMNS = ("name", "state_machine", "status", "started_at", "duration_seconds", "outcome")
 AUDIT_COLUMNS = ("at", "actor", "action", "target", "source")
-COMMANDS = ("models", "runs", "deploy", "rollback", "freeze", "unfreeze", "audit", "status")
+COMMANDS = (
+    "models",
+    "runs",
+    "deploy",
+    "rollback",
+    "freeze",
+    "unfreeze",
+    "audit",
+    "status",
+    "backfill-indexes",
+)
 
 
 def _positive(text: str) -> int:
@@ -57,6 +67,13 @@ def add_parser(commands: Any) -> None:
     show = models_sub.add_parser("show", help="one version's lineage")
     show.add_argument("version")
     _common(show)
+    bench = models_sub.add_parser(
+        "benchmark", help="score a version on one suite, as a SageMaker job (operator)"
+    )
+    bench.add_argument("version")
+    bench.add_argument("suite", help="a custom suite's name, or mmlu")
+    bench.add_argument("--suite-version", default="latest", help="default: the latest")
+    _common(bench)
     compare = models_sub.add_parser("compare", help="two versions side by side")
     compare.add_argument("a")
     compare.add_argument("b")
@@ -90,6 +107,13 @@ def add_parser(commands: Any) -> None:
     audit.add_argument("--limit", type=int, default=50)
     _common(audit)
     _common(commands.add_parser("status", help="production, freeze and alarms"))
+    _common(
+        commands.add_parser(
+            "backfill-indexes",
+            help="list drops and versions written before the by_month indexes (once, after "
+            "upgrading)",
+        )
+    )
 
 
 def _dump(value: Any) -> Any:
@@ -107,6 +131,14 @@ def _models(names: Any, args: argparse.Namespace) -> tuple[Any, Callable[[Any], 
         return views.list_models(names, limit=args.limit), partial(table, columns=MODEL_COLUMNS)
     if args.models_command == "show":
         return views.model_detail(names, args.version), details
+    if args.models_command == "benchmark":
+        from tuneloop.operations import actions
+        from tuneloop.operations.audit import Actor
+
+        started = actions.run_benchmark(
+            names, Actor.from_iam("cli"), args.version, args.suite, args.suite_version
+        )
+        return started, details
     return views.compare_models(names, args.a, args.b), details
 
 
@@ -141,6 +173,16 @@ def _dispatch(names: Any, args: argparse.Namespace) -> tuple[Any, Callable[[Any]
             "alarms": _dump(views_data.alarm_states(names)),
         }
         return status, details
+    if command == "backfill-indexes":
+        from tuneloop.month_index import backfill
+
+        drops = backfill(
+            names.drops_table, "drop_id", "started_month", "started_at", skip_attribute="segment_of"
+        )
+        versions = backfill(
+            names.model_versions_table, "model_version", "created_month", "created_at"
+        )
+        return {"drops_indexed": drops, "versions_indexed": versions}, details
     actor = Actor.from_iam("cli")
     if command == "runs":
         return _runs(names, args, actor)
