@@ -15,21 +15,19 @@ from __future__ import annotations
 
 from typing import cast
 
-from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import Duration, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from stacks.config import StageConfig
 from stacks.constructs.endpoint_deployment import lambda_task
-from stacks.constructs.logs_key import logs_key
 from stacks.constructs.retrain_state_machine import training_job
+from stacks.constructs.state_machine import logged_state_machine
 from stacks.grants import KMS_ACTIONS
 from stacks.nag import WildcardAllowances
-from stacks.retention import log_retention
 
 _P = sfn.JsonPath
 
@@ -107,24 +105,12 @@ class BenchmarkRunStateMachine(Construct):
         for task in (prepare, evaluate, record):
             task.add_catch(failed, errors=[sfn.Errors.ALL], result_path="$.error")
         definition = prepare.next(evaluate).next(record).next(sfn.Succeed(self, "Recorded"))
-        self.log_group = logs.LogGroup(
+        self.state_machine, self.log_group = logged_state_machine(
             self,
-            "Logs",
-            retention=log_retention(config.log_retention_days),
-            encryption_key=logs_key(self, retain=config.retain_data),
-            removal_policy=RemovalPolicy.RETAIN if config.retain_data else RemovalPolicy.DESTROY,
-        )
-        self.state_machine = sfn.StateMachine(
-            self,
-            "StateMachine",
+            definition=definition,
             comment="TuneLoop benchmark run: one suite on one model version",
-            definition_body=sfn.DefinitionBody.from_chainable(definition),
-            state_machine_type=sfn.StateMachineType.STANDARD,
             timeout=Duration.hours(config.execution_timeout_hours),
-            tracing_enabled=True,
-            logs=sfn.LogOptions(
-                destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=False
-            ),
+            config=config,
         )
         allow = WildcardAllowances(cast(iam.Role, self.state_machine.role))
         allow.allow_resource(

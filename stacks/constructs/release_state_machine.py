@@ -19,10 +19,9 @@ from __future__ import annotations
 
 from typing import cast
 
-from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import Duration
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
@@ -30,10 +29,9 @@ from constructs import Construct
 
 from stacks.config import StageConfig
 from stacks.constructs.endpoint_deployment import EndpointDeployment
-from stacks.constructs.logs_key import logs_key
+from stacks.constructs.state_machine import logged_state_machine
 from stacks.grants import KMS_ACTIONS
 from stacks.nag import WildcardAllowances
-from stacks.retention import log_retention
 
 _P = sfn.JsonPath
 RELEASE_TIMEOUT_HOURS = 2
@@ -96,24 +94,12 @@ class ReleaseStateMachine(Construct):
             on_failure=notify_failure,
             hold_when_frozen=False,
         )
-        self.log_group = logs.LogGroup(
+        self.state_machine, self.log_group = logged_state_machine(
             self,
-            "Logs",
-            retention=log_retention(config.log_retention_days),
-            encryption_key=logs_key(self, retain=config.retain_data),
-            removal_policy=RemovalPolicy.RETAIN if config.retain_data else RemovalPolicy.DESTROY,
-        )
-        self.state_machine = sfn.StateMachine(
-            self,
-            "StateMachine",
+            definition=fragment.start,
             comment="TuneLoop release: deploy or roll back to a chosen version, by a person",
-            definition_body=sfn.DefinitionBody.from_chainable(fragment.start),
-            state_machine_type=sfn.StateMachineType.STANDARD,
             timeout=Duration.hours(RELEASE_TIMEOUT_HOURS),
-            tracing_enabled=True,
-            logs=sfn.LogOptions(
-                destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=False
-            ),
+            config=config,
         )
         notify_topic.grant_publish(self.state_machine)
         allow = WildcardAllowances(cast(iam.Role, self.state_machine.role))

@@ -19,11 +19,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, cast
 
-from aws_cdk import Aws, Duration, RemovalPolicy, Size, Stack
+from aws_cdk import Aws, Duration, Size, Stack
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_stepfunctions as sfn
@@ -32,10 +31,9 @@ from constructs import Construct
 
 from stacks.config import StageConfig
 from stacks.constructs.endpoint_deployment import EndpointDeployment, lambda_task
-from stacks.constructs.logs_key import logs_key
+from stacks.constructs.state_machine import logged_state_machine
 from stacks.grants import KMS_ACTIONS
 from stacks.nag import WildcardAllowances
-from stacks.retention import log_retention
 
 JOBS_PREFIX = "jobs/"
 CHECKPOINTS_PREFIX = "checkpoints/"
@@ -388,27 +386,12 @@ class RetrainStateMachine(Construct):
         )
         definition = prepare.next(train).next(evaluate).next(gate).next(gate_decision)
 
-        self.log_group = logs.LogGroup(
+        self.state_machine, self.log_group = logged_state_machine(
             self,
-            "Logs",
-            retention=log_retention(config.log_retention_days),
-            encryption_key=logs_key(self, retain=config.retain_data),
-            removal_policy=RemovalPolicy.RETAIN if config.retain_data else RemovalPolicy.DESTROY,
-        )
-        self.state_machine = sfn.StateMachine(
-            self,
-            "StateMachine",
+            definition=definition,
             comment="TuneLoop retrain: prepare, train, evaluate, gate, register, deploy",
-            definition_body=sfn.DefinitionBody.from_chainable(definition),
-            state_machine_type=sfn.StateMachineType.STANDARD,
             timeout=Duration.hours(config.execution_timeout_hours),
-            tracing_enabled=True,
-            # Every state transition, without inputs and outputs: the timeline of a run
-            # stays searchable, while records, dataset details and error payloads stay in
-            # the execution history (docs/stacks.md).
-            logs=sfn.LogOptions(
-                destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=False
-            ),
+            config=config,
         )
         # SnsPublish grants sns:Publish only; the topic is KMS-encrypted, and publishing
         # needs kms:GenerateDataKey* and kms:Decrypt on its key ("Configure AWS KMS
