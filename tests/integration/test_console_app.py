@@ -187,3 +187,19 @@ def test_an_operator_runs_a_suite_on_a_version_and_a_viewer_cannot(
         refused = client.post("/benchmarks/run", data={**form, "model_version": "v0002"})
         assert "No run started" in refused.text and "no model archive yet" in refused.text
         assert "benchmark_run_started" in client.get("/audit").text
+
+
+def test_list_pages_show_the_newest_and_link_to_more(
+    app_client: TestClient,
+    platform: Platform,  # noqa: F811
+) -> None:
+    from tests.integration.aws_fixtures import put_version
+
+    for age in range(3):
+        put_version(platform.model_versions_table, f"v000{age}", days_ago=age, status="rejected")
+    sign_in(app_client, "viewer")
+    page = app_client.get("/models?limit=2").text
+    assert "v0000" in page and "v0001" in page and "v0002" not in page  # newest first
+    assert 'href="/models?limit=8"' in page
+    everything = app_client.get("/models?limit=5").text
+    assert "v0002" in everything and "The newest" not in everything

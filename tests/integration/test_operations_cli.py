@@ -118,8 +118,8 @@ def test_status_json_has_production_and_alarms(
 
 def test_backfill_indexes_lists_items_written_before_the_month_indexes(
     names: PlatformNames,
-    platform: Platform,
-    capsys: pytest.CaptureFixture[str],  # noqa: F811
+    platform: Platform,  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     from tuneloop import aws
 

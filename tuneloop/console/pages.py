@@ -7,6 +7,7 @@ A section whose read fails shows the error and the rest of the page still render
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -25,10 +26,10 @@ router = APIRouter()
 Viewer = Annotated[SignedInUser, Depends(require_role("viewer"))]
 T = TypeVar("T")
 READ_ERRORS = (ClientError, BotoCoreError, NamesError)
-DROPS_SHOWN = 50
-MAX_DROPS_SHOWN = 1000
-MODELS_SHOWN = 50
-MAX_MODELS_SHOWN = 1000
+SHOWN = 50
+"""How many of the newest drops and versions a list page shows (``?limit=`` up to
+:data:`MAX_SHOWN`)."""
+MAX_SHOWN = 1000
 
 
 def names_of(request: Request) -> PlatformNames:
@@ -74,20 +75,36 @@ def dashboard(request: Request, user: Viewer) -> HTMLResponse:
     )
 
 
+@dataclass(frozen=True)
+class NewestPage:
+    """The newest ``shown`` of a list, read as one more, which tells whether there are more
+    without counting them all."""
+
+    shown: int
+
+    @classmethod
+    def of(cls, limit: int) -> NewestPage:
+        return cls(min(max(limit, 1), MAX_SHOWN))
+
+    @property
+    def read(self) -> int:
+        return self.shown + 1
+
+    def fields(self, name: str, listed: list[Any]) -> dict[str, Any]:
+        """The template's ``<name>``, ``more`` and ``next_limit``."""
+        return {
+            name: listed[: self.shown],
+            "more": len(listed) > self.shown and self.shown < MAX_SHOWN,
+            "next_limit": min(self.shown * 4, MAX_SHOWN),
+        }
+
+
 @router.get("/data", response_class=HTMLResponse)
-def data(request: Request, user: Viewer, limit: int = DROPS_SHOWN) -> HTMLResponse:
-    sections = Sections()
-    shown = min(max(limit, 1), MAX_DROPS_SHOWN)
-    # One more than shown tells whether there are more, without counting them all.
-    drops = sections.read("drops", lambda: views.list_drops(names_of(request), limit=shown + 1), [])
+def data(request: Request, user: Viewer, limit: int = SHOWN) -> HTMLResponse:
+    sections, page = Sections(), NewestPage.of(limit)
+    drops = sections.read("drops", lambda: views.list_drops(names_of(request), limit=page.read), [])
     return render(
-        request,
-        user,
-        "data.html",
-        drops=drops[:shown],
-        more=len(drops) > shown and shown < MAX_DROPS_SHOWN,
-        next_limit=min(shown * 4, MAX_DROPS_SHOWN),
-        problems=sections.problems,
+        request, user, "data.html", **page.fields("drops", drops), problems=sections.problems
     )
 
 
@@ -101,20 +118,13 @@ def drop(request: Request, user: Viewer, drop_id: str) -> HTMLResponse:
 
 
 @router.get("/models", response_class=HTMLResponse)
-def models(request: Request, user: Viewer, limit: int = MODELS_SHOWN) -> HTMLResponse:
-    sections = Sections()
-    shown = min(max(limit, 1), MAX_MODELS_SHOWN)
+def models(request: Request, user: Viewer, limit: int = SHOWN) -> HTMLResponse:
+    sections, page = Sections(), NewestPage.of(limit)
     listed = sections.read(
-        "models", lambda: views.list_models(names_of(request), limit=shown + 1), []
+        "models", lambda: views.list_models(names_of(request), limit=page.read), []
     )
     return render(
-        request,
-        user,
-        "models.html",
-        models=listed[:shown],
-        more=len(listed) > shown and shown < MAX_MODELS_SHOWN,
-        next_limit=min(shown * 4, MAX_MODELS_SHOWN),
-        problems=sections.problems,
+        request, user, "models.html", **page.fields("models", listed), problems=sections.problems
     )
 
 
