@@ -13,9 +13,7 @@ the step's error and cause (the console's benchmark page lists the runs and thei
 
 from __future__ import annotations
 
-from typing import cast
-
-from aws_cdk import Duration, Stack
+from aws_cdk import Duration
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_s3 as s3
@@ -24,10 +22,8 @@ from constructs import Construct
 
 from stacks.config import StageConfig
 from stacks.constructs.endpoint_deployment import lambda_task
-from stacks.constructs.retrain_state_machine import training_job
+from stacks.constructs.retrain_state_machine import acknowledge_job_machine_role, training_job
 from stacks.constructs.state_machine import logged_state_machine
-from stacks.grants import KMS_ACTIONS
-from stacks.nag import WildcardAllowances
 
 _P = sfn.JsonPath
 
@@ -112,21 +108,8 @@ class BenchmarkRunStateMachine(Construct):
             timeout=Duration.hours(config.execution_timeout_hours),
             config=config,
         )
-        allow = WildcardAllowances(cast(iam.Role, self.state_machine.role))
-        allow.allow_resource(
-            f"{function.function_arn}:*",
-            "CDK's LambdaInvoke grant covers the function's versions and aliases too.",
+        acknowledge_job_machine_role(
+            self.state_machine,
+            [function],
+            job_names="Evaluation job names are '<execution name>-eval'",
         )
-        allow.allow_resource(
-            Stack.of(self).format_arn(
-                service="sagemaker", resource="training-job", resource_name="*"
-            ),
-            "Evaluation job names are '<execution name>-eval', known only at run time.",
-        )
-        allow.allow_resource(
-            "*",
-            "X-Ray and CloudWatch Logs delivery (logs:CreateLogDelivery, ...) for the state "
-            "machine support no resource-level permissions; sagemaker:ListTags on '*' is Step "
-            "Functions' documented policy for SageMaker .sync tasks.",
-        )
-        allow.allow_action("kms:GenerateDataKey*", KMS_ACTIONS["kms:GenerateDataKey*"])

@@ -16,7 +16,7 @@ Each step writes its result under its own key, so later steps read every earlier
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, cast
 
 from aws_cdk import Aws, Duration, Size, Stack
@@ -118,6 +118,33 @@ def train_job_extras(config: StageConfig, artifacts: s3.IBucket) -> dict[str, An
             "MaxWaitTimeInSeconds": config.training_spot_max_wait_minutes * 60
         }
     return extras
+
+
+def acknowledge_job_machine_role(
+    machine: sfn.StateMachine, functions: Iterable[lambda_.IFunction], *, job_names: str
+) -> None:
+    """The wildcard findings of a state machine that invokes ``functions`` and runs SageMaker
+    training jobs named at run time (``job_names`` says how), each with its reason."""
+    allow = WildcardAllowances(cast(iam.Role, machine.role))
+    for function in functions:
+        allow.allow_resource(
+            f"{function.function_arn}:*",
+            "CDK's LambdaInvoke grant covers the function's versions and aliases too.",
+        )
+    allow.allow_resource(
+        Stack.of(machine).format_arn(
+            service="sagemaker", resource="training-job", resource_name="*"
+        ),
+        f"{job_names}, known only at run time.",
+    )
+    allow.allow_resource(
+        "*",
+        "X-Ray and CloudWatch Logs delivery (logs:CreateLogDelivery, ...) for the state "
+        "machine support no resource-level permissions; sagemaker:ListTags on '*' is Step "
+        "Functions' documented policy for SageMaker .sync tasks. "
+        "tests/infra/test_permissions.py pins the actions allowed on '*'.",
+    )
+    allow.allow_action("kms:GenerateDataKey*", KMS_ACTIONS["kms:GenerateDataKey*"])
 
 
 def _execution_name_with(suffix: str) -> str:
@@ -435,23 +462,8 @@ class RetrainStateMachine(Construct):
 
     def _acknowledge_role_findings(self) -> None:
         """The state machine role's wildcard findings, each with its reason."""
-        allow = WildcardAllowances(cast(iam.Role, self.state_machine.role))
-        for function in self._functions.values():
-            allow.allow_resource(
-                f"{function.function_arn}:*",
-                "CDK's LambdaInvoke grant covers the function's versions and aliases too.",
-            )
-        allow.allow_resource(
-            Stack.of(self).format_arn(
-                service="sagemaker", resource="training-job", resource_name="*"
-            ),
-            "Training job names are '<execution name>-train/-eval', known only at run time.",
+        acknowledge_job_machine_role(
+            self.state_machine,
+            self._functions.values(),
+            job_names="Training job names are '<execution name>-train/-eval'",
         )
-        allow.allow_resource(
-            "*",
-            "X-Ray and CloudWatch Logs delivery (logs:CreateLogDelivery, ...) for the state "
-            "machine support no resource-level permissions; sagemaker:ListTags on '*' is Step "
-            "Functions' documented policy for SageMaker .sync tasks. "
-            "tests/infra/test_permissions.py pins the actions allowed on '*'.",
-        )
-        allow.allow_action("kms:GenerateDataKey*", KMS_ACTIONS["kms:GenerateDataKey*"])
