@@ -12,6 +12,10 @@ from constructs import Construct
 
 from stacks.config import StageConfig
 from stacks.constructs.benchmark_run_state_machine import BenchmarkRunStateMachine
+from stacks.constructs.continuous_evaluation import (
+    ContinuousEvaluation,
+    grant_evaluation_metrics,
+)
 from stacks.constructs.data_lake import DataLake
 from stacks.constructs.dlc_image import DlcImageUri
 from stacks.constructs.endpoint_alarms import EndpointAlarms
@@ -65,6 +69,13 @@ class PipelineStack(Stack):
             base_model=config.base_model,
         )
         self.sagemaker_role = execution.role
+        # Endpoint data capture: SageMaker writes the captured objects as the model's role
+        # (docs/monitoring.md, "Data capture").
+        grant_objects(
+            lake.curated, self.sagemaker_role, execution.allowances, prefix="capture/", access="put"
+        )
+        lake_key = lake.curated.encryption_key
+        assert lake_key is not None  # the data lake buckets are KMS-encrypted
         if lmi:  # the endpoint loads the model Deploy repacked for LMI
             grant_objects(
                 lake.artifacts,
@@ -98,6 +109,8 @@ class PipelineStack(Stack):
                 "prepare_dataset",
                 {
                     "RECORDS_TABLE": t.records.table_name,
+                    # The drops since the champion's data set (by_month index).
+                    "DROPS_TABLE": t.drops.table_name,
                     "CONTROL_TABLE": t.control.table_name,
                     "MODEL_VERSIONS_TABLE": t.model_versions.table_name,
                     "CURATED_BUCKET": b.curated.bucket_name,
@@ -153,6 +166,12 @@ class PipelineStack(Stack):
                     "SERVING_INSTANCE_TYPE": config.serving_instance_type,
                     "SAGEMAKER_ROLE_ARN": self.sagemaker_role.role_arn,
                     "ROLLBACK_ALARM_NAMES": endpoint_alarms.alarm_names,
+                    # Data capture, the container's refusal patterns and the quality
+                    # alarms' baselines (docs/monitoring.md).
+                    "QUALITY_SETTINGS": config.quality.to_json(),
+                    "QUALITY_ALARMS": endpoint_alarms.quality_alarm_names,
+                    "CAPTURE_DESTINATION": f"s3://{b.curated.bucket_name}/capture/",
+                    "DATA_LAKE_KEY_ARN": lake_key.key_arn,
                 },
             ),
             "ConfirmDeployment": fn(
@@ -176,6 +195,11 @@ class PipelineStack(Stack):
         f = {state: python_function.function for state, python_function in self.functions.items()}
         a = {state: python_function.allowances for state, python_function in self.functions.items()}
         grant_table(t.records, f["PrepareDataset"], a["PrepareDataset"], write=False)
+        grant_table(t.drops, f["PrepareDataset"], a["PrepareDataset"], write=False)
+        # The drops' curated copies: an incremental run reads these, not the Records table.
+        grant_objects(
+            b.curated, f["PrepareDataset"], a["PrepareDataset"], prefix="curated/", access="read"
+        )
         grant_objects(
             b.curated,
             f["PrepareDataset"],
@@ -218,6 +242,7 @@ class PipelineStack(Stack):
         self._grant_deploy(
             f["Deploy"], a["Deploy"], endpoint_arn=endpoint_arn, packages_arn=registry.packages_arn
         )
+        endpoint_alarms.grant_set_quality_thresholds(f["Deploy"], a["Deploy"])
         f["ConfirmDeployment"].add_to_role_policy(
             iam.PolicyStatement(
                 actions=["sagemaker:DescribeEndpoint"],
@@ -283,6 +308,7 @@ class PipelineStack(Stack):
         grant_objects(b.artifacts, run_fn, run_allow, prefix="benchmarks/", access="read")
         grant_objects(b.artifacts, run_fn, run_allow, prefix="runs/", access="read_write")
         grant_objects(b.artifacts, run_fn, run_allow, prefix="jobs/", access="read")
+        grant_evaluation_metrics(run_fn, run_allow)  # Record: a scheduled run's regression check
         self.benchmark_run = BenchmarkRunStateMachine(
             self,
             "BenchmarkRunMachine",
@@ -294,6 +320,18 @@ class PipelineStack(Stack):
             artifacts=lake.artifacts,
         )
         self.benchmark_run_state_machine = self.benchmark_run.state_machine
+        # Production re-scored on the gate's suites on a schedule (docs/monitoring.md).
+        self.continuous_evaluation = ContinuousEvaluation(
+            self,
+            "ContinuousEvaluation",
+            config=config,
+            benchmark_run_state_machine=self.benchmark_run_state_machine,
+            model_versions_table=t.model_versions,
+            control_table=t.control,
+            benchmarks_table=t.benchmarks,
+            artifacts=b.artifacts,
+            notify_topic=notifications.notify_topic,
+        )
         self.model_package_group = registry.group
         # Stateful (holds every registered version): pinned like Storage's resources.
         registry.group.override_logical_id(MODEL_PACKAGE_GROUP_LOGICAL_ID)
@@ -311,6 +349,10 @@ class PipelineStack(Stack):
                 out.BENCHMARK_RUN_STATE_MACHINE: (
                     self.benchmark_run_state_machine.state_machine_arn,
                     "The benchmark run state machine (one suite on one model version)",
+                ),
+                out.CONTINUOUS_EVALUATION_FUNCTION: (
+                    self.continuous_evaluation.function.function.function_name,
+                    "The continuous evaluation function (`tuneloop watch evaluate` invokes it)",
                 ),
                 out.SAGEMAKER_ROLE: (
                     self.sagemaker_role.role_arn,

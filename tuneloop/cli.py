@@ -84,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     from tuneloop.operations.commands import add_parser as add_operations
 
     add_operations(commands)
+    from tuneloop.watch.commands import add_parser as add_watch
+
+    add_watch(commands)  # the one `watch` group: each check adds its subcommand there
     return parser
 
 

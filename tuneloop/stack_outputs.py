@@ -28,6 +28,7 @@ SAGEMAKER_ROLE = "SageMakerRoleArn"
 MODEL_PACKAGE_GROUP = "ModelPackageGroupName"
 RELEASE_STATE_MACHINE = "ReleaseStateMachineArn"
 BENCHMARK_RUN_STATE_MACHINE = "BenchmarkRunStateMachineArn"
+CONTINUOUS_EVALUATION_FUNCTION = "ContinuousEvaluationFunctionName"
 # Ingestion
 INGEST_QUEUE = "IngestQueueUrl"
 INGEST_DEAD_LETTER_QUEUE = "IngestDeadLetterQueueUrl"
@@ -58,6 +59,7 @@ STACK_OUTPUTS = {
         MODEL_PACKAGE_GROUP,
         RELEASE_STATE_MACHINE,
         BENCHMARK_RUN_STATE_MACHINE,
+        CONTINUOUS_EVALUATION_FUNCTION,
     ),
     "Ingestion": (INGEST_QUEUE, INGEST_DEAD_LETTER_QUEUE, QUEUE_KEY),
     "Console": (CONSOLE_URL, USER_POOL_ID, CONSOLE_ROLE),

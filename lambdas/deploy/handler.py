@@ -11,10 +11,14 @@ Result (``$.deployment``):
 (``previous_endpoint_config_name`` is ``""`` when the endpoint was created); while the
 pipeline is frozen (tuneloop/operations/freeze.py) an automatic deploy changes nothing and
 returns ``{"held": true, "reason", "endpoint_name"}``, which ends the run as held.
+
+Deploy also sets each quality alarm's bound for the version going live from the outgoing
+version's rates (``tuneloop.watch.quality_thresholds``, docs/monitoring.md).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +27,10 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from tuneloop.envmodel import load_env
 from tuneloop.operations.freeze import read_freeze
-from tuneloop.release.deployment import ServingSettings, deploy_model
+from tuneloop.release.control import read_production
+from tuneloop.release.deployment import DataCapture, ServingSettings, deploy_model
+from tuneloop.watch.quality import QualitySettings
+from tuneloop.watch.quality_thresholds import set_quality_thresholds
 
 logger = Logger()
 tracer = Tracer()
@@ -37,6 +44,12 @@ class Env:
     serving_instance_type: str
     sagemaker_role_arn: str
     rollback_alarm_names: tuple[str, ...]
+    quality_settings: str
+    """``QualitySettings.to_json()`` of the stage."""
+    quality_alarms: str
+    """JSON: quality alarm kind (empty, truncated, refusal) → alarm name."""
+    capture_destination: str
+    data_lake_key_arn: str
 
 
 @logger.inject_lambda_context
@@ -54,6 +67,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             )
             logger.info("deployment held", extra={"model_version": model_version})
             return {"held": True, "reason": reason, "endpoint_name": env.endpoint_name}
+    quality = QualitySettings.from_json(env.quality_settings)
+    production = read_production(env.control_table)
     result = deploy_model(
         model_version,
         str(event["model_package_arn"]),
@@ -62,8 +77,22 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             instance_type=env.serving_instance_type,
             role_arn=env.sagemaker_role_arn,
             rollback_alarm_names=env.rollback_alarm_names,
+            data_capture=DataCapture(
+                destination=env.capture_destination,
+                kms_key_id=env.data_lake_key_arn,
+                sampling_percentage=quality.capture_sampling_percentage,
+            ),
+            refusal_patterns_json=quality.refusal_patterns_json(),
         ),
         model_versions_table=env.model_versions_table,
     )
     logger.info("deployment started", extra={"deployment": result})
+    outgoing = production.current.model_version if production else ""
+    bounds = set_quality_thresholds(
+        endpoint_name=env.endpoint_name,
+        outgoing_version=outgoing if outgoing != model_version else "",
+        alarm_names=json.loads(env.quality_alarms),
+        settings=quality,
+    )
+    logger.info("quality alarm bounds", extra={"bounds": bounds, "baseline_version": outgoing})
     return result

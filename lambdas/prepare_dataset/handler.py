@@ -1,5 +1,6 @@
 """PrepareDataset: export the stored records to this run's training, held-out and replay
-sets (``tuneloop.datasets``); find the champion; freeze the run's benchmark versions.
+sets (``tuneloop.datasets``: incremental from the drops completed since the champion's data
+set, see docs/training.md); find the champion; freeze the run's benchmark versions.
 
 Event: ``{"execution_name": str, "execution_arn": str}``. Result (``$.dataset``):
 ``{"model_version", "train_s3_uri", "dataset_s3_uri", "heldout_s3_uri", "replay_s3_uri",
@@ -32,6 +33,7 @@ metrics = Metrics()
 @dataclass(frozen=True)
 class Env:
     records_table: str
+    drops_table: str
     control_table: str
     curated_bucket: str
     artifacts_bucket: str
@@ -63,6 +65,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         execution_arn=str(event.get("execution_arn", "")),
         where=DatasetLocations(
             records_table=env.records_table,
+            drops_table=env.drops_table,
             control_table=env.control_table,
             curated_bucket=env.curated_bucket,
             artifacts_bucket=env.artifacts_bucket,

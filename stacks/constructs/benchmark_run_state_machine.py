@@ -1,6 +1,8 @@
 """The benchmark run state machine: one suite scored on one model version, by a person.
 
-Input: ``{"model_version", "suite", "version"}`` (``tuneloop.operations.actions``).
+Input: ``{"model_version", "suite", "version"}`` (``tuneloop.operations.actions``), and from
+continuous evaluation also ``"trigger": "scheduled"`` and the suite's ``"baseline"``
+(``tuneloop.watch.evaluation``): Prepare gets the whole input, so optional keys need no path.
 
 Prepare → Evaluate (the retrain run's evaluate.py job, no champion) → Record → Recorded
 every task: Catch States.ALL into $.error ─▶ Failed
@@ -52,11 +54,7 @@ class BenchmarkRunStateMachine(Construct):
             {
                 "step": "prepare",
                 "run_id": run_id,
-                "request": {
-                    "model_version": _P.string_at("$.model_version"),
-                    "suite": _P.string_at("$.suite"),
-                    "version": _P.string_at("$.version"),
-                },
+                "request": _P.entire_payload,
             },
             result_path="$.prepared",
         )

@@ -28,7 +28,7 @@ class DataLake(Construct):
     - ``raw``: data drops under ``drops/`` and rejects under ``quarantine/``; sends its
       events to EventBridge through the bucket's own ``NotificationConfiguration``
       (no CDK notifications custom resource, so no Lambda at deploy time).
-    - ``curated``: training sets (``datasets/``).
+    - ``curated``: training sets (``datasets/``), sampled endpoint traffic (``capture/``).
     - ``artifacts``: benchmarks, SageMaker job output, gate decisions.
     - ``access_logs``: server access logs of the three (S3-managed keys: log delivery
       cannot write with a customer-managed KMS key).
@@ -121,7 +121,14 @@ class DataLake(Construct):
                             transition_after=Duration.days(30),
                         )
                     ],
-                )
+                ),
+                # Captured endpoint traffic (docs/monitoring.md, "Data capture"): raw
+                # prompts and answers, kept only as long as the stage's retention says.
+                s3.LifecycleRule(
+                    id="expire-capture",
+                    prefix="capture/",
+                    expiration=Duration.days(config.quality.capture_retention_days),
+                ),
             ],
             "curated/",
         )

@@ -1,17 +1,32 @@
 """CloudWatch alarms on the serving endpoint; they trigger rollback and blue/green
-auto-rollback (their names go to the Deploy Lambda)."""
+auto-rollback (their names go to the Deploy Lambda).
+
+Besides 5XX errors and p99 latency, three quality alarms watch the answers themselves
+(``TuneLoop/Endpoint``, published by the serving container as EMF, docs/monitoring.md):
+the empty-answer, truncation and refusal rates, each the Average of per-answer 0/1 values
+over the stage's window, on the EndpointName dimension (whichever version serves). Deploy
+raises a new version's bound to the previous version's rate x factor when that is higher
+(``tuneloop.watch.quality_thresholds``)."""
 
 from __future__ import annotations
 
-from aws_cdk import Duration, Fn
+from aws_cdk import Duration, Fn, Stack
 from aws_cdk import aws_cloudwatch as cw
 from aws_cdk import aws_cloudwatch_actions as cw_actions
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sns as sns
 from constructs import Construct
 
 from stacks.config import StageConfig
+from stacks.nag import WildcardAllowances
+from tuneloop.watch.quality import NAMESPACE, QUALITY_METRICS
 
 VARIANT_NAME = "AllTraffic"
+_QUALITY_MEANING = {
+    "empty": "Too many empty answers (nothing but whitespace)",
+    "truncated": "Too many answers cut off at the token limit",
+    "refusal": "Too many answers refuse the question",
+}
 
 
 class EndpointAlarms(Construct):
@@ -71,8 +86,55 @@ class EndpointAlarms(Construct):
             evaluation_periods=thresholds.evaluation_periods,
             treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
         )
-        self.alarms = (self.errors_alarm, self.latency_alarm)
+        quality = config.quality
+        self.quality_alarms: dict[str, cw.Alarm] = {}
+        """Kind (``empty``, ``truncated``, ``refusal``) → its rate alarm."""
+        for kind, metric_name in QUALITY_METRICS.items():
+            metric = cw.Metric(
+                namespace=NAMESPACE,
+                metric_name=metric_name,
+                dimensions_map={"EndpointName": endpoint_name},
+                statistic=cw.Stats.AVERAGE,
+                period=Duration.minutes(quality.window_minutes),
+            )
+            self.quality_alarms[kind] = metric.create_alarm(
+                self,
+                f"Quality{metric_name}Rate",
+                alarm_description=(
+                    f"{_QUALITY_MEANING[kind]}: roll back to the last-known-good model.\n"
+                    f"Share of answers over {quality.window_minutes} min above "
+                    f"{quality.max_rate(kind)} (or the previous version's rate x "
+                    f"{quality.baseline_factor}, set by Deploy). "
+                    f"Runbook: docs/runbooks/quality-{kind}.md"
+                ),
+                threshold=quality.max_rate(kind),
+                comparison_operator=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                evaluation_periods=quality.evaluation_periods,
+                treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+            )
+        self.alarms = (self.errors_alarm, self.latency_alarm, *self.quality_alarms.values())
         for alarm in self.alarms:
             alarm.add_alarm_action(cw_actions.SnsAction(alarm_topic))
         self.alarm_names = Fn.join(",", [alarm.alarm_name for alarm in self.alarms])
         """``ROLLBACK_ALARM_NAMES`` for the Deploy Lambda (comma-separated)."""
+        self.quality_alarm_names = Stack.of(self).to_json_string(
+            {kind: alarm.alarm_name for kind, alarm in self.quality_alarms.items()}
+        )
+        """``QUALITY_ALARMS`` for the Deploy Lambda (JSON: kind → alarm name)."""
+
+    def grant_set_quality_thresholds(
+        self, grantee: iam.IGrantable, allowances: WildcardAllowances
+    ) -> None:
+        """Read the outgoing version's rates and rewrite the quality alarms' bounds."""
+        arns = [alarm.alarm_arn for alarm in self.quality_alarms.values()]
+        grantee.grant_principal.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["cloudwatch:DescribeAlarms", "cloudwatch:PutMetricAlarm"], resources=arns
+            )
+        )
+        grantee.grant_principal.add_to_principal_policy(
+            iam.PolicyStatement(actions=["cloudwatch:GetMetricStatistics"], resources=["*"])
+        )
+        allowances.allow_resource(
+            "*", "cloudwatch:GetMetricStatistics supports no resource-level permissions."
+        )

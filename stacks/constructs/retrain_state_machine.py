@@ -323,6 +323,8 @@ class RetrainStateMachine(Construct):
             },
             hyperparameters={
                 "champion_model_data": _P.string_at("$.dataset.champion_model_data"),
+                # A first model (no champion) is compared with its base model instead.
+                "compare_base": "true",
                 "mmlu_subset_size": str(config.evaluation.mmlu_subset_size),
                 "seed": str(config.evaluation.seed),
             },

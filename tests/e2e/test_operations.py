@@ -171,3 +171,37 @@ def test_an_operator_scores_one_suite_on_a_version_as_a_job(
     assert recorded["run_id"] == started.execution_name
     (record,) = list_records(names.audit_table, action="benchmark_run_started")
     assert (record.actor, record.after["model_version"]) == (PERSON.name, version)
+
+
+def test_continuous_evaluation_rescores_production_on_the_gate_suites(
+    platform: LocalPlatform, names: PlatformNames, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tuneloop.benchmarks.runs import runs_of
+    from tuneloop.cli import main
+    from tuneloop.operations import views
+    from tuneloop.operations.gate_policy import store_policy
+
+    version = production_version(platform)
+    # The policy in force (an admin's, as the Gate would read it) names the suites.
+    store_policy(names.control_table, PERMISSIVE_POLICY, by="e2e")
+
+    # `tuneloop watch evaluate`: the schedule's input, through the deployed function.
+    assert main(["watch", "evaluate", "--stage", "local", "--json"]) == 0
+    started = json.loads(capsys.readouterr().out)
+    runs = [platform.follow_run(r["execution_arn"], timeout=600) for r in started["runs"]]
+
+    assert started["model_version"] == version
+    assert sorted(r["suite"] for r in started["runs"]) == ["facts", "mmlu"]
+    assert [run.status for run in runs] == ["SUCCEEDED", "SUCCEEDED"], [r.cause for r in runs]
+    item = platform.model_version(version)
+    assert item is not None
+    scheduled = [r for r in runs_of(item) if r.get("trigger") == "scheduled"]
+    checks = {r["suite"]: r["regression_check"] for r in scheduled}
+    # The same model on the same frozen items: the score it had at the gate, no regression.
+    for suite, check in checks.items():
+        assert (check["regression"], check["crosses_versions"]) == (False, False), suite
+        assert check["delta"] == pytest.approx(0.0, abs=1e-9), suite
+    history = views.evaluation_history(names, version)
+    assert sorted(p.suite for p in history) == ["facts", "mmlu"]
+    (alarm,) = [a for a in views.alarm_states(names) if a.metric == "Regression"]
+    assert alarm.state in ("OK", "INSUFFICIENT_DATA")  # the evaluator polls every second

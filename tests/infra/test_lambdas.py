@@ -26,6 +26,7 @@ CONTRACT_FUNCTIONS = {
     "rollback",
     "console",
     "benchmark_run",
+    "continuous_evaluation",
 }
 # Read by Powertools itself, not by the handler's Env model.
 POWERTOOLS_VARIABLES = env_var_names(PowertoolsEnv)

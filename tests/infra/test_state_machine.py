@@ -182,6 +182,7 @@ def test_train_and_evaluate_are_script_mode_training_jobs(states: dict[str, Any]
     }
     hyper = evaluate["Parameters"]["HyperParameters"]
     assert hyper["champion_model_data.$"] == "$.dataset.champion_model_data"
+    assert hyper["compare_base"] == "true"  # a first model is compared with its base
     assert {"mmlu_subset_size", "seed"} <= set(hyper)
 
 
@@ -191,7 +192,7 @@ def test_local_stage_uses_tiny_numbers(local: Assembly) -> None:
     train = states["Train"]["Parameters"]["HyperParameters"]
     assert train["max_steps"] == "10"
     assert train["base_model"] == "smollm2-135m-instruct"
-    assert states["Evaluate"]["Parameters"]["HyperParameters"]["mmlu_subset_size"] == "20"
+    assert states["Evaluate"]["Parameters"]["HyperParameters"]["mmlu_subset_size"] == "50"
 
 
 def test_logging_and_tracing(dev: Assembly) -> None:
@@ -288,6 +289,7 @@ def test_the_benchmark_run_machine_prepares_evaluates_and_records(dev: Assembly)
     assert evaluate["TrainingJobName.$"] == "States.Format('{}-eval', $$.Execution.Name)"
     assert evaluate["HyperParameters"]["sagemaker_program"] == "evaluate.py"
     assert evaluate["HyperParameters"]["champion_model_data"] == ""  # no comparison
+    assert "compare_base" not in evaluate["HyperParameters"]  # nor with the base model
     channels = {
         c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri.$"]
         for c in evaluate["InputDataConfig"]

@@ -18,9 +18,11 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from moto import mock_aws
 
 from tuneloop import aws
+from tuneloop.watch.quality import QualitySettings
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
+DATA_LAKE_KEY_ARN = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/00000000-0000-0000-0000-00000000da7a"
 
 
 @dataclass(frozen=True)
@@ -187,6 +189,7 @@ HANDLER_ENV: dict[str, tuple[str, ...]] = {
     "retrain_trigger": ("CONTROL_TABLE", "STATE_MACHINE_ARN", "RETRAIN_THRESHOLD"),
     "prepare_dataset": (
         "RECORDS_TABLE",
+        "DROPS_TABLE",
         "CONTROL_TABLE",
         "CURATED_BUCKET",
         "ARTIFACTS_BUCKET",
@@ -202,6 +205,10 @@ HANDLER_ENV: dict[str, tuple[str, ...]] = {
         "SERVING_INSTANCE_TYPE",
         "SAGEMAKER_ROLE_ARN",
         "ROLLBACK_ALARM_NAMES",
+        "QUALITY_SETTINGS",
+        "QUALITY_ALARMS",
+        "CAPTURE_DESTINATION",
+        "DATA_LAKE_KEY_ARN",
     ),
     "confirm_deployment": (
         "CONTROL_TABLE",
@@ -236,6 +243,10 @@ def handler_env(platform: Platform, function: str) -> dict[str, str]:
         "SERVING_INSTANCE_TYPE": platform.serving_instance_type,
         "SAGEMAKER_ROLE_ARN": platform.sagemaker_role_arn,
         "ROLLBACK_ALARM_NAMES": platform.rollback_alarm_names,
+        "QUALITY_SETTINGS": QualitySettings().to_json(),
+        "QUALITY_ALARMS": "{}",  # no quality alarms: Deploy leaves bounds alone
+        "CAPTURE_DESTINATION": f"s3://{platform.curated_bucket}/capture/",
+        "DATA_LAKE_KEY_ARN": DATA_LAKE_KEY_ARN,
         "ENDPOINT_NAME": platform.endpoint_name,
         "NOTIFY_TOPIC_ARN": platform.topic_arn,
         "BENCHMARKS_TABLE": platform.benchmarks_table,

@@ -6,6 +6,8 @@ Deploy serves the model package Register created: the endpoint's model names the
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -13,6 +15,7 @@ from botocore.stub import ANY, Stubber
 
 from lambdas.deploy.handler import handler
 from tests.integration.aws_fixtures import (
+    DATA_LAKE_KEY_ARN,
     Platform,
     aws_credentials,
     lambda_context,
@@ -22,6 +25,8 @@ from tests.integration.aws_fixtures import (
 from tests.integration.sagemaker_stubs import ENDPOINT_ARN, CapturedCalls, endpoint_description
 from tuneloop import aws
 from tuneloop.release.deployment import EndpointBusyError, PackageNotApprovedError
+from tuneloop.watch.quality import DEFAULT_REFUSAL_PATTERNS, QualitySettings
+from tuneloop.watch.quality_thresholds import set_quality_thresholds
 
 __all__ = ["aws_credentials", "platform"]
 
@@ -93,7 +98,20 @@ def test_the_first_deployment_creates_model_config_and_endpoint(env: Platform) -
     # Then the endpoint's model is the registered package itself
     model = sagemaker.describe_model(ModelName=variant["ModelName"])
     assert model["ExecutionRoleArn"] == env.sagemaker_role_arn
-    assert model["PrimaryContainer"] == {"ModelPackageName": package_arn}
+    # with the endpoint and version its quality metrics are published under
+    assert model["PrimaryContainer"]["ModelPackageName"] == package_arn
+    environment = model["PrimaryContainer"]["Environment"]
+    assert environment["TUNELOOP_ENDPOINT_NAME"] == env.endpoint_name
+    assert environment["TUNELOOP_MODEL_VERSION"] == VERSION
+    assert json.loads(environment["TUNELOOP_REFUSAL_PATTERNS"]) == list(DEFAULT_REFUSAL_PATTERNS)
+    # And a sample of its traffic is captured, encrypted with the data lake key
+    capture = config["DataCaptureConfig"]
+    assert capture["EnableCapture"] is True
+    assert capture["InitialSamplingPercentage"] == QualitySettings().capture_sampling_percentage
+    assert capture["DestinationS3Uri"] == f"s3://{env.curated_bucket}/capture/"
+    assert capture["KmsKeyId"] == DATA_LAKE_KEY_ARN
+    assert capture["CaptureOptions"] == [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}]
+    assert capture["CaptureContentTypeHeader"] == {"JsonContentTypes": ["application/json"]}
 
     item = version_item(env)
     assert item["status"] == "deploying"
@@ -130,13 +148,13 @@ def test_an_existing_endpoint_is_updated_blue_green_with_auto_rollback(env: Plat
             {
                 "ModelName": ANY,
                 "ExecutionRoleArn": env.sagemaker_role_arn,
-                "PrimaryContainer": {"ModelPackageName": PACKAGE_ARN},
+                "PrimaryContainer": {"ModelPackageName": PACKAGE_ARN, "Environment": ANY},
             },
         )
         stub.add_response(
             "create_endpoint_config",
             {"EndpointConfigArn": f"{ARN_PREFIX}endpoint-config/v0002"},
-            {"EndpointConfigName": ANY, "ProductionVariants": ANY},
+            {"EndpointConfigName": ANY, "ProductionVariants": ANY, "DataCaptureConfig": ANY},
         )
         stub.add_response(
             "update_endpoint",
@@ -192,3 +210,90 @@ def test_a_package_the_registry_does_not_approve_is_not_deployed(env: Platform) 
     with pytest.raises(PackageNotApprovedError, match="is Rejected, not Approved"):
         handler(event(package_arn), lambda_context())
     assert aws.sagemaker().list_models()["Models"] == []
+
+
+def _quality_alarm(name: str, metric: str, threshold: float) -> None:
+    aws.client("cloudwatch").put_metric_alarm(
+        AlarmName=name,
+        AlarmDescription="Too many answers: roll back.",
+        Namespace="TuneLoop/Endpoint",
+        MetricName=metric,
+        Dimensions=[{"Name": "EndpointName", "Value": "ep"}],
+        Statistic="Average",
+        Period=300,
+        EvaluationPeriods=1,
+        Threshold=threshold,
+        ComparisonOperator="GreaterThanThreshold",
+        AlarmActions=["arn:aws:sns:us-east-1:123456789012:alarms"],
+        TreatMissingData="notBreaching",
+    )
+
+
+def _answers(version: str, metric: str, values: list[float], at: datetime) -> None:
+    aws.client("cloudwatch").put_metric_data(
+        Namespace="TuneLoop/Endpoint",
+        MetricData=[
+            {
+                "MetricName": metric,
+                "Value": value,
+                "Dimensions": [
+                    {"Name": "EndpointName", "Value": "ep"},
+                    {"Name": "ModelVersion", "Value": version},
+                ],
+                "Timestamp": at,
+            }
+            for value in values
+        ],
+    )
+
+
+def test_deploy_raises_a_quality_bound_to_the_previous_versions_rate(platform: Platform) -> None:
+    # Given quality alarms at their absolute bounds, and an outgoing version that refused
+    # 30% of its answers (empty: none) within the baseline window
+    _quality_alarm("empty", "EmptyAnswer", 0.2)
+    _quality_alarm("refusal", "Refusal", 0.2)
+    now = datetime.now(UTC)
+    _answers("v1", "Refusal", [1, 1, 1, 0, 0, 0, 0, 0, 0, 0], now - timedelta(hours=1))
+    _answers("v1", "EmptyAnswer", [0, 0, 0, 0], now - timedelta(hours=1))
+    _answers("v0", "Refusal", [1, 1, 1, 1], now - timedelta(hours=1))  # another version
+    # When Deploy sets the bounds for the version going live (factor 2)
+    bounds = set_quality_thresholds(
+        endpoint_name="ep",
+        outgoing_version="v1",
+        alarm_names={"empty": "empty", "refusal": "refusal"},
+        settings=QualitySettings(baseline_factor=2.0),
+        now=now,
+    )
+    # Then the refusal bound is the baseline x factor, the empty bound stays absolute
+    assert bounds == {"empty": 0.2, "refusal": pytest.approx(0.6)}
+    alarms = {
+        a["AlarmName"]: a
+        for a in aws.client("cloudwatch").describe_alarms(AlarmNames=["empty", "refusal"])[
+            "MetricAlarms"
+        ]
+    }
+    assert alarms["refusal"]["Threshold"] == pytest.approx(0.6)
+    assert alarms["empty"]["Threshold"] == 0.2
+    # And the rewritten alarm keeps everything else (actions, statistic, dimensions)
+    refusal = alarms["refusal"]
+    assert refusal["AlarmActions"] == ["arn:aws:sns:us-east-1:123456789012:alarms"]
+    assert (refusal["Statistic"], refusal["Period"], refusal["MetricName"]) == (
+        "Average",
+        300,
+        "Refusal",
+    )
+    assert refusal["Dimensions"] == [{"Name": "EndpointName", "Value": "ep"}]
+    assert refusal["AlarmDescription"] == "Too many answers: roll back."
+
+
+def test_a_first_deployment_keeps_the_absolute_bounds(platform: Platform) -> None:
+    _quality_alarm("refusal", "Refusal", 0.6)  # raised for an earlier version
+    bounds = set_quality_thresholds(
+        endpoint_name="ep",
+        outgoing_version="",
+        alarm_names={"refusal": "refusal"},
+        settings=QualitySettings(),
+    )
+    assert bounds == {"refusal": 0.2}
+    (alarm,) = aws.client("cloudwatch").describe_alarms(AlarmNames=["refusal"])["MetricAlarms"]
+    assert alarm["Threshold"] == 0.2

@@ -200,7 +200,13 @@ def test_deploy_serves_the_registered_lmi_package_without_building_again(
     sagemaker = aws.sagemaker()
     config = sagemaker.describe_endpoint_config(EndpointConfigName=result["endpoint_config_name"])
     model = sagemaker.describe_model(ModelName=config["ProductionVariants"][0]["ModelName"])
-    assert model["PrimaryContainer"] == {"ModelPackageName": registration["model_package_arn"]}
+    # (its environment adds only the quality-metric names, which LMI ignores)
+    assert model["PrimaryContainer"]["ModelPackageName"] == registration["model_package_arn"]
+    assert set(model["PrimaryContainer"]["Environment"]) <= {
+        "TUNELOOP_ENDPOINT_NAME",
+        "TUNELOOP_MODEL_VERSION",
+        "TUNELOOP_REFUSAL_PATTERNS",
+    }
     assert (
         aws.s3().list_objects_v2(Bucket=env.artifacts_bucket, Prefix="models/")["Contents"]
         == written

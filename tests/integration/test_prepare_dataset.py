@@ -16,6 +16,7 @@ from tests.integration.aws_fixtures import (
     platform,
     use_handler_env,
 )
+from tests.integration.dataset_fixtures import add_record
 from tuneloop import aws
 from tuneloop.datasets import EmptyDatasetError
 
@@ -39,16 +40,16 @@ def env(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> Platform:
 
 
 def put_record(platform: Platform, record_id: str, dataset: str, **content: Any) -> None:
-    aws.table(platform.records_table).put_item(
-        Item={
-            "record_id": record_id,
-            "dataset": dataset,
-            "drop_id": "d",
-            "source_key": f"drops/{dataset}/x.jsonl",
-            "line": 1,
-            "ingested_at": "2026-01-01T00:00:00+00:00",
-            **content,
-        }
+    """A stored record (also in its drop's curated copy); ``ingested_at`` overrides the
+    Records item's time for the scan's old/new split."""
+    ingested_at = str(content.pop("ingested_at", "2026-01-01T00:00:00+00:00"))
+    if "messages" in content:
+        content = {"messages": json.loads(str(content["messages"]))}
+    add_record(platform, record_id, dataset, content)
+    aws.table(platform.records_table).update_item(
+        Key={"record_id": record_id},
+        UpdateExpression="SET ingested_at = :at",
+        ExpressionAttributeValues={":at": ingested_at},
     )
 
 

@@ -16,6 +16,7 @@ from tests.integration.aws_fixtures import (
     platform,
     use_handler_env,
 )
+from tests.integration.dataset_fixtures import put_drop
 from tuneloop import aws
 from tuneloop.benchmarks.store import BenchmarkNotFoundError, BenchmarkStore, validate_bytes
 from tuneloop.evaluation.errors import BenchmarkError
@@ -46,9 +47,7 @@ def policy(**versions: str) -> str:
 @pytest.fixture
 def env(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> Platform:
     use_handler_env(monkeypatch, platform, "prepare_dataset")
-    aws.table(platform.records_table).put_item(
-        Item={"record_id": "r", "dataset": "d", "text": "hello", "ingested_at": "t"}
-    )
+    put_drop(platform, "drop", "d", {"r": {"text": "hello"}})
     return platform
 
 
@@ -118,8 +117,8 @@ def test_a_missing_pinned_version_fails_before_the_export(
     with pytest.raises(BenchmarkNotFoundError, match="'company_faq': version 'deadbeef00'"):
         handler({"execution_name": RUN}, lambda_context())
 
-    exported = aws.s3().list_objects_v2(Bucket=env.curated_bucket).get("Contents", [])
-    assert exported == []
+    exported = aws.s3().list_objects_v2(Bucket=env.curated_bucket, Prefix="datasets/")
+    assert exported.get("Contents", []) == []
 
 
 def test_hand_uploaded_files_are_copied_into_the_run(env: Platform) -> None:

@@ -1,6 +1,8 @@
 """The demo's summary shows each suite's headline number, not a missing accuracy as 0."""
 
-from tuneloop.local.demo import headline_score
+from typing import Any
+
+from tuneloop.local.demo import headline_score, score_table
 
 
 def test_accuracy_suites_show_accuracy() -> None:
@@ -21,3 +23,22 @@ def test_suites_without_known_metrics_list_their_scores() -> None:
     result = {"exact": 0.25, "exact_stderr": 0.1, "n_items": 4, "items": []}
     assert headline_score(result) == "exact 0.250"
     assert headline_score({"items": []}) == "no score"
+
+
+def test_score_table_puts_base_and_versions_side_by_side() -> None:
+    runs: list[dict[str, Any]] = [
+        {
+            "version": "v0001",
+            "scores": {
+                "candidate": {"acme": "acc 0.944", "mmlu": "acc 0.250"},
+                "base": {"acme": "acc 0.028", "mmlu": "acc 0.250"},
+            },
+        },
+        {"version": "v0002", "scores": {"candidate": {"acme": "acc 0.750"}}},
+        {"version": "v0003", "status": "FAILED"},
+    ]
+    header, acme, mmlu = score_table(runs)
+    assert header.split() == ["suite", "base", "v0001", "v0002"]
+    assert acme.split() == ["acme", "acc", "0.028", "acc", "0.944", "acc", "0.750"]
+    assert mmlu.split() == ["mmlu", "acc", "0.250", "acc", "0.250", "-"]
+    assert score_table([]) == []

@@ -626,6 +626,32 @@ def test_main_without_champion_or_benchmarks(job_env: dict[str, Path]) -> None:
     assert list(report["benchmarks"]) == ["mmlu"]
 
 
+def test_a_first_model_is_scored_beside_its_base_model(job_env: dict[str, Path]) -> None:
+    from tuneloop.evaluation.job import main
+
+    assert main(["--mmlu_subset_size", "2", "--compare_base", "true"]) == 0
+    report = json.loads((job_env["data"] / "evaluation.json").read_text())
+    # The candidate here is a plain model folder: it is its own base, scored the same.
+    assert list(report["results"]) == ["candidate", "base"]
+    assert report["results"]["base"] == report["results"]["candidate"]
+    assert main(["--mmlu_subset_size", "2", "--compare_base", "yes"]) == 1
+    assert "compare_base='yes'" in (job_env["output"] / "failure").read_text()
+
+
+def test_the_base_of_an_adapter_chain_is_its_plain_root(tmp_path: Path, tiny_dir: Path) -> None:
+    from tuneloop.models.loading import root_base_dir, write_model_metadata
+
+    first, second = tmp_path / "v1", tmp_path / "v2"
+    for folder, base in ((first, str(tiny_dir)), (second, str(first))):
+        folder.mkdir()
+        write_model_metadata(folder, base)
+    assert root_base_dir(second) == tiny_dir.resolve()
+    assert root_base_dir(tiny_dir) == tiny_dir
+    write_model_metadata(first, str(second))  # a cycle
+    with pytest.raises(ValueError, match="deeper than"):
+        root_base_dir(second)
+
+
 def test_main_fails_with_the_validation_message(job_env: dict[str, Path]) -> None:
     from tuneloop.evaluation.job import main
 

@@ -283,6 +283,33 @@ def test_first_model_only_floors_apply() -> None:
     assert not below.approved
 
 
+def test_a_first_model_is_compared_with_its_base_model() -> None:
+    rules = policy(suites={**POLICY["suites"], "domain": {"role": "target", "min_gain": 0.1}})
+    rep = report(
+        {"mmlu": scores(50, 10), "company_faq": scores(20, 18), "domain": scores(20, 15)}, None
+    )
+    rep["results"]["base"] = {
+        k: suite(v)
+        for k, v in {
+            "mmlu": scores(50, 11),
+            "company_faq": scores(20, 2),
+            "domain": scores(20, 3),
+        }.items()
+    }
+    decision = decide(rep, rules)
+    assert decision.approved
+    faq, domain, mmlu = (comparison(decision, n) for n in ("company_faq", "domain", "mmlu"))
+    # must_pass: the floor decides; the paired gain over the base is reported with its CI.
+    assert faq.champion == pytest.approx(0.1) and faq.diff == pytest.approx(0.8)
+    assert faq.ci_low is not None and faq.ci_low > 0
+    assert "vs base model 0.100" in faq.reason and "meets the floor" in faq.reason
+    assert "improves on the base model" in domain.reason and domain.ci_low > 0
+    assert "not worse than the base model" in mmlu.reason
+    assert faq.to_dict()["reference"] == "base model"
+    # With a champion expected, base results do not stand in for it.
+    assert not decide(rep, rules, expect_champion=True).approved
+
+
 def test_missing_champion_results_when_one_exists_rejects() -> None:
     rep = report({"mmlu": scores(50, 10), "company_faq": scores(10, 9)}, None)
     decision = decide(rep, policy(), expect_champion=True)

@@ -98,11 +98,11 @@ def test_the_difference_plot_is_well_formed_svg_with_one_marker_per_compared_sui
     svg = page[page.index("<svg") : page.index("</svg>") + len("</svg>")]
     root = ElementTree.fromstring(svg)
     circles = root.findall("{http://www.w3.org/2000/svg}circle")
-    # Paired CIs exist for general/target suites; must-pass suites are floors only.
+    # Every suite with a champion gets a paired CI, must-pass ones too (shown, not gated).
     compared = [c.suite for c in decision.comparisons if c.ci_low is not None]
-    assert compared == ["mmlu"] and len(circles) == 1
+    assert compared == ["mmlu", "faq"] and len(circles) == 2
     labels = [t.text for t in root.findall("{http://www.w3.org/2000/svg}text")]
-    assert "mmlu" in labels
+    assert "mmlu" in labels and "faq" in labels
 
 
 def test_without_a_champion_the_report_says_so() -> None:

@@ -25,6 +25,10 @@ LINE_KEYS = {
     "tokens_per_s",
     "requests_total",
     "errors_total",
+    "finish_reason",
+    "empty",
+    "truncated",
+    "refusal",
 }
 SECRET = "my-card-is-4111-1111"
 
@@ -108,3 +112,43 @@ def test_concurrent_records_keep_whole_lines() -> None:
     assert len(logged) == 200 and metrics.requests_total == 200
     assert sorted(line["requests_total"] for line in logged) == list(range(1, 201))
     assert {line["tokens_per_s"] for line in logged} == {2000.0}
+
+
+@pytest.mark.parametrize(
+    ("quiet_failure", "flags"),
+    [
+        (None, (False, False, False)),
+        ("empty", (True, False, False)),
+        ("refuse", (False, False, True)),
+        ("truncate", (False, True, False)),
+    ],
+)
+def test_quiet_failure_switch_shows_in_the_emf_line(
+    generator: Generator, quiet_failure: str | None, flags: tuple[bool, bool, bool]
+) -> None:
+    # Given a server that knows its endpoint, with the test switch set (or not)
+    quiet = Generator(generator.model, generator.tokenizer, "v-quiet", quiet_failure=quiet_failure)
+    stream = io.StringIO()
+    metrics = ServingMetrics(stream, endpoint_name="ep", model_version="v-quiet")
+    httpd = make_server(quiet, "127.0.0.1", 0, metrics=metrics)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        # When a client asks for a long enough answer
+        body = {"prompt": SECRET, "parameters": {"max_new_tokens": 8, "stop": ["\u2603"]}}
+        status, answer = post(httpd, json.dumps(body).encode())
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    # Then the line's metric members say what kind of answer it was, and hold no text
+    assert status == 200
+    (line,) = lines(stream)
+    empty, truncated, refusal = flags
+    assert (line["EmptyAnswer"], line["Refusal"]) == (int(empty), int(refusal))
+    assert (line["empty"], line["refusal"]) == (empty, refusal)
+    # A tiny random model may ramble to its limit by itself; the switch always does.
+    assert line["Truncated"] == int(line["StopReason"] == "length")
+    assert line["EndpointName"] == "ep" and line["ModelVersion"] == "v-quiet"
+    assert line["OutputTokens"] == answer["completion_tokens"]
+    assert SECRET not in stream.getvalue()
+    if truncated:
+        assert line["Truncated"] == 1 and answer["completion_tokens"] == 1

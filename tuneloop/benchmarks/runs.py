@@ -7,6 +7,10 @@ the version's model archive and freezes the suite's version under
 and appends the score, with its CI and the benchmark version, to the version item's
 ``benchmark_runs`` (a list of JSON strings, appended once per run however often the step is
 retried). The console's score history shows them beside the gate's scores.
+
+A run started by continuous evaluation (:mod:`tuneloop.watch.evaluation`) carries
+``trigger: "scheduled"`` and the suite's ``baseline``; Prepare passes both on, and Record
+adds the ``trigger`` and the ``regression_check`` against the gate-time score to the entry.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from tuneloop.benchmarks.store import LATEST, BenchmarkStore, check_name, check_
 from tuneloop.gating.scores import scores_summary
 from tuneloop.gating.service import read_report
 from tuneloop.release.model_versions import get_version, now_iso
+from tuneloop.watch.evaluation import SCHEDULED, Baseline, RegressionCheck, check_regression
 
 MMLU = "mmlu"
 """The built-in suite: versioned by its package, not frozen (its subset size is a setting)."""
@@ -54,6 +59,15 @@ class RunRequest:
         return request
 
 
+def scheduled_baseline(event: dict[str, Any]) -> Baseline | None:
+    """The baseline of a run continuous evaluation started (None: a person's run)."""
+    if event.get("trigger") != SCHEDULED:
+        return None
+    if not isinstance(event.get("baseline"), dict):
+        raise BenchmarkRunError("scheduled benchmark run input: 'baseline' is missing")
+    return Baseline.parse(event["baseline"])
+
+
 def prepare_run(
     request: RunRequest,
     *,
@@ -61,8 +75,10 @@ def prepare_run(
     store: BenchmarkStore,
     model_versions_table: str,
     mmlu_subset_size: str,
+    baseline: Baseline | None = None,
 ) -> dict[str, Any]:
-    """The Evaluate job's inputs: the version's archive and the suite frozen for this run."""
+    """The Evaluate job's inputs: the version's archive and the suite frozen for this run
+    (and a scheduled run's ``baseline``, which Record compares the score with)."""
     item = get_version(model_versions_table, request.model_version)
     if item is None:
         raise BenchmarkRunError(f"no model version {request.model_version!r}")
@@ -90,7 +106,7 @@ def prepare_run(
                 f"s3://{store.bucket}/benchmarks/ (`tuneloop benchmarks list` shows them)"
             )
         versions, subset = frozen.versions, "0"
-    return {
+    prepared: dict[str, Any] = {
         "model_version": request.model_version,
         "suite": request.suite,
         "model_data": model_data,
@@ -98,6 +114,9 @@ def prepare_run(
         "benchmark_versions": versions,
         "mmlu_subset_size": subset,
     }
+    if baseline is not None:
+        prepared.update(trigger=SCHEDULED, baseline=baseline.to_dict())
+    return prepared
 
 
 def record_run(
@@ -113,13 +132,19 @@ def record_run(
     summary = scores_summary(report, None).get(suite)
     if summary is None:
         raise BenchmarkRunError(f"the evaluation report of {evaluation['job_name']} has no {suite}")
-    entry = {
+    entry: dict[str, Any] = {
         "run_id": run_id,
         "suite": suite,
         **{k: (float(v) if not isinstance(v, str | int) else v) for k, v in summary.items()},
         "at": now_iso(),
         "job": str(evaluation["job_name"]),
     }
+    baseline = scheduled_baseline(prepared)
+    if baseline is not None:
+        entry["trigger"] = SCHEDULED
+        entry["regression_check"] = _regression_check(
+            baseline, report, suite, str(entry.get("version") or "")
+        ).to_dict()
     try:
         aws.table(model_versions_table).update_item(
             Key={"model_version": str(prepared["model_version"])},
@@ -145,6 +170,19 @@ def record_run(
         if item is None:
             raise BenchmarkRunError(f"model version {prepared['model_version']} is gone") from exc
     return entry
+
+
+def _regression_check(
+    baseline: Baseline, report: dict[str, Any], suite: str, version: str
+) -> RegressionCheck:
+    """The scheduled score on the baseline's metric (the gate's, which may not be the
+    suite's primary one: acc_norm), against the gate-time score."""
+    results = report.get("results")
+    candidate = results.get("candidate") if isinstance(results, dict) else None
+    result = candidate.get(suite) if isinstance(candidate, dict) else None
+    raw = result.get(baseline.metric) if isinstance(result, dict) else None
+    value = float(raw) if isinstance(raw, int | float) and not isinstance(raw, bool) else None
+    return check_regression(baseline, value, version)
 
 
 def runs_of(item: dict[str, Any]) -> list[dict[str, Any]]:

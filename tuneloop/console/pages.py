@@ -20,6 +20,7 @@ from tuneloop.console.rendering import render
 from tuneloop.console.security import require_role
 from tuneloop.operations import views
 from tuneloop.operations.names import NamesError, PlatformNames
+from tuneloop.operations.views_evaluation import by_suite
 from tuneloop.operations.views_runs import RunNotFoundError
 
 router = APIRouter()
@@ -62,6 +63,10 @@ def dashboard(request: Request, user: Viewer) -> HTMLResponse:
     runs = sections.read("runs", lambda: views.list_runs(names, limit=10), [])
     alarms = sections.read("alarms", lambda: views.alarm_states(names), [])
     records = sections.read("records", lambda: views.records_over_time(names), [])
+    version = prod.version if prod else ""
+    evaluation = sections.read(
+        "continuous evaluation", lambda: views.evaluation_history(names, version), []
+    )
     return render(
         request,
         user,
@@ -71,6 +76,7 @@ def dashboard(request: Request, user: Viewer) -> HTMLResponse:
         runs=runs,
         alarms=alarms,
         records=records,
+        evaluation_by_suite=by_suite(evaluation),
         problems=sections.problems,
     )
 

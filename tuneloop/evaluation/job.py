@@ -5,6 +5,8 @@ channel ``benchmarks`` (custom ``*.jsonl`` and lm-eval task ``*.yaml``, optional
 ``heldout`` (training-format ``*.jsonl`` for the held-out perplexity suite, optional), the
 task YAMLs shipped beside the entry point (``tasks/``), hyperparameters
 ``champion_model_data`` (S3 URI of the champion's ``model.tar.gz``, or ``""``),
+``compare_base`` (``true``: with no champion, also score the candidate's base model, role
+``base``, so that a first fine-tune is compared with what it was tuned from; default false),
 ``mmlu_subset_size`` (``0`` skips MMLU, ``all`` takes every question), ``mmlu_num_fewshot``
 (solved examples per MMLU prompt, default 0), ``seed`` and
 ``batch_size``. Output: ``SM_OUTPUT_DATA_DIR/evaluation.json``; on failure the reason goes
@@ -46,6 +48,7 @@ def _log(message: str) -> None:
 @dataclass(frozen=True)
 class EvalSettings:
     champion_model_data: str = ""
+    compare_base: bool = False  # with no champion: score the base model too (role "base")
     mmlu_subset_size: int | None = 100  # None: the whole test set
     seed: int = 0
     batch_size: int = 8
@@ -136,8 +139,14 @@ def parse_settings(hyperparameters: Mapping[str, Any]) -> EvalSettings:
     champion = hyperparameters.get("champion_model_data", "")
     if champion is None:
         champion = ""
+    raw_compare = str(hyperparameters.get("compare_base", "false")).strip().lower()
+    if raw_compare not in ("true", "false"):
+        raise EvaluationInputError(
+            f"hyperparameter compare_base={raw_compare!r}: expected true or false"
+        )
     return EvalSettings(
         champion_model_data=str(champion).strip(),
+        compare_base=raw_compare == "true",
         mmlu_subset_size=size,
         seed=integer("seed", defaults.seed, 0),
         batch_size=integer("batch_size", defaults.batch_size, 1),
@@ -274,6 +283,7 @@ def evaluate_folder(
 def run(settings: EvalSettings, paths: JobPaths, log: Log = _log) -> dict[str, Any]:
     """Evaluate candidate (and champion) on the same items; write and return the report."""
     from tuneloop.evaluation.runner import build_report
+    from tuneloop.models.loading import root_base_dir
 
     heldout = load_heldout(paths.heldout)
     benchmarks = load_benchmarks(settings, paths.benchmarks, paths.tasks, heldout)
@@ -297,7 +307,9 @@ def run(settings: EvalSettings, paths: JobPaths, log: Log = _log) -> dict[str, A
             else None
         )
         log(f"model archives ready in {time.monotonic() - started:.1f}s")
-        for role, model_dir in (("candidate", candidate), ("champion", champion)):
+        base = root_base_dir(candidate) if champion is None and settings.compare_base else None
+        roles = (("candidate", candidate), ("champion", champion), ("base", base))
+        for role, model_dir in roles:
             if model_dir is not None:
                 results[role] = evaluate_folder(model_dir, benchmarks, settings, role, log, heldout)
     report = build_report(benchmarks, results, settings=report_settings, heldout=heldout)

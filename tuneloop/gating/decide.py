@@ -14,7 +14,11 @@ one set of benchmark versions):
   the token-weighted NLL difference and needs the upper CI bound of candidate / champion
   perplexity below ``1 + max_increase``.
 - ``target``: mean gain >= ``min_gain`` and lower CI bound > 0.
-- No champion: only floors apply; general and target suites are reported "no champion".
+- No champion: when the report scored the base model (role ``base``: a first fine-tune),
+  general and target suites compare the candidate with it as they would with a champion;
+  otherwise only floors apply and general and target suites are reported "no champion".
+- ``must_pass`` suites with a champion (or base) also report the paired difference and its
+  CI, so a decision says how far the candidate moved, not only that it cleared the floor.
 
 Anything the policy needs but the report lacks rejects, with the reason; a report that is
 not an evaluation report at all raises ``ReportError``.
@@ -67,6 +71,7 @@ class Comparison:
     min_items: int | None = None  # items for which delta keeps that below max_false_block
     discordance: float | None = None  # share of 0/1 items the two models disagree on
     lower_is_better: bool = False
+    reference: str = "champion"  # what ``champion`` holds: "champion" or "base model"
 
     def to_dict(self) -> dict[str, Any]:
         out = {
@@ -89,6 +94,8 @@ class Comparison:
                 out[name] = getattr(self, name)
         if self.lower_is_better:
             out["lower_is_better"] = True
+        if self.reference != "champion":
+            out["reference"] = self.reference
         return out
 
 
@@ -122,7 +129,7 @@ def decide(
     ``expect_champion``: the run has a champion, so a report without champion results is a
     broken evaluation, not a first model — reject rather than skip the comparisons.
     """
-    candidate, champion = _results(report)
+    candidate, champion, reference = _results(report, expect_champion)
     reasons: list[str] = []
     blocked = False
     if champion is None and expect_champion:
@@ -132,7 +139,8 @@ def decide(
             "so the candidate cannot be compared with it"
         )
     comparisons = [
-        _compare(suite, candidate, None if blocked else champion, policy) for suite in policy.suites
+        _compare(suite, candidate, None if blocked else champion, policy, reference)
+        for suite in policy.suites
     ]
     if blocked:
         for comparison in comparisons:
@@ -147,7 +155,11 @@ def decide(
     return GateDecision(approved=approved, reasons=reasons, comparisons=comparisons)
 
 
-def _results(report: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+def _results(
+    report: Mapping[str, Any], expect_champion: bool
+) -> tuple[dict[str, Any], dict[str, Any] | None, str]:
+    """Candidate results, what it is compared with (champion, or for a first model the base
+    model), and that reference's name in reasons."""
     results = report.get("results") if isinstance(report, Mapping) else None
     if not isinstance(results, Mapping):
         raise ReportError("evaluation report: 'results' missing or not an object")
@@ -157,7 +169,14 @@ def _results(report: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any] 
     champion = results.get("champion")
     if champion is not None and not isinstance(champion, Mapping):
         raise ReportError("evaluation report: 'results.champion' is not an object")
-    return dict(candidate), (dict(champion) if champion is not None else None)
+    if champion is not None:
+        return dict(candidate), dict(champion), "champion"
+    base = results.get("base")
+    if expect_champion or base is None:
+        return dict(candidate), None, "champion"
+    if not isinstance(base, Mapping):
+        raise ReportError("evaluation report: 'results.base' is not an object")
+    return dict(candidate), dict(base), "base model"
 
 
 def _compare(
@@ -165,8 +184,9 @@ def _compare(
     candidate: dict[str, Any],
     champion: dict[str, Any] | None,
     policy: GatePolicy,
+    reference: str = "champion",
 ) -> Comparison:
-    out = Comparison(suite=suite.name, role=suite.role, metric=suite.metric)
+    out = Comparison(suite=suite.name, role=suite.role, metric=suite.metric, reference=reference)
     name, metric = suite.name, suite.metric
     cand = candidate.get(name)
     if not isinstance(cand, Mapping):
@@ -190,6 +210,10 @@ def _compare(
         out.passed = out.candidate >= suite.floor
         verdict = "meets" if out.passed else "is below"
         out.reason = f"{name}: {metric} {out.candidate:.3f} {verdict} the floor {suite.floor:.3f}"
+        if isinstance(champ, Mapping):
+            pairs = _paired_values(cand, champ, metric)
+            if not isinstance(pairs, str):
+                out.reason += "; " + _paired_summary(out, name, *pairs, policy)
         return out
 
     if champion is None:
@@ -204,6 +228,43 @@ def _compare(
         out.reason = f"{name}: {pairs}"
         return out
     cand_values, champ_values = pairs
+    diffs = [c - h for c, h in zip(cand_values, champ_values, strict=True)]
+    summary = _paired_summary(out, name, cand_values, champ_values, policy)
+    assert out.diff is not None and out.ci_low is not None
+    label = out.reference
+    if suite.role == "general":
+        assert suite.delta is not None
+        margin, note = _margin(out, suite, diffs, policy.confidence)
+        out.threshold = -margin
+        out.passed = out.ci_low > -margin
+        verdict = (
+            f"not worse than the {label} beyond the tolerated {margin:.3f}"
+            if out.passed
+            else f"may be worse than the {label} by more than {margin:.3f}"
+            f" (CI lower bound {out.ci_low:+.3f} <= {-margin:+.3f})"
+        ) + note
+    else:
+        assert suite.min_gain is not None
+        out.threshold = suite.min_gain
+        out.passed = out.diff >= suite.min_gain and out.ci_low > 0
+        verdict = (
+            f"improves on the {label} by at least {suite.min_gain:.3f}"
+            if out.passed
+            else f"does not show the required gain of {suite.min_gain:.3f}"
+            " with a CI lower bound above 0"
+        )
+    out.reason = f"{name}: {verdict}; {summary}"
+    return out
+
+
+def _paired_summary(
+    out: Comparison,
+    name: str,
+    cand_values: list[float],
+    champ_values: list[float],
+    policy: GatePolicy,
+) -> str:
+    """Fill ``out``'s paired means, difference, bootstrap CI and McNemar p; describe them."""
     n = len(cand_values)
     diffs = [c - h for c, h in zip(cand_values, champ_values, strict=True)]
     out.candidate = math.fsum(cand_values) / n
@@ -218,36 +279,12 @@ def _compare(
         better = sum(1 for c, h in zip(cand_values, champ_values, strict=True) if c > h)
         worse = sum(1 for c, h in zip(cand_values, champ_values, strict=True) if c < h)
         out.mcnemar_p = mcnemar_exact_p(better, worse)
+        out.discordance = sum(1 for d in diffs if d != 0) / n
     level = f"{policy.confidence:.0%} CI [{out.ci_low:+.3f}, {out.ci_high:+.3f}]"
-    summary = (
-        f"{metric} {out.candidate:.3f} vs champion {out.champion:.3f} "
+    return (
+        f"{out.metric} {out.candidate:.3f} vs {out.reference} {out.champion:.3f} "
         f"(diff {out.diff:+.3f}, {level}, n={n})"
     )
-    if out.mcnemar_p is not None:
-        out.discordance = sum(1 for d in diffs if d != 0) / n
-    if suite.role == "general":
-        assert suite.delta is not None
-        margin, note = _margin(out, suite, diffs, policy.confidence)
-        out.threshold = -margin
-        out.passed = out.ci_low > -margin
-        verdict = (
-            f"not worse than the champion beyond the tolerated {margin:.3f}"
-            if out.passed
-            else f"may be worse than the champion by more than {margin:.3f}"
-            f" (CI lower bound {out.ci_low:+.3f} <= {-margin:+.3f})"
-        ) + note
-    else:
-        assert suite.min_gain is not None
-        out.threshold = suite.min_gain
-        out.passed = out.diff >= suite.min_gain and out.ci_low > 0
-        verdict = (
-            f"improves on the champion by at least {suite.min_gain:.3f}"
-            if out.passed
-            else f"does not show the required gain of {suite.min_gain:.3f}"
-            " with a CI lower bound above 0"
-        )
-    out.reason = f"{name}: {verdict}; {summary}"
-    return out
 
 
 def _margin(
@@ -326,13 +363,13 @@ def _compare_lower(
     out.passed = out.ci_high < suite.max_increase
     level = f"{policy.confidence:.0%} CI [{out.ci_low:+.1%}, {out.ci_high:+.1%}]"
     summary = (
-        f"{metric} {out.candidate:.3f} vs champion {out.champion:.3f} "
+        f"{metric} {out.candidate:.3f} vs {out.reference} {out.champion:.3f} "
         f"(change {out.diff:+.1%}, {level}, n={len(sums)}; lower is better)"
     )
     verdict = (
-        f"perplexity not above the champion's by more than {suite.max_increase:.1%}"
+        f"perplexity not above the {out.reference}'s by more than {suite.max_increase:.1%}"
         if out.passed
-        else f"perplexity may exceed the champion's by more than {suite.max_increase:.1%}"
+        else f"perplexity may exceed the {out.reference}'s by more than {suite.max_increase:.1%}"
         f" (CI upper bound {out.ci_high:+.1%})"
     )
     out.reason = f"{name}: {verdict}; {summary}"

@@ -118,6 +118,25 @@ def headline_score(suite_result: dict[str, Any]) -> str:
     return ", ".join(f"{k} {float(v):.3f}" for k, v in sorted(numbers.items())[:2]) or "no score"
 
 
+def score_table(runs: list[dict[str, Any]]) -> list[str]:
+    """Each suite's headline score for the base model, then every version, side by side:
+    the base comes from the first run (a first model is evaluated beside its base)."""
+    columns: list[tuple[str, dict[str, str]]] = []
+    if runs and "base" in runs[0].get("scores", {}):
+        columns.append(("base", runs[0]["scores"]["base"]))
+    columns += [(run["version"], run["scores"]["candidate"]) for run in runs if run.get("scores")]
+    if not columns:
+        return []
+    suites = sorted({suite for _, scores in columns for suite in scores})
+    width = max(len(s) for s in ("suite", *suites)) + 2
+    cell = max(12, *(len(v) + 2 for _, scores in columns for v in scores.values()))
+    lines = ["suite".ljust(width) + "".join(name.ljust(cell) for name, _ in columns)]
+    for suite in suites:
+        row = "".join(scores.get(suite, "-").ljust(cell) for _, scores in columns)
+        lines.append(suite.ljust(width) + row)
+    return [line.rstrip() for line in lines]
+
+
 def _reasons(drop: dict[str, Any]) -> str:
     reasons = {reason: int(count) for reason, count in drop.get("reasons", {}).items()}
     return f" {reasons}" if reasons else ""
@@ -234,6 +253,11 @@ def _print_summary(summary: Summary, total: float) -> None:
         )
         for reason in run.get("reasons", []):
             _say(f"    - {reason}")
+    table = score_table(summary.runs)
+    if table:
+        _say("scores, base → each version:")
+        for line in table:
+            _say(f"    {line}")
     for label, answer in summary.answers:
         text = " ".join(str(answer.get("generated_text", "")).split())
         _say(f"answer {label} from {answer.get('model_version')}: {text[:80]!r}")

@@ -3,12 +3,18 @@
 The serving entry point (``training_containers/serve.py``) stands in for the inference
 container: it gets the extracted ``model.tar.gz`` as its model directory and a free port.
 A blue/green update starts the new process, waits for ``/ping`` and only then moves the
-endpoint to it and stops the old one, as SageMaker does.
+endpoint to it and stops the old one, as SageMaker does. The process runs with the model's
+container environment, as SageMaker starts the container.
+
+After each invocation the endpoint hands back the log lines the process wrote meanwhile (its
+EMF records become metrics: ``tuneloop.local.emf``) and, for the sampled share, writes the
+data capture object (``tuneloop.local.data_capture``).
 """
 
 from __future__ import annotations
 
 import json
+import random
 import socket
 import subprocess
 import sys
@@ -17,13 +23,16 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from tuneloop.local.data_capture import CaptureSettings, write_capture
 from tuneloop.local.iam.credentials import Credentials
 from tuneloop.local.s3util import download_object, parse_s3_uri, s3_client
 
 SERVE_SCRIPT = Path(__file__).resolve().parents[2] / "training_containers" / "serve.py"
+VARIANT_NAME = "AllTraffic"  # the one variant Deploy creates
 
 
 @dataclass
@@ -32,6 +41,19 @@ class ServingProcess:
     port: int
     process: subprocess.Popen[bytes]
     log_path: Path
+    credentials: Credentials | None = None
+    capture: CaptureSettings | None = None
+    log_offset: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def new_log_lines(self) -> list[str]:
+        """Whole lines the process logged since the last call."""
+        with self.lock, open(self.log_path, "rb") as log:
+            log.seek(self.log_offset)
+            data = log.read()
+            end = data.rfind(b"\n") + 1
+            self.log_offset += end
+        return data[:end].decode("utf-8", errors="replace").splitlines()
 
     @property
     def url(self) -> str:
@@ -43,6 +65,8 @@ class InvokeResult:
     status: int
     body: bytes
     latency_ms: float
+    log_lines: tuple[str, ...] = ()
+    """What the serving process logged during the invocation (its EMF records)."""
 
 
 def _free_port() -> int:
@@ -58,17 +82,26 @@ class LocalEndpoints:
         self._ready_timeout = ready_timeout
         self._serving: dict[str, ServingProcess] = {}  # endpoint name → process
         self._lock = threading.Lock()
+        self._sampler = random.Random()
+        self.quiet_failure: str | None = None
+        """Test/demo switch: the next serving process started fails quietly in this mode
+        (``TUNELOOP_QUIET_FAILURE``: empty, refuse, truncate); consumed by that start."""
 
     def start(
         self,
         endpoint_config_name: str,
         model_data_url: str,
         credentials: Credentials | None = None,
+        *,
+        environment: dict[str, str] | None = None,
+        data_capture: dict[str, Any] | None = None,
     ) -> ServingProcess:
         """Start a serving process for a config and wait until it answers /ping.
 
-        ``credentials``: the model's execution role session, which fetches the artifact and
-        which the container runs with.
+        ``credentials``: the model's execution role session, which fetches the artifact,
+        which the container runs with and which writes the data capture objects.
+        ``environment``: the model's container environment; ``data_capture``: the
+        config's ``DataCaptureConfig``.
         """
         root = self._work_dir / endpoint_config_name
         model_dir = root / "model"
@@ -83,14 +116,30 @@ class LocalEndpoints:
                 tar.extractall(model_dir, filter="data")
         port = _free_port()
         env = dict(self._environment)
+        env.update(environment or {})
         env.update(credentials.environment() if credentials else {})
         env.update({"SM_MODEL_DIR": str(model_dir), "PORT": str(port), "HOST": "127.0.0.1"})
+        with self._lock:
+            quiet, self.quiet_failure = self.quiet_failure, None
+        if quiet:
+            from tuneloop.watch.quality import QUIET_FAILURE_VARIABLE
+
+            env[QUIET_FAILURE_VARIABLE] = quiet
         log_path = root / "serve.log"
         with open(log_path, "ab") as log:
+            offset = log.tell()
             process = subprocess.Popen(
                 [sys.executable, str(SERVE_SCRIPT)], env=env, stdout=log, stderr=log
             )
-        serving = ServingProcess(endpoint_config_name, port, process, log_path)
+        serving = ServingProcess(
+            endpoint_config_name,
+            port,
+            process,
+            log_path,
+            credentials=credentials,
+            capture=CaptureSettings.from_config(data_capture),
+            log_offset=offset,
+        )
         self._wait_ready(serving)
         return serving
 
@@ -150,7 +199,35 @@ class LocalEndpoints:
         except (urllib.error.URLError, OSError) as exc:
             payload = json.dumps({"error": f"model container unreachable: {exc}"}).encode()
             status = 500
-        return InvokeResult(status, payload, (time.perf_counter() - started) * 1000)
+        latency_ms = (time.perf_counter() - started) * 1000
+        if status == 200:
+            self._capture(endpoint_name, serving, body, content_type, payload)
+        return InvokeResult(status, payload, latency_ms, tuple(serving.new_log_lines()))
+
+    def _capture(
+        self,
+        endpoint_name: str,
+        serving: ServingProcess,
+        request: bytes,
+        content_type: str,
+        response: bytes,
+    ) -> None:
+        capture = serving.capture
+        if capture is None or not capture.sampled(self._sampler):
+            return
+        try:
+            write_capture(
+                s3_client(serving.credentials),
+                capture,
+                endpoint_name=endpoint_name,
+                variant_name=VARIANT_NAME,
+                request=request,
+                request_type=content_type or "application/json",
+                response=response,
+                response_type="application/json",
+            )
+        except Exception as exc:  # SageMaker drops a capture it cannot write; serving goes on
+            print(f"[local] data capture of {endpoint_name} failed: {exc}", flush=True)
 
     def stop_all(self) -> None:
         with self._lock:

@@ -18,6 +18,7 @@ from typing import Any
 
 import boto3
 
+from tuneloop.local import emf
 from tuneloop.local.endpoints import LocalEndpoints
 from tuneloop.local.iam import enforce
 from tuneloop.local.iam.credentials import AssumeRoleDeniedError, Credentials
@@ -255,6 +256,15 @@ def _model_data_url(model: Any) -> str:
     return str(container["ModelDataUrl"])
 
 
+def _container_environment(model: Any) -> dict[str, str]:
+    """The package's environment with the model's own on top, as SageMaker merges them."""
+    own = dict(model.primary_container or (model.containers or [{}])[0])
+    return {
+        **dict(_serving_container(model).get("Environment") or {}),
+        **dict(own.get("Environment") or {}),
+    }
+
+
 def _serve_in_background(
     backend: Any, endpoint: Any, config_name: str, on_failure: Callable[[str], None]
 ) -> None:
@@ -265,7 +275,13 @@ def _serve_in_background(
             credentials = _role_session(
                 model.execution_role_arn, "sagemaker.amazonaws.com", endpoint.arn
             )
-            serving = services().endpoints.start(config_name, _model_data_url(model), credentials)
+            serving = services().endpoints.start(
+                config_name,
+                _model_data_url(model),
+                credentials,
+                environment=_container_environment(model),
+                data_capture=backend.endpoint_configs[config_name].data_capture_config,
+            )
         except Exception as exc:
             on_failure(str(exc))
             return
@@ -361,6 +377,8 @@ def _patch_invoke_endpoint() -> None:
             endpoint_name, body, self.headers.get("Content-Type", "application/json")
         )
         _put_endpoint_metrics(endpoint_name, result.status, result.latency_ms)
+        # Gap: no CloudWatch Logs ingestion; the container's EMF lines become metrics here.
+        emf.publish(_internal_client("cloudwatch"), result.log_lines)
         headers = {
             "Content-Type": "application/json",
             "x-Amzn-Invoked-Production-Variant": "AllTraffic",

@@ -46,6 +46,20 @@ def write_model_metadata(path: Path, base_model: str, **extra: Any) -> Path:
     return meta_path
 
 
+def root_base_dir(path: Path) -> Path:
+    """The plain model folder at the root of ``path``'s adapter chain (``path`` itself when
+    it is no adapter): what a first fine-tune is compared with."""
+    current = Path(path)
+    for _ in range(_MAX_ADAPTER_DEPTH + 1):
+        if not is_adapter_dir(current):
+            return current
+        base_ref = read_model_metadata(current).get("base_model")
+        if not isinstance(base_ref, str) or not base_ref:
+            raise ValueError(f"{current / METADATA_FILE} has no base_model")
+        current = resolve_model(base_ref)
+    raise ValueError(f"adapter chain deeper than {_MAX_ADAPTER_DEPTH} at {str(path)!r}")
+
+
 def is_adapter_dir(path: Path) -> bool:
     """True when ``path`` holds a TuneLoop adapter (metadata says ``adapter: true``)."""
     return bool(read_model_metadata(path).get("adapter"))

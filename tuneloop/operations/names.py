@@ -38,6 +38,7 @@ OUTPUT_IDS: dict[str, str] = {
     "state_machine_arn": ids.STATE_MACHINE,
     "release_state_machine_arn": ids.RELEASE_STATE_MACHINE,
     "benchmark_run_state_machine_arn": ids.BENCHMARK_RUN_STATE_MACHINE,
+    "continuous_evaluation_function": ids.CONTINUOUS_EVALUATION_FUNCTION,
     "endpoint_name": ids.ENDPOINT_NAME,
     "rollback_function": ids.ROLLBACK_FUNCTION,
     "notify_topic_arn": ids.NOTIFY_TOPIC,
@@ -88,6 +89,7 @@ class PlatformNames:
     state_machine_arn: str = ""
     release_state_machine_arn: str = ""
     benchmark_run_state_machine_arn: str = ""
+    continuous_evaluation_function: str = ""
     endpoint_name: str = ""
     rollback_function: str = ""
     notify_topic_arn: str = ""

@@ -940,6 +940,10 @@ from tuneloop.operations.views_data import (  # noqa: E402 - re-exported read mo
     list_drops,
     records_over_time,
 )
+from tuneloop.operations.views_evaluation import (  # noqa: E402 - re-exported read models
+    EvaluationPoint,
+    evaluation_history,
+)
 from tuneloop.operations.views_runs import (  # noqa: E402 - re-exported read models
     RunDetail,
     RunStep,
@@ -959,6 +963,7 @@ __all__ = [
     "DropDetail",
     "DropSummary",
     "EndpointView",
+    "EvaluationPoint",
     "FreezeView",
     "GateView",
     "ModelComparison",
@@ -982,6 +987,7 @@ __all__ = [
     "compare_models",
     "deployment_history",
     "drop_detail",
+    "evaluation_history",
     "freeze_view",
     "list_drops",
     "list_models",

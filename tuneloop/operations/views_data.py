@@ -246,9 +246,10 @@ def benchmark_history(
                     status=str(item.get("status", "")),
                 )
             )
-        for run in runs_of(item):  # a person's run of this suite on this version
+        for run in runs_of(item):  # a person's or the schedule's run of this suite
             if run.get("suite") != suite:
                 continue
+            kind = "scheduled run" if run.get("trigger") == "scheduled" else "benchmark run"
             points.append(
                 ScorePoint(
                     model_version=version,
@@ -258,7 +259,7 @@ def benchmark_history(
                     ci_low=num(run.get("ci_low")),
                     ci_high=num(run.get("ci_high")),
                     benchmark_version=str(run.get("version", "")),
-                    status=f"benchmark run {str(run.get('at', ''))[:16]}",
+                    status=f"{kind} {str(run.get('at', ''))[:16]}",
                 )
             )
     return sorted(points, key=lambda p: (p.created_at, p.model_version, p.status))

@@ -8,6 +8,11 @@ A new endpoint is created directly. An existing one is updated blue/green: SageM
 up the new fleet, shifts all traffic at once, bakes for ``TERMINATION_WAIT_SECONDS`` while
 watching the rollback alarms, and restores the old fleet itself if one fires. The state
 machine then polls the endpoint and ConfirmDeployment checks which config it ended up on.
+
+The model's container also gets the endpoint name, the model version and the refusal
+patterns (``tuneloop.watch.quality``), so its per-request quality metrics carry the right
+dimensions; the endpoint config captures a sample of requests and responses
+(``DataCaptureConfig``) to ``s3://<curated>/capture/`` under the data lake key.
 """
 
 from __future__ import annotations
@@ -23,6 +28,11 @@ from tuneloop.operations import audit
 from tuneloop.release import model_versions
 from tuneloop.release.control import Release, read_production, replace_production
 from tuneloop.release.model_versions import get_version, now_iso
+from tuneloop.watch.quality import (
+    ENDPOINT_NAME_VARIABLE,
+    MODEL_VERSION_VARIABLE,
+    REFUSAL_PATTERNS_VARIABLE,
+)
 
 VARIANT_NAME = "AllTraffic"
 # Baking time after the traffic shift during which an alarm rolls the deployment back.
@@ -48,11 +58,41 @@ class PackageNotApprovedError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class DataCapture:
+    """SageMaker data capture of an endpoint config (docs/monitoring.md, "Data capture")."""
+
+    destination: str
+    """``s3://<curated bucket>/capture/``: SageMaker adds <endpoint>/<variant>/<date>/."""
+    kms_key_id: str
+    sampling_percentage: int
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "EnableCapture": True,
+            "InitialSamplingPercentage": self.sampling_percentage,
+            "DestinationS3Uri": self.destination,
+            "KmsKeyId": self.kms_key_id,
+            "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+            "CaptureContentTypeHeader": {"JsonContentTypes": ["application/json"]},
+        }
+
+
+@dataclass(frozen=True)
 class ServingSettings:
     endpoint_name: str
     instance_type: str
     role_arn: str
     rollback_alarm_names: tuple[str, ...] = ()
+    data_capture: DataCapture | None = None
+    refusal_patterns_json: str = ""
+    """``TUNELOOP_REFUSAL_PATTERNS`` for the container; empty: the container's defaults."""
+
+    def container_environment(self, model_version: str) -> dict[str, str]:
+        """Set on the model over the package's own environment (docs/monitoring.md)."""
+        env = {ENDPOINT_NAME_VARIABLE: self.endpoint_name, MODEL_VERSION_VARIABLE: model_version}
+        if self.refusal_patterns_json:
+            env[REFUSAL_PATTERNS_VARIABLE] = self.refusal_patterns_json
+        return env
 
 
 def resource_name(model_version: str, kind: str) -> str:
@@ -121,7 +161,10 @@ def deploy_model(
     sagemaker.create_model(
         ModelName=model_name,
         ExecutionRoleArn=serving.role_arn,
-        PrimaryContainer={"ModelPackageName": model_package_arn},
+        PrimaryContainer={
+            "ModelPackageName": model_package_arn,
+            "Environment": serving.container_environment(model_version),
+        },
     )
     config_name = resource_name(model_version, "config")
     # Any: the instance type comes from configuration, the stubs want a literal.
@@ -132,7 +175,12 @@ def deploy_model(
         "InitialInstanceCount": 1,
         "InitialVariantWeight": 1.0,
     }
-    sagemaker.create_endpoint_config(EndpointConfigName=config_name, ProductionVariants=[variant])
+    capture: Any = {}
+    if serving.data_capture is not None:
+        capture["DataCaptureConfig"] = serving.data_capture.config()
+    sagemaker.create_endpoint_config(
+        EndpointConfigName=config_name, ProductionVariants=[variant], **capture
+    )
     if endpoint is None:
         previous = ""
         sagemaker.create_endpoint(

@@ -121,12 +121,18 @@ class Batcher:
     def submit(self, request: GenerationRequest, *, announced: bool = False) -> dict[str, Any]:
         """The response for ``request``; raises what generating it raised. ``announced``:
         the caller called ``announce`` for it (counted as arrived once it is queued)."""
+        return self.answer(request, announced=announced)[0]
+
+    def answer(
+        self, request: GenerationRequest, *, announced: bool = False
+    ) -> tuple[dict[str, Any], str | None]:
+        """``submit``'s response plus why generation ended (``eos``, ``length``, ``stop``)."""
         pending = self._enqueue(_Pending(request), announced)
         pending.done.wait()
         if isinstance(pending.outcome, Exception):
             raise pending.outcome
         assert pending.outcome is not None
-        return pending.outcome
+        return pending.outcome, pending.finish_reason
 
     def stream(self, request: GenerationRequest, *, announced: bool = False) -> Iterator[Event]:
         """The events of ``request`` as they happen (see ``Event``); the last is "done" or

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from tuneloop.serving.decode import DecodeResult, DecodeRow, decode
+from tuneloop.watch.quality import REFUSAL_TEXT
 
 DEFAULT_MAX_NEW_TOKENS = 64
 MAX_NEW_TOKENS_LIMIT = 1024
@@ -143,10 +144,15 @@ class Generator:
     """A loaded model; ``generate_batch`` runs several requests in one batched decode
     (a lock serializes calls, so one batch runs at a time)."""
 
-    def __init__(self, model: Any, tokenizer: Any, model_version: str) -> None:
+    def __init__(
+        self, model: Any, tokenizer: Any, model_version: str, *, quiet_failure: str | None = None
+    ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.model_version = model_version
+        self.quiet_failure = quiet_failure
+        """Test/demo switch (``TUNELOOP_QUIET_FAILURE``): ``empty`` answers nothing,
+        ``refuse`` a refusal, ``truncate`` stops every answer at one token (its limit)."""
         self._lock = threading.Lock()
         if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
             tokenizer.pad_token = tokenizer.eos_token
@@ -155,13 +161,20 @@ class Generator:
         self._eos_ids = _eos_ids(tokenizer, getattr(model, "generation_config", None))
 
     @classmethod
-    def from_model_dir(cls, path: Path) -> Generator:
-        """Load a plain or adapter model folder (adapters are merged for speed)."""
+    def from_model_dir(
+        cls, path: Path, *, model_version: str = "", quiet_failure: str | None = None
+    ) -> Generator:
+        """Load a plain or adapter model folder (adapters are merged for speed). The
+        version is ``model_version`` (Deploy's), else the folder's metadata, else its name."""
         from tuneloop.models.loading import load_model_dir, read_model_metadata
 
         model, tokenizer = load_model_dir(Path(path), merge=True)
-        version = read_model_metadata(Path(path)).get("model_version") or Path(path).resolve().name
-        return cls(model, tokenizer, str(version))
+        version = (
+            model_version
+            or read_model_metadata(Path(path)).get("model_version")
+            or Path(path).resolve().name
+        )
+        return cls(model, tokenizer, str(version), quiet_failure=quiet_failure)
 
     def prompt_text(self, request: GenerationRequest) -> str:
         if request.messages is not None:
@@ -238,11 +251,10 @@ class Generator:
         ids = self._encode(request)
         return ids, self.decode_row(request, ids)
 
-    @staticmethod
-    def decode_row(request: GenerationRequest, ids: list[int]) -> DecodeRow:
+    def decode_row(self, request: GenerationRequest, ids: list[int]) -> DecodeRow:
         return DecodeRow(
             prompt_ids=ids,
-            max_new_tokens=request.max_new_tokens,
+            max_new_tokens=1 if self.quiet_failure == "truncate" else request.max_new_tokens,
             temperature=request.temperature,
             top_p=request.top_p,
             stop=request.stop,
@@ -274,8 +286,13 @@ class Generator:
     def _response(
         self, request: GenerationRequest, ids: list[int], result: DecodeResult, started: float
     ) -> dict[str, Any]:
+        text = _cut_at_stop(self._detokenize(result.tokens), request.stop)
+        if self.quiet_failure == "empty":
+            text = ""
+        elif self.quiet_failure == "refuse":
+            text = REFUSAL_TEXT
         return {
-            "generated_text": _cut_at_stop(self._detokenize(result.tokens), request.stop),
+            "generated_text": text,
             "prompt_tokens": len(ids),
             "completion_tokens": len(result.tokens),
             "latency_ms": round((time.monotonic() - started) * 1000, 1),

@@ -59,17 +59,20 @@ def make_server(
     *,
     batch_settings: BatchSettings | None = None,
     metrics_stream: TextIO | None = None,
+    metrics: ServingMetrics | None = None,
     access_log: bool = True,
 ) -> InferenceServer:
     """A server bound to ``host:port`` (port 0 picks a free one), not yet serving.
-    ``access_log=False`` drops the per-request access lines (the metrics lines stay)."""
+    ``metrics``: the line writer (its endpoint and refusal patterns); by default one writing
+    to ``metrics_stream``. ``access_log=False`` drops the per-request access lines (the
+    metrics lines stay)."""
     batcher = Batcher(generator, batch_settings)
-    metrics = ServingMetrics(metrics_stream)
+    stats_writer = metrics or ServingMetrics(metrics_stream, model_version=generator.model_version)
 
     class Handler(_Handler):
         engine = generator
         batch = batcher
-        stats = metrics
+        stats = stats_writer
         log_requests = access_log
 
     try:
@@ -77,7 +80,7 @@ def make_server(
     except BaseException:  # e.g. the port is taken: do not leave the worker running
         batcher.close()
         raise
-    server.batcher, server.metrics = batcher, metrics
+    server.batcher, server.metrics = batcher, stats_writer
     return server
 
 
@@ -140,12 +143,13 @@ class _Handler(BaseHTTPRequestHandler):
             outcome = self._invoke()
         finally:  # a request rejected before it was queued is no longer on its way
             self._arrived()
+        finish_reason = None
         if isinstance(outcome, _Stream):
             status, result = self._stream(outcome, started)
             if status == HTTPStatus.OK:
                 return
         else:
-            status, result = outcome
+            status, result, finish_reason = outcome
         latency_ms = (time.monotonic() - started) * 1000
         if status == HTTPStatus.OK:  # the client's latency includes the wait for a batch
             result["latency_ms"] = round(latency_ms, 1)
@@ -155,6 +159,8 @@ class _Handler(BaseHTTPRequestHandler):
             latency_ms=latency_ms,
             prompt_tokens=result.get("prompt_tokens"),
             completion_tokens=result.get("completion_tokens"),
+            generated_text=result.get("generated_text"),
+            finish_reason=finish_reason,
         )
         self._send(status, result, close=status in _CLOSING)
 
@@ -177,6 +183,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         first_token_ms: float | None = None
         completion_tokens = prompt_tokens = None
+        text: str | None = None
+        reason: str | None = None
         status = HTTPStatus.OK
         while True:
             if kind == "token":
@@ -190,6 +198,7 @@ class _Handler(BaseHTTPRequestHandler):
                     response["prompt_tokens"],
                     response["completion_tokens"],
                 )
+                text = response.get("generated_text")
                 line = {
                     **response,
                     "latency_ms": round((time.monotonic() - started) * 1000, 1),
@@ -209,6 +218,8 @@ class _Handler(BaseHTTPRequestHandler):
             latency_ms=(time.monotonic() - started) * 1000,
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
+            generated_text=text,
+            finish_reason=reason,
         )
         return HTTPStatus.OK, {}
 
@@ -221,23 +232,27 @@ class _Handler(BaseHTTPRequestHandler):
             return False
         return True
 
-    def _invoke(self) -> tuple[HTTPStatus, dict[str, Any]] | _Stream:
+    def _invoke(self) -> tuple[HTTPStatus, dict[str, Any], str | None] | _Stream:
+        """The status, body and finish reason of the answer, or the stream to send."""
         try:
             length = int(self.headers.get("Content-Length", ""))
         except ValueError:
-            return HTTPStatus.LENGTH_REQUIRED, {"error": "Content-Length header required"}
+            return HTTPStatus.LENGTH_REQUIRED, {"error": "Content-Length header required"}, None
         if length < 0 or length > MAX_BODY_BYTES:
-            return HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {
-                "error": f"body must be at most {MAX_BODY_BYTES} bytes"
-            }
+            return (
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                {"error": f"body must be at most {MAX_BODY_BYTES} bytes"},
+                None,
+            )
         try:
             request = parse_request(self.rfile.read(length))
             announced, self._announced = self._announced, False
             if self._wants_stream(request):
                 return _Stream(self.batch.stream(request, announced=announced))
-            return HTTPStatus.OK, self.batch.submit(request, announced=announced)
+            response, reason = self.batch.answer(request, announced=announced)
+            return HTTPStatus.OK, response, reason
         except Exception as exc:
-            return _error_status(exc)
+            return (*_error_status(exc), None)
 
     def _discard_body(self) -> None:
         try:

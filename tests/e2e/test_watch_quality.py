@@ -1,0 +1,119 @@
+"""A quiet failure on the local platform: a model version that answers empty trips the
+empty-answer rate alarm, which rolls it back to the last-known-good version.
+
+The serving container's test switch (``TUNELOOP_QUIET_FAILURE``, armed for the next
+serving process through ``LocalEndpoints.quiet_failure``) makes the second version answer
+nothing; its per-request EMF lines become ``TuneLoop/Endpoint`` metrics, the alarm moves to
+ALARM, and the Rollback Lambda restores the first version. Sampled traffic is captured to
+the curated bucket in SageMaker's layout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from tests.e2e.loop_helpers import (
+    PERMISSIVE_POLICY,
+    drop_and_follow,
+    given_assembly,
+    set_gate_policy,
+    wait_for,
+    write_drop,
+)
+from tests.unit.tiny_models import make_tiny_causal_lm
+from tuneloop.local.platform import LocalPlatform
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPlatform]:
+    base_model = make_tiny_causal_lm(tmp_path_factory.mktemp("base") / "tiny")
+    work = tmp_path_factory.mktemp("e2e-quality")
+    context = {"stage": "local", "retrain_threshold": "5", "base_model": str(base_model)}
+    local = LocalPlatform(work, context=context, log=lambda _: None).start()
+    try:
+        local.deploy(given_assembly())
+        benchmark = work / "facts.jsonl"
+        benchmark.write_text(
+            json.dumps({"id": "q1", "prompt": "Is it?", "choices": [" yes", " no"], "answer": 0})
+            + "\n",
+            encoding="utf-8",
+        )
+        local.upload_benchmarks([benchmark])
+        set_gate_policy(PERMISSIVE_POLICY)
+        yield local
+    finally:
+        local.stop()
+
+
+def _fired(platform: LocalPlatform, metric: str) -> list[dict[str, Any]]:
+    return [a for a in platform.emulator.alarms.fired if a["Trigger"]["MetricName"] == metric]
+
+
+def test_a_version_that_answers_empty_is_rolled_back(
+    platform: LocalPlatform, tmp_path: Path
+) -> None:
+    # Given a first version in production that answers
+    first = drop_and_follow(platform, [write_drop(tmp_path / "first.jsonl", "gadget", 6)])
+    assert first.status == "SUCCEEDED", first.cause
+    assert platform.invoke("Hello", max_new_tokens=4)["model_version"] == first.name
+    first_production = platform.control_item("production")
+    assert first_production is not None
+
+    # When the next version's serving container answers nothing at all
+    platform.emulator.endpoints.quiet_failure = "empty"
+    second = drop_and_follow(platform, [write_drop(tmp_path / "second.jsonl", "widget", 6)])
+    assert second.status == "SUCCEEDED", second.cause
+    production = platform.control_item("production")
+    assert production is not None and production["model_version"] == second.name
+    answers = []
+    deadline = time.monotonic() + 120
+    while not _fired(platform, "EmptyAnswer") and time.monotonic() < deadline:
+        with contextlib.suppress(Exception):  # the endpoint may be switching back
+            answers.append(platform.invoke("Hello", max_new_tokens=4))
+        time.sleep(0.5)
+
+    # Then its answers were empty (and not errors), the empty-answer alarm fired ...
+    assert answers and all(
+        a["generated_text"] == "" for a in answers if a["model_version"] == second.name
+    )
+    (alarm,) = _fired(platform, "EmptyAnswer")
+    assert alarm["NewStateValue"] == "ALARM"
+    assert not _fired(platform, "Invocation5XXErrors"), "a quiet failure raises no error alarm"
+    # ... and the Rollback Lambda restored the first version, which answers again
+    restored = wait_for(
+        lambda: (platform.control_item("production") or {}).get("model_version") == first.name,
+        timeout=60,
+    )
+    assert restored, "the quality alarm's rollback restores the last-known-good version"
+    platform.wait_for_endpoint(
+        lambda e: (
+            e["EndpointStatus"] == "InService"
+            and e["EndpointConfigName"] == first_production["endpoint_config_name"]
+        ),
+        timeout=120,
+    )
+    assert platform.invoke("Hello", max_new_tokens=4)["model_version"] == first.name
+    rolled_back = platform.model_version(second.name)
+    assert rolled_back is not None and rolled_back["status"] == "rolled_back"
+    assert rolled_back.get("rollback_alarm") == alarm["AlarmName"]
+
+    # And the traffic was captured (the local stage samples every invocation)
+    s3 = boto3.client("s3")
+    prefix = f"capture/{platform.resources.endpoint_name}/AllTraffic/"
+    listed = s3.list_objects_v2(Bucket=platform.resources.curated_bucket, Prefix=prefix)
+    keys = [o["Key"] for o in listed.get("Contents", [])]
+    assert len(keys) >= len(answers) + 1
+    record = json.loads(
+        s3.get_object(Bucket=platform.resources.curated_bucket, Key=keys[-1])["Body"].read()
+    )
+    assert set(record["captureData"]) == {"endpointInput", "endpointOutput"}

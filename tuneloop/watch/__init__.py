@@ -1,0 +1,1 @@
+"""Watching production: data capture, quality metrics, drift and continuous evaluation."""
