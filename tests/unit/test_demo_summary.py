@@ -42,3 +42,5 @@ def test_score_table_puts_base_and_versions_side_by_side() -> None:
     assert acme.split() == ["acme", "acc", "0.028", "acc", "0.944", "acc", "0.750"]
     assert mmlu.split() == ["mmlu", "acc", "0.250", "acc", "0.250", "-"]
     assert score_table([]) == []
+    long = [{"version": "v0001-20261203-201405", "scores": {"candidate": {"acme": "acc 0.9"}}}]
+    assert score_table(long)[0].split() == ["suite", "v0001-20261203-201405"]

@@ -129,7 +129,9 @@ def score_table(runs: list[dict[str, Any]]) -> list[str]:
         return []
     suites = sorted({suite for _, scores in columns for suite in scores})
     width = max(len(s) for s in ("suite", *suites)) + 2
-    cell = max(12, *(len(v) + 2 for _, scores in columns for v in scores.values()))
+    cell = 2 + max(
+        10, *(len(name) for name, _ in columns), *(len(v) for _, c in columns for v in c.values())
+    )
     lines = ["suite".ljust(width) + "".join(name.ljust(cell) for name, _ in columns)]
     for suite in suites:
         row = "".join(scores.get(suite, "-").ljust(cell) for _, scores in columns)
