@@ -190,7 +190,7 @@ def test_local_stage_uses_tiny_numbers(local: Assembly) -> None:
     states = _definition(local)[0]["States"]
     assert states["WaitForEndpoint"]["Seconds"] == 2
     train = states["Train"]["Parameters"]["HyperParameters"]
-    assert train["max_steps"] == "10"
+    assert train["max_steps"] == "20"
     assert train["base_model"] == "smollm2-135m-instruct"
     assert states["Evaluate"]["Parameters"]["HyperParameters"]["mmlu_subset_size"] == "50"
 
