@@ -113,6 +113,8 @@ def build_app(
         release_state_machine=pipeline.release_state_machine,
         benchmark_run_state_machine=pipeline.benchmark_run_state_machine,
         rollback_function=serving.rollback.function,
+        notify_topic=serving.notifications.notify_topic,
+        alarm_topic=serving.notifications.alarm_topic,
         endpoint_name=serving.endpoint_name,
         endpoint_arn=serving.endpoint_arn,
         **common,

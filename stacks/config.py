@@ -28,6 +28,7 @@ from tuneloop.connectors.settings import (
 )
 from tuneloop.datasets import SplitSettings
 from tuneloop.gating.policy import GatePolicy, PolicyError, SuitePolicy, parse_policy
+from tuneloop.incidents.settings import IncidentSettings
 from tuneloop.ingest.settings import DEFAULT_SETTINGS as DEFAULT_INGEST_SETTINGS
 from tuneloop.ingest.settings import (
     IngestSettings,
@@ -36,8 +37,10 @@ from tuneloop.ingest.settings import (
     settings_with,
 )
 from tuneloop.release.lmi import LmiSettings
+from tuneloop.release.rollout import RolloutSettings, RolloutSettingsError
 from tuneloop.release.serving_container import BACKENDS as SERVING_BACKENDS
 from tuneloop.settings_keys import did_you_mean
+from tuneloop.watch.drift_settings import DriftCheckSettings, DriftSettingsError
 from tuneloop.watch.evaluation import ContinuousEvaluationSettings
 from tuneloop.watch.quality import QualitySettings
 
@@ -52,13 +55,17 @@ OVERRIDABLE_FIELDS = (
     "ingest",
     "gate_policy",
     "console_domain_prefix",
+    "rollout",
+    "drift_check",
 )
 """Context keys that may override a stage's value (``cdk synth -c base_model=...``);
 ``connectors`` is a list of connector objects (cdk.json) or its JSON text (docs/connectors.md);
 ``ingest`` an object of ingest settings (or its JSON text) merged onto the stage's;
 ``gate_policy`` a whole gate policy (or its JSON text, docs/contracts.md) replacing the stage's;
 ``console_domain_prefix`` the Cognito hosted UI prefix, which must be unique in the region
-(the stage's default is taken once one account in the region uses it)."""
+(the stage's default is taken once one account in the region uses it);
+``rollout`` an object of rollout settings (or its JSON text) merged onto the stage's;
+``drift_check`` an object of drift check settings (or its JSON text) merged onto the stage's."""
 
 # CloudWatch Logs accepts only these retention periods (days).
 LOG_RETENTION_DAYS = frozenset(
@@ -289,6 +296,9 @@ class StageConfig:
     alarms: AlarmThresholds
     endpoint_poll_seconds: int
     serving_backend: str = "tuneloop"  # one of SERVING_BACKENDS
+    # How an update shifts traffic (all at once, canary, linear) and the variant's instance
+    # count; Deploy's ROLLOUT_SETTINGS, checked against the SageMaker API's limits.
+    rollout: RolloutSettings = dataclasses.field(default_factory=RolloutSettings)
     lmi: LmiOptions = _LMI_OPTIONS
     # The loop
     retrain_threshold: int
@@ -320,6 +330,10 @@ class StageConfig:
     )
     # Data capture, per-request quality metrics and quality alarms (docs/monitoring.md).
     quality: QualitySettings = dataclasses.field(default_factory=QualitySettings)
+    # The scheduled drift check of captured prompts against the training data (same doc).
+    drift_check: DriftCheckSettings = dataclasses.field(default_factory=DriftCheckSettings)
+    # Incidents: the repeated-failure guard, the chat webhook (docs/monitoring.md).
+    incidents: IncidentSettings = dataclasses.field(default_factory=IncidentSettings)
 
     def __post_init__(self) -> None:
         problems = self.problems()
@@ -408,10 +422,14 @@ class StageConfig:
             "alarms": self.alarms.problems,
             "continuous_evaluation": self.continuous_evaluation.problems,
             "quality": self.quality.problems,
+            "rollout": self.rollout.problems,
+            "drift_check": self.drift_check.problems,
+            "incidents": self.incidents.problems,
         }
         for prefix, check in nested.items():
             found += _prefixed(prefix, check())
         found += gate_policy_problems(self.gate_policy)
+        found += self._rollout_timeout_problems()
         found += self._serving_backend_problems()
         for index, connector in enumerate(self.connectors):
             found += _prefixed(f"connectors[{index}]", connector.problems())
@@ -419,6 +437,19 @@ class StageConfig:
         found += _prefixed("ingest", settings_problems(self.ingest))
         found += _domain_prefix_problems(self.console_domain_prefix)
         return found
+
+    def _rollout_timeout_problems(self) -> list[Problem]:
+        """A run waits for the endpoint update: it must be allowed to last as long."""
+        limit = self.rollout.maximum_execution_timeout_seconds
+        hours = self.execution_timeout_hours
+        if not isinstance(limit, int) or not isinstance(hours, int) or limit < hours * 3600:
+            return []
+        return [
+            (
+                "rollout.maximum_execution_timeout_seconds",
+                f"must be below the run's execution_timeout_hours ({hours * 3600} s), got {limit}",
+            )
+        ]
 
     def _serving_backend_problems(self) -> list[Problem]:
         found: list[Problem] = []
@@ -632,6 +663,9 @@ def _local() -> StageConfig:
             invocation_5xx_errors=1, model_latency_p99_ms=10_000, evaluation_periods=1
         ),
         endpoint_poll_seconds=2,
+        # All at once with no baking: the demo's deployments serve as soon as they are up (the
+        # local platform waits the configured seconds; docs/serving.md, "Rollout").
+        rollout=RolloutSettings(baking_seconds=0, maximum_execution_timeout_seconds=600),
         retrain_threshold=5,
         retrain_schedule_minutes=60,
         gate_policy=_LOCAL_GATE_POLICY,
@@ -647,6 +681,8 @@ def _local() -> StageConfig:
         # One-minute windows so a test sees an alarm; the demo's and tests' short answers
         # always reach their few-token limit, so the truncation bound is off (1.0) locally.
         quality=QualitySettings(window_minutes=1, max_truncated_rate=1.0, max_empty_rate=0.5),
+        # The demo's shifted traffic is a few dozen prompts against a few dozen FAQ records.
+        drift_check=DriftCheckSettings(min_prompts=20),
     )
 
 
@@ -683,6 +719,16 @@ def load_stage_config(stage: str, overrides: Mapping[str, Any] | None = None) ->
                 raise ConfigError(f"stage {stage!r}: {error}") from None
         elif key == "gate_policy":
             changes[key] = _gate_policy_override(stage, raw)
+        elif key == "rollout":
+            try:
+                changes[key] = config.rollout.with_overrides(raw)
+            except RolloutSettingsError as error:
+                raise ConfigError(f"stage {stage!r}: {error}") from None
+        elif key == "drift_check":
+            try:
+                changes[key] = config.drift_check.with_overrides(raw)
+            except DriftSettingsError as error:
+                raise ConfigError(f"stage {stage!r}: {error}") from None
         elif key == "retrain_threshold":
             try:
                 changes[key] = int(str(raw).strip())

@@ -19,11 +19,13 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_secretsmanager as secretsmanager
+from aws_cdk import aws_sns as sns
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from stacks.config import StageConfig
 from stacks.constructs.data_lake import DataLake
+from stacks.constructs.incident_response import IncidentResponse
 from stacks.constructs.logs_key import logs_key
 from stacks.constructs.python_function import PythonFunction
 from stacks.constructs.state_tables import StateTables
@@ -96,6 +98,8 @@ class ConsoleStack(Stack):
         release_state_machine: sfn.IStateMachine,
         benchmark_run_state_machine: sfn.IStateMachine,
         rollback_function: lambda_.IFunction,
+        notify_topic: sns.ITopic,
+        alarm_topic: sns.ITopic,
         endpoint_name: str,
         endpoint_arn: str,
         **kwargs: Any,
@@ -144,6 +148,7 @@ class ConsoleStack(Stack):
             "control_table": tables.control.table_name,
             "benchmarks_table": tables.benchmarks.table_name,
             "audit_table": tables.audit.table_name,
+            "incidents_table": tables.incidents.table_name,
             "state_machine_arn": retrain_state_machine.state_machine_arn,
             "release_state_machine_arn": release_state_machine.state_machine_arn,
             "benchmark_run_state_machine_arn": benchmark_run_state_machine.state_machine_arn,
@@ -200,6 +205,17 @@ class ConsoleStack(Stack):
             integration=integrations.HttpLambdaIntegration("Root", fn),
         )
         self._access_logs(api, config)
+        incidents = IncidentResponse(
+            self,
+            "Incidents",
+            config=config,
+            names=names,
+            lake=lake,
+            tables=tables,
+            notify_topic=notify_topic,
+            alarm_topic=alarm_topic,
+            console_url=f"{api.api_endpoint}/",
+        )
         for route in api.node.find_all():
             if isinstance(route, apigw.CfnRoute):
                 acknowledge(
@@ -215,6 +231,10 @@ class ConsoleStack(Stack):
                 out.CONSOLE_URL: (f"{api.api_endpoint}/", "The web console"),
                 out.USER_POOL_ID: (users.pool.user_pool_id, "Console users (groups = roles)"),
                 out.CONSOLE_ROLE: (self.role.role_arn, "The role the console runs as"),
+                out.INCIDENTS_FUNCTION: (
+                    incidents.function.function.function_name,
+                    "Opens an incident for every alarm that fires",
+                ),
             },
         )
 
@@ -281,7 +301,11 @@ class ConsoleStack(Stack):
         # Benchmarks: new versions (PutItem) beside their file under benchmarks/.
         tables.benchmarks.grant_read_data(fn)
         tables.benchmarks.grant(fn, "dynamodb:PutItem")
-        for key in (tables.control, tables.benchmarks):
+        # Incidents: read and listed (by_month), acknowledged and resolved (UpdateItem); never
+        # opened or deleted here (the Incidents and Rollback functions open them).
+        grant_table(tables.incidents, fn, allow, write=False)
+        tables.incidents.grant(fn, "dynamodb:UpdateItem")
+        for key in (tables.control, tables.benchmarks, tables.incidents):
             if key.encryption_key is not None:
                 key.encryption_key.grant(fn, "kms:Encrypt", "kms:GenerateDataKey*")
         allow.allow_action("kms:GenerateDataKey*", KMS_ACTIONS["kms:GenerateDataKey*"])

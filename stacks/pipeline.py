@@ -18,12 +18,13 @@ from stacks.constructs.continuous_evaluation import (
 )
 from stacks.constructs.data_lake import DataLake
 from stacks.constructs.dlc_image import DlcImageUri
+from stacks.constructs.drift_check import DriftCheck
 from stacks.constructs.endpoint_alarms import EndpointAlarms
 from stacks.constructs.model_registry import ModelRegistry
 from stacks.constructs.notifications import Notifications
 from stacks.constructs.python_function import PythonFunction
 from stacks.constructs.release_state_machine import ReleaseStateMachine
-from stacks.constructs.retrain_state_machine import RetrainStateMachine
+from stacks.constructs.retrain_state_machine import RetrainStateMachine, pipeline_failure_alarm
 from stacks.constructs.sagemaker_execution_role import SageMakerExecutionRole
 from stacks.constructs.state_tables import StateTables
 from stacks.constructs.training_code import TrainingCode
@@ -172,6 +173,8 @@ class PipelineStack(Stack):
                     "QUALITY_ALARMS": endpoint_alarms.quality_alarm_names,
                     "CAPTURE_DESTINATION": f"s3://{b.curated.bucket_name}/capture/",
                     "DATA_LAKE_KEY_ARN": lake_key.key_arn,
+                    # Canary/linear traffic shifting and the variant's size (docs/serving.md).
+                    "ROLLOUT_SETTINGS": config.rollout.to_json(),
                 },
             ),
             "ConfirmDeployment": fn(
@@ -277,6 +280,9 @@ class PipelineStack(Stack):
             endpoint_arn=endpoint_arn,
         )
         self.state_machine = self.retrain.state_machine
+        self.failure_alarm = pipeline_failure_alarm(
+            self.retrain, self.state_machine, notifications.notify_topic
+        )
         # A person's deploy or rollback to a chosen version: the same Deploy path.
         self.release = ReleaseStateMachine(
             self,
@@ -332,6 +338,18 @@ class PipelineStack(Stack):
             artifacts=b.artifacts,
             notify_topic=notifications.notify_topic,
         )
+        # The endpoint's captured prompts against production's training data (same doc).
+        self.drift_check = DriftCheck(
+            self,
+            "DriftCheck",
+            config=config,
+            curated=b.curated,
+            raw=b.raw,
+            control_table=t.control,
+            model_versions_table=t.model_versions,
+            endpoint_name=endpoint_name,
+            notify_topic=notifications.notify_topic,
+        )
         self.model_package_group = registry.group
         # Stateful (holds every registered version): pinned like Storage's resources.
         registry.group.override_logical_id(MODEL_PACKAGE_GROUP_LOGICAL_ID)
@@ -353,6 +371,10 @@ class PipelineStack(Stack):
                 out.CONTINUOUS_EVALUATION_FUNCTION: (
                     self.continuous_evaluation.function.function.function_name,
                     "The continuous evaluation function (`tuneloop watch evaluate` invokes it)",
+                ),
+                out.DRIFT_CHECK_FUNCTION: (
+                    self.drift_check.function.function.function_name,
+                    "The drift check function (`tuneloop watch drift` invokes it)",
                 ),
                 out.SAGEMAKER_ROLE: (
                     self.sagemaker_role.role_arn,

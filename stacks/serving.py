@@ -61,6 +61,10 @@ class ServingStack(Stack):
                 "ENDPOINT_NAME": self.endpoint_name,
                 "NOTIFY_TOPIC_ARN": self.notifications.notify_topic.topic_arn,
                 "AUDIT_TABLE": tables.audit.table_name,
+                # The alarm's incident gets what was done; the repeated-failure guard counts.
+                "INCIDENTS_TABLE": tables.incidents.table_name,
+                "MAX_AUTOMATIC_ROLLBACKS": str(config.incidents.max_automatic_rollbacks),
+                "ROLLBACK_WINDOW_HOURS": str(config.incidents.rollback_window_hours),
             },
             config=config,
             timeout=Duration.minutes(2),
@@ -68,6 +72,7 @@ class ServingStack(Stack):
         fn, allow = self.rollback.function, self.rollback.allowances
         grant_table(tables.control, fn, allow, write=True)
         grant_table(tables.model_versions, fn, allow, write=True)
+        grant_table(tables.incidents, fn, allow, write=True)
         grant_audit_append(tables.audit, fn)  # auto_rollback / rollback records, append only
         self.notifications.notify_topic.grant_publish(fn)
         allow.allow_action("kms:GenerateDataKey*", KMS_ACTIONS["kms:GenerateDataKey*"])

@@ -26,6 +26,7 @@ PINNED_LOGICAL_IDS = {
     "ControlTable": "tables.control",
     "BenchmarksTable": "tables.benchmarks",
     "AuditTable": "tables.audit",
+    "IncidentsTable": "tables.incidents",
 }
 """Logical ID → attribute path. Renaming a construct must not replace stored data."""
 
@@ -64,6 +65,7 @@ class StorageStack(Stack):
                 out.CONTROL_TABLE: (tables.control.table_name, "Production pointer, locks"),
                 out.BENCHMARKS_TABLE: (tables.benchmarks.table_name, "Custom benchmarks"),
                 out.AUDIT_TABLE: (tables.audit.table_name, "Audit trail (append-only)"),
+                out.INCIDENTS_TABLE: (tables.incidents.table_name, "Incidents (alarms that fired)"),
                 out.DATA_KEY: (self.key.key_arn, "KMS key of the buckets and tables"),
             },
         )

@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     from tuneloop.watch.commands import add_parser as add_watch
 
     add_watch(commands)  # the one `watch` group: each check adds its subcommand there
+    from tuneloop.incidents.commands import add_parser as add_incidents
+
+    add_incidents(commands)
     return parser
 
 

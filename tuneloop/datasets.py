@@ -129,6 +129,8 @@ class _Selection:
     per_dataset: Counter[str] = field(default_factory=Counter)
     candidates: list[tuple[Ranked, bool]] = field(default_factory=list)
     drops: dict[str, str] = field(default_factory=dict)
+    read_drops: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """The drops this run read, with their record counts: the manifest's ``drops``."""
 
     def add(self, record_id: str, dataset: str, line: bytes, *, earlier: bool) -> None:
         rank = heldout_rank(record_id)
@@ -248,6 +250,9 @@ def prepare_dataset(
         "heldout_sha256": hashlib.sha256(heldout_body).hexdigest(),
         "trained_until": trained_until,
         "read": read,
+        # What this run added (an incremental run's new drops; the console and incidents
+        # compare versions by them). A full scan reads records, not drops: none listed.
+        "drops": dict(sorted(chosen.read_drops.items())),
         "watermark": watermark,
         "split": {
             "heldout_fraction": split.heldout_fraction,
@@ -337,8 +342,12 @@ def _incremental(
         chosen.drops.update(lineage.recent_drops)
     for drop in completed_drops(where.drops_table, after=after, until=watermark, skip=skip):
         chosen.drops[drop.drop_id] = drop.completed_at
+        records = 0
         for record in curated_records(where.curated_bucket, drop):
             chosen.add(record.record_id, record.dataset, record.line, earlier=False)
+            records += 1
+        if records:  # a drop whose records were all quarantined added nothing
+            chosen.read_drops[drop.drop_id] = {"records": records, "dataset": drop.dataset}
     return lineage.pool_count if lineage is not None else 0
 
 

@@ -15,6 +15,7 @@ MODEL_VERSIONS_TABLE = "ModelVersionsTableName"
 CONTROL_TABLE = "ControlTableName"
 BENCHMARKS_TABLE = "BenchmarksTableName"
 AUDIT_TABLE = "AuditTableName"
+INCIDENTS_TABLE = "IncidentsTableName"
 DATA_KEY = "DataKeyArn"
 # Serving
 ENDPOINT_NAME = "EndpointName"
@@ -29,6 +30,7 @@ MODEL_PACKAGE_GROUP = "ModelPackageGroupName"
 RELEASE_STATE_MACHINE = "ReleaseStateMachineArn"
 BENCHMARK_RUN_STATE_MACHINE = "BenchmarkRunStateMachineArn"
 CONTINUOUS_EVALUATION_FUNCTION = "ContinuousEvaluationFunctionName"
+DRIFT_CHECK_FUNCTION = "DriftCheckFunctionName"
 # Ingestion
 INGEST_QUEUE = "IngestQueueUrl"
 INGEST_DEAD_LETTER_QUEUE = "IngestDeadLetterQueueUrl"
@@ -37,6 +39,7 @@ QUEUE_KEY = "IngestQueueKeyArn"
 CONSOLE_URL = "ConsoleUrl"
 USER_POOL_ID = "UserPoolId"
 CONSOLE_ROLE = "ConsoleRoleArn"
+INCIDENTS_FUNCTION = "IncidentsFunctionName"
 
 STACK_OUTPUTS = {
     "Storage": (
@@ -50,6 +53,7 @@ STACK_OUTPUTS = {
         CONTROL_TABLE,
         BENCHMARKS_TABLE,
         AUDIT_TABLE,
+        INCIDENTS_TABLE,
         DATA_KEY,
     ),
     "Serving": (ENDPOINT_NAME, NOTIFY_TOPIC, ALARM_TOPIC, ROLLBACK_FUNCTION, TOPIC_KEY),
@@ -60,9 +64,10 @@ STACK_OUTPUTS = {
         RELEASE_STATE_MACHINE,
         BENCHMARK_RUN_STATE_MACHINE,
         CONTINUOUS_EVALUATION_FUNCTION,
+        DRIFT_CHECK_FUNCTION,
     ),
     "Ingestion": (INGEST_QUEUE, INGEST_DEAD_LETTER_QUEUE, QUEUE_KEY),
-    "Console": (CONSOLE_URL, USER_POOL_ID, CONSOLE_ROLE),
+    "Console": (CONSOLE_URL, USER_POOL_ID, CONSOLE_ROLE, INCIDENTS_FUNCTION),
 }
 """Every output id, by the stack (``TuneLoop-<stage>-<part>``) that declares it."""
 

@@ -12,6 +12,9 @@ Result (``$.deployment``):
 pipeline is frozen (tuneloop/operations/freeze.py) an automatic deploy changes nothing and
 returns ``{"held": true, "reason", "endpoint_name"}``, which ends the run as held.
 
+The update shifts traffic as ``ROLLOUT_SETTINGS`` says (all at once, canary or linear,
+``tuneloop.release.rollout``), and the variant gets its ``instance_count``.
+
 Deploy also sets each quality alarm's bound for the version going live from the outgoing
 version's rates (``tuneloop.watch.quality_thresholds``, docs/monitoring.md).
 """
@@ -29,6 +32,7 @@ from tuneloop.envmodel import load_env
 from tuneloop.operations.freeze import read_freeze
 from tuneloop.release.control import read_production
 from tuneloop.release.deployment import DataCapture, ServingSettings, deploy_model
+from tuneloop.release.rollout import RolloutSettings
 from tuneloop.watch.quality import QualitySettings
 from tuneloop.watch.quality_thresholds import set_quality_thresholds
 
@@ -50,6 +54,8 @@ class Env:
     """JSON: quality alarm kind (empty, truncated, refusal) → alarm name."""
     capture_destination: str
     data_lake_key_arn: str
+    rollout_settings: str
+    """``RolloutSettings.to_json()`` of the stage."""
 
 
 @logger.inject_lambda_context
@@ -83,6 +89,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
                 sampling_percentage=quality.capture_sampling_percentage,
             ),
             refusal_patterns_json=quality.refusal_patterns_json(),
+            rollout=RolloutSettings.from_json(env.rollout_settings),
         ),
         model_versions_table=env.model_versions_table,
     )

@@ -38,6 +38,9 @@ class Env:
     endpoint_name: str
     notify_topic_arn: str
     audit_table: str
+    incidents_table: str = ""
+    max_automatic_rollbacks: int = 0
+    rollback_window_hours: int = 24
 
 
 @logger.inject_lambda_context
@@ -51,6 +54,9 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         model_versions_table=env.model_versions_table,
         topic_arn=env.notify_topic_arn,
         audit_table=env.audit_table,
+        incidents_table=env.incidents_table,
+        max_automatic_rollbacks=env.max_automatic_rollbacks,
+        rollback_window_hours=env.rollback_window_hours,
     )
     if ManualRollback.is_manual(event):
         result = roll_back_manually(ManualRollback.from_event(event), settings)

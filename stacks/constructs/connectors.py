@@ -159,7 +159,8 @@ class Connectors(Construct):
             self,
             f"{cid}Errors",
             alarm_description=f"Pull connector {connector.name} failed; see last_error in "
-            f"the Control item connector#{connector.name} and the function's logs.",
+            f"the Control item connector#{connector.name} and the function's logs.\n"
+            "Runbook: docs/runbooks/connector-failures.md",
             threshold=1,
             comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
             evaluation_periods=1,

@@ -71,7 +71,8 @@ class EndpointAlarms(Construct):
         self.errors_alarm = self.errors_metric.create_alarm(
             self,
             "Invocation5XXErrors",
-            alarm_description="Endpoint 5XX errors: roll back to the last-known-good model.",
+            alarm_description="Endpoint 5XX errors: roll back to the last-known-good model.\n"
+            "Runbook: docs/runbooks/endpoint-errors.md",
             threshold=thresholds.invocation_5xx_errors,
             comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
             evaluation_periods=thresholds.evaluation_periods,
@@ -80,7 +81,8 @@ class EndpointAlarms(Construct):
         self.latency_alarm = self.latency_metric.create_alarm(
             self,
             "ModelLatencyP99",
-            alarm_description="Endpoint p99 model latency: roll back to the last-known-good model.",
+            alarm_description="Endpoint p99 model latency: roll back to the last-known-good "
+            "model.\nRunbook: docs/runbooks/endpoint-latency.md",
             threshold=thresholds.model_latency_p99_microseconds,
             comparison_operator=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
             evaluation_periods=thresholds.evaluation_periods,

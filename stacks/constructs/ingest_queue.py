@@ -80,7 +80,8 @@ class IngestQueue(Construct):
         ).create_alarm(
             self,
             "DeadLetterQueueDepth",
-            alarm_description="Drop events failed ingestion repeatedly; see the DLQ.",
+            alarm_description="Drop events failed ingestion repeatedly; see the DLQ.\n"
+            "Runbook: docs/runbooks/ingest-dlq.md",
             threshold=config.alarms.dlq_messages,
             comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
             evaluation_periods=1,

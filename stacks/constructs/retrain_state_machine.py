@@ -20,6 +20,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any, cast
 
 from aws_cdk import Aws, Duration, Size, Stack
+from aws_cdk import aws_cloudwatch as cw
+from aws_cdk import aws_cloudwatch_actions as cw_actions
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
@@ -469,3 +471,27 @@ class RetrainStateMachine(Construct):
             self._functions.values(),
             job_names="Training job names are '<execution name>-train/-eval'",
         )
+
+
+def pipeline_failure_alarm(
+    scope: Construct, state_machine: sfn.StateMachine, notify_topic: sns.ITopic
+) -> cw.Alarm:
+    """A failed retrain run (``AWS/States`` ExecutionsFailed): people are notified and an
+    incident opens. RecordFailure has already marked the version failed and notified with
+    the error; the alarm makes the failure an incident like every other alarm."""
+    alarm = cw.Alarm(
+        scope,
+        "FailureAlarm",
+        metric=state_machine.metric_failed(period=Duration.minutes(5), statistic=cw.Stats.SUM),
+        alarm_description=(
+            "A retrain run failed.\n"
+            "Nothing was deployed; the failed version and its error are in `tuneloop models` "
+            "and `tuneloop runs`. Runbook: docs/runbooks/pipeline-failure.md"
+        ),
+        threshold=1,
+        comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+        evaluation_periods=1,
+        treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+    )
+    alarm.add_alarm_action(cw_actions.SnsAction(notify_topic))
+    return alarm

@@ -14,7 +14,7 @@ _S = dynamodb.AttributeType.STRING
 
 class StateTables(Construct):
     """Records (+ GSI ``by_dataset``), Drops and ModelVersions (+ GSI ``by_month`` each:
-    tuneloop/month_index.py), Control, Benchmarks and Audit.
+    tuneloop/month_index.py), Control, Benchmarks, Audit and Incidents (+ GSI ``by_month``).
 
     On-demand billing, KMS encryption with the data key, point-in-time recovery and
     deletion protection (stages that retain data).
@@ -71,3 +71,11 @@ class StateTables(Construct):
         # The audit trail (tuneloop/operations/audit.py): append-only, one partition per
         # month, events sorted by "<ISO timestamp>#<request id>".
         self.audit = table("Audit", "month", sort_key="event_id")
+        # One item per alarm that fired (tuneloop/incidents/record.py), newest first by month.
+        self.incidents = table("Incidents", "incident_id")
+        self.incidents.add_global_secondary_index(
+            index_name="by_month",
+            partition_key=dynamodb.Attribute(name="opened_month", type=_S),
+            sort_key=dynamodb.Attribute(name="opened_at", type=_S),
+            projection_type=dynamodb.ProjectionType.ALL,
+        )

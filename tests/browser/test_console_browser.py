@@ -3,14 +3,15 @@
 One platform for the module, with two deployed versions of a tiny model; the console runs as
 `tuneloop up` runs it (its own process, under the Console stack's role). The tests go in
 order, as an operator's afternoon would: look around, get refused as a viewer, upload a bad
-benchmark, roll back, find the rollback in the audit trail. Each page's screenshot is written
-to docs/console/ (docs/console.md links them).
+benchmark, roll back, find the rollback in the audit trail, acknowledge and resolve an
+incident. Each page's screenshot is written to docs/console/ (docs/console.md links them).
 """
 
 from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,8 @@ from tests.e2e.loop_helpers import (
     write_drop,
 )
 from tests.unit.tiny_models import make_tiny_causal_lm
+from tuneloop import stack_outputs as out
+from tuneloop.incidents import store
 from tuneloop.local.platform import REPO_ROOT, LocalPlatform
 from tuneloop.local.up import (
     ConsoleProcess,
@@ -45,6 +48,7 @@ PAGES = {
     "benchmarks": "/benchmarks",
     "models": "/models",
     "deployments": "/deployments",
+    "incidents": "/incidents",
     "runs": "/runs",
     "audit": "/audit",
 }
@@ -211,3 +215,79 @@ def test_the_audit_page_shows_the_rollback_with_the_operators_name(as_role: Any)
     rollback = page.get_by_test_id("audit-row").filter(has_text="rollback")
     expect(rollback.first).to_contain_text("operator")
     page.screenshot(path=str(SCREENSHOTS / "audit.png"), full_page=True)
+
+
+def open_incident(platform: LocalPlatform, serving: dict[str, Any]) -> tuple[str, str]:
+    """An incident as the Incidents function opens it (store.open_incident, its own write);
+    returns the table and the incident's id."""
+    assert platform.deployment is not None
+    outputs = {k: v for s in platform.deployment.stacks.values() for k, v in s.outputs.items()}
+    table, incident_id = outputs[out.INCIDENTS_TABLE], "inc-20261204-b10e5e"
+    opened = store.open_incident(
+        table,
+        incident_id,
+        opened_at=datetime.now(UTC).isoformat(),
+        fields={
+            "alarm_name": "tuneloop-local-endpoint-5xx",
+            "summary": "The endpoint answers with server errors.",
+            "runbook": "docs/runbooks/endpoint-errors.md",
+            "reason": "Threshold Crossed: 1 datapoint [4.0] was greater than the threshold (1.0).",
+            "metric": {
+                "namespace": "AWS/SageMaker",
+                "name": "Invocation5XXErrors",
+                "statistic": "Sum",
+                "period_seconds": 60,
+                "comparison": "GreaterThanThreshold",
+                "threshold": 1,
+            },
+            "metric_values": [
+                {"at": f"2026-12-04T17:5{m}:00+00:00", "value": v}
+                for m, v in enumerate((0, 0, 1, 4))
+            ],
+            "production": {"model_version": serving["model_version"], "since": ""},
+            "last_known_good": dict(serving.get("last_known_good") or {}),
+            "automatic_actions": [],
+        },
+    )
+    assert opened
+    return table, incident_id
+
+
+def test_an_operator_acknowledges_and_resolves_an_incident(
+    platform: LocalPlatform, as_role: Any
+) -> None:
+    serving = production(platform)["model_version"]
+    table, incident_id = open_incident(platform, production(platform))
+    cause = "a bad drop reached training; its records are quarantined now"
+    page = as_role("operator")
+    page.goto("/incidents")
+    page.get_by_role("link", name=incident_id, exact=True).click()
+    expect(page.locator("h1")).to_contain_text(incident_id)
+    expect(page.get_by_test_id("incident-status")).to_have_text("open")
+    expect(page.get_by_test_id("incident-version")).to_have_text(serving)
+    expect(page.get_by_test_id("runbook")).to_have_text("docs/runbooks/endpoint-errors.md")
+
+    page.get_by_test_id("acknowledge-form").locator("input[name=note]").fill("looking at it")
+    page.get_by_test_id("acknowledge-submit").click()
+    expect(page.get_by_test_id("flash")).to_contain_text(f"Incident {incident_id} acknowledged")
+    expect(page.get_by_test_id("incident-status")).to_have_text("acknowledged")
+
+    page.get_by_test_id("resolve-form").locator("textarea[name=root_cause]").fill(cause)
+    page.get_by_test_id("resolve-submit").click()
+    expect(page.get_by_test_id("incident-status")).to_have_text("resolved")
+    expect(page.get_by_test_id("root-cause")).to_have_text(cause)
+    expect(page.get_by_test_id("resolve-form")).to_have_count(0)
+    expect(page.get_by_test_id("incident-timeline")).to_contain_text("looking at it")
+    page.screenshot(path=str(SCREENSHOTS / "incident.png"), full_page=True)
+    stored = store.get_incident(table, incident_id)
+    assert stored.status == "resolved" and stored.root_cause == cause
+    assert stored.resolved_by.endswith("(operator)")
+    page.goto("/incidents")
+    expect(page.get_by_test_id("incident-row").filter(has_text=incident_id)).to_contain_text(
+        "resolved"
+    )
+    page.screenshot(path=str(SCREENSHOTS / "incidents.png"), full_page=True)
+    page.goto(f"/audit?target={incident_id}")
+    rows = page.get_by_test_id("audit-row")
+    expect(rows.filter(has_text="incident_resolved")).to_contain_text("(operator)")
+    expect(rows.filter(has_text="incident_acknowledged")).to_contain_text("looking at it")

@@ -12,7 +12,10 @@ from typing import Any
 
 import boto3
 
+from tuneloop.incidents.record import Incident
+from tuneloop.incidents.store import list_incidents
 from tuneloop.local.platform import LocalPlatform, RunResult
+from tuneloop.operations.names import PlatformNames
 
 ASSEMBLY_VARIABLE = "TUNELOOP_ASSEMBLY"
 
@@ -81,3 +84,22 @@ def drop_and_follow(platform: LocalPlatform, files: list[Path]) -> RunResult:
     known = {e["executionArn"] for e in platform.executions()}
     platform.drop_files(files, dataset="e2e")
     return platform.follow_run(platform.wait_for_new_run(known), timeout=600)
+
+
+def wait_for_incident(
+    alarm_metric: str, condition: Callable[[Incident], bool], timeout: float = 90
+) -> Incident:
+    """The newest incident of an alarm on ``alarm_metric`` once ``condition`` holds for it
+    (the Incidents and Rollback functions write it in their own time)."""
+    table = PlatformNames.for_stage("local").require("incidents_table")
+    found: list[Incident] = []
+
+    def ready() -> bool:
+        found[:] = [
+            i for i in list_incidents(table, limit=20) if i.metric.get("name") == alarm_metric
+        ]
+        return bool(found) and condition(found[0])
+
+    if not wait_for(ready, timeout):
+        raise AssertionError(f"no incident of a {alarm_metric} alarm became ready: {found}")
+    return found[0]

@@ -22,6 +22,7 @@ from tests.e2e.loop_helpers import (
     given_assembly,
     set_gate_policy,
     wait_for,
+    wait_for_incident,
     write_drop,
 )
 from tests.unit.tiny_models import make_tiny_causal_lm
@@ -135,6 +136,16 @@ def test_second_run_replaces_it_and_an_alarm_rolls_back(
     assert platform.invoke("Hello", max_new_tokens=2)["model_version"] == first["model_version"]
     rolled_back = platform.model_version(run.name)
     assert rolled_back is not None and rolled_back["status"] == "rolled_back"
+    # And an incident explains it: the version that served, what changed, what was done
+    incident = wait_for_incident(
+        "Invocation5XXErrors", lambda i: bool(i.automatic_actions and i.production)
+    )
+    assert incident.production["model_version"] == run.name
+    assert incident.last_known_good["model_version"] == first["model_version"]
+    assert incident.runbook == "docs/runbooks/endpoint-errors.md"
+    assert incident.changes["against"] == first["model_version"]
+    assert incident.changes["drops_added"], "the second run's drop is what changed"
+    assert incident.automatic_actions[0]["to_version"] == first["model_version"]
 
 
 def test_gate_rejection_leaves_production_untouched(
@@ -170,5 +181,10 @@ def test_failing_training_ends_in_the_failure_path_and_deploys_nothing(
     assert platform.control_item("production") == before
     failed = platform.model_version(run.name)
     assert failed is not None and failed["status"] == "failed" and failed.get("error")
+    # The failed run's alarm opened an incident that names the run and its error
+    incident = wait_for_incident("ExecutionsFailed", lambda i: bool(i.failure))
+    assert incident.runbook == "docs/runbooks/pipeline-failure.md"
+    assert incident.failure["model_version"] == run.name and incident.failure["error"]
+    assert incident.automatic_actions == () and incident.status == "open"  # people decide
     configs_after = boto3.client("sagemaker").list_endpoint_configs()["EndpointConfigs"]
     assert len(configs_after) == len(configs_before)

@@ -1,5 +1,7 @@
-"""A quiet failure on the local platform: a model version that answers empty trips the
-empty-answer rate alarm, which rolls it back to the last-known-good version.
+"""Quiet failures on the local platform: a model version that answers empty, one that
+refuses and one that stops at its token limit each trip their quality alarm, which rolls it
+back to the last-known-good version and opens an incident that explains it; the third
+automatic rollback freezes automatic deployment (the repeated-failure guard).
 
 The serving container's test switch (``TUNELOOP_QUIET_FAILURE``, armed for the next
 serving process through ``LocalEndpoints.quiet_failure``) makes the second version answer
@@ -26,6 +28,7 @@ from tests.e2e.loop_helpers import (
     given_assembly,
     set_gate_policy,
     wait_for,
+    wait_for_incident,
     write_drop,
 )
 from tests.unit.tiny_models import make_tiny_causal_lm
@@ -117,3 +120,106 @@ def test_a_version_that_answers_empty_is_rolled_back(
         s3.get_object(Bucket=platform.resources.curated_bucket, Key=keys[-1])["Body"].read()
     )
     assert set(record["captureData"]) == {"endpointInput", "endpointOutput"}
+
+    # And an incident explains it: what fired, the version, what changed, what was done
+    incident = wait_for_incident("EmptyAnswer", lambda i: bool(i.automatic_actions))
+    assert incident.alarm_name == alarm["AlarmName"]
+    assert incident.runbook == "docs/runbooks/quality-empty.md"
+    assert incident.production["model_version"] == second.name
+    assert incident.last_known_good["model_version"] == first.name
+    assert any(v["value"] > 0.5 for v in incident.metric_values)
+    assert incident.changes["drops_added"], "the drop the bad version added is named"
+    assert incident.automatic_actions[0]["action"] == "rollback"
+
+
+def _bad_version_rolls_back(
+    platform: LocalPlatform, tmp_path: Path, mode: str, metric: str, topic: str
+) -> tuple[str, str]:
+    """Deploy a version failing quietly in ``mode``, send traffic until ``metric``'s alarm
+    fires; returns (the bad version, the version restored)."""
+    good = platform.control_item("production")
+    assert good is not None
+    platform.emulator.endpoints.quiet_failure = mode
+    run = drop_and_follow(platform, [write_drop(tmp_path / f"{topic}.jsonl", topic, 6)])
+    assert run.status == "SUCCEEDED", run.cause
+    if metric == "Truncated":
+        _tighten_truncation_alarm()
+    deadline = time.monotonic() + 120
+    while not _fired(platform, metric) and time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            platform.invoke("Hello", max_new_tokens=4)
+        time.sleep(0.5)
+    assert _fired(platform, metric), f"the {metric} alarm fires"
+    restored = wait_for(
+        lambda: (
+            (platform.control_item("production") or {}).get("model_version")
+            == good["model_version"]
+        ),
+        timeout=60,
+    )
+    assert restored, f"the {metric} alarm's rollback restores {good['model_version']}"
+    platform.wait_for_endpoint(
+        lambda e: (
+            e["EndpointStatus"] == "InService"
+            and e["EndpointConfigName"] == good["endpoint_config_name"]
+        ),
+        timeout=120,
+    )
+    return run.name, str(good["model_version"])
+
+
+def _tighten_truncation_alarm() -> None:
+    """The local stage's tiny random model reaches its token limit on every answer, so the
+    stage switches the truncation alarm off (bound 1.0); an operator's tighter bound (0.5)
+    makes it watch the version that stops at one token."""
+    cloudwatch: Any = boto3.client("cloudwatch")
+    (alarm,) = [
+        a
+        for a in cloudwatch.describe_alarms(AlarmTypes=["MetricAlarm"])["MetricAlarms"]
+        if a.get("MetricName") == "Truncated"
+    ]
+    keep = (
+        "AlarmName",
+        "AlarmDescription",
+        "AlarmActions",
+        "OKActions",
+        "MetricName",
+        "Namespace",
+        "Statistic",
+        "Dimensions",
+        "Period",
+        "EvaluationPeriods",
+        "ComparisonOperator",
+        "TreatMissingData",
+    )
+    cloudwatch.put_metric_alarm(
+        **{k: alarm[k] for k in keep if alarm.get(k) is not None}, Threshold=0.5
+    )
+
+
+def test_a_version_that_refuses_is_rolled_back_and_explained(
+    platform: LocalPlatform, tmp_path: Path
+) -> None:
+    bad, good = _bad_version_rolls_back(platform, tmp_path, "refuse", "Refusal", "sprocket")
+    incident = wait_for_incident("Refusal", lambda i: bool(i.automatic_actions))
+    assert incident.runbook == "docs/runbooks/quality-refusal.md"
+    assert incident.production["model_version"] == bad
+    assert (
+        incident.automatic_actions[0]["from_version"],
+        incident.automatic_actions[0]["to_version"],
+    ) == (bad, good)
+
+
+def test_a_version_that_truncates_is_rolled_back_and_the_guard_freezes_deployment(
+    platform: LocalPlatform, tmp_path: Path
+) -> None:
+    bad, good = _bad_version_rolls_back(platform, tmp_path, "truncate", "Truncated", "gizmo")
+    # The third automatic rollback of the module: the guard freezes automatic deployment
+    incident = wait_for_incident("Truncated", lambda i: len(i.automatic_actions) == 2)
+    assert incident.runbook == "docs/runbooks/quality-truncated.md"
+    assert incident.production["model_version"] == bad
+    assert [a["action"] for a in incident.automatic_actions] == ["rollback", "freeze"]
+    freeze = platform.control_item("freeze")
+    assert freeze is not None and freeze["frozen"] is True
+    assert "3 automatic rollbacks" in freeze["reason"]
+    assert (platform.control_item("production") or {}).get("model_version") == good

@@ -96,6 +96,7 @@ def test_the_function_gets_names_but_no_client_secret_and_no_session_key(dev: As
         r["Properties"]
         for r in template["Resources"].values()
         if r["Type"] == "AWS::Lambda::Function"
+        and r["Properties"]["Handler"] == "lambdas.console.handler.handler"
     ]
     env = function["Environment"]["Variables"]
     assert {
@@ -136,6 +137,25 @@ def test_console_role_has_no_wildcard_actions_and_only_appends_to_the_audit_tabl
         "secretsmanager:GetSecretValue",
     } <= actions
     assert "dynamodb:DeleteItem" not in actions and "dynamodb:BatchWriteItem" not in actions
+
+
+def test_console_role_reads_incidents_and_only_updates_them(dev: Assembly) -> None:
+    assert "IncidentsTable" in dev.template("Storage")["Resources"]  # pinned logical id
+    on_incidents: set[str] = set()
+    index_read = False
+    for statement in _console_statements(dev):
+        resources = json.dumps(statement["Resource"])
+        if "IncidentsTable" in resources:
+            on_incidents |= set(_list(statement["Action"]))
+            index_read |= "/index/*" in resources and "dynamodb:Query" in statement["Action"]
+    # The list page Queries by_month; acknowledge and resolve are UpdateItems.
+    assert {"dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem"} <= on_incidents
+    assert index_read
+    assert not on_incidents & {
+        "dynamodb:PutItem",
+        "dynamodb:DeleteItem",
+        "dynamodb:BatchWriteItem",
+    }, on_incidents
 
 
 def test_no_role_in_any_stack_can_change_or_delete_audit_records(dev: Assembly) -> None:

@@ -27,6 +27,8 @@ CONTRACT_FUNCTIONS = {
     "console",
     "benchmark_run",
     "continuous_evaluation",
+    "drift_check",
+    "incidents",
 }
 # Read by Powertools itself, not by the handler's Env model.
 POWERTOOLS_VARIABLES = env_var_names(PowertoolsEnv)

@@ -20,6 +20,7 @@ PINNED = {
     "ControlTable": "AWS::DynamoDB::Table",
     "BenchmarksTable": "AWS::DynamoDB::Table",
     "AuditTable": "AWS::DynamoDB::Table",
+    "IncidentsTable": "AWS::DynamoDB::Table",
 }
 TABLE_KEYS = {
     "RecordsTable": "record_id",
@@ -28,6 +29,7 @@ TABLE_KEYS = {
     "ControlTable": "key",
     "BenchmarksTable": "name",
     "AuditTable": "month",
+    "IncidentsTable": "incident_id",
 }
 
 

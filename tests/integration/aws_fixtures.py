@@ -18,6 +18,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from moto import mock_aws
 
 from tuneloop import aws
+from tuneloop.release.rollout import RolloutSettings
 from tuneloop.watch.quality import QualitySettings
 
 REGION = "us-east-1"
@@ -36,6 +37,7 @@ class Platform:
     control_table: str = "Control"
     benchmarks_table: str = "Benchmarks"
     audit_table: str = "Audit"
+    incidents_table: str = "Incidents"
     model_package_group: str = "tuneloop-models"
     endpoint_name: str = "tuneloop-endpoint"
     serving_image_uri: str = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/serving:latest"
@@ -85,6 +87,10 @@ def month_indexed_table(name: str, key: str, month: str, at: str) -> dict[str, A
             }
         ],
     )
+
+
+def incidents_table(name: str) -> dict[str, Any]:
+    return month_indexed_table(name, "incident_id", "opened_month", "opened_at")
 
 
 def drops_table(name: str) -> dict[str, Any]:
@@ -138,6 +144,7 @@ def create_platform(base: Platform | None = None) -> Platform:
     )
     dynamodb.create_table(**drops_table(names.drops_table))
     dynamodb.create_table(**model_versions_table(names.model_versions_table))
+    dynamodb.create_table(**incidents_table(names.incidents_table))
     dynamodb.create_table(**_table(names.control_table, "key"))
     dynamodb.create_table(
         **_table(
@@ -209,6 +216,7 @@ HANDLER_ENV: dict[str, tuple[str, ...]] = {
         "QUALITY_ALARMS",
         "CAPTURE_DESTINATION",
         "DATA_LAKE_KEY_ARN",
+        "ROLLOUT_SETTINGS",
     ),
     "confirm_deployment": (
         "CONTROL_TABLE",
@@ -223,6 +231,9 @@ HANDLER_ENV: dict[str, tuple[str, ...]] = {
         "ENDPOINT_NAME",
         "NOTIFY_TOPIC_ARN",
         "AUDIT_TABLE",
+        "INCIDENTS_TABLE",
+        "MAX_AUTOMATIC_ROLLBACKS",
+        "ROLLBACK_WINDOW_HOURS",
     ),
 }
 
@@ -247,10 +258,14 @@ def handler_env(platform: Platform, function: str) -> dict[str, str]:
         "QUALITY_ALARMS": "{}",  # no quality alarms: Deploy leaves bounds alone
         "CAPTURE_DESTINATION": f"s3://{platform.curated_bucket}/capture/",
         "DATA_LAKE_KEY_ARN": DATA_LAKE_KEY_ARN,
+        "ROLLOUT_SETTINGS": RolloutSettings().to_json(),
         "ENDPOINT_NAME": platform.endpoint_name,
         "NOTIFY_TOPIC_ARN": platform.topic_arn,
         "BENCHMARKS_TABLE": platform.benchmarks_table,
         "AUDIT_TABLE": platform.audit_table,
+        "INCIDENTS_TABLE": platform.incidents_table,
+        "MAX_AUTOMATIC_ROLLBACKS": "3",
+        "ROLLBACK_WINDOW_HOURS": "24",
         "GATE_POLICY": platform.gate_policy,
     }
     return {name: values[name] for name in HANDLER_ENV[function]}

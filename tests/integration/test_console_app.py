@@ -18,7 +18,7 @@ from tuneloop.console.app import create_app
 from tuneloop.console.auth_local import LocalUsers
 from tuneloop.operations.names import PlatformNames
 
-PAGES = ("/", "/data", "/benchmarks", "/models", "/deployments", "/runs", "/audit")
+PAGES = ("/", "/data", "/benchmarks", "/models", "/deployments", "/incidents", "/runs", "/audit")
 PASSWORDS = {role: f"{role}-pw" for role in ("viewer", "operator", "admin")}
 
 
@@ -34,6 +34,7 @@ def names_of(platform: Platform) -> PlatformNames:  # noqa: F811
         control_table=platform.control_table,
         benchmarks_table=platform.benchmarks_table,
         audit_table=platform.audit_table,
+        incidents_table=platform.incidents_table,
         endpoint_name=platform.endpoint_name,
     )
 

@@ -25,6 +25,7 @@ from tests.integration.aws_fixtures import (
 from tests.integration.sagemaker_stubs import ENDPOINT_ARN, CapturedCalls, endpoint_description
 from tuneloop import aws
 from tuneloop.release.deployment import EndpointBusyError, PackageNotApprovedError
+from tuneloop.release.rollout import RolloutSettings, RolloutSettingsError
 from tuneloop.watch.quality import DEFAULT_REFUSAL_PATTERNS, QualitySettings
 from tuneloop.watch.quality_thresholds import set_quality_thresholds
 
@@ -297,3 +298,83 @@ def test_a_first_deployment_keeps_the_absolute_bounds(platform: Platform) -> Non
     assert bounds == {"refusal": 0.2}
     (alarm,) = aws.client("cloudwatch").describe_alarms(AlarmNames=["refusal"])["MetricAlarms"]
     assert alarm["Threshold"] == 0.2
+
+
+def test_a_canary_rollout_sizes_the_variant_and_shifts_a_canary_first(
+    env: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the stage's rollout: a 50% canary of a two-instance variant
+    rollout = RolloutSettings(
+        mode="canary", instance_count=2, canary_size_percent=50, wait_interval_seconds=240
+    )
+    monkeypatch.setenv("ROLLOUT_SETTINGS", rollout.to_json())
+    aws.table(env.model_versions_table).put_item(
+        Item={"model_version": VERSION, "status": "registered"}
+    )
+    sagemaker = aws.sagemaker()
+    with Stubber(sagemaker) as stub:
+        stub.add_response(
+            "describe_endpoint",
+            endpoint_description(env.endpoint_name, "v0001-config-aaaa"),
+            {"EndpointName": env.endpoint_name},
+        )
+        stub.add_response(
+            "describe_model_package",
+            {
+                "ModelPackageName": "tuneloop-models",
+                "ModelPackageArn": PACKAGE_ARN,
+                "CreationTime": endpoint_description("x", "y")["CreationTime"],
+                "ModelPackageStatus": "Completed",
+                "ModelPackageStatusDetails": {"ValidationStatuses": []},
+                "ModelApprovalStatus": "Approved",
+            },
+            {"ModelPackageName": PACKAGE_ARN},
+        )
+        stub.add_response("create_model", {"ModelArn": f"{ARN_PREFIX}model/v0002"}, None)
+        variant = {
+            "VariantName": "AllTraffic",
+            "ModelName": ANY,
+            "InstanceType": env.serving_instance_type,
+            "InitialInstanceCount": 2,
+            "InitialVariantWeight": 1.0,
+        }
+        stub.add_response(
+            "create_endpoint_config",
+            {"EndpointConfigArn": f"{ARN_PREFIX}endpoint-config/v0002"},
+            {"EndpointConfigName": ANY, "ProductionVariants": [variant], "DataCaptureConfig": ANY},
+        )
+        stub.add_response(
+            "update_endpoint",
+            {"EndpointArn": ENDPOINT_ARN},
+            {
+                "EndpointName": env.endpoint_name,
+                "EndpointConfigName": ANY,
+                "DeploymentConfig": {
+                    "BlueGreenUpdatePolicy": {
+                        "TrafficRoutingConfiguration": {
+                            "Type": "CANARY",
+                            "WaitIntervalInSeconds": 240,
+                            "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": 50},
+                        },
+                        "TerminationWaitInSeconds": 600,
+                        "MaximumExecutionTimeoutInSeconds": 3600,
+                    },
+                    "AutoRollbackConfiguration": {
+                        "Alarms": [{"AlarmName": "tuneloop-5xx"}, {"AlarmName": "tuneloop-latency"}]
+                    },
+                },
+            },
+        )
+
+        handler(event(PACKAGE_ARN), lambda_context())
+
+        stub.assert_no_pending_responses()
+
+
+def test_rollout_settings_outside_the_limits_fail_before_any_call(
+    env: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ROLLOUT_SETTINGS", '{"mode": "canary"}')  # 10% of one instance
+    with Stubber(aws.sagemaker()) as stub, pytest.raises(RolloutSettingsError, match="canary"):
+        handler(event(PACKAGE_ARN), lambda_context())
+    stub.assert_no_pending_responses()

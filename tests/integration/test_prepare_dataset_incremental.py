@@ -149,6 +149,8 @@ def test_drops_still_processing_or_fully_quarantined_add_nothing_until_complete(
     assert b"busy" not in lines
     manifest = json.loads(body(platform, "v0001", "manifest.json"))
     assert manifest["read"] == "incremental"
+    # ... and the manifest names the drop it added, with its records
+    assert manifest["drops"] == {"done": {"records": 5, "dataset": "support"}}
 
     # ... and the drop that completes later is taken by the next run, once
     crown(platform, "v0001")
@@ -158,6 +160,7 @@ def test_drops_still_processing_or_fully_quarantined_add_nothing_until_complete(
         platform, "v0002", "heldout/heldout.jsonl"
     )
     assert taken.count(b"busy record") == 5
+    assert set(json.loads(body(platform, "v0002", "manifest.json"))["drops"]) == {"busy"}
     assert b"done" not in body(platform, "v0002", "train.jsonl")
     crown(platform, "v0002")
     put_drop(platform, "late", "support", texts("late", 3))

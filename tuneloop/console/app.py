@@ -15,7 +15,7 @@ from fastapi.responses import PlainTextResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
 
-from tuneloop.console import pages, pages_actions
+from tuneloop.console import pages, pages_actions, pages_incidents
 from tuneloop.console.auth import Authenticator, AuthError
 from tuneloop.console.rendering import render
 from tuneloop.console.security import (
@@ -54,6 +54,7 @@ def create_app(
     _add_sign_in_routes(app)
     app.include_router(pages.router)
     app.include_router(pages_actions.router)
+    app.include_router(pages_incidents.router)
     return app
 
 

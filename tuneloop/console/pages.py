@@ -18,6 +18,8 @@ from tuneloop.console import plots
 from tuneloop.console.auth import SignedInUser
 from tuneloop.console.rendering import render
 from tuneloop.console.security import require_role
+from tuneloop.incidents import store as incidents
+from tuneloop.incidents.record import OPEN
 from tuneloop.operations import views
 from tuneloop.operations.names import NamesError, PlatformNames
 from tuneloop.operations.views_evaluation import by_suite
@@ -28,6 +30,8 @@ Viewer = Annotated[SignedInUser, Depends(require_role("viewer"))]
 T = TypeVar("T")
 READ_ERRORS = (ClientError, BotoCoreError, NamesError)
 SHOWN = 50
+# The dashboard counts open incidents of the last three months: three Queries, not 24.
+DASHBOARD_INCIDENT_MONTHS = 3
 """How many of the newest drops and versions a list page shows (``?limit=`` up to
 :data:`MAX_SHOWN`)."""
 MAX_SHOWN = 1000
@@ -62,6 +66,16 @@ def dashboard(request: Request, user: Viewer) -> HTMLResponse:
     prod = sections.read("production", lambda: views.production(names), None)
     runs = sections.read("runs", lambda: views.list_runs(names, limit=10), [])
     alarms = sections.read("alarms", lambda: views.alarm_states(names), [])
+    open_incidents = sections.read(
+        "incidents",
+        lambda: incidents.list_incidents(
+            names.require("incidents_table"),
+            limit=SHOWN + 1,
+            statuses=(OPEN,),
+            months=DASHBOARD_INCIDENT_MONTHS,
+        ),
+        None,
+    )
     records = sections.read("records", lambda: views.records_over_time(names), [])
     version = prod.version if prod else ""
     evaluation = sections.read(
@@ -75,6 +89,8 @@ def dashboard(request: Request, user: Viewer) -> HTMLResponse:
         scores=prod.scores if prod else (),
         runs=runs,
         alarms=alarms,
+        open_incidents=None if open_incidents is None else len(open_incidents),
+        incidents_shown=SHOWN,
         records=records,
         evaluation_by_suite=by_suite(evaluation),
         problems=sections.problems,

@@ -9,6 +9,11 @@ Reading metrics and moving the alarm's state is CloudWatch's own work (internal
 credentials, which no account policy governs); publishing an action is a delivery as
 ``cloudwatch.amazonaws.com`` with the alarm as ``aws:SourceArn``, which the topic's policy
 must allow. A refused publish is dropped, as CloudWatch drops it, and reported.
+
+Listeners (``add_listener``) hear of each state change before its actions are delivered;
+the local endpoint updates use this to watch their auto-rollback alarms
+(``tuneloop.local.traffic_split``). ``wait_for_actions`` returns once the evaluation pass
+running now has delivered its actions.
 """
 
 from __future__ import annotations
@@ -24,6 +29,9 @@ import boto3
 from botocore.exceptions import ClientError
 
 from tuneloop.local.iam.credentials import CredentialRegistry
+
+AlarmListener = Callable[[str, str], None]
+"""Called with (alarm name, new state) on a state change, before the alarm's actions."""
 
 _COMPARE: dict[str, Callable[[float, float], bool]] = {
     "GreaterThanThreshold": operator.gt,
@@ -64,6 +72,27 @@ class AlarmEvaluator:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.fired: list[dict[str, Any]] = []  # alarm messages of transitions to ALARM
+        self._listeners: list[AlarmListener] = []
+        self._passes = threading.Condition()
+        self._passes_started = 0
+        self._passes_running: set[int] = set()
+
+    def add_listener(self, listener: AlarmListener) -> None:
+        with self._passes:
+            self._listeners.append(listener)
+
+    def remove_listener(self, listener: AlarmListener) -> None:
+        with self._passes:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+    def wait_for_actions(self, timeout: float = 120.0) -> bool:
+        """Block until the evaluation pass under way (if any) has delivered its actions."""
+        with self._passes:
+            target = self._passes_started
+            return self._passes.wait_for(
+                lambda: all(number > target for number in self._passes_running), timeout
+            )
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="alarm-evaluator", daemon=True)
@@ -83,6 +112,18 @@ class AlarmEvaluator:
 
     def evaluate_once(self) -> list[str]:
         """Evaluate every metric alarm once; return the names that moved to ALARM."""
+        with self._passes:
+            self._passes_started += 1
+            number = self._passes_started
+            self._passes_running.add(number)
+        try:
+            return self._evaluate()
+        finally:
+            with self._passes:
+                self._passes_running.discard(number)
+                self._passes.notify_all()
+
+    def _evaluate(self) -> list[str]:
         cloudwatch: Any = self._client("cloudwatch")
         moved = []
         for alarm in cloudwatch.describe_alarms(AlarmTypes=["MetricAlarm"])["MetricAlarms"]:
@@ -95,11 +136,21 @@ class AlarmEvaluator:
             cloudwatch.set_alarm_state(
                 AlarmName=alarm["AlarmName"], StateValue=new_state, StateReason=reason
             )
+            self._tell_listeners(alarm["AlarmName"], new_state)
             actions = alarm.get("AlarmActions" if new_state == "ALARM" else "OKActions", [])
             self._notify(alarm, alarm["StateValue"], new_state, reason, actions)
             if new_state == "ALARM":
                 moved.append(alarm["AlarmName"])
         return moved
+
+    def _tell_listeners(self, alarm_name: str, new_state: str) -> None:
+        with self._passes:
+            listeners = list(self._listeners)
+        for listener in listeners:
+            try:
+                listener(alarm_name, new_state)
+            except Exception as exc:  # a listener's failure must not stop the evaluation
+                print(f"[local] alarm listener failed on {alarm_name}: {exc}", flush=True)
 
     def _client(self, service: str, source_arn: str | None = None) -> Any:
         """CloudWatch's own client (internal), or its delivery client for ``source_arn``."""

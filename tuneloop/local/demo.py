@@ -3,7 +3,9 @@
 Synthesizes the CDK app's `local` stage, deploys it into the embedded emulator, drops the
 example data, and lets the platform do the rest: ingestion, two retrain runs (train,
 evaluate, gate, register, deploy), a prompt to the endpoint, an injected fault, the alarm,
-and the rollback to the last-known-good version. Exits 0 only if every stage did its job.
+and the rollback to the last-known-good version; then the watch: traffic in another
+language about another topic, the drift check, its alarm, and the incidents the demo's
+alarms opened. Exits 0 only if every stage did its job.
 """
 
 from __future__ import annotations
@@ -29,6 +31,10 @@ from tuneloop.local.platform import REPO_ROOT, LocalPlatform, PlatformError, Run
 EXAMPLES = REPO_ROOT / "examples"
 PERMISSIONS_REPORT = "permissions.json"  # in the work dir: grants per role, refusals
 DEMO_PROMPT = "How do I reset the Atlas Router?"
+# What people start asking after the rollback: German questions about cooking, not English
+# questions about Acme's products (the training data).
+SHIFTED_PROMPTS = EXAMPLES / "watch" / "shifted_prompts.txt"
+WATCH_WINDOW_HOURS = 1
 # Lines from the training and evaluation jobs worth showing while they run.
 _PROGRESS = re.compile(r"(step \d+|convert|cach|loss|acc|items|scor|load|error)", re.IGNORECASE)
 
@@ -40,6 +46,8 @@ class Summary:
     runs: list[dict[str, Any]] = field(default_factory=list)
     answers: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     rollback: dict[str, Any] = field(default_factory=dict)
+    drift: dict[str, Any] = field(default_factory=dict)
+    incidents: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _say(message: str) -> None:
@@ -223,6 +231,51 @@ def _fault_and_rollback(platform: LocalPlatform, summary: Summary, good: str, ba
             )
 
 
+def _watch(platform: LocalPlatform, summary: Summary, serving: str) -> None:
+    """Shifted traffic → the drift check → its alarm → the incidents of the demo."""
+    from tuneloop.incidents.store import list_incidents
+    from tuneloop.operations.names import PlatformNames
+    from tuneloop.watch.drift_service import run_drift_check_now
+
+    with _stage(summary, "watch: drift, incidents"):
+        prompts = [p for p in SHIFTED_PROMPTS.read_text(encoding="utf-8").splitlines() if p]
+        for prompt in prompts:
+            platform.invoke(prompt, max_new_tokens=4)
+        _say(f"   sent {len(prompts)} cooking questions in German to {serving}")
+        result = run_drift_check_now("local", hours=WATCH_WINDOW_HOURS)
+        _say(f"   drift check of {result.get('prompts')} prompts: {result.get('summary')}")
+        if not result.get("drift_detected"):
+            raise PlatformError(f"the drift check saw no drift: {result.get('summary')}")
+        _say(f"   report: {result.get('report_uri')}")
+        table = PlatformNames.for_stage("local").require("incidents_table")
+        found: list[Any] = []
+
+        def opened() -> bool:
+            found[:] = list_incidents(table, limit=20)
+            return any(i.metric.get("name") == "DriftDetected" for i in found)
+
+        deadline = time.monotonic() + 90
+        while not opened() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        if not any(i.metric.get("name") == "DriftDetected" for i in found):
+            raise PlatformError("the drift alarm opened no incident within 90 s")
+        summary.drift = {"summary": result.get("summary"), "report": result.get("report_uri")}
+        _say(f"   incidents opened during the demo ({len(found)}):")
+        for incident in reversed(found):
+            done = "; ".join(str(a.get("text")) for a in incident.automatic_actions) or (
+                incident.automatic_response or "notification only"
+            )
+            row = {
+                "id": incident.incident_id,
+                "alarm": incident.summary or incident.alarm_name,
+                "version": incident.model_version,
+                "done": done,
+                "runbook": incident.runbook,
+            }
+            summary.incidents.append(row)
+            _say(f"   {row['id']}: {row['alarm']} (version {row['version'] or '-'}); {done}")
+
+
 def _wait_for_production(platform: LocalPlatform, version: str, timeout: float) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -270,6 +323,10 @@ def _print_summary(summary: Summary, total: float) -> None:
             f"{r['rolled_back']} → {r['rolled_back_status']}, "
             f"production restored to {r['restored']}"
         )
+    if summary.drift:
+        _say(f"drift: {summary.drift['summary']}; report {summary.drift['report']}")
+    for row in summary.incidents:
+        _say(f"incident {row['id']}: {row['alarm']}; {row['done']}; runbook {row['runbook']}")
     _say("wall time per stage:")
     for name, seconds in summary.timings:
         _say(f"    {name:<24} {seconds:7.1f} s")
@@ -345,6 +402,7 @@ def run_demo(
             platform, summary, sorted((EXAMPLES / "drops" / "round2").iterdir()), "round 2"
         )
         _fault_and_rollback(platform, summary, good=first["version"], bad=second["version"])
+        _watch(platform, summary, serving=first["version"])
     except PlatformError as exc:
         failed = True
         _say(f"\nDEMO FAILED: {exc}")

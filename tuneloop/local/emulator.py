@@ -130,6 +130,7 @@ class Emulator:
             lambdas=LambdaRuntime(self.work_dir, child_env),
             jobs=LocalJobRunner(self.work_dir, child_env, on_log=self._on_job_log),
             endpoints=LocalEndpoints(self.work_dir, child_env, self._endpoint_ready_timeout),
+            alarms=self.alarms,
         )
         gaps.install(self._local)
         enforce.install(self.enforcer)

@@ -2,9 +2,10 @@
 
 The serving entry point (``training_containers/serve.py``) stands in for the inference
 container: it gets the extracted ``model.tar.gz`` as its model directory and a free port.
-A blue/green update starts the new process, waits for ``/ping`` and only then moves the
-endpoint to it and stops the old one, as SageMaker does. The process runs with the model's
-container environment, as SageMaker starts the container.
+A blue/green update starts the new process, waits for ``/ping`` and only then shifts traffic
+to it (``begin_split``: by weight, step by step, ``tuneloop.local.traffic_split``) and finally
+stops the old one (``end_split``), as SageMaker does; a rolled-back update stops the new one.
+The process runs with the model's container environment, as SageMaker starts the container.
 
 After each invocation the endpoint hands back the log lines the process wrote meanwhile (its
 EMF records become metrics: ``tuneloop.local.emf``) and, for the sampled share, writes the
@@ -30,6 +31,7 @@ from typing import Any
 from tuneloop.local.data_capture import CaptureSettings, write_capture
 from tuneloop.local.iam.credentials import Credentials
 from tuneloop.local.s3util import download_object, parse_s3_uri, s3_client
+from tuneloop.local.traffic_split import TrafficSplit
 
 SERVE_SCRIPT = Path(__file__).resolve().parents[2] / "training_containers" / "serve.py"
 VARIANT_NAME = "AllTraffic"  # the one variant Deploy creates
@@ -81,11 +83,16 @@ class LocalEndpoints:
         self._environment = environment
         self._ready_timeout = ready_timeout
         self._serving: dict[str, ServingProcess] = {}  # endpoint name → process
+        self._splits: dict[str, TrafficSplit[ServingProcess]] = {}  # updates under way
+        self._rollouts: dict[str, list[TrafficSplit[ServingProcess]]] = {}
         self._lock = threading.Lock()
         self._sampler = random.Random()
         self.quiet_failure: str | None = None
         """Test/demo switch: the next serving process started fails quietly in this mode
         (``TUNELOOP_QUIET_FAILURE``: empty, refuse, truncate); consumed by that start."""
+        self.crash_next_fleet = False
+        """Test/demo switch: the next serving process started passes its health check, then
+        its container dies (every request it gets fails); consumed by that start."""
 
     def start(
         self,
@@ -141,6 +148,11 @@ class LocalEndpoints:
             log_offset=offset,
         )
         self._wait_ready(serving)
+        with self._lock:
+            crash, self.crash_next_fleet = self.crash_next_fleet, False
+        if crash:
+            serving.process.kill()
+            serving.process.wait()
         return serving
 
     def _wait_ready(self, serving: ServingProcess) -> None:
@@ -169,6 +181,37 @@ class LocalEndpoints:
         if previous is not None and previous is not serving:
             _stop(previous)
 
+    def begin_split(
+        self, endpoint_name: str, new: ServingProcess
+    ) -> TrafficSplit[ServingProcess] | None:
+        """Serve the endpoint from its current fleet and ``new``, by the split's weights
+        (the new fleet at 0% until shifted); None when nothing serves the endpoint yet."""
+        with self._lock:
+            old = self._serving.get(endpoint_name)
+            if old is None:
+                return None
+            split = TrafficSplit(old, new)
+            self._splits[endpoint_name] = split
+            self._rollouts.setdefault(endpoint_name, []).append(split)
+        return split
+
+    def end_split(self, endpoint_name: str, *, keep_new: bool) -> None:
+        """The update is over: keep the new fleet (and stop the old) or stop the new."""
+        with self._lock:
+            split = self._splits.pop(endpoint_name, None)
+        if split is None:
+            return
+        if keep_new:
+            self.route(endpoint_name, split.new)
+        else:
+            _stop(split.new)
+
+    def rollouts(self, endpoint_name: str) -> list[TrafficSplit[ServingProcess]]:
+        """Every update of the endpoint that split traffic, oldest first (with the shares
+        the new fleet was at and the requests each fleet received at each)."""
+        with self._lock:
+            return list(self._rollouts.get(endpoint_name, []))
+
     def crash(self, endpoint_name: str) -> None:
         """Kill the endpoint's serving process, as a crashing container would die."""
         with self._lock:
@@ -180,7 +223,8 @@ class LocalEndpoints:
 
     def invoke(self, endpoint_name: str, body: bytes, content_type: str) -> InvokeResult:
         with self._lock:
-            serving = self._serving.get(endpoint_name)
+            split = self._splits.get(endpoint_name)
+            serving = split.pick() if split is not None else self._serving.get(endpoint_name)
         started = time.perf_counter()
         if serving is None:
             return InvokeResult(404, b'{"error": "endpoint has no serving process"}', 0.0)
@@ -232,7 +276,9 @@ class LocalEndpoints:
     def stop_all(self) -> None:
         with self._lock:
             processes = list(self._serving.values())
+            processes += [split.new for split in self._splits.values()]
             self._serving.clear()
+            self._splits.clear()
         for serving in processes:
             _stop(serving)
 

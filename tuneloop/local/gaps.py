@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import json
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,12 +19,14 @@ from typing import Any
 
 import boto3
 
-from tuneloop.local import emf
-from tuneloop.local.endpoints import LocalEndpoints
+from tuneloop.local import emf, sfn_metrics
+from tuneloop.local.alarms import AlarmEvaluator
+from tuneloop.local.endpoints import LocalEndpoints, ServingProcess
 from tuneloop.local.iam import enforce
 from tuneloop.local.iam.credentials import AssumeRoleDeniedError, Credentials
 from tuneloop.local.jobs import JobOutcome, JobSpec, LocalJobRunner, describe_channels
 from tuneloop.local.lambda_runtime import FunctionSpec, LambdaRuntime
+from tuneloop.local.traffic_split import Rollout, RolloutPlan
 
 
 @dataclass
@@ -31,6 +34,8 @@ class LocalServices:
     lambdas: LambdaRuntime
     jobs: LocalJobRunner
     endpoints: LocalEndpoints
+    alarms: AlarmEvaluator | None = None
+    """The alarm evaluator whose transitions the endpoint updates' auto-rollback hears."""
 
 
 _installed: LocalServices | None = None
@@ -58,6 +63,7 @@ def install(local: LocalServices) -> None:
             _patch_training_jobs()
             _patch_endpoints()
             _patch_invoke_endpoint()
+            sfn_metrics.patch_execution_metrics(lambda: _internal_client("cloudwatch"))
             _register_cloudformation_models()
 
 
@@ -265,43 +271,107 @@ def _container_environment(model: Any) -> dict[str, str]:
     }
 
 
+def _start_fleet(backend: Any, endpoint: Any, config_name: str) -> ServingProcess:
+    """Start the serving process of ``config_name`` and wait until it answers /ping."""
+    model = _variant_model(backend, config_name)
+    # The model's container runs (and its artifact is fetched) as the model's role.
+    credentials = _role_session(model.execution_role_arn, "sagemaker.amazonaws.com", endpoint.arn)
+    return services().endpoints.start(
+        config_name,
+        _model_data_url(model),
+        credentials,
+        environment=_container_environment(model),
+        data_capture=backend.endpoint_configs[config_name].data_capture_config,
+    )
+
+
+def _serves_config(backend: Any, endpoint: Any, config_name: str) -> None:
+    """The endpoint's description once ``config_name`` serves all its traffic."""
+    config = backend.endpoint_configs[config_name]
+    endpoint.endpoint_config_name = config_name
+    endpoint.production_variants = endpoint._process_production_variants(config.production_variants)
+    endpoint.failure_reason = None
+    endpoint.endpoint_status = "InService"
+    endpoint.last_modified_time = _now()
+
+
 def _serve_in_background(
     backend: Any, endpoint: Any, config_name: str, on_failure: Callable[[str], None]
 ) -> None:
     def run() -> None:
         try:
-            model = _variant_model(backend, config_name)
-            # The model's container runs (and its artifact is fetched) as the model's role.
-            credentials = _role_session(
-                model.execution_role_arn, "sagemaker.amazonaws.com", endpoint.arn
-            )
-            serving = services().endpoints.start(
-                config_name,
-                _model_data_url(model),
-                credentials,
-                environment=_container_environment(model),
-                data_capture=backend.endpoint_configs[config_name].data_capture_config,
-            )
+            serving = _start_fleet(backend, endpoint, config_name)
         except Exception as exc:
             on_failure(str(exc))
             return
         services().endpoints.route(endpoint.endpoint_name, serving)
-        config = backend.endpoint_configs[config_name]
-        endpoint.endpoint_config_name = config_name
-        endpoint.production_variants = endpoint._process_production_variants(
-            config.production_variants
-        )
-        endpoint.failure_reason = None
-        endpoint.endpoint_status = "InService"
-        endpoint.last_modified_time = _now()
+        _serves_config(backend, endpoint, config_name)
 
     threading.Thread(target=run, name=f"endpoint-{config_name}", daemon=True).start()
 
 
+def _update_in_background(
+    backend: Any,
+    endpoint: Any,
+    config_name: str,
+    plan: RolloutPlan,
+    on_failure: Callable[[str], None],
+) -> None:
+    """Blue/green: the new fleet comes up, traffic shifts as the ``DeploymentConfig``'s plan
+    says (``traffic_split``), and an auto-rollback alarm in ALARM on the way restores the old."""
+    started = time.monotonic()
+    previous_config = endpoint.endpoint_config_name
+
+    def run() -> None:
+        try:
+            serving = _start_fleet(backend, endpoint, config_name)
+        except Exception as exc:
+            on_failure(str(exc))
+            return
+        local = services()
+        split = local.endpoints.begin_split(endpoint.endpoint_name, serving)
+        if split is None:  # nothing served the endpoint: the new fleet takes it all
+            local.endpoints.route(endpoint.endpoint_name, serving)
+            _serves_config(backend, endpoint, config_name)
+            return
+        alarms = local.alarms
+
+        def tripped(_alarm_name: str) -> None:  # in the evaluator's thread, before actions
+            endpoint.endpoint_status = "RollingBack"
+
+        rollout = Rollout(
+            plan,
+            split,
+            on_trip=tripped,
+            settle=alarms.wait_for_actions if alarms is not None else None,
+            started=started,
+        )
+        if alarms is not None:
+            alarms.add_listener(rollout.alarm_changed)
+        try:
+            outcome = rollout.run()
+        finally:
+            if alarms is not None:
+                alarms.remove_listener(rollout.alarm_changed)
+        local.endpoints.end_split(endpoint.endpoint_name, keep_new=outcome.completed)
+        if outcome.completed:
+            _serves_config(backend, endpoint, config_name)
+            return
+        # As SageMaker's auto-rollback: the old config serves on, the update failed.
+        endpoint.endpoint_config_name = previous_config
+        endpoint.failure_reason = outcome.reason
+        endpoint.endpoint_status = "InService"
+        endpoint.last_modified_time = _now()
+
+    threading.Thread(target=run, name=f"endpoint-update-{config_name}", daemon=True).start()
+
+
 # Gap: moto's endpoints are InService at once and serve canned answers; and moto has no
-# UpdateEndpoint. Endpoints here are local serving processes; an update is blue/green:
-# the new config serves only once healthy, and a failed update keeps the old config
-# (status back to InService with a FailureReason, as SageMaker's rollback does).
+# UpdateEndpoint (nor DeploymentConfig). Endpoints here are local serving processes; an
+# update is blue/green: the new config takes traffic only once healthy, shifted all at once,
+# canary or linear as its DeploymentConfig says, and an auto-rollback alarm on the way or a
+# failed start keeps the old config (status back to InService with a FailureReason, as
+# SageMaker's rollback does).
 def _patch_endpoints() -> None:
     from moto.sagemaker.exceptions import ValidationError
     from moto.sagemaker.models import SageMakerModelBackend
@@ -322,7 +392,12 @@ def _patch_endpoints() -> None:
         _serve_in_background(self, endpoint, endpoint_config_name, failed)
         return endpoint
 
-    def update_endpoint(self: Any, endpoint_name: str, endpoint_config_name: str) -> Any:
+    def update_endpoint(
+        self: Any,
+        endpoint_name: str,
+        endpoint_config_name: str,
+        deployment_config: dict[str, Any] | None = None,
+    ) -> Any:
         endpoint = self.endpoints.get(endpoint_name)
         if endpoint is None:
             raise ValidationError(message=f"Could not find endpoint '{endpoint_name}'.")
@@ -338,13 +413,21 @@ def _patch_endpoints() -> None:
         if not _active():  # metadata only, as moto would do it
             endpoint.endpoint_config_name = endpoint_config_name
             return endpoint
+        variants = self.endpoint_configs[endpoint_config_name].production_variants
+        try:
+            plan = RolloutPlan.from_deployment_config(
+                deployment_config,
+                instance_count=int(variants[0].get("InitialInstanceCount") or 1),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValidationError(message=f"Invalid DeploymentConfig: {exc!r}") from exc
         endpoint.endpoint_status = "Updating"
 
         def rolled_back(reason: str) -> None:
             endpoint.failure_reason = f"update to {endpoint_config_name} failed: {reason}"
             endpoint.endpoint_status = "InService"
 
-        _serve_in_background(self, endpoint, endpoint_config_name, rolled_back)
+        _update_in_background(self, endpoint, endpoint_config_name, plan, rolled_back)
         return endpoint
 
     def update_endpoint_response(self: Any) -> Any:
@@ -353,6 +436,7 @@ def _patch_endpoints() -> None:
         endpoint = self.sagemaker_backend.update_endpoint(
             endpoint_name=self._get_param("EndpointName"),
             endpoint_config_name=self._get_param("EndpointConfigName"),
+            deployment_config=self._get_param("DeploymentConfig"),
         )
         return ActionResult({"EndpointArn": endpoint.arn})
 

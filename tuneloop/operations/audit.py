@@ -38,6 +38,8 @@ ACTIONS = (
     "run_stopped",
     "auto_deploy",
     "auto_rollback",
+    "incident_acknowledged",
+    "incident_resolved",
 )
 ACTOR_KINDS = ("user", "iam")
 SOURCES = ("console", "cli", "pipeline")

@@ -35,10 +35,12 @@ OUTPUT_IDS: dict[str, str] = {
     "control_table": ids.CONTROL_TABLE,
     "benchmarks_table": ids.BENCHMARKS_TABLE,
     "audit_table": ids.AUDIT_TABLE,
+    "incidents_table": ids.INCIDENTS_TABLE,
     "state_machine_arn": ids.STATE_MACHINE,
     "release_state_machine_arn": ids.RELEASE_STATE_MACHINE,
     "benchmark_run_state_machine_arn": ids.BENCHMARK_RUN_STATE_MACHINE,
     "continuous_evaluation_function": ids.CONTINUOUS_EVALUATION_FUNCTION,
+    "drift_check_function": ids.DRIFT_CHECK_FUNCTION,
     "endpoint_name": ids.ENDPOINT_NAME,
     "rollback_function": ids.ROLLBACK_FUNCTION,
     "notify_topic_arn": ids.NOTIFY_TOPIC,
@@ -86,10 +88,12 @@ class PlatformNames:
     control_table: str
     benchmarks_table: str
     audit_table: str = ""
+    incidents_table: str = ""
     state_machine_arn: str = ""
     release_state_machine_arn: str = ""
     benchmark_run_state_machine_arn: str = ""
     continuous_evaluation_function: str = ""
+    drift_check_function: str = ""
     endpoint_name: str = ""
     rollback_function: str = ""
     notify_topic_arn: str = ""

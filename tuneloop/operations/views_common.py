@@ -28,6 +28,11 @@ def plain(value: Any) -> Any:
     return value
 
 
+def dynamodb_value(value: Any) -> Any:
+    """``value`` as DynamoDB takes it: no floats (numbers become Decimal), JSON otherwise."""
+    return json.loads(json.dumps(value, default=str), parse_float=Decimal)
+
+
 def to_dict(view: Any) -> Any:
     """A view (dataclass, list of them, ...) as plain JSON-ready data."""
     if is_dataclass(view) and not isinstance(view, type):

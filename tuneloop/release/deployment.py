@@ -5,9 +5,11 @@ The endpoint's model is made from the model package Register created
 are exactly what the gate approved and the registry records; nothing is rebuilt here.
 
 A new endpoint is created directly. An existing one is updated blue/green: SageMaker brings
-up the new fleet, shifts all traffic at once, bakes for ``TERMINATION_WAIT_SECONDS`` while
-watching the rollback alarms, and restores the old fleet itself if one fires. The state
-machine then polls the endpoint and ConfirmDeployment checks which config it ended up on.
+up the new fleet and shifts traffic to it as the stage's rollout settings say
+(:mod:`tuneloop.release.rollout`: all at once, canary or linear steps, each watched by the
+rollback alarms for the wait interval), bakes for ``baking_seconds`` and restores the old
+fleet itself if an alarm fires on the way. The state machine then polls the endpoint and
+ConfirmDeployment checks which config it ended up on.
 
 The model's container also gets the endpoint name, the model version and the refusal
 patterns (``tuneloop.watch.quality``), so its per-request quality metrics carry the right
@@ -18,7 +20,7 @@ dimensions; the endpoint config captures a sample of requests and responses
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -28,6 +30,7 @@ from tuneloop.operations import audit
 from tuneloop.release import model_versions
 from tuneloop.release.control import Release, read_production, replace_production
 from tuneloop.release.model_versions import get_version, now_iso
+from tuneloop.release.rollout import RolloutSettings
 from tuneloop.watch.quality import (
     ENDPOINT_NAME_VARIABLE,
     MODEL_VERSION_VARIABLE,
@@ -35,10 +38,6 @@ from tuneloop.watch.quality import (
 )
 
 VARIANT_NAME = "AllTraffic"
-# Baking time after the traffic shift during which an alarm rolls the deployment back.
-TERMINATION_WAIT_SECONDS = 600
-# Upper bound for the whole blue/green update (fleet start, shift, baking).
-MAX_DEPLOYMENT_SECONDS = 3600
 MAX_NAME_LENGTH = 63
 
 
@@ -86,6 +85,8 @@ class ServingSettings:
     data_capture: DataCapture | None = None
     refusal_patterns_json: str = ""
     """``TUNELOOP_REFUSAL_PATTERNS`` for the container; empty: the container's defaults."""
+    rollout: RolloutSettings = field(default_factory=RolloutSettings)
+    """Traffic shifting of an update and the variant's instance count."""
 
     def container_environment(self, model_version: str) -> dict[str, str]:
         """Set on the model over the package's own environment (docs/monitoring.md)."""
@@ -114,14 +115,13 @@ def describe_endpoint(endpoint_name: str) -> dict[str, Any] | None:
         raise
 
 
-def deployment_config(alarm_names: tuple[str, ...]) -> dict[str, Any]:
-    config: dict[str, Any] = {
-        "BlueGreenUpdatePolicy": {
-            "TrafficRoutingConfiguration": {"Type": "ALL_AT_ONCE", "WaitIntervalInSeconds": 0},
-            "TerminationWaitInSeconds": TERMINATION_WAIT_SECONDS,
-            "MaximumExecutionTimeoutInSeconds": MAX_DEPLOYMENT_SECONDS,
-        }
-    }
+def deployment_config(
+    alarm_names: tuple[str, ...], rollout: RolloutSettings | None = None
+) -> dict[str, Any]:
+    """``UpdateEndpoint``'s ``DeploymentConfig``: the rollout's blue/green policy, rolled
+    back by SageMaker when any of ``alarm_names`` goes to ALARM during the update."""
+    policy = (rollout or RolloutSettings()).blue_green_update_policy()
+    config: dict[str, Any] = {"BlueGreenUpdatePolicy": policy}
     if alarm_names:  # an empty alarm list is rejected by the API
         config["AutoRollbackConfiguration"] = {
             "Alarms": [{"AlarmName": name} for name in alarm_names]
@@ -172,7 +172,7 @@ def deploy_model(
         "VariantName": VARIANT_NAME,
         "ModelName": model_name,
         "InstanceType": serving.instance_type,
-        "InitialInstanceCount": 1,
+        "InitialInstanceCount": serving.rollout.instance_count,
         "InitialVariantWeight": 1.0,
     }
     capture: Any = {}
@@ -191,7 +191,9 @@ def deploy_model(
         sagemaker.update_endpoint(
             EndpointName=serving.endpoint_name,
             EndpointConfigName=config_name,
-            DeploymentConfig=deployment_config(serving.rollback_alarm_names),  # type: ignore[arg-type]
+            DeploymentConfig=deployment_config(  # type: ignore[arg-type]
+                serving.rollback_alarm_names, serving.rollout
+            ),
         )
     model_versions.start_deploying(
         model_versions_table,
@@ -250,10 +252,12 @@ def confirm_deployment(
     serving = str(endpoint.get("EndpointConfigName", ""))
     status = str(endpoint.get("EndpointStatus", ""))
     if serving != expected_config:
+        failure = str(endpoint.get("FailureReason") or "")
         raise DeploymentRolledBack(
             f"endpoint {endpoint_name} serves {serving}, not {expected_config}: the blue/green "
             f"deployment of {model_version} was rolled back (a rollback alarm fired or the "
             "new fleet failed); the previous model keeps serving"
+            + (f". FailureReason: {failure}" if failure else "")
         )
     if status != "InService":
         raise EndpointBusyError(f"endpoint {endpoint_name} is {status}, not InService")

@@ -12,7 +12,7 @@ for an alarm, ``rollback`` by the person for a manual one.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from tuneloop import aws
@@ -32,31 +32,44 @@ NOTHING_TO_ROLL_BACK = "no last-known-good; nothing to roll back"
 
 @dataclass(frozen=True)
 class AlarmNotice:
+    """A CloudWatch alarm notification (the JSON message CloudWatch publishes to SNS)."""
+
     alarm_name: str
     new_state: str
     state_change_time: str
     reason: str
     dimensions: dict[str, str]
+    description: str = ""
+    trigger: dict[str, Any] = field(default_factory=dict)
 
     @property
     def incident(self) -> str:
         return f"{self.alarm_name}@{self.state_change_time}"
 
+    @staticmethod
+    def is_alarm_message(message: Any) -> bool:
+        return isinstance(message, dict) and "AlarmName" in message and "NewStateValue" in message
+
+    @classmethod
+    def from_message(cls, message: dict[str, Any]) -> AlarmNotice:
+        trigger = message.get("Trigger") or {}
+        return cls(
+            alarm_name=str(message["AlarmName"]),
+            new_state=str(message["NewStateValue"]),
+            state_change_time=str(message.get("StateChangeTime", "")),
+            reason=str(message.get("NewStateReason", "")),
+            dimensions={
+                str(d.get("name", d.get("Name", ""))): str(d.get("value", d.get("Value", "")))
+                for d in trigger.get("Dimensions") or []
+            },
+            description=str(message.get("AlarmDescription") or ""),
+            trigger=dict(trigger),
+        )
+
     @classmethod
     def from_sns_event(cls, event: dict[str, Any]) -> AlarmNotice:
         try:
-            message = json.loads(event["Records"][0]["Sns"]["Message"])
-            trigger = message.get("Trigger") or {}
-            return cls(
-                alarm_name=str(message["AlarmName"]),
-                new_state=str(message["NewStateValue"]),
-                state_change_time=str(message.get("StateChangeTime", "")),
-                reason=str(message.get("NewStateReason", "")),
-                dimensions={
-                    str(d.get("name", d.get("Name", ""))): str(d.get("value", d.get("Value", "")))
-                    for d in trigger.get("Dimensions") or []
-                },
-            )
+            return cls.from_message(json.loads(event["Records"][0]["Sns"]["Message"]))
         except (KeyError, IndexError, TypeError, ValueError) as exc:
             raise ValueError(
                 "expected an SNS event whose Records[0].Sns.Message is a CloudWatch alarm "
@@ -111,6 +124,11 @@ class RollbackSettings:
     model_versions_table: str
     topic_arn: str
     audit_table: str = ""
+    incidents_table: str = ""
+    """Where an automatic rollback (or why there was none) joins the alarm's incident."""
+    max_automatic_rollbacks: int = 0
+    """The repeated-failure guard's N (tuneloop/incidents/guard.py); 0 switches it off."""
+    rollback_window_hours: int = 24
 
 
 def _notify(settings: RollbackSettings, subject: str, message: str) -> None:
@@ -137,7 +155,7 @@ def roll_back_on_alarm(alarm: AlarmNotice, settings: RollbackSettings) -> dict[s
         return {**result, "action": "ignored", "reason": f"{alarm.incident} was handled already"}
 
     subject = f"TuneLoop: alarm {alarm.alarm_name} on {settings.endpoint_name}"
-    return {
+    outcome = {
         **result,
         **_restore_last_known_good(
             production,
@@ -152,6 +170,75 @@ def roll_back_on_alarm(alarm: AlarmNotice, settings: RollbackSettings) -> dict[s
             reason=f"{alarm.alarm_name} in ALARM",
         ),
     }
+    if settings.incidents_table:
+        outcome.update(_record_in_incident(alarm, outcome, settings))
+    return outcome
+
+
+def _record_in_incident(
+    alarm: AlarmNotice, outcome: dict[str, str], settings: RollbackSettings
+) -> dict[str, str]:
+    """Add what was done to the alarm's incident; count the rollback for the guard."""
+    from tuneloop.incidents import guard, store
+    from tuneloop.incidents.record import TimelineEvent, incident_id
+
+    key = incident_id(alarm.alarm_name, alarm.state_change_time)
+    at = now_iso()
+    if outcome["action"] != "rolled_back":
+        text = f"no rollback: {outcome['reason']}"
+        store.add_event(
+            settings.incidents_table,
+            key,
+            TimelineEvent(at, "no_rollback", text, "Rollback function"),
+            automatic_action={"at": at, "action": "none", "text": text},
+            alarm_name=alarm.alarm_name,
+        )
+        return {}
+    text = f"rolled back from {outcome['from_version']} to {outcome['to_version']}"
+    store.add_event(
+        settings.incidents_table,
+        key,
+        TimelineEvent(at, "rolled_back", text, "Rollback function"),
+        automatic_action={
+            "at": at,
+            "action": "rollback",
+            "from_version": outcome["from_version"],
+            "to_version": outcome["to_version"],
+            "text": text,
+        },
+        alarm_name=alarm.alarm_name,
+    )
+    if settings.max_automatic_rollbacks < 1:
+        return {}
+    count, frozen = guard.note_automatic_rollback(
+        settings.control_table,
+        at,
+        max_rollbacks=settings.max_automatic_rollbacks,
+        window_hours=settings.rollback_window_hours,
+    )
+    if frozen is None:
+        return {"automatic_rollbacks_in_window": str(count)}
+    store.add_event(
+        settings.incidents_table,
+        key,
+        TimelineEvent(frozen.at, "frozen", frozen.reason, guard.GUARD),
+        automatic_action={"at": frozen.at, "action": "freeze", "text": frozen.reason},
+    )
+    if settings.audit_table:
+        audit.append(
+            settings.audit_table,
+            audit.Actor.from_iam("pipeline"),
+            "freeze",
+            "deployment",
+            before={"frozen": False},
+            after={"frozen": True, "reason": frozen.reason, "by": guard.GUARD},
+        )
+    _notify(
+        settings,
+        f"TuneLoop: automatic deployment frozen on {settings.endpoint_name}",
+        f"{frozen.reason}. Incident {key}.",
+    )
+    return {"automatic_rollbacks_in_window": str(count), "frozen": "true"}
 
 
 def roll_back_manually(request: ManualRollback, settings: RollbackSettings) -> dict[str, str]:

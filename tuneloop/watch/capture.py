@@ -77,10 +77,28 @@ def _payload(capture: dict[str, Any]) -> str:
     return data
 
 
+def user_text(messages: Any) -> str:
+    """The user turns of a chat (``[{"role", "content"}]``), one per line: what the person
+    asked, without the system prompt or the assistant's answers. The drift reference takes a
+    training record's prompt the same way (:mod:`tuneloop.watch.drift_reference`)."""
+    if not isinstance(messages, list):
+        return ""
+    return "\n".join(
+        str(m.get("content", ""))
+        for m in messages
+        if isinstance(m, dict) and m.get("role") == "user" and m.get("content")
+    )
+
+
 def _prompt_text(body: str) -> str:
-    """The serving container's request: ``{"inputs": "<prompt>", "parameters": {...}}``."""
+    """The request: our container's ``{"prompt": ...}`` or ``{"messages": [...]}``
+    (docs/contracts.md), or LMI's ``{"inputs": "<prompt>", "parameters": {...}}``."""
     parsed = json.loads(body)
-    inputs = parsed.get("inputs") if isinstance(parsed, dict) else None
+    if not isinstance(parsed, dict):
+        return ""
+    if "messages" in parsed:
+        return user_text(parsed["messages"])
+    inputs = parsed.get("prompt", parsed.get("inputs"))
     if isinstance(inputs, list):
         return "\n".join(str(item) for item in inputs)
     return "" if inputs is None else str(inputs)

@@ -40,7 +40,8 @@ DEFAULT_SCHEDULE = "rate(1 day)"
 DEFAULT_MARGIN_WITHOUT_DELTA = 0.05
 BUILT_IN_SUITE = "mmlu"  # versioned by its package: no stored versions to resolve
 HELDOUT_SUITE = "heldout_perplexity"  # the version's own held-out slice, scored at gate time
-_SCHEDULE = re.compile(r"^(rate\(\d+ (minute|minutes|hour|hours|day|days)\)|cron\(.+\))$")
+SCHEDULE_EXPRESSION = re.compile(r"^(rate\(\d+ (minute|minutes|hour|hours|day|days)\)|cron\(.+\))$")
+"""A recurring EventBridge Scheduler expression (the watch checks' ``schedule`` settings)."""
 _NAME_UNSAFE = re.compile(r"[^0-9A-Za-z_-]")
 _EXACTLY_AT_MARGIN = 1e-9  # a drop equal to the margin is within it, despite float rounding
 
@@ -63,7 +64,7 @@ class ContinuousEvaluationSettings:
         found: list[tuple[str, str]] = []
         if not isinstance(self.enabled, bool):
             found.append(("enabled", f"must be a bool, got {self.enabled!r}"))
-        if not isinstance(self.schedule, str) or not _SCHEDULE.match(self.schedule):
+        if not isinstance(self.schedule, str) or not SCHEDULE_EXPRESSION.match(self.schedule):
             found.append(
                 (
                     "schedule",
