@@ -29,6 +29,7 @@ import boto3
 from botocore.exceptions import ClientError
 
 from tuneloop.local.iam.credentials import CredentialRegistry
+from tuneloop.local.sqs_metrics import QueueMetrics
 
 AlarmListener = Callable[[str, str], None]
 """Called with (alarm name, new state) on a state change, before the alarm's actions."""
@@ -76,6 +77,7 @@ class AlarmEvaluator:
         self._passes = threading.Condition()
         self._passes_started = 0
         self._passes_running: set[int] = set()
+        self._queue_metrics = QueueMetrics()
 
     def add_listener(self, listener: AlarmListener) -> None:
         with self._passes:
@@ -126,7 +128,10 @@ class AlarmEvaluator:
     def _evaluate(self) -> list[str]:
         cloudwatch: Any = self._client("cloudwatch")
         moved = []
-        for alarm in cloudwatch.describe_alarms(AlarmTypes=["MetricAlarm"])["MetricAlarms"]:
+        alarms = cloudwatch.describe_alarms(AlarmTypes=["MetricAlarm"])["MetricAlarms"]
+        # Gap: SQS publishes its queue metrics itself on AWS (tuneloop/local/sqs_metrics.py).
+        self._queue_metrics.publish(cloudwatch, self._client("sqs"), alarms)
+        for alarm in alarms:
             if not alarm.get("MetricName"):
                 continue  # metric-math alarms are not evaluated locally
             new_state = breaching_state(alarm, self._datapoints(cloudwatch, alarm))
