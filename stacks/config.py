@@ -36,6 +36,8 @@ from tuneloop.ingest.settings import (
     settings_problems,
     settings_with,
 )
+from tuneloop.planning.verdict import DOES_NOT_FIT, Verdict, check_training
+from tuneloop.release.autoscaling import AutoscalingSettings, AutoscalingSettingsError
 from tuneloop.release.lmi import LmiSettings
 from tuneloop.release.rollout import RolloutSettings, RolloutSettingsError
 from tuneloop.release.serving_container import BACKENDS as SERVING_BACKENDS
@@ -57,6 +59,7 @@ OVERRIDABLE_FIELDS = (
     "console_domain_prefix",
     "rollout",
     "drift_check",
+    "autoscaling",
 )
 """Context keys that may override a stage's value (``cdk synth -c base_model=...``);
 ``connectors`` is a list of connector objects (cdk.json) or its JSON text (docs/connectors.md);
@@ -65,7 +68,8 @@ OVERRIDABLE_FIELDS = (
 ``console_domain_prefix`` the Cognito hosted UI prefix, which must be unique in the region
 (the stage's default is taken once one account in the region uses it);
 ``rollout`` an object of rollout settings (or its JSON text) merged onto the stage's;
-``drift_check`` an object of drift check settings (or its JSON text) merged onto the stage's."""
+``drift_check`` an object of drift check settings (or its JSON text) merged onto the stage's;
+``autoscaling`` an object of autoscaling settings (or its JSON text) merged onto the stage's."""
 
 # CloudWatch Logs accepts only these retention periods (days).
 LOG_RETENTION_DAYS = frozenset(
@@ -290,6 +294,10 @@ class StageConfig:
     # since the last checkpoint); the job may wait for capacity up to max_wait in total.
     training_spot: bool = False
     training_spot_max_wait_minutes: int = 0
+    # The capacity planner's verdict on Train's GPU memory (docs/training.md, "Capacity
+    # planning"): "enforce" fails synth when the base model, settings and instance type
+    # cannot fit; "warn" leaves it to `tuneloop plan --stage <stage>` to show.
+    training_capacity_check: Literal["enforce", "warn"] = "enforce"
     # Serving
     serving_instance_type: str
     serving_image: DlcImage
@@ -299,6 +307,9 @@ class StageConfig:
     # How an update shifts traffic (all at once, canary, linear) and the variant's instance
     # count; Deploy's ROLLOUT_SETTINGS, checked against the SageMaker API's limits.
     rollout: RolloutSettings = dataclasses.field(default_factory=RolloutSettings)
+    # Target tracking of the variant's instance count (docs/serving.md, "Autoscaling"); the
+    # AUTOSCALING_SETTINGS of Deploy, ConfirmDeployment and Rollback.
+    autoscaling: AutoscalingSettings = dataclasses.field(default_factory=AutoscalingSettings)
     lmi: LmiOptions = _LMI_OPTIONS
     # The loop
     retrain_threshold: int
@@ -423,6 +434,7 @@ class StageConfig:
             "continuous_evaluation": self.continuous_evaluation.problems,
             "quality": self.quality.problems,
             "rollout": self.rollout.problems,
+            "autoscaling": self._autoscaling_problems,
             "drift_check": self.drift_check.problems,
             "incidents": self.incidents.problems,
         }
@@ -436,7 +448,39 @@ class StageConfig:
         found += duplicate_name_problems(self.connectors)
         found += _prefixed("ingest", settings_problems(self.ingest))
         found += _domain_prefix_problems(self.console_domain_prefix)
+        found += self._training_capacity_problems()
         return found
+
+    def _autoscaling_problems(self) -> list[Problem]:
+        """The APIs' limits, and a deployment's start (rollout.instance_count) in min..max."""
+        count = self.rollout.instance_count
+        valid_count = isinstance(count, int) and not isinstance(count, bool) and count >= 1
+        return self.autoscaling.problems(count if valid_count else None)
+
+    def training_capacity(self) -> Verdict:
+        """The planner's verdict on the Train job: the trainer's hyperparameters (its
+        defaults where the stage sets none) on ``training_instance_type``; skipped, with the
+        reason, for CPU instance types and base models of unknown size."""
+        hyperparameters = {"base_model": self.base_model, **dataclasses.asdict(self.training)}
+        return check_training(hyperparameters, self.training_instance_type)
+
+    def _training_capacity_problems(self) -> list[Problem]:
+        name = "training_capacity_check"
+        if self.training_capacity_check not in ("enforce", "warn"):
+            return [(name, f"must be 'enforce' or 'warn', got {self.training_capacity_check!r}")]
+        if self.training_capacity_check == "warn":
+            return []
+        verdict = self.training_capacity()
+        if verdict.status != DOES_NOT_FIT:
+            return []
+        stage_fields = {f.name for f in dataclasses.fields(TrainingHyperparameters)}
+        unset = sorted(
+            {name for c in verdict.changes for name in (c.setting, *c.also)}
+            - stage_fields
+            - {"training_instance_type"}
+        )
+        note = f" ({', '.join(unset)}: not settings of the stage config yet)"
+        return [("training_instance_type", verdict.message + (note if unset else ""))]
 
     def _rollout_timeout_problems(self) -> list[Problem]:
         """A run waits for the endpoint update: it must be allowed to last as long."""
@@ -579,6 +623,10 @@ def _dev() -> StageConfig:
         # from the S3 checkpoints). Prod turns it off for a predictable time to deployment.
         training_spot=True,
         training_spot_max_wait_minutes=480,
+        # The planner finds these settings need ~26 GiB per GPU on ml.g5.2xlarge (1 x A10G,
+        # 21.6 GiB usable) and prod's (max_seq_length 2048) ~42 GiB: `tuneloop plan --stage
+        # dev` lists the changes that fit. Until one is chosen, synth reports no problem.
+        training_capacity_check="warn",
         training=TrainingHyperparameters(
             max_steps=500,
             learning_rate=2e-4,
@@ -595,6 +643,19 @@ def _dev() -> StageConfig:
         serving_image=_HF_INFERENCE_IMAGE,
         alarms=AlarmThresholds(invocation_5xx_errors=5, model_latency_p99_ms=5000),
         endpoint_poll_seconds=60,
+        # One instance, up to four under load (room for a canary of one in four, which
+        # starts every deployment at rollout.instance_count 4). 30 invocations a minute per
+        # instance is a starting point, not a measurement: tune it from the endpoint's
+        # InvocationsPerInstance at the latency you accept (docs/serving.md, "Autoscaling").
+        autoscaling=AutoscalingSettings(
+            enabled=True,
+            min_instances=1,
+            max_instances=4,
+            metric="invocations_per_instance",
+            target_value=30.0,
+            scale_in_cooldown_seconds=600,
+            scale_out_cooldown_seconds=120,
+        ),
         retrain_threshold=1000,
         retrain_schedule_minutes=24 * 60,
         gate_policy=_GATE_POLICY,
@@ -644,6 +705,7 @@ def _local() -> StageConfig:
         training_instance_type="ml.m5.xlarge",
         serving_instance_type="ml.m5.large",
         training_spot=False,  # local jobs run on this machine
+        training_capacity_check="enforce",  # a CPU instance type: the planner skips it
         training_spot_max_wait_minutes=0,
         # Enough for SmolLM2-135M to learn the example drops' facts (docs/training.md,
         # "The demo's learning"): 20 steps of 2 at 3e-3 take ~20 s on 2 cores.
@@ -666,6 +728,17 @@ def _local() -> StageConfig:
         # All at once with no baking: the demo's deployments serve as soon as they are up (the
         # local platform waits the configured seconds; docs/serving.md, "Rollout").
         rollout=RolloutSettings(baking_seconds=0, maximum_execution_timeout_seconds=600),
+        # A low target, so a burst of requests shows the emulated scale-out (instances
+        # recorded, no further serving process; docs/local-platform.md).
+        autoscaling=AutoscalingSettings(
+            enabled=True,
+            min_instances=1,
+            max_instances=4,
+            metric="invocations_per_instance",
+            target_value=10.0,
+            scale_in_cooldown_seconds=60,
+            scale_out_cooldown_seconds=30,
+        ),
         retrain_threshold=5,
         retrain_schedule_minutes=60,
         gate_policy=_LOCAL_GATE_POLICY,
@@ -728,6 +801,11 @@ def load_stage_config(stage: str, overrides: Mapping[str, Any] | None = None) ->
             try:
                 changes[key] = config.drift_check.with_overrides(raw)
             except DriftSettingsError as error:
+                raise ConfigError(f"stage {stage!r}: {error}") from None
+        elif key == "autoscaling":
+            try:
+                changes[key] = config.autoscaling.with_overrides(raw)
+            except AutoscalingSettingsError as error:
                 raise ConfigError(f"stage {stage!r}: {error}") from None
         elif key == "retrain_threshold":
             try:

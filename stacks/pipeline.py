@@ -28,6 +28,7 @@ from stacks.constructs.retrain_state_machine import RetrainStateMachine, pipelin
 from stacks.constructs.sagemaker_execution_role import SageMakerExecutionRole
 from stacks.constructs.state_tables import StateTables
 from stacks.constructs.training_code import TrainingCode
+from stacks.endpoint_autoscaling import grant_endpoint_autoscaling
 from stacks.grants import grant_audit_append, grant_objects, grant_table
 from stacks.nag import WildcardAllowances
 from stacks.outputs import add_outputs
@@ -175,6 +176,8 @@ class PipelineStack(Stack):
                     "DATA_LAKE_KEY_ARN": lake_key.key_arn,
                     # Canary/linear traffic shifting and the variant's size (docs/serving.md).
                     "ROLLOUT_SETTINGS": config.rollout.to_json(),
+                    # Suspended before an update (docs/serving.md, "Autoscaling").
+                    "AUTOSCALING_SETTINGS": config.autoscaling.to_json(),
                 },
             ),
             "ConfirmDeployment": fn(
@@ -185,6 +188,8 @@ class PipelineStack(Stack):
                     "MODEL_VERSIONS_TABLE": t.model_versions.table_name,
                     "ENDPOINT_NAME": endpoint_name,
                     "AUDIT_TABLE": t.audit.table_name,
+                    # Registered, or restored, once the endpoint is InService.
+                    "AUTOSCALING_SETTINGS": config.autoscaling.to_json(),
                 },
             ),
             "RecordFailure": fn(
@@ -246,6 +251,23 @@ class PipelineStack(Stack):
             f["Deploy"], a["Deploy"], endpoint_arn=endpoint_arn, packages_arn=registry.packages_arn
         )
         endpoint_alarms.grant_set_quality_thresholds(f["Deploy"], a["Deploy"])
+        if config.autoscaling.enabled:
+            grant_endpoint_autoscaling(
+                f["Deploy"],
+                a["Deploy"],
+                endpoint_name=endpoint_name,
+                endpoint_arn=endpoint_arn,
+                put_policy=False,
+                create_service_linked_role=False,
+            )
+            grant_endpoint_autoscaling(
+                f["ConfirmDeployment"],
+                a["ConfirmDeployment"],
+                endpoint_name=endpoint_name,
+                endpoint_arn=endpoint_arn,
+                put_policy=True,
+                create_service_linked_role=True,  # the first deployment registers the target
+            )
         f["ConfirmDeployment"].add_to_role_policy(
             iam.PolicyStatement(
                 actions=["sagemaker:DescribeEndpoint"],

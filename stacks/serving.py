@@ -19,6 +19,7 @@ from stacks.constructs.notifications import Notifications
 from stacks.constructs.python_function import PythonFunction
 from stacks.constructs.serving_dashboard import ServingDashboard
 from stacks.constructs.state_tables import StateTables
+from stacks.endpoint_autoscaling import grant_endpoint_autoscaling
 from stacks.grants import KMS_ACTIONS, grant_audit_append, grant_table
 from stacks.naming import generated_name
 from stacks.outputs import add_outputs
@@ -65,9 +66,13 @@ class ServingStack(Stack):
                 "INCIDENTS_TABLE": tables.incidents.table_name,
                 "MAX_AUTOMATIC_ROLLBACKS": str(config.incidents.max_automatic_rollbacks),
                 "ROLLBACK_WINDOW_HOURS": str(config.incidents.rollback_window_hours),
+                # Suspended for the rollback's update, restored once InService again.
+                "AUTOSCALING_SETTINGS": config.autoscaling.to_json(),
             },
             config=config,
-            timeout=Duration.minutes(2),
+            # An alarm's rollback waits for the endpoint to be InService again before it
+            # restores autoscaling (docs/serving.md, "Autoscaling"): Lambda's longest timeout.
+            timeout=Duration.minutes(15 if config.autoscaling.enabled else 2),
         )
         fn, allow = self.rollback.function, self.rollback.allowances
         grant_table(tables.control, fn, allow, write=True)
@@ -98,6 +103,15 @@ class ServingStack(Stack):
             "UpdateEndpoint authorizes the target endpoint config too; the Deploy Lambda names "
             "configs at run time, so rollback must reach any config in this account/region.",
         )
+        if config.autoscaling.enabled:
+            grant_endpoint_autoscaling(
+                fn,
+                allow,
+                endpoint_name=self.endpoint_name,
+                endpoint_arn=self.endpoint_arn,
+                put_policy=True,
+                create_service_linked_role=False,  # it only restores a target it suspended
+            )
         self.notifications.alarm_topic.add_subscription(subscriptions.LambdaSubscription(fn))
         add_outputs(
             self,

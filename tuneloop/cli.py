@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     from tuneloop.watch.commands import add_parser as add_watch
 
     add_watch(commands)  # the one `watch` group: each check adds its subcommand there
+    from tuneloop.planning.commands import add_parser as add_plan
+
+    add_plan(commands)
     from tuneloop.incidents.commands import add_parser as add_incidents
 
     add_incidents(commands)

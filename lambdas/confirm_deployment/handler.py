@@ -6,6 +6,10 @@ adds ``"manual": true``, ``"actor": {"name", "kind", "source"}``, ``"request_id"
 ``{"production_version", "last_known_good_version"}`` (``""`` when there was none). Raises
 ``DeploymentRolledBack`` when the endpoint serves another config.
 
+Once the endpoint is InService (on the new config, or the old one after SageMaker's
+auto-rollback) the variant's target tracking is registered or restored
+(``AUTOSCALING_SETTINGS``, ``tuneloop.release.autoscaling``).
+
 Each promotion appends one audit record: ``auto_deploy`` by this function's IAM principal,
 or ``deploy`` / ``rollback`` by the person in the event.
 """
@@ -20,6 +24,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from tuneloop.envmodel import load_env
 from tuneloop.operations.audit import Actor
+from tuneloop.release.autoscaling import AutoscalingSettings
 from tuneloop.release.deployment import AuditContext, confirm_deployment
 
 logger = Logger()
@@ -32,6 +37,8 @@ class Env:
     model_versions_table: str
     endpoint_name: str
     audit_table: str
+    autoscaling_settings: str
+    """``AutoscalingSettings.to_json()``: registered or restored once InService."""
 
 
 def audit_context(event: dict[str, Any], audit_table: str) -> AuditContext:
@@ -56,6 +63,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         model_versions_table=env.model_versions_table,
         rollback=bool(event.get("rollback", False)),
         audit_context=audit_context(event, env.audit_table),
+        scaling=AutoscalingSettings.from_json(env.autoscaling_settings),
     )
     logger.info("deployment confirmed", extra={"confirmation": result})
     return result

@@ -13,7 +13,9 @@ pipeline is frozen (tuneloop/operations/freeze.py) an automatic deploy changes n
 returns ``{"held": true, "reason", "endpoint_name"}``, which ends the run as held.
 
 The update shifts traffic as ``ROLLOUT_SETTINGS`` says (all at once, canary or linear,
-``tuneloop.release.rollout``), and the variant gets its ``instance_count``.
+``tuneloop.release.rollout``), and the variant gets its ``instance_count``. Before an update
+the variant's autoscaling (``AUTOSCALING_SETTINGS``) is suspended; ConfirmDeployment
+restores it.
 
 Deploy also sets each quality alarm's bound for the version going live from the outgoing
 version's rates (``tuneloop.watch.quality_thresholds``, docs/monitoring.md).
@@ -30,6 +32,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from tuneloop.envmodel import load_env
 from tuneloop.operations.freeze import read_freeze
+from tuneloop.release.autoscaling import AutoscalingSettings
 from tuneloop.release.control import read_production
 from tuneloop.release.deployment import DataCapture, ServingSettings, deploy_model
 from tuneloop.release.rollout import RolloutSettings
@@ -56,6 +59,8 @@ class Env:
     data_lake_key_arn: str
     rollout_settings: str
     """``RolloutSettings.to_json()`` of the stage."""
+    autoscaling_settings: str
+    """``AutoscalingSettings.to_json()`` of the stage: suspended before an update."""
 
 
 @logger.inject_lambda_context
@@ -90,6 +95,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             ),
             refusal_patterns_json=quality.refusal_patterns_json(),
             rollout=RolloutSettings.from_json(env.rollout_settings),
+            autoscaling=AutoscalingSettings.from_json(env.autoscaling_settings),
         ),
         model_versions_table=env.model_versions_table,
     )

@@ -5,7 +5,9 @@ person's manual rollback (``tuneloop rollback``, the console):
 ``{"manual": true, "actor": {"name", "kind", "source"}, "reason", "request_id"}``.
 Result: ``{"action": "rolled_back" | "none" | "ignored", "reason", "alarm_name",
 "endpoint_name"}`` plus ``from_version``, ``to_version``, ``endpoint_config_name`` when
-rolled back.
+rolled back, and ``scaling`` (``restored`` | ``suspended``) when the variant autoscales: its
+scaling is suspended for the update and restored once the endpoint is InService again,
+waiting at most the function's time left (docs/serving.md, "Autoscaling").
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from tuneloop.envmodel import load_env
+from tuneloop.release.autoscaling import AutoscalingSettings
 from tuneloop.release.rollback import (
     AlarmNotice,
     ManualRollback,
@@ -38,9 +41,25 @@ class Env:
     endpoint_name: str
     notify_topic_arn: str
     audit_table: str
+    autoscaling_settings: str
+    """``AutoscalingSettings.to_json()``: suspended for the update, then restored."""
     incidents_table: str = ""
     max_automatic_rollbacks: int = 0
     rollback_window_hours: int = 24
+
+
+# A person's rollback is a synchronous invoke (the CLI, the console): it waits less than an
+# SDK's read timeout; an alarm's (asynchronous, from SNS) may use the function's time.
+MANUAL_SCALING_WAIT_SECONDS = 40.0
+TIME_LEFT_MARGIN_SECONDS = 20.0
+
+
+def scaling_wait_seconds(event: dict[str, Any], context: LambdaContext) -> float:
+    """How long the rollback waits for InService before restoring autoscaling."""
+    left = context.get_remaining_time_in_millis() / 1000 - TIME_LEFT_MARGIN_SECONDS
+    if ManualRollback.is_manual(event):
+        left = min(left, MANUAL_SCALING_WAIT_SECONDS)
+    return max(0.0, left)
 
 
 @logger.inject_lambda_context
@@ -57,6 +76,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         incidents_table=env.incidents_table,
         max_automatic_rollbacks=env.max_automatic_rollbacks,
         rollback_window_hours=env.rollback_window_hours,
+        autoscaling=AutoscalingSettings.from_json(env.autoscaling_settings),
+        scaling_wait_seconds=scaling_wait_seconds(event, context),
     )
     if ManualRollback.is_manual(event):
         result = roll_back_manually(ManualRollback.from_event(event), settings)

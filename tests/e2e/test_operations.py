@@ -1,7 +1,9 @@
 """Operating the platform on the local emulator, through tuneloop.operations.actions (what the
 CLI and the console call): a freeze holds the pipeline's deployment, a person deploys the held
 version through the release state machine, rolls it back to last-known-good through the
-Rollback function, and every change is in the audit trail with who made it.
+Rollback function, and every change is in the audit trail with who made it. Production
+scales out under a burst of requests and back in after (the local platform's target
+tracking), and scaling is suspended while a deployment updates the endpoint.
 
 One platform for the module; the tests go in order.
 """
@@ -9,9 +11,12 @@ One platform for the module; the tests go in order.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import boto3
 import pytest
 
 from tests.e2e.loop_helpers import (
@@ -19,6 +24,7 @@ from tests.e2e.loop_helpers import (
     drop_and_follow,
     given_assembly,
     set_gate_policy,
+    wait_for,
     write_drop,
 )
 from tests.unit.tiny_models import make_tiny_causal_lm
@@ -36,7 +42,15 @@ PERSON = Actor(name="alice (operator)", kind="user", source="console")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPlatform]:
     base = make_tiny_causal_lm(tmp_path_factory.mktemp("base") / "tiny")
     work = tmp_path_factory.mktemp("operations")
-    context = {"stage": "local", "retrain_threshold": "5", "base_model": str(base)}
+    context = {
+        "stage": "local",
+        "retrain_threshold": "5",
+        "base_model": str(base),
+        # Short cooldowns so the test sees scale-out and scale-in within a minute.
+        "autoscaling": json.dumps(
+            {"scale_in_cooldown_seconds": 5, "scale_out_cooldown_seconds": 5}
+        ),
+    }
     local = LocalPlatform(work, context=context, log=lambda _: None).start()
     try:
         local.deploy(given_assembly())
@@ -71,6 +85,42 @@ def test_the_first_run_deploys_itself_and_is_audited_as_the_pipelines(
     assert record.actor_kind == "iam" and record.source == "pipeline"
 
 
+def _scaling_target(platform: LocalPlatform) -> dict[str, Any]:
+    autoscaling: Any = boto3.client("application-autoscaling")
+    (target,) = autoscaling.describe_scalable_targets(ServiceNamespace="sagemaker")[
+        "ScalableTargets"
+    ]
+    assert target["ResourceId"] == f"endpoint/{platform.resources.endpoint_name}/variant/AllTraffic"
+    return dict(target)
+
+
+def _suspended(target: dict[str, Any]) -> bool:
+    state = target.get("SuspendedState") or {}
+    return bool(state.get("DynamicScalingInSuspended") or state.get("DynamicScalingOutSuspended"))
+
+
+def test_production_scales_out_under_load_and_back_in_after(platform: LocalPlatform) -> None:
+    # The first deployment registered the variant for target tracking, not suspended
+    target = _scaling_target(platform)
+    assert (target["MinCapacity"], target["MaxCapacity"]) == (1, 4) and not _suspended(target)
+    # Judge a 10 s window (scaled to the per-minute metric) so the test need not wait minutes
+    platform.emulator.scaling.window_seconds = 10.0
+    endpoint = platform.resources.endpoint_name
+
+    # A burst far above the local target (10 invocations per instance per minute)
+    for _ in range(20):
+        platform.invoke("Hello", max_new_tokens=1)
+    assert wait_for(lambda: max(platform.emulator.scaling.instance_counts(endpoint) or [1]) > 1, 60)
+    assert wait_for(
+        lambda: (platform.emulator.scaling.instance_counts(endpoint) or [0])[-1] == 1, 90
+    )
+
+    counts = platform.emulator.scaling.instance_counts(endpoint)
+    assert counts[0] == 1 and max(counts) > 1 and counts[-1] == 1, counts
+    described = boto3.client("sagemaker").describe_endpoint(EndpointName=endpoint)
+    assert described["ProductionVariants"][0]["CurrentInstanceCount"] == 1
+
+
 def test_a_freeze_holds_the_next_runs_deployment(
     platform: LocalPlatform, names: PlatformNames, tmp_path: Path
 ) -> None:
@@ -102,8 +152,24 @@ def test_a_person_deploys_the_held_version_through_the_release_path(
         if v and v["status"] == "registered"
     )
 
+    # Watch the scalable target while the release updates the endpoint
+    seen: list[bool] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(0.5):
+            seen.append(_suspended(_scaling_target(platform)))
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
     started = actions.deploy_version(names, PERSON, held)
-    release = platform.follow_run(started.execution_arn, timeout=600)
+    try:
+        release = platform.follow_run(started.execution_arn, timeout=600)
+    finally:
+        done.set()
+        watcher.join(timeout=5)
+    assert True in seen, "dynamic scaling is suspended while the endpoint updates"
+    assert not _suspended(_scaling_target(platform)), "and restored once it serves again"
 
     assert release.status == "SUCCEEDED", release.cause
     assert production_version(platform) == held

@@ -28,6 +28,7 @@ UNSCOPED_ACTIONS = {
     "cloudwatch:PutMetricData",  # limited by the cloudwatch:namespace condition
     "cloudwatch:GetMetricStatistics",  # Deploy reads the outgoing version's quality rates
     "comprehend:DetectPiiEntities",
+    "application-autoscaling:DescribeScalableTargets",  # the endpoint's autoscaling
     "logs:CreateLogDelivery",
     "logs:DeleteLogDelivery",
     "logs:DescribeLogGroups",

@@ -18,6 +18,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from moto import mock_aws
 
 from tuneloop import aws
+from tuneloop.release.autoscaling import AutoscalingSettings
 from tuneloop.release.rollout import RolloutSettings
 from tuneloop.watch.quality import QualitySettings
 
@@ -217,12 +218,14 @@ HANDLER_ENV: dict[str, tuple[str, ...]] = {
         "CAPTURE_DESTINATION",
         "DATA_LAKE_KEY_ARN",
         "ROLLOUT_SETTINGS",
+        "AUTOSCALING_SETTINGS",
     ),
     "confirm_deployment": (
         "CONTROL_TABLE",
         "MODEL_VERSIONS_TABLE",
         "ENDPOINT_NAME",
         "AUDIT_TABLE",
+        "AUTOSCALING_SETTINGS",
     ),
     "record_failure": ("MODEL_VERSIONS_TABLE",),
     "rollback": (
@@ -234,6 +237,7 @@ HANDLER_ENV: dict[str, tuple[str, ...]] = {
         "INCIDENTS_TABLE",
         "MAX_AUTOMATIC_ROLLBACKS",
         "ROLLBACK_WINDOW_HOURS",
+        "AUTOSCALING_SETTINGS",
     ),
 }
 
@@ -259,6 +263,7 @@ def handler_env(platform: Platform, function: str) -> dict[str, str]:
         "CAPTURE_DESTINATION": f"s3://{platform.curated_bucket}/capture/",
         "DATA_LAKE_KEY_ARN": DATA_LAKE_KEY_ARN,
         "ROLLOUT_SETTINGS": RolloutSettings().to_json(),
+        "AUTOSCALING_SETTINGS": AutoscalingSettings().to_json(),  # off unless a test turns it on
         "ENDPOINT_NAME": platform.endpoint_name,
         "NOTIFY_TOPIC_ARN": platform.topic_arn,
         "BENCHMARKS_TABLE": platform.benchmarks_table,
@@ -277,6 +282,10 @@ class FakeLambdaContext:
     memory_limit_in_mb: int = 256
     invoked_function_arn: str = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:tuneloop-test"
     aws_request_id: str = "00000000-0000-0000-0000-000000000000"
+    remaining_millis: int = 120_000
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_millis
 
 
 def lambda_context() -> LambdaContext:

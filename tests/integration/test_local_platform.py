@@ -224,7 +224,7 @@ def test_failing_training_job_fails_the_state_with_its_reason(
 
 @pytest.mark.parametrize(
     ("values", "expected"),
-    [([0.0, 0.0], "OK"), ([0.0, 3.0], "ALARM"), ([], None)],
+    [([0.0, 0.0], "OK"), ([0.0, 3.0], "ALARM"), ([], "INSUFFICIENT_DATA")],
 )
 def test_alarm_state_follows_the_datapoints(values: list[float], expected: str | None) -> None:
     alarm = {
@@ -235,6 +235,28 @@ def test_alarm_state_follows_the_datapoints(values: list[float], expected: str |
     }
     points = [{"Timestamp": i, "Sum": v} for i, v in enumerate(values)]
     assert breaching_state(alarm, points) == expected
+
+
+@pytest.mark.parametrize(
+    ("treat_missing_data", "expected"),
+    [
+        ("notBreaching", "OK"),
+        ("breaching", "ALARM"),
+        ("ignore", None),
+        ("missing", "INSUFFICIENT_DATA"),
+    ],
+)
+def test_no_data_means_what_the_alarm_says_missing_data_means(
+    treat_missing_data: str, expected: str | None
+) -> None:
+    alarm = {
+        "ComparisonOperator": "GreaterThanThreshold",
+        "Threshold": 1.0,
+        "EvaluationPeriods": 1,
+        "Statistic": "Sum",
+        "TreatMissingData": treat_missing_data,
+    }
+    assert breaching_state(alarm, []) == expected
 
 
 def test_alarm_fires_its_sns_action_into_a_lambda(aws: Emulator) -> None:

@@ -66,6 +66,10 @@ SAMPLE: dict[str, Any] = {
     "Target": {"RoleArn": SM_ROLE},
     "KeyId": KEY,
     "SecretId": ARN.format("secretsmanager", "secret:db-AbCdEf"),
+    "ServiceNamespace": "sagemaker",
+    "ResourceId": "endpoint/Serving/variant/AllTraffic",
+    "ScalableDimension": "sagemaker:variant:DesiredInstanceCount",
+    "PolicyType": "TargetTrackingScaling",
 }
 
 

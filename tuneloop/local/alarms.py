@@ -49,17 +49,33 @@ def _datapoint_value(point: dict[str, Any], alarm: dict[str, Any]) -> float | No
     return extended.get(alarm.get("ExtendedStatistic", ""))
 
 
+# What an evaluation range with no datapoint means, by the alarm's TreatMissingData
+# (CloudWatch, "Configuring how CloudWatch alarms treat missing data"): None keeps the state.
+_MISSING_DATA_STATE: dict[str, str | None] = {
+    "notBreaching": "OK",
+    "breaching": "ALARM",
+    "ignore": None,
+    "missing": "INSUFFICIENT_DATA",
+}
+_ACTIONS_OF_STATE = {
+    "ALARM": "AlarmActions",
+    "OK": "OKActions",
+    "INSUFFICIENT_DATA": "InsufficientDataActions",
+}
+
+
 def breaching_state(alarm: dict[str, Any], datapoints: list[dict[str, Any]]) -> str | None:
-    """The state the datapoints put the alarm in: ALARM, OK, or None (no data: unchanged)."""
+    """The state the datapoints put the alarm in: ALARM, OK, or, with no data, what its
+    ``TreatMissingData`` says (None: unchanged)."""
     compare = _COMPARE.get(alarm["ComparisonOperator"])
-    if compare is None or not datapoints:
+    if compare is None:
         return None
     periods = int(alarm.get("EvaluationPeriods", 1))
     needed = int(alarm.get("DatapointsToAlarm") or periods)
     recent = sorted(datapoints, key=lambda p: p["Timestamp"])[-periods:]
     values = [v for v in (_datapoint_value(p, alarm) for p in recent) if v is not None]
     if not values:
-        return None
+        return _MISSING_DATA_STATE.get(str(alarm.get("TreatMissingData") or "missing"))
     breaching = sum(1 for value in values if compare(float(value), float(alarm["Threshold"])))
     return "ALARM" if breaching >= needed else "OK"
 
@@ -142,7 +158,7 @@ class AlarmEvaluator:
                 AlarmName=alarm["AlarmName"], StateValue=new_state, StateReason=reason
             )
             self._tell_listeners(alarm["AlarmName"], new_state)
-            actions = alarm.get("AlarmActions" if new_state == "ALARM" else "OKActions", [])
+            actions = alarm.get(_ACTIONS_OF_STATE[new_state], [])
             self._notify(alarm, alarm["StateValue"], new_state, reason, actions)
             if new_state == "ALARM":
                 moved.append(alarm["AlarmName"])

@@ -19,6 +19,7 @@ from types import TracebackType
 
 from tuneloop.local import gaps
 from tuneloop.local.alarms import AlarmEvaluator
+from tuneloop.local.autoscaling import ScalingEmulator
 from tuneloop.local.endpoints import LocalEndpoints
 from tuneloop.local.iam import enforce
 from tuneloop.local.iam.credentials import CredentialRegistry
@@ -73,6 +74,7 @@ class Emulator:
         on_job_log: LogCallback | None = None,
         endpoint_ready_timeout: float = 600.0,
         alarm_interval_seconds: float = 1.0,
+        scaling_window_seconds: float = 60.0,
         enforce_permissions: bool | None = None,
         make_enforcer: EnforcerFactory = policy_enforcer,
     ) -> None:
@@ -88,6 +90,8 @@ class Emulator:
             work_dir / "logs" / "denials.jsonl",
         )
         self.alarms = AlarmEvaluator(alarm_interval_seconds, credentials=self.credentials)
+        # Target tracking of endpoint variants, decided from the endpoints' metrics.
+        self.scaling = ScalingEmulator(window_seconds=scaling_window_seconds)
         self._server: object | None = None
         self._saved_environ: dict[str, str | None] = {}
         self._local: gaps.LocalServices | None = None
@@ -142,6 +146,7 @@ class Emulator:
             urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST")
         ).close()
         self.alarms.start()
+        self.scaling.start()
         return self
 
     def permission_report(self) -> list[RoleReport]:
@@ -160,6 +165,7 @@ class Emulator:
         return self._local.endpoints
 
     def stop(self) -> None:
+        self.scaling.stop()
         self.alarms.stop()
         gaps.uninstall()
         enforce.uninstall()

@@ -27,7 +27,8 @@ from botocore.exceptions import ClientError
 
 from tuneloop import aws
 from tuneloop.operations import audit
-from tuneloop.release import model_versions
+from tuneloop.release import autoscaling, model_versions
+from tuneloop.release.autoscaling import AutoscalingSettings
 from tuneloop.release.control import Release, read_production, replace_production
 from tuneloop.release.model_versions import get_version, now_iso
 from tuneloop.release.rollout import RolloutSettings
@@ -87,6 +88,9 @@ class ServingSettings:
     """``TUNELOOP_REFUSAL_PATTERNS`` for the container; empty: the container's defaults."""
     rollout: RolloutSettings = field(default_factory=RolloutSettings)
     """Traffic shifting of an update and the variant's instance count."""
+    autoscaling: AutoscalingSettings = field(default_factory=AutoscalingSettings)
+    """Target tracking of the variant; suspended here before an update
+    (:mod:`tuneloop.release.autoscaling`), restored by ConfirmDeployment."""
 
     def container_environment(self, model_version: str) -> dict[str, str]:
         """Set on the model over the package's own environment (docs/monitoring.md)."""
@@ -188,6 +192,9 @@ def deploy_model(
         )
     else:
         previous = str(endpoint["EndpointConfigName"])
+        # No scaling activity races the update; ConfirmDeployment restores it once the
+        # endpoint is InService again (docs/serving.md, "Autoscaling").
+        autoscaling.suspend(serving.endpoint_name, serving.autoscaling)
         sagemaker.update_endpoint(
             EndpointName=serving.endpoint_name,
             EndpointConfigName=config_name,
@@ -235,12 +242,16 @@ def confirm_deployment(
     model_versions_table: str,
     rollback: bool = False,
     audit_context: AuditContext | None = None,
+    scaling: AutoscalingSettings | None = None,
 ) -> dict[str, str]:
     """Promote ``model_version`` to production if the endpoint really serves its config.
 
     ``rollback``: a person rolled back to this (earlier) version; the version it replaces
     becomes ``rolled_back`` instead of staying deployable, and there is no last-known-good
-    until the next deployment (as after an alarm's rollback)."""
+    until the next deployment (as after an alarm's rollback).
+
+    ``scaling``: once the endpoint is InService on either config, the variant's target
+    tracking is registered (first deployment) or restored after Deploy suspended it."""
     expected_config = str(deployment.get("endpoint_config_name", ""))
     if not expected_config:
         raise ValueError(
@@ -251,6 +262,10 @@ def confirm_deployment(
         raise DeploymentRolledBack(f"endpoint {endpoint_name} does not exist")
     serving = str(endpoint.get("EndpointConfigName", ""))
     status = str(endpoint.get("EndpointStatus", ""))
+    if status == "InService" and scaling is not None:
+        # The update is over either way (promoted below, or SageMaker rolled it back):
+        # scaling resumes on the config that serves.
+        autoscaling.activate(endpoint_name, scaling)
     if serving != expected_config:
         failure = str(endpoint.get("FailureReason") or "")
         raise DeploymentRolledBack(

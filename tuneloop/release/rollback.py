@@ -17,7 +17,8 @@ from typing import Any
 
 from tuneloop import aws
 from tuneloop.operations import audit
-from tuneloop.release import model_versions
+from tuneloop.release import autoscaling, model_versions
+from tuneloop.release.autoscaling import AutoscalingSettings
 from tuneloop.release.control import (
     Production,
     ProductionChangedError,
@@ -129,6 +130,32 @@ class RollbackSettings:
     max_automatic_rollbacks: int = 0
     """The repeated-failure guard's N (tuneloop/incidents/guard.py); 0 switches it off."""
     rollback_window_hours: int = 24
+    autoscaling: AutoscalingSettings = field(default_factory=AutoscalingSettings)
+    """Suspended before the rollback's update, restored once the endpoint is InService."""
+    scaling_wait_seconds: float = 0.0
+    """How long to wait for InService before restoring scaling (the function's time left)."""
+
+
+def _restore_scaling(settings: RollbackSettings) -> str:
+    """Target tracking back on once the rollback's update is over: ``restored``, or
+    ``suspended`` (told on SNS) if the endpoint did not settle within the wait."""
+    if autoscaling.activate_when_in_service(
+        settings.endpoint_name,
+        settings.autoscaling,
+        wait_seconds=settings.scaling_wait_seconds,
+        describe=describe_endpoint,
+    ):
+        return "restored"
+    _notify(
+        settings,
+        f"TuneLoop: autoscaling of {settings.endpoint_name} still suspended",
+        f"Endpoint {settings.endpoint_name} was not InService within "
+        f"{settings.scaling_wait_seconds:.0f} s of the rollback, so its autoscaling stays "
+        "suspended; the next deployment restores it, or resume it with "
+        "`aws application-autoscaling register-scalable-target` (docs/serving.md, "
+        '"Autoscaling").',
+    )
+    return "suspended"
 
 
 def _notify(settings: RollbackSettings, subject: str, message: str) -> None:
@@ -302,6 +329,8 @@ def _restore_last_known_good(
         _notify(settings, subject, f"{trigger}; no rollback: {blocker}.")
         return {**result, "action": "none", "reason": blocker}
 
+    # No scaling activity races the update (docs/serving.md, "Autoscaling"); restored below.
+    suspended = autoscaling.suspend(settings.endpoint_name, settings.autoscaling)
     aws.sagemaker().update_endpoint(
         EndpointName=settings.endpoint_name, EndpointConfigName=good.endpoint_config_name
     )
@@ -360,8 +389,10 @@ def _restore_last_known_good(
         f"({good.endpoint_config_name}). There is no further last-known-good until the next "
         "successful deployment.",
     )
+    scaling = {"scaling": _restore_scaling(settings)} if suspended else {}
     return {
         **result,
+        **scaling,
         "action": "rolled_back",
         "reason": reason,
         "from_version": bad.model_version,

@@ -10,6 +10,7 @@ are those each service's encryption page documents (docs/local-platform.md, "Per
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -444,6 +445,54 @@ def _kms(action: str) -> Rule:
     return rule
 
 
+def _scalable_target_arn(call: ApiCall) -> str:
+    """The target's ARN: Application Auto Scaling assigns its ID at registration, so an
+    existing target's is looked up; a new one gets a stand-in ID (no policy can name it)."""
+    namespace, resource_id = call.params["ServiceNamespace"], call.params["ResourceId"]
+    dimension = call.params["ScalableDimension"]
+    try:
+        from moto.applicationautoscaling.models import applicationautoscaling_backends
+
+        backend = applicationautoscaling_backends[call.account][call.region]
+        target = backend.targets.get(dimension, {}).get(resource_id)
+        if target is not None and target.service_namespace == namespace:
+            return str(target.arn)
+    except (ImportError, KeyError):
+        pass
+    stand_in = hashlib.sha256(f"{namespace}|{resource_id}|{dimension}".encode()).hexdigest()
+    return _arn(call, "application-autoscaling", f"scalable-target/{stand_in[:36]}")
+
+
+def _scaling(action: str) -> Rule:
+    """Application Auto Scaling on a SageMaker variant: the action on the target with its
+    namespace and dimension as condition keys, and what the service checks the caller may
+    do itself ("Permissions validation for Application Auto Scaling API calls on target
+    resources"): use the endpoint it scales, and the alarms target tracking creates."""
+
+    def rule(call: ApiCall) -> list[Need]:
+        context = {
+            "application-autoscaling:service-namespace": [call.params["ServiceNamespace"]],
+            "application-autoscaling:scalable-dimension": [call.params["ScalableDimension"]],
+        }
+        needs = [Need(action, _scalable_target_arn(call), context=context)]
+        resource_id = str(call.params["ResourceId"])
+        parts = resource_id.split("/")  # endpoint/<name>/variant/<variant>
+        if call.params["ServiceNamespace"] != "sagemaker" or len(parts) != 4:
+            return needs
+        endpoint = _sagemaker_arn(call, "endpoint", parts[1])
+        if action.endswith(":RegisterScalableTarget"):
+            needs += [
+                Need("sagemaker:DescribeEndpoint", endpoint),
+                Need("sagemaker:UpdateEndpointWeightsAndCapacities", endpoint),
+            ]
+        elif call.params.get("PolicyType") == "TargetTrackingScaling":
+            alarm = _arn(call, "cloudwatch", f"alarm:TargetTracking-{resource_id}-AlarmHigh-new")
+            needs.append(Need("cloudwatch:PutMetricAlarm", alarm))
+        return needs
+
+    return rule
+
+
 def _star(action: str) -> Rule:
     return lambda call: [Need(action, "*")]
 
@@ -624,6 +673,19 @@ RULES: dict[tuple[str, str], Rule] = {
     ("kms", "Encrypt"): _kms("kms:Encrypt"),
     ("kms", "GenerateDataKey"): _kms("kms:GenerateDataKey"),
     ("kms", "DescribeKey"): _kms("kms:DescribeKey"),
+    # Application Auto Scaling (Service Authorization Reference: AWS Application Auto Scaling)
+    ("application-autoscaling", "RegisterScalableTarget"): _scaling(
+        "application-autoscaling:RegisterScalableTarget"
+    ),
+    ("application-autoscaling", "PutScalingPolicy"): _scaling(
+        "application-autoscaling:PutScalingPolicy"
+    ),
+    ("application-autoscaling", "DescribeScalableTargets"): _star(
+        "application-autoscaling:DescribeScalableTargets"
+    ),
+    ("application-autoscaling", "DescribeScalingPolicies"): _star(
+        "application-autoscaling:DescribeScalingPolicies"
+    ),
     # Others
     ("comprehend", "DetectPiiEntities"): _star("comprehend:DetectPiiEntities"),
 }

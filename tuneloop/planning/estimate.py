@@ -1,0 +1,442 @@
+"""Per-GPU memory of a training run: weights, adapter, gradients, optimizer, activations, logits.
+
+The estimate models TuneLoop's trainer (``tuneloop/training/``) as it runs, not a generic one:
+
+- The base model is loaded in **fp32** and stays fp32; ``bf16``/``fp16`` mean autocast, so the
+  fp32 weights are the mixed-precision master copy (no second one). With LoRA and autocast
+  the frozen ``nn.Linear`` weights also get a copy in the compute precision for the whole run
+  (``frozen_cast.py``). QLoRA holds the blocks' linear weights in NF4 with double
+  quantization (4.127 bits each, QLoRA paper) and everything else in fp32
+  (``prepare_model_for_kbit_training``).
+- Trained parameters are fp32; AdamW keeps two fp32 moments per trained parameter (8 bytes).
+- Activations are what autograd saves for the backward pass, counted tensor by tensor for a
+  Llama-style block (the method of Korthikanti et al., "Reducing Activation Recomputation in
+  Large Transformer Models", 2022, section 4.1, applied to RMSNorm, rotary SDPA attention
+  and a SwiGLU MLP): with gradient checkpointing only each block's input is kept, plus one
+  block's worth while it is recomputed.
+- The output head runs on labelled positions only; the estimate assumes every position is
+  labelled (the worst case) and keeps 12 bytes per logit (the saved fp32 log-probabilities,
+  and at the start of the backward pass their gradient and the logits' gradient).
+- The peak is what lives for the whole step, plus the fullest of three moments: the start of
+  the backward pass (activations, logits, autocast's weight copies), a checkpointed block
+  being recomputed (block inputs, that block, the gradients so far) and the end of the
+  backward pass (every gradient; ``zero_grad(set_to_none=True)`` frees them before the next
+  forward pass). With gradient accumulation the gradients live through the next micro-batch
+  too, so they count for the whole step.
+
+``benchmarks/capacity_estimate.py`` checks the estimate against measured peaks on CPU;
+docs/training.md ("Capacity planning") has the formula, the figures and what is not modelled.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+from tuneloop.models.families import ALL_LINEAR, UnsupportedModelError, lora_targets
+from tuneloop.planning.shapes import ModelShape, Projection
+
+GIB = 2**30
+METHODS = ("lora", "qlora", "full")
+PRECISIONS = ("bf16", "fp16", "fp32")
+SHARDINGS = ("none", "fsdp")
+ATTENTIONS = ("sdpa", "eager")
+PHASES = ("forward", "recompute", "backward")
+
+FP32 = 4
+ADAMW_STATE_BYTES = 2 * FP32
+"""AdamW's first and second moments, fp32, per trained parameter."""
+LOGIT_BYTES = 12
+"""Per logit at the start of the backward pass: fp32 log-probabilities (saved by
+log_softmax), their gradient and the gradient of the logits (4 bytes each)."""
+NF4_BYTES = (4 + 8 / 64 + 32 / (64 * 256)) / 8
+"""QLoRA's NF4 with double quantization: 4-bit codes, an 8-bit scale per 64 weights and an
+fp32 scale per 256 of those (Dettmers et al. 2023, section 3: 0.127 bits per parameter)."""
+MASK_BYTES = 1
+"""Dropout keeps a one-byte mask per element."""
+DEFAULT_OVERHEAD_BYTES = 1 * GIB
+"""Per GPU, not from the model: the CUDA context, cuBLAS/cuDNN workspaces, NCCL buffers and
+the caching allocator's fragmentation. Not measured on CPU (docs/training.md)."""
+ALL_REDUCE_BUCKET_ELEMENTS = 25_000_000
+"""``tuneloop/training/distributed.py`` sums gradients in flattened buckets of this size."""
+
+
+class PlanError(ValueError):
+    """The training setup cannot be planned; the message names the setting."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainingSetup:
+    """What a run does, in the trainer's terms (``TrainConfig`` hyperparameters)."""
+
+    method: str = "lora"
+    precision: str = "bf16"
+    max_seq_length: int = 256
+    batch_size: int = 4
+    """Rows per micro-batch on each GPU (``per_device_batch_size``)."""
+    gradient_accumulation_steps: int = 1
+    gradient_checkpointing: bool = False
+    lora_r: int = 8
+    lora_dropout: float = 0.0
+    lora_target_modules: str = "auto"
+    gpus: int = 1
+    sharding: str = "none"
+    packing: bool = True
+    attention: str = "sdpa"
+
+    def problems(self) -> list[str]:
+        found = []
+        for name, allowed in (
+            ("method", METHODS),
+            ("precision", PRECISIONS),
+            ("sharding", SHARDINGS),
+            ("attention", ATTENTIONS),
+        ):
+            if getattr(self, name) not in allowed:
+                found.append(
+                    f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}"
+                )
+        for name in ("max_seq_length", "batch_size", "gradient_accumulation_steps", "gpus"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                found.append(f"{name} must be >= 1, got {value!r}")
+        if self.method != "full" and (not isinstance(self.lora_r, int) or self.lora_r < 1):
+            found.append(f"lora_r must be >= 1, got {self.lora_r!r}")
+        if not 0 <= self.lora_dropout < 1:
+            found.append(f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}")
+        if self.method == "qlora" and self.precision == "fp32":
+            found.append("qlora computes in bf16 or fp16 (bitsandbytes' 4-bit kernels), not fp32")
+        return found
+
+    @property
+    def compute_bytes(self) -> int:
+        return FP32 if self.precision == "fp32" else 2
+
+    @property
+    def autocast(self) -> bool:
+        return self.precision != "fp32"
+
+    @property
+    def tokens(self) -> int:
+        """Token positions per micro-batch (packed rows are full)."""
+        return self.batch_size * self.max_seq_length
+
+    @property
+    def shards(self) -> int:
+        return self.gpus if self.sharding == "fsdp" else 1
+
+
+@dataclass(frozen=True)
+class Component:
+    name: str
+    bytes: int
+    lives: tuple[str, ...]
+    """When it is held: ``run`` (the whole step), or one or more of the step's phases:
+    ``forward`` (the end of the forward pass, where the backward pass starts), ``recompute``
+    (a checkpointed block recomputed in the backward pass) and ``backward`` (its end,
+    where all gradients exist)."""
+    detail: str
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    components: tuple[Component, ...]
+    trainable_parameters: int
+    total_parameters: int
+    host_bytes: int
+    """Host memory while the processes load the model (fp32, one copy per GPU process)."""
+    notes: tuple[str, ...] = field(default=())
+
+    def part(self, name: str) -> int:
+        return sum(c.bytes for c in self.components if c.name == name)
+
+    def phase(self, lives: str) -> int:
+        return sum(c.bytes for c in self.components if lives in c.lives)
+
+    @property
+    def peak_phase(self) -> str:
+        return max(PHASES, key=self.phase)
+
+    @property
+    def peak_bytes(self) -> int:
+        """Per GPU: what lives all step, plus the fullest phase."""
+        return self.phase("run") + self.phase(self.peak_phase)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A base model and what the run does with it."""
+
+    shape: ModelShape
+    setup: TrainingSetup
+
+    def with_setup(self, **changes: object) -> Plan:
+        return Plan(self.shape, replace(self.setup, **changes))  # type: ignore[arg-type]
+
+    def estimate(self, *, overhead_bytes: int = DEFAULT_OVERHEAD_BYTES) -> MemoryEstimate:
+        return estimate(self.shape, self.setup, overhead_bytes=overhead_bytes)
+
+
+def adapted_projections(shape: ModelShape, setup: TrainingSetup) -> tuple[Projection, ...]:
+    """The block projections a LoRA adapter covers (none for full fine-tuning)."""
+    if setup.method == "full":
+        return ()
+    requested: str | list[str] = setup.lora_target_modules
+    if requested not in ("auto", ALL_LINEAR):
+        requested = [name.strip() for name in setup.lora_target_modules.split(",") if name.strip()]
+    try:
+        targets = lora_targets(shape.model_type, requested).target_modules
+    except UnsupportedModelError as exc:
+        raise PlanError(str(exc)) from exc
+    projections = shape.projections()
+    if targets == ALL_LINEAR:
+        return projections
+    leaves = {name.rsplit(".", 1)[-1] for name in targets}
+    chosen = tuple(p for p in projections if p.name in leaves)
+    if not chosen:
+        names = ", ".join(sorted({p.name for p in projections}))
+        raise PlanError(f"lora_target_modules {setup.lora_target_modules!r} match none of {names}")
+    return chosen
+
+
+def estimate(
+    shape: ModelShape, setup: TrainingSetup, *, overhead_bytes: int = DEFAULT_OVERHEAD_BYTES
+) -> MemoryEstimate:
+    """The per-GPU memory of one training step of ``setup`` on ``shape``."""
+    problems = setup.problems()
+    if problems:
+        raise PlanError("; ".join(problems))
+    c = setup.compute_bytes
+    adapted = adapted_projections(shape, setup)
+    adapter = shape.num_layers * sum(
+        setup.lora_r * (p.in_features + p.out_features) for p in adapted
+    )
+    total_params = shape.parameters + adapter
+    trainable = shape.parameters if setup.method == "full" else adapter
+    shards = setup.shards
+    head = shape.vocab_size * shape.hidden_size  # the output head's weight (tied or not)
+
+    parts: list[Component] = []
+
+    def add(name: str, value: float, lives: str, detail: str) -> None:
+        if value:
+            parts.append(Component(name, math.ceil(value), tuple(lives.split("+")), detail))
+
+    if setup.method == "qlora":
+        other = shape.parameters - shape.linear_parameters
+        add(
+            "weights",
+            (shape.linear_parameters * NF4_BYTES + other * FP32) / shards,
+            "run",
+            f"{shape.linear_parameters / 1e9:.2f}B block weights in NF4 "
+            f"({NF4_BYTES:.3f} B each), {other / 1e9:.2f}B others in fp32",
+        )
+    else:
+        add(
+            "weights",
+            shape.parameters * FP32 / shards,
+            "run",
+            f"{shape.parameters / 1e9:.2f}B parameters in fp32",
+        )
+    if setup.method == "lora" and setup.autocast:
+        add(
+            "frozen weight copies",
+            shape.linear_parameters * c / shards,
+            "run",
+            f"the frozen block linears held in {setup.precision} while training",
+        )
+    if adapter:
+        add(
+            "adapter",
+            adapter * FP32 / shards,
+            "run",
+            f"{adapter / 1e6:.2f}M LoRA parameters (rank {setup.lora_r}) in fp32",
+        )
+    add(
+        "optimizer state",
+        trainable * ADAMW_STATE_BYTES / shards,
+        "run",
+        "AdamW: two fp32 moments per trained parameter (the fp32 weights are the master copy)",
+    )
+    if shards > 1:
+        add(
+            "gathered block",
+            2 * shape.layer_parameters * FP32,
+            "run",
+            "FSDP: one block's full weights gathered, and the next one prefetched",
+        )
+    if overhead_bytes:
+        add(
+            "overhead",
+            overhead_bytes,
+            "run",
+            "CUDA context, cuBLAS workspace, NCCL, allocator fragmentation",
+        )
+
+    if setup.autocast:
+        if setup.method == "full":
+            cast, what = shape.linear_parameters + head, "every trained linear and the head"
+        else:
+            cast, what = adapter + head, "the adapter and the output head"
+        if setup.method == "qlora":
+            cast += max(p.parameters for p in shape.projections())
+            what += ", and one dequantized 4-bit weight"
+        add(
+            "autocast weight copies",
+            cast * c / shards,
+            "forward+recompute",
+            f"{what} cast to {setup.precision} for the forward pass, kept for backward",
+        )
+    tokens = f"{setup.batch_size} x {setup.max_seq_length} tokens"
+    block = block_bytes_per_token(shape, setup, adapted) * setup.tokens
+    kept = saved_activation_bytes(shape, setup, block)
+    if setup.gradient_checkpointing:
+        add(
+            "activations",
+            kept,
+            "forward+recompute",
+            f"gradient checkpointing: each block's input, {tokens}",
+        )
+        add(
+            "recomputed block",
+            block + 2 * FP32 * shape.hidden_size * setup.tokens,
+            "recompute",
+            "the block recomputed in the backward pass, its gradients in and out",
+        )
+    else:
+        add("activations", kept, "forward", f"every block's saved tensors, {tokens}")
+    logits = setup.tokens * shape.vocab_size
+    head_gradient = head * FP32 if setup.method == "full" else 0
+    add(
+        "logits",
+        max(LOGIT_BYTES * logits, 4 * logits + head_gradient),
+        "forward",
+        f"{setup.tokens} positions x {shape.vocab_size} vocabulary x {LOGIT_BYTES} B",
+    )
+    # The first blocks are recomputed when (nearly) every other gradient exists.
+    grads_live = "backward+recompute" if setup.gradient_checkpointing else "backward"
+    if setup.gradient_accumulation_steps > 1:
+        grads_live = "run"
+    add(
+        "gradients",
+        trainable * FP32 / shards,
+        grads_live,
+        "fp32, one per trained parameter"
+        + (" (kept across accumulated micro-batches)" if grads_live == "run" else ""),
+    )
+    if setup.method == "full" and shape.tie_word_embeddings:
+        # The tied embedding gets two gradients, the head's first and the embedding's last;
+        # adding the second to the first makes a new tensor: both and the sum live a moment.
+        add(
+            "tied embedding gradient",
+            2 * head * FP32 / shards,
+            "backward",
+            "the embedding's own gradient and the sum with the head's, at the end of backward",
+        )
+    if setup.gpus > 1 and setup.sharding == "none":
+        bucket = min(trainable, ALL_REDUCE_BUCKET_ELEMENTS)
+        add(
+            "all-reduce buffers",
+            2 * bucket * FP32,
+            "backward",
+            "a flattened gradient bucket and its copy back",
+        )
+
+    notes = []
+    if setup.method == "qlora":
+        notes.append("QLoRA is modelled from bitsandbytes' documented layout, not measured")
+    if setup.sharding == "fsdp":
+        notes.append(
+            "FSDP is modelled for planning: TuneLoop's trainer replicates the model on every "
+            "GPU (data parallel), so a sharded plan needs FSDP support in the trainer"
+        )
+    host_params = shape.linear_parameters * NF4_BYTES if setup.method == "qlora" else 0
+    host = setup.gpus * (host_params or shape.parameters * FP32)
+    return MemoryEstimate(
+        components=tuple(parts),
+        trainable_parameters=trainable,
+        total_parameters=total_params,
+        host_bytes=math.ceil(host),
+        notes=tuple(notes),
+    )
+
+
+def saved_activation_bytes(shape: ModelShape, setup: TrainingSetup, block: float) -> float:
+    """Bytes autograd holds when the backward pass starts (full rows, all labelled):
+    every block's saved tensors (``block`` bytes each), or with gradient checkpointing each
+    block's input (the fp32 residual stream), and what the final norm and the head keep."""
+    h, tokens = shape.hidden_size, setup.tokens
+    final = FP32 * h  # the final norm's input
+    if setup.method == "full":  # its normalized input, and the head's input (it trains)
+        final += FP32 * h + setup.compute_bytes * h
+    if setup.gradient_checkpointing:
+        # Packed rows' boolean mask (one byte per position pair) is an input of every
+        # checkpointed block, so it lives until the backward pass is done.
+        mask = setup.max_seq_length if setup.packing else 0
+        return (shape.num_layers * FP32 * h + final + mask) * tokens
+    return shape.num_layers * block + final * tokens
+
+
+def block_bytes_per_token(
+    shape: ModelShape, setup: TrainingSetup, adapted: tuple[Projection, ...]
+) -> float:
+    """Bytes one decoder block saves per token (the tensor inventory in docs/training.md).
+
+    The residual stream is fp32 (the weights are), so the norms' inputs are 4 bytes; tensors
+    a linear layer produces are in the compute precision ``c``.
+    """
+    c, h, i, s = (
+        setup.compute_bytes,
+        shape.hidden_size,
+        shape.intermediate_size,
+        setup.max_seq_length,
+    )
+    full = setup.method == "full"
+    q_dim = shape.q_dim
+    # Packed rows carry a block-diagonal mask; with a mask transformers repeats k/v to every
+    # head for SDPA instead of using its grouped-query path.
+    kv_dim = q_dim if setup.packing else shape.kv_dim
+    total = 2 * FP32 * h  # the two norms' inputs (the residual stream)
+    if full:
+        total += 2 * FP32 * h  # their normalized inputs (the norm weights train)
+    total += c * (2 * q_dim + 2 * kv_dim)  # rotated q, k, v and the attention output
+    total += FP32 * shape.num_heads  # SDPA's log-sum-exp per head
+    if setup.packing:
+        total += c * s  # the additive mask SDPA builds per block: s x s per row
+    if setup.attention == "eager":
+        total += (FP32 + c) * shape.num_heads * s  # fp32 softmax and its cast, per head
+    total += (3 if shape.gated_mlp else 2) * c * i  # gate, its activation, up (or fc, act)
+    return total + _projection_input_bytes(shape, setup, adapted)
+
+
+def _projection_input_bytes(
+    shape: ModelShape, setup: TrainingSetup, adapted: tuple[Projection, ...]
+) -> float:
+    """The inputs linear layers keep to compute their weights' (or adapters') gradients."""
+    c, h, i = setup.compute_bytes, shape.hidden_size, shape.intermediate_size
+    # A tensor several projections read is saved once when they read it as it is (fp32, no
+    # casts); the attention output is already saved by SDPA.
+    shared_size = {"attn_in": FP32 * h, "attn_out": 0, "mlp_in": FP32 * h, "mlp_mid": c * i}
+    shared: set[str] = set()
+    total = 0.0
+    adapted_set = set(adapted)
+    for projection in shape.projections():
+        width = projection.in_features
+        if setup.method == "full":
+            if projection.reads == "mlp_mid" or not setup.autocast:
+                shared.add(projection.reads)  # the MLP product is already in compute dtype
+            else:
+                total += c * width  # autocast casts each projection's input separately
+            continue
+        if setup.method == "qlora":
+            total += c * width  # bitsandbytes' 4-bit matmul keeps its cast input
+        if projection not in adapted_set:
+            continue
+        total += c * setup.lora_r  # lora_B's input
+        if setup.lora_dropout > 0:
+            total += MASK_BYTES * width + (c if setup.autocast else FP32) * width
+        elif setup.autocast:
+            total += c * width  # each adapter casts its input
+        else:
+            shared.add(projection.reads)
+    return total + sum(shared_size[group] for group in shared)
