@@ -10,7 +10,9 @@ rounds, so a change in machine load hits both alike; each level's ratio is taken
 own round's baseline and the median over rounds is printed, with median tokens/s and
 p50/p95 latency as the client sees it. Tokens per CPU second of the whole process (clients
 included, so ours pays for the HTTP round trips) are printed too: on a machine shared with
-other work they vary far less than wall-clock rates::
+other work they vary far less than wall-clock rates. For ours, the share of the generation
+worker's time spent prefilling newcomers and the mean rows per decode step are printed
+(``Batcher.times``); ``serving_step_cost.py`` gives the step costs to set them against::
 
     .venv/bin/python benchmarks/serving_throughput.py --threads 1 --repeats 3  # SmolLM2-135M
     .venv/bin/python benchmarks/serving_throughput.py --tiny   # a tiny random model, seconds
@@ -34,7 +36,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from tuneloop.serving.batching import BatchSettings  # noqa: E402
+from tuneloop.serving.batching import BatchSettings, WorkerTimes  # noqa: E402
 from tuneloop.serving.engine import Generator  # noqa: E402
 from tuneloop.serving.http import InferenceServer, make_server  # noqa: E402
 
@@ -70,6 +72,8 @@ class Run:
     """CPU time of this whole process during the run (server, worker and client threads)."""
     first_token_ms: list[float] | None = None
     """Streamed runs: when each client got its first token line."""
+    worker: WorkerTimes | None = None
+    """Ours: where the generation worker's time went during the run."""
 
     @property
     def tokens_per_s(self) -> float:
@@ -87,17 +91,32 @@ class Run:
         assert self.first_token_ms is not None
         return statistics.median(self.first_token_ms)
 
+    def prefill_share(self) -> float:
+        assert self.worker is not None
+        busy = self.worker.admit_seconds + self.worker.step_seconds
+        return self.worker.admit_seconds / busy if busy else 0.0
+
+    def mean_rows(self) -> float:
+        assert self.worker is not None
+        return self.worker.row_steps / max(1, self.worker.steps)
+
     def line(self) -> str:
         first = (
             f"   first token p50 {self.first_token_p50():8.1f} ms"
             if self.first_token_ms is not None
             else ""
         )
+        worker = (
+            f"; worker: prefill {self.prefill_share():.0%} of its time,"
+            f" {self.worker.steps} steps of {self.mean_rows():.1f} rows on average"
+            if self.worker is not None
+            else ""
+        )
         return (
             f"{self.name:<28} {self.tokens_per_s:9.1f} tok/s   p50 {self.percentile(0.5):8.1f} ms"
             f"   p95 {self.percentile(0.95):8.1f} ms{first}   ({self.completion_tokens} tokens,"
             f" {len(self.latencies_ms)} requests, {self.seconds:.1f} s,"
-            f" {self.cpu_seconds:.1f} CPU s)"
+            f" {self.cpu_seconds:.1f} CPU s{worker})"
         )
 
 
@@ -160,6 +179,22 @@ def baseline_loop(generator: Generator, requests: list[dict[str, Any]]) -> Run:
     )
 
 
+def worker_times(httpd: InferenceServer, before: WorkerTimes) -> WorkerTimes:
+    """The worker's times since ``before`` (a copy taken before the run), once its last step
+    is counted."""
+    batcher = httpd.batcher
+    deadline = time.monotonic() + 10
+    while batcher.active_rows and time.monotonic() < deadline:
+        time.sleep(0.001)
+    now = batcher.times
+    return WorkerTimes(
+        now.admit_seconds - before.admit_seconds,
+        now.step_seconds - before.step_seconds,
+        now.steps - before.steps,
+        now.row_steps - before.row_steps,
+    )
+
+
 def served(httpd: InferenceServer, requests: list[dict[str, Any]], concurrency: int) -> Run:
     port = int(httpd.server_address[1])
 
@@ -176,15 +211,18 @@ def served(httpd: InferenceServer, requests: list[dict[str, Any]], concurrency: 
             raise RuntimeError(f"server answered {response.status}: {body}")
         return (time.monotonic() - begun) * 1000, int(body["completion_tokens"])
 
+    before = replace(httpd.batcher.times)
     started, cpu_started = time.monotonic(), time.process_time()
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
         results = list(pool.map(send, requests))
+    seconds, cpu_seconds = time.monotonic() - started, time.process_time() - cpu_started
     return Run(
         f"ours: server, concurrency {concurrency}",
-        time.monotonic() - started,
+        seconds,
         sum(tokens for _, tokens in results),
         [latency for latency, _ in results],
-        time.process_time() - cpu_started,
+        cpu_seconds,
+        worker=worker_times(httpd, before),
     )
 
 
@@ -316,7 +354,9 @@ def main(argv: list[str] | None = None) -> int:
             f"   p95 {median(r.percentile(0.95) for r in level_runs):8.1f} ms"
             f"   throughput ours / baseline = {median(ratios):.2f}x"
             f" (rounds: {', '.join(f'{r:.2f}' for r in ratios)});"
-            f" tokens per CPU second = {median(cpu_ratios):.2f}x"
+            f" tokens per CPU second = {median(cpu_ratios):.2f}x;"
+            f" worker: prefill {median(r.prefill_share() for r in level_runs):.0%} of its time,"
+            f" {median(r.mean_rows() for r in level_runs):.1f} rows per step"
         )
     p50_at_1 = median(runs[0].percentile(0.5) for _, runs in rounds) if levels[0] == 1 else None
     if p50_at_1:

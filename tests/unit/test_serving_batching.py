@@ -188,6 +188,20 @@ def test_a_lone_request_starts_without_waiting_the_window(
     assert batcher.admissions == [1]
 
 
+def test_the_worker_counts_its_decode_steps_and_rows(generator: RecordingGenerator) -> None:
+    batcher = Batcher(generator, BatchSettings(max_batch_size=8, wait_ms=0))
+    request = parse_request({"prompt": "hi", "parameters": {"max_new_tokens": 6}})
+    try:
+        response, reason = batcher.answer(request)
+    finally:
+        batcher.close()
+    # The prefill chooses the first token, every decode step one more (an EOS included).
+    chosen = response["completion_tokens"] + (reason == "eos")
+    assert chosen > 1, response  # decode steps ran
+    assert batcher.times.steps == chosen - 1
+    assert batcher.times.row_steps == batcher.times.steps  # one row in every step
+
+
 def test_an_announced_request_joins_the_first_prefill(generator: RecordingGenerator) -> None:
     batcher = Batcher(generator, BatchSettings(max_batch_size=8, wait_ms=10_000))
     request = parse_request({"prompt": "hi", "parameters": {"max_new_tokens": 2}})
@@ -246,6 +260,7 @@ def test_a_request_joins_the_running_batch_and_leaves_when_it_ends(
         batcher.close()
     assert finished == ["short", "long"]
     assert batcher.admissions == [1, 1]
+    assert batcher.times.steps < batcher.times.row_steps  # some steps ran both rows
     for name, solo in (("long", long_solo), ("short", short_solo)):
         assert results[name]["generated_text"] == solo["generated_text"]
         assert results[name]["completion_tokens"] == solo["completion_tokens"]

@@ -67,6 +67,20 @@ class BatchSettings:
         return cls(max_batch_size=size, wait_ms=wait)
 
 
+@dataclass
+class WorkerTimes:
+    """Where the worker's time went, summed since it started (for benchmarks and diagnostics:
+    on a CPU, prefill can take a third of a busy server's time)."""
+
+    admit_seconds: float = 0.0
+    """Preparing and prefilling newcomers (``ContinuousBatch.admit``)."""
+    step_seconds: float = 0.0
+    """Decode steps (``ContinuousBatch.step``)."""
+    steps: int = 0
+    row_steps: int = 0
+    """Rows summed over the steps: ``row_steps / steps`` is the mean batch."""
+
+
 Event = tuple[str, Any]
 """What ``Batcher.stream`` yields: ``("token", (token_id, text_delta, is_special))`` per
 generated token, then one ``("done", (response, finish_reason))`` or ``("error", exc)``."""
@@ -105,6 +119,8 @@ class Batcher:
         self.active_rows = 0
         """Rows in the running batch after the last step; ``peak_rows`` the most so far."""
         self.peak_rows = 0
+        self.times = WorkerTimes()
+        """Where the worker's time went (prefill, decode steps, mean batch)."""
         self._worker = threading.Thread(target=self._serve, name="generation", daemon=True)
         self._worker.start()
 
@@ -175,9 +191,12 @@ class Batcher:
                 newcomers, stopping = self._collect([], batch.free_slots, wait=False)
             try:
                 with generator._lock, torch.inference_mode():
+                    begun = time.perf_counter()
                     self._admit(batch, newcomers)
-                    self.peak_rows = max(self.peak_rows, len(batch.active))
+                    admitted, rows = time.perf_counter(), len(batch.active)
+                    self.peak_rows = max(self.peak_rows, rows)
                     batch.step()
+                    self._account(admitted - begun, time.perf_counter() - admitted, rows)
                     self.active_rows = len(batch.active)
             except Exception as exc:  # a model failure fails the running rows, not the server
                 for running in batch.fail_all():
@@ -186,6 +205,16 @@ class Batcher:
                     if not pending.done.is_set():
                         pending.settle(exc, None)
                 self.active_rows = 0
+
+    def _account(self, admit_seconds: float, step_seconds: float, rows: int) -> None:
+        # Called before ``active_rows`` is set: a reader who saw the rows of a run drop to 0
+        # sees the run's last step counted.
+        times = self.times
+        times.admit_seconds += admit_seconds
+        if rows:
+            times.step_seconds += step_seconds
+            times.steps += 1
+            times.row_steps += rows
 
     def _collect(
         self, batch: list[_Pending], room: int, *, wait: bool
