@@ -31,6 +31,7 @@ from tuneloop.planning.estimate import (
     Plan,
     PlanError,
     adapted_projections,
+    count,
 )
 from tuneloop.planning.instances import GpuInstance, gpu_instance
 from tuneloop.planning.shapes import shape_for
@@ -213,9 +214,9 @@ def render(
         names = ",".join(dict.fromkeys(p.name for p in adapted))
         what = f"{setup.method} r{setup.lora_r} on {names}"
     lines = [
-        f"plan: {shape.name} ({shape.parameters / 1e9:.2f}B parameters, {shape.model_type}, "
+        f"plan: {shape.name} ({count(shape.parameters)} parameters, {shape.model_type}, "
         f"{shape.num_layers} layers, hidden {shape.hidden_size}, vocab {shape.vocab_size})",
-        f"  {what} ({estimate.trainable_parameters / 1e6:,.1f}M trained), "
+        f"  {what} ({count(estimate.trainable_parameters)} trained), "
         f"{setup.precision}{' autocast' if setup.autocast else ''}, "
         f"{setup.batch_size} x {setup.max_seq_length} tokens per micro-batch, "
         f"gradient checkpointing {'on' if setup.gradient_checkpointing else 'off'}, "

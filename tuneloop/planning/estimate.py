@@ -61,6 +61,14 @@ ALL_REDUCE_BUCKET_ELEMENTS = 25_000_000
 """``tuneloop/training/distributed.py`` sums gradients in flattened buckets of this size."""
 
 
+def count(value: float) -> str:
+    """``134.5M``, ``8.03B``: a parameter count for people."""
+    for size, unit, digits in ((1e9, "B", 2), (1e6, "M", 1), (1e3, "K", 1)):
+        if value >= size:
+            return f"{value / size:.{digits}f}{unit}"
+    return str(int(value))
+
+
 class PlanError(ValueError):
     """The training setup cannot be planned; the message names the setting."""
 
@@ -228,15 +236,15 @@ def estimate(
             "weights",
             (shape.linear_parameters * NF4_BYTES + other * FP32) / shards,
             "run",
-            f"{shape.linear_parameters / 1e9:.2f}B block weights in NF4 "
-            f"({NF4_BYTES:.3f} B each), {other / 1e9:.2f}B others in fp32",
+            f"{count(shape.linear_parameters)} block weights in NF4 "
+            f"({NF4_BYTES:.3f} B each), {count(other)} others in fp32",
         )
     else:
         add(
             "weights",
             shape.parameters * FP32 / shards,
             "run",
-            f"{shape.parameters / 1e9:.2f}B parameters in fp32",
+            f"{count(shape.parameters)} parameters in fp32",
         )
     if setup.method == "lora" and setup.autocast:
         add(
@@ -250,7 +258,7 @@ def estimate(
             "adapter",
             adapter * FP32 / shards,
             "run",
-            f"{adapter / 1e6:.2f}M LoRA parameters (rank {setup.lora_r}) in fp32",
+            f"{count(adapter)} LoRA parameters (rank {setup.lora_r}) in fp32",
         )
     add(
         "optimizer state",
@@ -273,20 +281,28 @@ def estimate(
             "CUDA context, cuBLAS workspace, NCCL, allocator fragmentation",
         )
 
+    # autocast caches its casts of trained weights until the forward pass ends, and the head's
+    # (and, without checkpointing, every block's) stay saved for the backward pass; with
+    # checkpointing a recomputed block casts its weights again.
+    recompute_casts = 0.0
     if setup.autocast:
-        if setup.method == "full":
-            cast, what = shape.linear_parameters + head, "every trained linear and the head"
-        else:
-            cast, what = adapter + head, "the adapter and the output head"
+        trained = shape.linear_parameters if setup.method == "full" else adapter
+        cast, what = (
+            head + trained,
+            "the output head and "
+            + ("every trained linear" if setup.method == "full" else "the adapter"),
+        )
         if setup.method == "qlora":
             cast += max(p.parameters for p in shape.projections())
-            what += ", and one dequantized 4-bit weight"
+            what += ", one dequantized 4-bit weight"
         add(
             "autocast weight copies",
             cast * c / shards,
-            "forward+recompute",
-            f"{what} cast to {setup.precision} for the forward pass, kept for backward",
+            "forward" if setup.gradient_checkpointing else "forward+recompute",
+            f"{what} cast to {setup.precision} in the forward pass",
         )
+        if setup.gradient_checkpointing:
+            recompute_casts = c * (head + trained / shape.num_layers) / shards
     tokens = f"{setup.batch_size} x {setup.max_seq_length} tokens"
     block = block_bytes_per_token(shape, setup, adapted) * setup.tokens
     kept = saved_activation_bytes(shape, setup, block)
@@ -299,9 +315,10 @@ def estimate(
         )
         add(
             "recomputed block",
-            block + 2 * FP32 * shape.hidden_size * setup.tokens,
+            block + 2 * FP32 * shape.hidden_size * setup.tokens + recompute_casts,
             "recompute",
-            "the block recomputed in the backward pass, its gradients in and out",
+            "the block recomputed in the backward pass, its gradients in and out"
+            + (", its and the head's weight casts" if recompute_casts else ""),
         )
     else:
         add("activations", kept, "forward", f"every block's saved tensors, {tokens}")
@@ -325,13 +342,17 @@ def estimate(
         + (" (kept across accumulated micro-batches)" if grads_live == "run" else ""),
     )
     if setup.method == "full" and shape.tie_word_embeddings:
-        # The tied embedding gets two gradients, the head's first and the embedding's last;
-        # adding the second to the first makes a new tensor: both and the sum live a moment.
+        # The tied embedding gets two gradients, the head's first and the embedding's last.
+        # Under autocast the head's arrives through a cast (a tensor of its own) and the second
+        # is added in place; in fp32 the sum is a new tensor, so both live beside it a moment.
+        copies = 1 if setup.autocast else 2
         add(
             "tied embedding gradient",
-            2 * head * FP32 / shards,
+            copies * head * FP32 / shards,
             "backward",
-            "the embedding's own gradient and the sum with the head's, at the end of backward",
+            "the embedding's own gradient"
+            + ("" if setup.autocast else " and its sum")
+            + " at the end of the backward pass",
         )
     if setup.gpus > 1 and setup.sharding == "none":
         bucket = min(trainable, ALL_REDUCE_BUCKET_ELEMENTS)
