@@ -282,7 +282,7 @@ class FakeLambdaContext:
     memory_limit_in_mb: int = 256
     invoked_function_arn: str = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:tuneloop-test"
     aws_request_id: str = "00000000-0000-0000-0000-000000000000"
-    remaining_millis: int = 120_000
+    remaining_millis: int = 900_000  # a fresh invocation of a 15-minute function
 
     def get_remaining_time_in_millis(self) -> int:
         return self.remaining_millis
