@@ -316,7 +316,11 @@ def _json_item(file: str, number: int, item: Any, options: ReadOptions) -> Parse
             f"nested deeper than the JSON parser allows (about {sys.getrecursionlimit()} levels)"
         )
         return reject(file, number, "too_deep", detail, "", unit=ITEM)
-    size = len(raw) if raw.isascii() else len(raw.encode("utf-8"))
+    try:
+        size = len(raw) if raw.isascii() else len(raw.encode("utf-8"))
+    except UnicodeEncodeError:  # a \ud800-style escape: a lone surrogate, not text
+        detail = "a JSON string escape encodes a lone UTF-16 surrogate, which is not text"
+        return reject(file, number, "invalid_encoding", detail, "", unit=ITEM)
     if size > options.max_line_bytes:
         return too_long(file, number, size, 1, options.max_line_bytes, raw, unit=ITEM)
     payload = _record_payload(item)
