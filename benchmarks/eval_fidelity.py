@@ -10,9 +10,12 @@ Printed:
 - fidelity: max |Δ log-likelihood| over every (item, choice) (goal <= 1e-4), whether the
   acc / acc_norm predictions agree item by item, and whether the prompts are identical;
 - speed: items/second of each scorer on the identical (context, continuation) requests
-  (model time only; the two run in alternating chunks, since the machine may be shared),
-  and end to end (ours: MMLU subset + scoring; lm-eval:
-  ``simple_evaluate`` with task building), as ``ours/lm-eval speed ratio = X`` (goal >= 2).
+  (model time only), as ``ours/lm-eval speed ratio = X`` (goal >= 2 at 0 shot, >= 5 at few
+  shot), with plain batching (our scorer, sharing off) in the same rotation. The machine
+  may be shared, so the runners alternate: with ``--items-per-subject`` one subject at a
+  time (each subject's items are scored by every runner in turn, the order rotating, and
+  a repeat's time is the sum over subjects), otherwise whole runs; the ratio is taken per
+  repeat and the median printed, in wall time and in CPU time of the process.
 
 Run (needs the ``ml`` and ``dev`` groups; ~35 s more the first time, to convert the model)::
 
@@ -74,6 +77,8 @@ class Args:
     items_per_subject: int
     share: str
     baseline: bool
+    threads: int
+    also_batch_sizes: tuple[int, ...]
 
 
 def parse_args(argv: list[str] | None = None) -> Args:
@@ -107,6 +112,19 @@ def parse_args(argv: list[str] | None = None) -> Args:
         help="our prefix sharing: the cost model (default), every group, or never",
     )
     parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch threads of both scorers (0: torch's default); on a machine shared with "
+        "other jobs, 1 avoids the stalls of threads waiting for each other",
+    )
+    parser.add_argument(
+        "--also-batch-sizes",
+        default="",
+        help="comma-separated batch sizes at which ours scores the items once more, to "
+        "check that results do not depend on the batch size (e.g. 1,3)",
+    )
+    parser.add_argument(
         "--no-baseline",
         action="store_true",
         help="time ours only, once (the full 14k set; --items 0 --subjects 0)",
@@ -123,6 +141,8 @@ def parse_args(argv: list[str] | None = None) -> Args:
         ns.items_per_subject,
         ns.share,
         not ns.no_baseline,
+        ns.threads,
+        tuple(int(size) for size in ns.also_batch_sizes.split(",") if size.strip()),
     )
 
 
@@ -148,6 +168,14 @@ def subset_rows(items: list[MultipleChoiceItem]) -> list[dict[str, Any]]:
     return [row for row in rows if row is not None]
 
 
+def subject_chunks(items: list[MultipleChoiceItem]) -> list[list[MultipleChoiceItem]]:
+    """``items`` split by subject (first tag), subjects in order of first appearance."""
+    chunks: dict[str, list[MultipleChoiceItem]] = {}
+    for item in items:
+        chunks.setdefault(item.tags[0], []).append(item)
+    return list(chunks.values())
+
+
 def write_task(folder: Path, rows: list[dict[str, Any]]) -> None:
     """The shipped mmlu.yaml pointed at a local JSONL of ``rows``."""
     data = folder / "mmlu_subset.jsonl"
@@ -159,13 +187,38 @@ def write_task(folder: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def run_ours(
-    model: Any, tokenizer: Any, items: list[MultipleChoiceItem], batch_size: int
+    model: Any,
+    tokenizer: Any,
+    items: list[MultipleChoiceItem],
+    batch_size: int,
+    log: Any = lambda _: None,
 ) -> tuple[list[dict[str, Any]], float]:
     from tuneloop.evaluation.runner import score_multiple_choice
 
     started = time.perf_counter()
-    results = score_multiple_choice(model, tokenizer, items, batch_size, log=lambda _: None)
+    results = score_multiple_choice(model, tokenizer, items, batch_size, log=log)
     return results, time.perf_counter() - started
+
+
+def progress_log(every: float = 60.0) -> Any:
+    """A runner log printing the forward-pass progress, elapsed time and rate every ``every`` s."""
+    started = last = time.perf_counter()
+
+    def log(message: str) -> None:
+        nonlocal last
+        now = time.perf_counter()
+        if "forward passes" not in message or now - last < every:
+            return
+        last = now
+        done, total = (int(x) for x in message.rsplit(" ", 1)[1].split("/"))
+        rate = done / (now - started)
+        print(
+            f"  {done}/{total} inputs in {now - started:.0f}s ({rate:.2f}/s; "
+            f"projected total {total / rate:.0f}s)",
+            flush=True,
+        )
+
+    return log
 
 
 def run_lm_eval_task(lm: Any, folder: Path, n_items: int) -> tuple[list[dict[str, Any]], float]:
@@ -219,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     from tuneloop.models.loading import load_model_dir
 
     torch.manual_seed(args.seed)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(f"model {args.model}: resolving (converted once and cached) ...", flush=True)
     started = time.perf_counter()
     model, tokenizer = load_model_dir(resolve_model(args.model))
@@ -257,11 +312,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     if not args.baseline:
         run_ours(model, tokenizer, items[:2], args.batch_size)
-        solo, elapsed = run_ours(model, tokenizer, items, args.batch_size)
+        cpu_started = time.process_time()
+        solo, elapsed = run_ours(model, tokenizer, items, args.batch_size, progress_log())
         acc = sum(r["score"] for r in solo) / len(items)
+        acc_norm = sum(r["score_norm"] for r in solo) / len(items)
         print(
-            f"ours: {len(items)} items in {elapsed:.1f}s ({len(items) / elapsed:.2f} items/s), "
-            f"acc {acc:.4f}"
+            f"ours: {len(items)} items in {elapsed:.1f}s ({len(items) / elapsed:.2f} items/s, "
+            f"CPU time {time.process_time() - cpu_started:.0f}s), acc {acc:.4f}, "
+            f"acc_norm {acc_norm:.4f}"
         )
         return 0
 
@@ -274,9 +332,14 @@ def main(argv: list[str] | None = None) -> int:
     run_ours(model, tokenizer, items[:2], args.batch_size)
     run_lm_eval_requests(lm, requests[:8])
 
-    # The machine may be shared: whole runs alternate (A B, B A, ...) and the ratio is taken
-    # per pair, so a burst of load elsewhere hits both alike; the median pair is reported.
+    # The machine may be shared: the runners alternate (A B C, B C A, ...) over chunks (one
+    # subject each with --items-per-subject, else the whole run), so a burst of load
+    # elsewhere hits all alike; the ratio is taken per repeat, the median reported.
+    chunks = subject_chunks(items) if args.items_per_subject else [items]
+    items = [item for chunk in chunks for item in chunk]  # chunk order (the same items)
+    requests = [(i.prompt, continuation(i.prompt, c)) for i in items for c in i.choices]
     ratios: list[float] = []
+    cpu_ratios: list[float] = []
     plain_ratios: list[float] = []
     ours: list[dict[str, Any]] = []
     plain: list[dict[str, Any]] = []
@@ -284,22 +347,36 @@ def main(argv: list[str] | None = None) -> int:
     # Plain batching (sharing off) runs in the same rotation, unless it is what ours is.
     order = ["ours", "lm-eval"] + (["plain"] if args.share != "off" else [])
     for repeat in range(args.repeats):
-        times: dict[str, float] = {}
-        shift = repeat % len(order)
-        for runner in order[shift:] + order[:shift]:
-            if runner == "ours":
-                ours, times[runner] = run_ours(model, tokenizer, items, args.batch_size)
-            elif runner == "plain":
-                default, tuneloop_lm.SHARE_PREFIXES = tuneloop_lm.SHARE_PREFIXES, False
-                plain, times[runner] = run_ours(model, tokenizer, items, args.batch_size)
-                tuneloop_lm.SHARE_PREFIXES = default
-            else:
-                theirs_lls, times[runner] = run_lm_eval_requests(lm, requests)
+        times: dict[str, float] = defaultdict(float)
+        cpu: dict[str, float] = defaultdict(float)
+        ours, plain, theirs_lls = [], [], []
+        for number, chunk in enumerate(chunks):
+            shift = (repeat + number) % len(order)
+            chunk_requests = [
+                (i.prompt, continuation(i.prompt, c)) for i in chunk for c in i.choices
+            ]
+            for runner in order[shift:] + order[:shift]:
+                cpu_started = time.process_time()
+                if runner == "ours":
+                    scored, elapsed = run_ours(model, tokenizer, chunk, args.batch_size)
+                    ours += scored
+                elif runner == "plain":
+                    default, tuneloop_lm.SHARE_PREFIXES = tuneloop_lm.SHARE_PREFIXES, False
+                    scored, elapsed = run_ours(model, tokenizer, chunk, args.batch_size)
+                    tuneloop_lm.SHARE_PREFIXES = default
+                    plain += scored
+                else:
+                    lls, elapsed = run_lm_eval_requests(lm, chunk_requests)
+                    theirs_lls += lls
+                times[runner] += elapsed
+                cpu[runner] += time.process_time() - cpu_started
         ratios.append(times["lm-eval"] / times["ours"])
+        cpu_ratios.append(cpu["lm-eval"] / cpu["ours"])
         line = (
             f"  repeat {repeat + 1}/{args.repeats}: ours {times['ours']:.1f}s "
             f"({len(items) / times['ours']:.2f} items/s), lm-eval {times['lm-eval']:.1f}s "
-            f"({len(items) / times['lm-eval']:.2f} items/s), ratio {ratios[-1]:.2f}"
+            f"({len(items) / times['lm-eval']:.2f} items/s), ratio {ratios[-1]:.2f} "
+            f"(CPU time {cpu_ratios[-1]:.2f})"
         )
         if "plain" in times:
             plain_ratios.append(times["plain"] / times["ours"])
@@ -326,10 +403,28 @@ def main(argv: list[str] | None = None) -> int:
         for ll, plain_ll in zip(mine["loglikelihoods"], other["loglikelihoods"], strict=True):
             max_delta_plain = max(max_delta_plain, abs(ll - plain_ll))
 
+    # Determinism across batch sizes: ours again at each other batch size, against the first.
+    across: list[str] = []
+    for size in args.also_batch_sizes:
+        again, _ = run_ours(model, tokenizer, items, size)
+        delta = max(
+            abs(a - b)
+            for mine, other in zip(ours, again, strict=True)
+            for a, b in zip(mine["loglikelihoods"], other["loglikelihoods"], strict=True)
+        )
+        same = all(
+            mine["prediction"] == other["prediction"]
+            and mine["prediction_norm"] == other["prediction_norm"]
+            for mine, other in zip(ours, again, strict=True)
+        )
+        across.append(f"batch size {size}: max |delta| {delta:.3g}, predictions equal: {same}")
+
     n = len(items)
     print()
     print(f"items: {n}, choices: {len(requests)}, batch size: {args.batch_size}")
     print(f"max |delta loglik| vs lm-eval HFLM, same requests: {max_delta_requests:.3g}")
+    for line in across:
+        print(f"ours at {line} (vs batch size {args.batch_size})")
     print(f"acc / acc_norm prediction per item equal: {acc_equal} / {acc_norm_equal}")
     if args.fewshot == 0:
         # The task path too: lm-eval renders the prompts itself from the shipped YAML.
@@ -352,6 +447,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"max |delta loglik| vs lm-eval task: {max_delta:.3g} (goal <= 1e-4)")
         print(f"acc: ours {ours_acc:.4f}, lm-eval {theirs_acc:.4f}; per item equal: {acc_equal}")
     print(f"ratios per repeat: {', '.join(f'{r:.2f}' for r in ratios)}")
+    print(f"CPU-time ratios per repeat: {', '.join(f'{r:.2f}' for r in cpu_ratios)}")
     if plain_ratios:
         print(
             f"max |delta loglik| vs plain batching: {max_delta_plain:.3g}; "
@@ -363,6 +459,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     goal = 5 if args.fewshot else 2
     print(f"ours/lm-eval speed ratio = {statistics.median(ratios):.2f} (median; goal >= {goal})")
+    print(f"ours/lm-eval CPU-time ratio = {statistics.median(cpu_ratios):.2f} (median)")
     return 0
 
 

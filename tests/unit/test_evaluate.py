@@ -163,6 +163,32 @@ def test_prefix_groups_follow_the_cost_model_per_group() -> None:
     assert lm.prefix_groups(many) == [(0, sorted(many))]  # 15-token prefixes x 3: no gain
 
 
+def test_prefix_groups_pick_the_level_of_the_prefix_tree_that_gains_most() -> None:
+    # Given 0-shot MMLU's shape: every input starts with the same 11 tokens, each subject's
+    # header adds 5 more
+    keys: dict[tuple[int, ...], int] = {
+        (7,) * 11 + (subject,) * 5 + (question, 3, question): 1
+        for subject in range(100, 104)
+        for question in range(20)
+    }
+    # When grouped, each subject is one group: 4 x 16-token prefixes save more than one
+    # 11-token prefix over all 80
+    groups = lm.prefix_groups(keys)
+    assert [(length, len(members)) for length, members in groups] == [(16, 20)] * 4
+    assert 4 * lm.sharing_gain(16, 20) > lm.sharing_gain(11, 80)
+    # Given 20 subjects of two items each, only the shared start pays, over all 40
+    few: dict[tuple[int, ...], int] = {
+        (7,) * 11 + (subject,) * 5 + (question, 3, question): 1
+        for subject in range(100, 120)
+        for question in range(2)
+    }
+    assert [(length, len(members)) for length, members in lm.prefix_groups(few)] == [(11, 40)]
+    # A deep chain of nested prefixes is handled without recursion, in key order
+    chain = {(1,) * length: 1 for length in range(2, 3000)}
+    groups = lm.prefix_groups(chain)
+    assert sorted(k for _, members in groups for k in members) == sorted(chain)
+
+
 FEWSHOT = "The following are solved questions about arithmetic.\n\n" + "".join(
     f"Question: {a}+{a}?\nAnswer: {2 * a}\n\n" for a in range(1, 6)
 )
@@ -205,15 +231,44 @@ def test_shared_scoring_is_deterministic_across_runs_and_batch_sizes(
         assert [g for _, g in again] == [g for _, g in first]
 
 
-def test_length_batches_bound_size_and_padding() -> None:
+def batches_cost(lengths: list[int], batches: list[list[int]]) -> int:
+    return sum(len(b) * lengths[b[0]] + lm.BATCH_OVERHEAD_TOKENS for b in batches)
+
+
+def least_cost(lengths: list[int], batch_size: int) -> int:
+    """Brute force over every split of ``lengths`` into consecutive batches."""
+    if not lengths:
+        return 0
+    return min(
+        size * lengths[0] + lm.BATCH_OVERHEAD_TOKENS + least_cost(lengths[size:], batch_size)
+        for size in range(1, min(batch_size, len(lengths)) + 1)
+    )
+
+
+def test_length_batches_are_consecutive_bounded_and_of_least_cost() -> None:
+    # Given inputs sorted longest first, as the scorer sorts them
     lengths = [576, 430, 285, 279, 136, 128, 123, 122, 122, 118, 87, 80, 77, 68, 68, 58, 47]
+    # When they are cut into batches of at most 4 rows
     batches = lm.length_batches(lengths, batch_size=4)
+    # Then every input is in one batch, in order, and no split costs less
     assert [i for batch in batches for i in batch] == list(range(len(lengths)))
-    for batch in batches:
-        assert len(batch) <= 4
-        padded = lengths[batch[0]] * len(batch)
-        assert len(batch) == 1 or padded <= lm.MAX_PADDING_RATIO * sum(lengths[i] for i in batch)
+    assert all(1 <= len(batch) <= 4 for batch in batches)
+    assert batches_cost(lengths, batches) == least_cost(lengths, 4)
+    # Padding a short row up to a long one costs more than a pass: they are not batched.
+    assert [0] in batches and [1] in batches
+    # Equal lengths fill whole batches, the partial one last (the longest rows first).
     assert lm.length_batches([10] * 9, batch_size=4) == [[0, 1, 2, 3], [4, 5, 6, 7], [8]]
+    assert lm.length_batches([], batch_size=4) == []
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_length_batches_match_brute_force(seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    lengths = sorted(torch.randint(1, 300, (9,), generator=generator).tolist(), reverse=True)
+    for batch_size in (1, 3, 8):
+        batches = lm.length_batches(lengths, batch_size)
+        assert [i for batch in batches for i in batch] == list(range(len(lengths)))
+        assert batches_cost(lengths, batches) == least_cost(lengths, batch_size)
 
 
 def test_loglikelihoods_are_deterministic(tiny: tuple[Any, Any]) -> None:

@@ -3,13 +3,15 @@
 Log-likelihoods follow lm-evaluation-harness's ``HFLM``: context and continuation are
 encoded without special tokens, trailing whitespace of the context moves to the
 continuation, the continuation is ``encode(context + continuation)[len(encode(context)):]``
-and inputs longer than the model's window are cut from the left. Requests are sorted by
-length (longest first) and requests with identical model input share one forward pass
-(MMLU's four one-token answers need one pass per question). Rows are left-padded with
-explicit position ids, so only the last few positions' logits are computed and a padded
-row scores exactly as it would alone (up to float rounding). Inputs sharing a long prompt
-prefix (MMLU's subject header and few-shot examples) encode it once and continue from its
-KV cache when ``sharing_pays`` says so for that group.
+and inputs longer than the model's window are cut from the left. Requests with identical
+model input share one forward pass (MMLU's four one-token answers need one pass per
+question). Inputs are sorted by length (longest first) and cut into the batches of least
+cost under a cost model of padding against passes (``length_batches``). Rows are
+right-padded and run under the causal mask alone, so a padded row scores exactly as it
+would alone (up to float rounding), and only the positions predicting a continuation go
+through the LM head. Inputs sharing a prompt prefix (MMLU's subject header and few-shot
+examples) encode it once and continue from its KV cache, in the groups ``prefix_groups``
+finds worth it under the cost model ``sharing_gain``.
 """
 
 from __future__ import annotations
@@ -147,21 +149,42 @@ MIN_SHARED_PREFIX = 8
 # a row continuing from a cached prefix costs ~0.1-0.2 tokens per prefix token more than a
 # row of the suffix alone, and a group's extra forward passes (the prefix's own, a partly
 # filled last batch) ~30-60 tokens' worth. Both are taken at the high end, so a group
-# shares only when it is clearly faster than plain batching.
+# shares only when it is clearly faster than plain batching. (Measured again at 1 thread,
+# CPU time: ~0.07 tokens per prefix token at P = 400, 3-4 rows of 70; 8 rows of 76 sharing
+# 11 and 15 tokens ran 8% and 15% faster than unshared.)
 KV_ROW_COST = 0.2
 GROUP_OVERHEAD_TOKENS = 64
 
 
-def sharing_pays(prefix_length: int, rows: int) -> bool:
-    """Whether encoding a ``prefix_length``-token prefix once for ``rows`` inputs is faster.
+def sharing_gain(prefix_length: int, rows: int) -> float:
+    """Decoder tokens saved by encoding a ``prefix_length``-token prefix once for ``rows`` inputs.
 
-    Saved: (rows - 1) * prefix_length decoder tokens; paid: rows * prefix_length *
-    ``KV_ROW_COST`` plus ``GROUP_OVERHEAD_TOKENS``.
+    Saved: (rows - 1) * prefix_length; paid: rows * prefix_length * ``KV_ROW_COST`` plus
+    ``GROUP_OVERHEAD_TOKENS``. Not positive: sharing would not be faster.
     """
     if rows < 2 or prefix_length < MIN_SHARED_PREFIX:
-        return False
+        return 0.0
     saved = (rows - 1) * prefix_length
-    return saved > rows * prefix_length * KV_ROW_COST + GROUP_OVERHEAD_TOKENS
+    return saved - rows * prefix_length * KV_ROW_COST - GROUP_OVERHEAD_TOKENS
+
+
+def sharing_pays(prefix_length: int, rows: int) -> bool:
+    """Whether encoding a ``prefix_length``-token prefix once for ``rows`` inputs is faster."""
+    return sharing_gain(prefix_length, rows) > 0
+
+
+class _Interval:
+    """Keys ``start``..``end`` (sorted) sharing exactly ``depth`` leading tokens; a tree node."""
+
+    __slots__ = ("children", "depth", "end", "share", "start", "value")
+
+    def __init__(self, depth: int, start: int) -> None:
+        self.depth = depth
+        self.start = start
+        self.end = start
+        self.children: list[_Interval] = []
+        self.value = 0.0  # the best gain within the interval
+        self.share = False  # whether the best is one group over the whole interval
 
 
 def prefix_groups(
@@ -170,36 +193,70 @@ def prefix_groups(
     """Inputs grouped by a shared leading prefix: ``[(prefix length, keys)]``.
 
     Keys are sorted by their tokens, so inputs starting alike (MMLU's per-subject header,
-    a task's few-shot examples) are neighbours and a group's common prefix is that of its
-    first and last key. A key joins the group while the common prefix stays at least
-    ``MIN_SHARED_PREFIX`` tokens and half its length so far. ``tails`` maps each key to the
+    a task's few-shot examples) are neighbours, and the runs of keys sharing at least d
+    leading tokens nest into a tree (all of MMLU shares the header's first 11 tokens at
+    0 shot, each subject ~15, and at few shot each subject its solved examples). The
+    groups are the set of disjoint runs with the largest total ``sharing_gain``: a run is
+    one group or the best split of its sub-runs, whichever gains more (with ``always``,
+    the gain is the decoder tokens saved, (n - 1) * P). ``tails`` maps each key to the
     number of its last positions whose logits are needed: those stay out of the prefix.
-    A group is kept only where ``sharing_pays`` (every group of 2+ keys with ``always``);
-    the keys of every other group are batched together, unshared, as one last group of
-    prefix 0. The result depends on ``tails`` only.
+    Keys in no group are batched together, unshared, as one last group of prefix 0.
+    Linear in the number of keys (after sorting); the result depends on ``tails`` only.
     """
     ordered = sorted(tails)
-    if not share:
+    if not share or not ordered:
         return [(0, ordered)] if ordered else []
-    grouped: list[tuple[int, list[tuple[int, ...]]]] = []
-    for key in ordered:
-        if grouped:
-            shared, members = grouped[-1]
-            common = min(_common_prefix(members[0], key), len(key) - tails[key])
-            first = len(members[0]) - tails[members[0]]
-            common = min(common, first) if len(members) == 1 else min(common, shared)
-            if common >= MIN_SHARED_PREFIX and (len(members) == 1 or 2 * common >= shared):
-                grouped[-1] = (common, [*members, key])
-                continue
-        grouped.append((0, [key]))
-    kept: list[tuple[int, list[tuple[int, ...]]]] = []
-    plain: list[tuple[int, ...]] = []
-    for shared, members in grouped:
-        pays = len(members) > 1 and (always or sharing_pays(shared, len(members)))
-        if pays:
-            kept.append((shared, members))
+
+    def gain(depth: int, rows: int) -> float:
+        if always:
+            return float((rows - 1) * depth) if depth >= MIN_SHARED_PREFIX and rows > 1 else 0.0
+        return sharing_gain(depth, rows)
+
+    def close(node: _Interval, end: int) -> None:
+        node.end = end
+        split = sum(child.value for child in node.children)
+        whole = gain(node.depth, end - node.start + 1)
+        node.share = whole > 0 and whole >= split
+        node.value = whole if node.share else split
+
+    # Bottom-up construction of the tree of runs (the LCP intervals of the sorted keys),
+    # from the prefix each key shares with the one before it, short of either one's tail.
+    root = _Interval(0, 0)
+    stack = [root]
+    for index in range(1, len(ordered) + 1):
+        if index < len(ordered):
+            before, key = ordered[index - 1], ordered[index]
+            limit = min(len(before) - tails[before], len(key) - tails[key])
+            depth = min(_common_prefix(before, key), limit)
         else:
-            plain.extend(members)
+            depth = -1  # closes every open run
+        start = index - 1
+        last: _Interval | None = None
+        while stack and depth < stack[-1].depth:
+            last = stack.pop()
+            close(last, index - 1)
+            start = last.start
+            if stack and depth <= stack[-1].depth:
+                stack[-1].children.append(last)
+                last = None
+        if depth > (stack[-1].depth if stack else -1) and index < len(ordered):
+            node = _Interval(depth, start)
+            if last is not None:
+                node.children.append(last)
+            stack.append(node)
+
+    kept: list[tuple[int, list[tuple[int, ...]]]] = []
+    grouped: set[int] = set()
+    pending = [root]
+    while pending:
+        node = pending.pop()
+        if node.share:
+            kept.append((node.depth, ordered[node.start : node.end + 1]))
+            grouped.update(range(node.start, node.end + 1))
+        else:
+            pending.extend(node.children)
+    kept.sort(key=lambda group: group[1][0])
+    plain = [key for index, key in enumerate(ordered) if index not in grouped]
     return kept + ([(0, plain)] if plain else [])
 
 
@@ -293,30 +350,37 @@ def _batch_logprobs(
     return torch.log_softmax(picked.float(), dim=-1).cpu()
 
 
-# Padding is wasted compute (on CPU it is all of the cost): a batch grows only while its
-# padded size stays within this factor of its real tokens. Measured on MMLU (40 items, batch
-# 8): 1.25 padded 15% and scored slower than 1.05 (2.4% padding, twice the batches); 1.0
-# (no padding, many one-row batches) was slower again: a matmul over few tokens is less
-# efficient per token.
-MAX_PADDING_RATIO = 1.05
+# The cost of one forward pass, in units of "one token through the decoder": its rows times
+# its width (padding is computed like any token) plus a fixed cost per pass. Measured on CPU
+# (SmolLM2-135M, float32, 1 thread; rows of 40 and 87 tokens, 1-8 rows): a pass costs
+# ~1.7 ms per token plus ~70-80 ms, i.e. ~40-45 tokens; more with 2 threads, where every
+# operation of a pass synchronizes the threads.
+BATCH_OVERHEAD_TOKENS = 48
 
 
 def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Consecutive batches of indexes into ``lengths`` (sorted longest first)."""
+    """Consecutive batches of indexes into ``lengths`` (sorted longest first), of least cost.
+
+    A batch of rows i..j-1 costs (j - i) * lengths[i] (each row padded to the longest) plus
+    ``BATCH_OVERHEAD_TOKENS``; dynamic programming finds the split into batches of at most
+    ``batch_size`` rows with the least total cost, so a few padded positions are accepted
+    where they save a pass and a pass is added where it saves more padding. Ties go to the
+    larger batch first (the longest rows first, so memory problems show at once). Depends
+    on ``lengths`` and ``batch_size`` only.
+    """
+    n = len(lengths)
+    best = [float("inf")] * n + [0.0]  # best[i]: least cost of rows i..n-1
+    cut = [n] * (n + 1)  # the end of the first batch of that split
+    for first in range(n - 1, -1, -1):
+        for end in range(min(n, first + batch_size), first, -1):
+            cost = (end - first) * lengths[first] + BATCH_OVERHEAD_TOKENS + best[end]
+            if cost < best[first]:
+                best[first], cut[first] = cost, end
     batches: list[list[int]] = []
-    current: list[int] = []
-    real = 0
-    for index, length in enumerate(lengths):
-        if current:
-            width = lengths[current[0]]
-            padded = width * (len(current) + 1)
-            if len(current) >= batch_size or padded > MAX_PADDING_RATIO * (real + length):
-                batches.append(current)
-                current, real = [], 0
-        current.append(index)
-        real += length
-    if current:
-        batches.append(current)
+    first = 0
+    while first < n:
+        batches.append(list(range(first, cut[first])))
+        first = cut[first]
     return batches
 
 
