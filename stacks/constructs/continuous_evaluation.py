@@ -16,14 +16,13 @@ from aws_cdk import aws_cloudwatch_actions as cw_actions
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
-from aws_cdk import aws_scheduler as scheduler
-from aws_cdk import aws_scheduler_targets as targets
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from stacks.config import StageConfig
 from stacks.constructs.python_function import PythonFunction
+from stacks.constructs.scheduled_function import grant_namespace_metrics, invoke_on_schedule
 from stacks.grants import grant_table
 from stacks.nag import WildcardAllowances
 from tuneloop.watch.evaluation import NAMESPACE, SCHEDULED
@@ -36,20 +35,8 @@ RUNBOOK = "docs/runbooks/evaluation-regression.md"
 
 
 def grant_evaluation_metrics(function: iam.IGrantable, allowances: WildcardAllowances) -> None:
-    """``cloudwatch:PutMetricData`` to ``TuneLoop/Evaluation`` only (the action has no
-    resource type, so the namespace condition is the narrowing)."""
-    function.grant_principal.add_to_principal_policy(
-        iam.PolicyStatement(
-            actions=["cloudwatch:PutMetricData"],
-            resources=["*"],
-            conditions={"StringEquals": {"cloudwatch:namespace": NAMESPACE}},
-        )
-    )
-    allowances.allow_resource(
-        "*",
-        "cloudwatch:PutMetricData supports no resource-level permissions; the statement is "
-        f"limited to the {NAMESPACE} namespace by the cloudwatch:namespace condition.",
-    )
+    """``cloudwatch:PutMetricData`` to ``TuneLoop/Evaluation`` only."""
+    grant_namespace_metrics(function, allowances, NAMESPACE)
 
 
 class ContinuousEvaluation(Construct):
@@ -92,36 +79,16 @@ class ContinuousEvaluation(Construct):
             grant_table(table, fn, allow, write=False)
         benchmark_run_state_machine.grant_start_execution(fn)
 
-        schedule_role = iam.Role(
+        self.schedule = invoke_on_schedule(
             self,
-            "ScheduleRole",
-            assumed_by=iam.ServicePrincipal("scheduler.amazonaws.com"),
-            description="EventBridge Scheduler: invoke the continuous evaluation function",
-        )
-        WildcardAllowances(schedule_role).allow_resource(
-            f"{fn.function_arn}:*",
-            "CDK's invoke grant also names the function's versions and aliases (<arn>:*) of "
-            "this one function.",
-        )
-        self.schedule = scheduler.Schedule(
-            self,
-            "Schedule",
-            schedule=scheduler.ScheduleExpression.expression(settings.schedule),
-            description="Re-evaluate the production model on the gate's suites",
+            fn,
+            expression=settings.schedule,
             enabled=settings.enabled,
-            target=targets.LambdaInvoke(
-                fn,
-                # tuneloop.watch.evaluation.schedule_input: what `tuneloop watch evaluate` sends.
-                input=scheduler.ScheduleTargetInput.from_object(
-                    {
-                        "trigger": SCHEDULED,
-                        "scheduled_time": scheduler.ContextAttribute.scheduled_time,
-                    }
-                ),
-                retry_attempts=SCHEDULE_RETRY_ATTEMPTS,
-                max_event_age=Duration.hours(1),
-                role=schedule_role,
-            ),
+            # tuneloop.watch.evaluation.schedule_input: what `tuneloop watch evaluate` sends.
+            trigger=SCHEDULED,
+            retry_attempts=SCHEDULE_RETRY_ATTEMPTS,
+            description="Re-evaluate the production model on the gate's suites",
+            role_description="EventBridge Scheduler: invoke the continuous evaluation function",
         )
         self.alarm = cw.Alarm(
             self,

@@ -17,13 +17,12 @@ from aws_cdk import aws_cloudwatch_actions as cw_actions
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
-from aws_cdk import aws_scheduler as scheduler
-from aws_cdk import aws_scheduler_targets as targets
 from aws_cdk import aws_sns as sns
 from constructs import Construct
 
 from stacks.config import StageConfig
 from stacks.constructs.python_function import PythonFunction
+from stacks.constructs.scheduled_function import grant_namespace_metrics, invoke_on_schedule
 from stacks.grants import grant_objects, grant_table
 from stacks.nag import WildcardAllowances
 from tuneloop.watch.drift_service import NAMESPACE, REPORT_PREFIX, SCHEDULED
@@ -41,20 +40,8 @@ MEMORY_MB = 1024
 
 
 def grant_drift_metrics(function: iam.IGrantable, allowances: WildcardAllowances) -> None:
-    """``cloudwatch:PutMetricData`` to ``TuneLoop/Drift`` only (the action has no resource
-    type, so the namespace condition is the narrowing)."""
-    function.grant_principal.add_to_principal_policy(
-        iam.PolicyStatement(
-            actions=["cloudwatch:PutMetricData"],
-            resources=["*"],
-            conditions={"StringEquals": {"cloudwatch:namespace": NAMESPACE}},
-        )
-    )
-    allowances.allow_resource(
-        "*",
-        "cloudwatch:PutMetricData supports no resource-level permissions; the statement is "
-        f"limited to the {NAMESPACE} namespace by the cloudwatch:namespace condition.",
-    )
+    """``cloudwatch:PutMetricData`` to ``TuneLoop/Drift`` only."""
+    grant_namespace_metrics(function, allowances, NAMESPACE)
 
 
 class DriftCheck(Construct):
@@ -103,36 +90,16 @@ class DriftCheck(Construct):
         if settings.retrain_on_drift:  # the continuous-improvement loop: a drop, nothing more
             grant_objects(raw, fn, allow, prefix=settings.drop_prefix, access="put")
 
-        schedule_role = iam.Role(
+        self.schedule = invoke_on_schedule(
             self,
-            "ScheduleRole",
-            assumed_by=iam.ServicePrincipal("scheduler.amazonaws.com"),
-            description="EventBridge Scheduler: invoke the drift check function",
-        )
-        WildcardAllowances(schedule_role).allow_resource(
-            f"{fn.function_arn}:*",
-            "CDK's invoke grant also names the function's versions and aliases (<arn>:*) of "
-            "this one function.",
-        )
-        self.schedule = scheduler.Schedule(
-            self,
-            "Schedule",
-            schedule=scheduler.ScheduleExpression.expression(settings.schedule),
-            description="Compare the endpoint's captured prompts with the training data",
+            fn,
+            expression=settings.schedule,
             enabled=settings.enabled,
-            target=targets.LambdaInvoke(
-                fn,
-                # tuneloop.watch.drift_service.request_input: what `tuneloop watch drift` sends.
-                input=scheduler.ScheduleTargetInput.from_object(
-                    {
-                        "trigger": SCHEDULED,
-                        "scheduled_time": scheduler.ContextAttribute.scheduled_time,
-                    }
-                ),
-                retry_attempts=SCHEDULE_RETRY_ATTEMPTS,
-                max_event_age=Duration.hours(1),
-                role=schedule_role,
-            ),
+            # tuneloop.watch.drift_service.request_input: what `tuneloop watch drift` sends.
+            trigger=SCHEDULED,
+            retry_attempts=SCHEDULE_RETRY_ATTEMPTS,
+            description="Compare the endpoint's captured prompts with the training data",
+            role_description="EventBridge Scheduler: invoke the drift check function",
         )
         self.alarm = cw.Alarm(
             self,

@@ -18,10 +18,9 @@ from typing import Any
 import pytest
 
 from tests.e2e.loop_helpers import (
-    PERMISSIVE_POLICY,
+    deployed_platform,
     drop_and_follow,
     given_assembly,
-    set_gate_policy,
     wait_for,
     write_drop,
 )
@@ -66,22 +65,11 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPlatform
     base = make_tiny_causal_lm(tmp_path_factory.mktemp("base") / "tiny")
     work = tmp_path_factory.mktemp("console")
     context = {"stage": "local", "retrain_threshold": "5", "base_model": str(base)}
-    local = LocalPlatform(work, context=context, log=lambda _: None).start()
-    try:
-        local.deploy(given_assembly())
-        benchmark = work / "facts.jsonl"
-        benchmark.write_text(
-            '{"id": "q1", "prompt": "Is water wet?", "choices": [" yes", " no"], "answer": 0}\n',
-            encoding="utf-8",
-        )
-        local.upload_benchmarks([benchmark])
-        set_gate_policy(PERMISSIVE_POLICY)
+    with deployed_platform(work, context, assembly=given_assembly(), permissive_gate=True) as local:
         for topic, count in (("gadget", 12), ("widget", 8)):
             run = drop_and_follow(local, [write_drop(work / f"{topic}.jsonl", topic, count)])
             assert run.status == "SUCCEEDED", run.cause
         yield local
-    finally:
-        local.stop()
 
 
 @pytest.fixture(scope="module")

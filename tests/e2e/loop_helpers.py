@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,41 @@ def given_assembly() -> Path | None:
     """A cloud assembly to deploy instead of synthesizing (e.g. one `npx cdk synth` wrote)."""
     folder = os.environ.get(ASSEMBLY_VARIABLE)
     return Path(folder).resolve() if folder else None
+
+
+ONE_QUESTION_BENCHMARK = {
+    "id": "q1",
+    "prompt": "Is water wet?",
+    "choices": [" yes", " no"],
+    "answer": 0,
+}
+
+
+@contextmanager
+def deployed_platform(
+    work: Path,
+    context: dict[str, str],
+    *,
+    assembly: Path | None = None,
+    enforce_permissions: bool | None = None,
+    permissive_gate: bool = False,
+) -> Iterator[LocalPlatform]:
+    """A local platform deployed from ``assembly`` (synthesized with ``context`` when None),
+    stopped on exit. ``permissive_gate`` adds a one-question company benchmark and a gate
+    policy that approves every candidate, for tests about the loop rather than the gate."""
+    local = LocalPlatform(
+        work, context=context, log=lambda _: None, enforce_permissions=enforce_permissions
+    ).start()
+    try:
+        local.deploy(assembly)
+        if permissive_gate:
+            benchmark = work / "facts.jsonl"
+            benchmark.write_text(json.dumps(ONE_QUESTION_BENCHMARK) + "\n", encoding="utf-8")
+            local.upload_benchmarks([benchmark])
+            set_gate_policy(PERMISSIVE_POLICY)
+        yield local
+    finally:
+        local.stop()
 
 
 def write_drop(path: Path, topic: str, count: int) -> Path:

@@ -20,7 +20,7 @@ from typing import Any
 import boto3
 import pytest
 
-from tests.e2e.loop_helpers import wait_for, wait_for_incident
+from tests.e2e.loop_helpers import deployed_platform, wait_for, wait_for_incident
 from tuneloop.local.data_capture import CaptureSettings, capture_key, capture_record
 from tuneloop.local.platform import LocalPlatform
 from tuneloop.operations.names import PlatformNames
@@ -53,13 +53,8 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPlatform
         "retrain_threshold": "1000",  # the drop is ingested; no run starts
         "drift_check": json.dumps({"retrain_on_drift": True, "min_prompts": 20}),
     }
-    local = LocalPlatform(work, context=context, log=lambda _: None, enforce_permissions=True)
-    local.start()
-    try:
-        local.deploy()
+    with deployed_platform(work, context, enforce_permissions=True) as local:
         yield local
-    finally:
-        local.stop()
 
 
 def _in_production(platform: LocalPlatform, rng: random.Random) -> None:

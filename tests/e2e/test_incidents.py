@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import boto3
 import pytest
 
-from tests.e2e.loop_helpers import wait_for, wait_for_incident
+from tests.e2e.loop_helpers import deployed_platform, wait_for, wait_for_incident
 from tuneloop.cli import main
 from tuneloop.local.platform import LocalPlatform
 from tuneloop.operations.audit import list_records
@@ -29,15 +29,8 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPlatform]:
     work = tmp_path_factory.mktemp("e2e-incidents")
-    local = LocalPlatform(
-        work, context={"stage": "local"}, log=lambda _: None, enforce_permissions=True
-    )
-    local.start()
-    try:
-        local.deploy()
+    with deployed_platform(work, {"stage": "local"}, enforce_permissions=True) as local:
         yield local
-    finally:
-        local.stop()
 
 
 def test_a_dead_letter_opens_an_incident_that_an_operator_resolves(

@@ -18,6 +18,7 @@ import pytest
 
 from tests.e2e.loop_helpers import (
     PERMISSIVE_POLICY,
+    deployed_platform,
     drop_and_follow,
     given_assembly,
     set_gate_policy,
@@ -40,22 +41,8 @@ def base_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def platform(tmp_path_factory: pytest.TempPathFactory, base_model: Path) -> Iterator[LocalPlatform]:
     work = tmp_path_factory.mktemp("e2e")
     context = {"stage": "local", "retrain_threshold": "5", "base_model": str(base_model)}
-    local = LocalPlatform(work, context=context, log=lambda _: None).start()
-    try:
-        local.deploy(given_assembly())
-        benchmark = work / "facts.jsonl"
-        benchmark.write_text(
-            json.dumps(
-                {"id": "q1", "prompt": "Is water wet?", "choices": [" yes", " no"], "answer": 0}
-            )
-            + "\n",
-            encoding="utf-8",
-        )
-        local.upload_benchmarks([benchmark])
-        set_gate_policy(PERMISSIVE_POLICY)
+    with deployed_platform(work, context, assembly=given_assembly(), permissive_gate=True) as local:
         yield local
-    finally:
-        local.stop()
 
 
 def test_bad_input_is_quarantined_and_the_rest_is_stored(

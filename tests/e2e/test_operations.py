@@ -21,9 +21,9 @@ import pytest
 
 from tests.e2e.loop_helpers import (
     PERMISSIVE_POLICY,
+    deployed_platform,
     drop_and_follow,
     given_assembly,
-    set_gate_policy,
     wait_for,
     write_drop,
 )
@@ -51,17 +51,8 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPlatform
             {"scale_in_cooldown_seconds": 5, "scale_out_cooldown_seconds": 5}
         ),
     }
-    local = LocalPlatform(work, context=context, log=lambda _: None).start()
-    try:
-        local.deploy(given_assembly())
-        benchmark = work / "facts.jsonl"
-        question = {"id": "q1", "prompt": "Is water wet?", "choices": [" yes", " no"]}
-        benchmark.write_text(json.dumps({**question, "answer": 0}) + "\n", encoding="utf-8")
-        local.upload_benchmarks([benchmark])
-        set_gate_policy(PERMISSIVE_POLICY)
+    with deployed_platform(work, context, assembly=given_assembly(), permissive_gate=True) as local:
         yield local
-    finally:
-        local.stop()
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ from typing import Any
 import boto3
 import pytest
 
+from tests.e2e.loop_helpers import deployed_platform
 from tests.unit.tiny_models import make_tiny_causal_lm
 from tuneloop.local.iam.mutate import find_template_grant, without_grant
 from tuneloop.local.platform import LocalPlatform, synth
@@ -40,13 +41,8 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPlatform
     )
     mutated = without_grant(assembly, work / "without-ingest-write", ingest_write)
     mutated = without_grant(mutated, work / "without-both", machine_invoke)
-    local = LocalPlatform(work, context=context, log=lambda _: None, enforce_permissions=True)
-    local.start()
-    try:
-        local.deploy(mutated)
+    with deployed_platform(work, context, assembly=mutated, enforce_permissions=True) as local:
         yield local
-    finally:
-        local.stop()
 
 
 def test_ingestion_without_its_table_write_fails_with_aws_denial(

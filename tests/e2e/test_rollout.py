@@ -26,10 +26,9 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.e2e.loop_helpers import (
-    PERMISSIVE_POLICY,
+    deployed_platform,
     drop_and_follow,
     given_assembly,
-    set_gate_policy,
     write_drop,
 )
 from tests.unit.tiny_models import make_tiny_causal_lm
@@ -61,20 +60,8 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPlatform
         "base_model": str(base_model),
         "rollout": json.dumps(CANARY),
     }
-    local = LocalPlatform(work, context=context, log=lambda _: None).start()
-    try:
-        local.deploy(given_assembly())
-        benchmark = work / "facts.jsonl"
-        benchmark.write_text(
-            json.dumps({"id": "q1", "prompt": "Is it?", "choices": [" yes", " no"], "answer": 0})
-            + "\n",
-            encoding="utf-8",
-        )
-        local.upload_benchmarks([benchmark])
-        set_gate_policy(PERMISSIVE_POLICY)
+    with deployed_platform(work, context, assembly=given_assembly(), permissive_gate=True) as local:
         yield local
-    finally:
-        local.stop()
 
 
 class Traffic:

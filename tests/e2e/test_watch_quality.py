@@ -23,10 +23,9 @@ import boto3
 import pytest
 
 from tests.e2e.loop_helpers import (
-    PERMISSIVE_POLICY,
+    deployed_platform,
     drop_and_follow,
     given_assembly,
-    set_gate_policy,
     wait_for,
     wait_for_incident,
     write_drop,
@@ -42,20 +41,8 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPlatform
     base_model = make_tiny_causal_lm(tmp_path_factory.mktemp("base") / "tiny")
     work = tmp_path_factory.mktemp("e2e-quality")
     context = {"stage": "local", "retrain_threshold": "5", "base_model": str(base_model)}
-    local = LocalPlatform(work, context=context, log=lambda _: None).start()
-    try:
-        local.deploy(given_assembly())
-        benchmark = work / "facts.jsonl"
-        benchmark.write_text(
-            json.dumps({"id": "q1", "prompt": "Is it?", "choices": [" yes", " no"], "answer": 0})
-            + "\n",
-            encoding="utf-8",
-        )
-        local.upload_benchmarks([benchmark])
-        set_gate_policy(PERMISSIVE_POLICY)
+    with deployed_platform(work, context, assembly=given_assembly(), permissive_gate=True) as local:
         yield local
-    finally:
-        local.stop()
 
 
 def _fired(platform: LocalPlatform, metric: str) -> list[dict[str, Any]]:
