@@ -36,6 +36,7 @@ from tuneloop.ingest.settings import (
     settings_problems,
     settings_with,
 )
+from tuneloop.planning.run_check import TrainingCapacitySettings
 from tuneloop.planning.verdict import DOES_NOT_FIT, Verdict, check_training
 from tuneloop.release.autoscaling import AutoscalingSettings, AutoscalingSettingsError
 from tuneloop.release.lmi import LmiSettings
@@ -70,6 +71,11 @@ OVERRIDABLE_FIELDS = (
 ``rollout`` an object of rollout settings (or its JSON text) merged onto the stage's;
 ``drift_check`` an object of drift check settings (or its JSON text) merged onto the stage's;
 ``autoscaling`` an object of autoscaling settings (or its JSON text) merged onto the stage's."""
+
+# ResourceConfig.InstanceCount has no API maximum (0 only with instance groups, which Train
+# does not use); what binds is the account's adjustable per-instance-type training quota,
+# unknown at synth. This bound only catches a mistyped count before it requests a fleet.
+MAX_TRAINING_INSTANCES = 64
 
 # CloudWatch Logs accepts only these retention periods (days).
 LOG_RETENTION_DAYS = frozenset(
@@ -159,6 +165,13 @@ class TrainingHyperparameters:
     # Share of the training set the trainer draws from the replay channel (capped at what
     # PrepareDataset exported); 0.5 uses the whole export at REPLAY_RATIO <= 1.
     replay_fraction: float = 0.5
+    # The capacity planner's levers (docs/training.md, "Capacity planning"): the effective
+    # batch is per_device_batch_size x gradient_accumulation_steps (x GPUs), so a smaller
+    # micro-batch with more accumulation trains the same; checkpointing recomputes
+    # activations (~30% slower); quantize_4bit is QLoRA (bitsandbytes in the image).
+    gradient_accumulation_steps: int = 1
+    gradient_checkpointing: bool = False
+    quantize_4bit: bool = False
 
     def problems(self) -> list[Problem]:
         found: list[Problem] = []
@@ -168,8 +181,12 @@ class TrainingHyperparameters:
             "lora_alpha",
             "max_seq_length",
             "per_device_batch_size",
+            "gradient_accumulation_steps",
         ):
             _positive_int(found, name, getattr(self, name))
+        for name in ("gradient_checkpointing", "quantize_4bit"):
+            value = getattr(self, name)
+            _check(found, name, value, isinstance(value, bool), "a bool")
         _number_in(found, "learning_rate", self.learning_rate, 1e-9, 1.0, "in (0, 1]")
         _number_in(found, "lora_dropout", self.lora_dropout, 0.0, 0.99, "in [0, 1)")
         _number_in(found, "replay_fraction", self.replay_fraction, 0.0, 0.99, "in [0, 1)")
@@ -184,8 +201,13 @@ class TrainingHyperparameters:
         return found
 
     def as_hyperparameters(self) -> dict[str, str]:
-        """SageMaker hyperparameters are strings."""
-        return {f.name: str(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        """SageMaker hyperparameters are strings (booleans ``true``/``false``)."""
+        return {f.name: _hyperparameter(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+def _hyperparameter(value: Any) -> str:
+    # str(True) is "True": the trainer reads either, but "true" is what SageMaker shows.
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -294,6 +316,9 @@ class StageConfig:
     # since the last checkpoint); the job may wait for capacity up to max_wait in total.
     training_spot: bool = False
     training_spot_max_wait_minutes: int = 0
+    # Instances of the Train job (ResourceConfig.InstanceCount), one data-parallel process
+    # group across them (docs/training.md, "Multi-GPU and multi-node"). Works with spot.
+    training_instance_count: int = 1
     # The capacity planner's verdict on Train's GPU memory (docs/training.md, "Capacity
     # planning"): "enforce" fails synth when the base model, settings and instance type
     # cannot fit; "warn" leaves it to `tuneloop plan --stage <stage>` to show.
@@ -381,6 +406,16 @@ class StageConfig:
                 bool(_INSTANCE_TYPE.match(str(value))),
                 "a SageMaker instance type like 'ml.g5.xlarge'",
             )
+        _check(
+            found,
+            "training_instance_count",
+            self.training_instance_count,
+            isinstance(self.training_instance_count, int)
+            and not isinstance(self.training_instance_count, bool)
+            and 1 <= self.training_instance_count <= MAX_TRAINING_INSTANCES,
+            f"an integer from 1 to {MAX_TRAINING_INSTANCES} (the Train job's instances; "
+            "the account's training quota for the instance type must allow as many)",
+        )
         if self.training_spot:
             _check(
                 found,
@@ -461,8 +496,17 @@ class StageConfig:
         """The planner's verdict on the Train job: the trainer's hyperparameters (its
         defaults where the stage sets none) on ``training_instance_type``; skipped, with the
         reason, for CPU instance types and base models of unknown size."""
-        hyperparameters = {"base_model": self.base_model, **dataclasses.asdict(self.training)}
-        return check_training(hyperparameters, self.training_instance_type)
+        settings = self.training_capacity_settings()
+        return check_training(settings.hyperparameters, self.training_instance_type)
+
+    def training_capacity_settings(self) -> TrainingCapacitySettings:
+        """PrepareDataset's TRAINING_CAPACITY: the same check at run time, for an ``s3://``
+        base model whose size synth cannot know (tuneloop/planning/run_check.py)."""
+        return TrainingCapacitySettings(
+            training_instance_type=self.training_instance_type,
+            training_capacity_check=self.training_capacity_check,
+            hyperparameters={"base_model": self.base_model, **dataclasses.asdict(self.training)},
+        )
 
     def _training_capacity_problems(self) -> list[Problem]:
         name = "training_capacity_check"
@@ -479,7 +523,8 @@ class StageConfig:
             - stage_fields
             - {"training_instance_type"}
         )
-        note = f" ({', '.join(unset)}: not settings of the stage config yet)"
+        # Changes the trainer or the stage config cannot make (FSDP, full fine-tuning).
+        note = f" ({', '.join(unset)}: not settings of the stage config)"
         return [("training_instance_type", verdict.message + (note if unset else ""))]
 
     def _rollout_timeout_problems(self) -> list[Problem]:
@@ -623,10 +668,9 @@ def _dev() -> StageConfig:
         # from the S3 checkpoints). Prod turns it off for a predictable time to deployment.
         training_spot=True,
         training_spot_max_wait_minutes=480,
-        # The planner finds these settings need ~26 GiB per GPU on ml.g5.2xlarge (1 x A10G,
-        # 21.6 GiB usable) and prod's (max_seq_length 2048) ~42 GiB: `tuneloop plan --stage
-        # dev` lists the changes that fit. Until one is chosen, synth reports no problem.
-        training_capacity_check="warn",
+        # An effective batch of 4 x 1024 tokens: 4 rows at once need ~26.4 GiB per GPU on
+        # ml.g5.2xlarge (1 x A10G, 21.6 GiB usable); 2 rows x 2 accumulated need 18.7 GiB
+        # (`tuneloop plan --stage dev`), with no recompute (checkpointing is ~30% slower).
         training=TrainingHyperparameters(
             max_steps=500,
             learning_rate=2e-4,
@@ -634,7 +678,8 @@ def _dev() -> StageConfig:
             lora_alpha=32,
             lora_dropout=0.05,
             max_seq_length=1024,
-            per_device_batch_size=4,
+            per_device_batch_size=2,
+            gradient_accumulation_steps=2,
             seed=0,
         ),
         evaluation=EvalSettings(mmlu_subset_size=1000, seed=0),
@@ -680,8 +725,15 @@ def _prod() -> StageConfig:
         stage="prod",
         training_spot=False,
         training_spot_max_wait_minutes=0,
+        # The same effective batch (4 rows) at 2048 tokens: 42.4 GiB at once, 18.8 GiB as 1
+        # row x 4 accumulated on ml.g5.2xlarge (`tuneloop plan --stage prod`).
         training=dataclasses.replace(
-            dev.training, max_steps=2000, learning_rate=1e-4, max_seq_length=2048
+            dev.training,
+            max_steps=2000,
+            learning_rate=1e-4,
+            max_seq_length=2048,
+            per_device_batch_size=1,
+            gradient_accumulation_steps=4,
         ),
         evaluation=EvalSettings(mmlu_subset_size=5000, seed=0),
         alarms=AlarmThresholds(invocation_5xx_errors=3, model_latency_p99_ms=3000),
@@ -705,7 +757,6 @@ def _local() -> StageConfig:
         training_instance_type="ml.m5.xlarge",
         serving_instance_type="ml.m5.large",
         training_spot=False,  # local jobs run on this machine
-        training_capacity_check="enforce",  # a CPU instance type: the planner skips it
         training_spot_max_wait_minutes=0,
         # Enough for SmolLM2-135M to learn the example drops' facts (docs/training.md,
         # "The demo's learning"): 20 steps of 2 at 3e-3 take ~20 s on 2 cores.

@@ -12,9 +12,11 @@ from typing import Literal
 from aws_cdk import Stack
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_s3 as s3
 
 from stacks.nag import WildcardAllowances
+from tuneloop.planning.run_check import model_config_location
 
 KMS_ACTIONS = {
     "kms:GenerateDataKey*": "CDK's grant for a KMS-encrypted bucket/table/topic: data-key "
@@ -103,3 +105,19 @@ def grant_audit_append(table: dynamodb.Table, grantee: iam.IGrantable) -> None:
     table.grant(grantee, "dynamodb:PutItem")
     if table.encryption_key is not None:
         table.encryption_key.grant(grantee, "kms:Decrypt")
+
+
+def grant_base_model_config(function: lambda_.IFunction, base_model: str) -> None:
+    """``s3:GetObject`` on the one ``config.json`` of an ``s3://`` base model, which
+    PrepareDataset sizes the Train job by (tuneloop/planning/run_check.py); nothing for other
+    references and archives, whose config it does not read."""
+    location = model_config_location(base_model)
+    if location is None:
+        return
+    bucket, key = location
+    partition = Stack.of(function).partition
+    function.add_to_role_policy(
+        iam.PolicyStatement(
+            actions=["s3:GetObject"], resources=[f"arn:{partition}:s3:::{bucket}/{key}"]
+        )
+    )

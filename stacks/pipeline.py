@@ -29,7 +29,12 @@ from stacks.constructs.sagemaker_execution_role import SageMakerExecutionRole
 from stacks.constructs.state_tables import StateTables
 from stacks.constructs.training_code import TrainingCode
 from stacks.endpoint_autoscaling import grant_endpoint_autoscaling
-from stacks.grants import grant_audit_append, grant_objects, grant_table
+from stacks.grants import (
+    grant_audit_append,
+    grant_base_model_config,
+    grant_objects,
+    grant_table,
+)
 from stacks.nag import WildcardAllowances
 from stacks.outputs import add_outputs
 from tuneloop import stack_outputs as out
@@ -125,6 +130,9 @@ class PipelineStack(Stack):
                     "HELDOUT_FRACTION": str(config.dataset.heldout_fraction),
                     "HELDOUT_MAX_RECORDS": str(config.dataset.heldout_max_records),
                     "REPLAY_RATIO": str(config.dataset.replay_ratio),
+                    # Train's instance type and settings: an s3:// base model, which synth
+                    # cannot size, is checked against them before the GPU job.
+                    "TRAINING_CAPACITY": config.training_capacity_settings().to_json(),
                 },
                 timeout=Duration.minutes(15),
                 memory_size=2048,
@@ -227,6 +235,7 @@ class PipelineStack(Stack):
             access="read",
         )
         grant_table(t.benchmarks, f["PrepareDataset"], a["PrepareDataset"], write=False)
+        grant_base_model_config(f["PrepareDataset"], config.base_model)
         # The run's frozen copies: runs/<model_version>/benchmarks/<name>.jsonl.
         grant_objects(
             b.artifacts,

@@ -7,7 +7,10 @@ Event: ``{"execution_name": str, "execution_arn": str}``. Result (``$.dataset``)
 "record_count", "heldout_count", "replay_count", "dataset_sha256", "champion_version",
 "champion_model_data", "benchmarks_s3_uri", "benchmark_versions"}``.
 The custom suites of ``GATE_POLICY`` are resolved through ``BENCHMARKS_TABLE`` and copied to
-``runs/<model_version>/benchmarks/`` (``tuneloop.benchmarks.freeze``).
+``runs/<model_version>/benchmarks/`` (``tuneloop.benchmarks.freeze``). First, an ``s3://``
+base model is sized from its config.json against ``TRAINING_CAPACITY`` (Train's instance
+type and settings; ``tuneloop.planning.run_check``): under ``enforce`` a plan that cannot fit
+fails the run here, naming what to change, before the GPU job.
 """
 
 from __future__ import annotations
@@ -19,11 +22,13 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from tuneloop import aws
 from tuneloop.benchmarks.freeze import freeze_benchmarks, requested_suites
 from tuneloop.benchmarks.store import BenchmarkStore
 from tuneloop.datasets import DatasetLocations, SplitSettings, prepare_dataset
 from tuneloop.envmodel import load_env
 from tuneloop.operations.gate_policy import policy_in_force
+from tuneloop.planning.run_check import TrainingCapacitySettings, check_s3_base_model
 
 logger = Logger()
 tracer = Tracer()
@@ -40,6 +45,8 @@ class Env:
     model_versions_table: str
     benchmarks_table: str
     gate_policy: str
+    training_capacity: str
+    """``TrainingCapacitySettings.to_json()`` of the stage."""
     # Defaults are SplitSettings': share of records held out (by a hash of the record id),
     # its cap, earlier records exported for replay per new record.
     heldout_fraction: float = SplitSettings.heldout_fraction
@@ -53,6 +60,8 @@ class Env:
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     env = load_env(Env)
     model_version = str(event["execution_name"])
+    # Before anything is exported: a run whose Train cannot fit ends here.
+    check_training_capacity(TrainingCapacitySettings.from_json(env.training_capacity))
     # Frozen first: a pinned version that does not exist fails the run before any export.
     frozen = freeze_benchmarks(
         BenchmarkStore(table=env.benchmarks_table, bucket=env.artifacts_bucket),
@@ -82,3 +91,15 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         metrics.add_metric(name=metric, unit=MetricUnit.Count, value=int(result[key]))
     logger.info("dataset prepared", extra={"dataset": result})
     return result
+
+
+def check_training_capacity(settings: TrainingCapacitySettings) -> None:
+    """Log the planner's verdict on an ``s3://`` base model (raises under ``enforce``)."""
+    verdict = check_s3_base_model(settings, aws.s3())
+    if verdict is None:
+        return
+    details = {"base_model": settings.base_model, "verdict": verdict.status}
+    if verdict.fits:
+        logger.info(verdict.message, extra=details)
+    else:  # does not fit under "warn", or the model's size is unknown
+        logger.warning(verdict.message, extra=details)

@@ -170,9 +170,11 @@ def training_job(
     result_path: str,
     metric_definitions: Mapping[str, str] | None = None,
     extra: Mapping[str, Any] | None = None,
+    instance_count: int = 1,
 ) -> tasks.SageMakerCreateTrainingJob:
     """A script-mode SageMaker training job (``createTrainingJob.sync``) named
-    ``<execution name>-<suffix>``, running ``program`` from ``sourcedir.tar.gz``."""
+    ``<execution name>-<suffix>``, running ``program`` from ``sourcedir.tar.gz`` on
+    ``instance_count`` instances (only Train's entry point spans several)."""
     metrics = metric_definitions or {"train_loss": TRAIN_METRIC_DEFINITIONS["train_loss"]}
     task = _TrainingJob(
         scope,
@@ -205,7 +207,7 @@ def training_job(
             s3_output_location=_S3Uri(artifacts.s3_url_for_object(JOBS_PREFIX))
         ),
         resource_config=tasks.ResourceConfig(
-            instance_count=1,
+            instance_count=instance_count,
             instance_type=ec2.InstanceType(config.training_instance_type.removeprefix("ml.")),
             volume_size=Size.gibibytes(config.training_volume_gb),
         ),
@@ -310,6 +312,7 @@ class RetrainStateMachine(Construct):
             result_path="$.train",
             metric_definitions=TRAIN_METRIC_DEFINITIONS,
             extra=train_job_extras(config, artifacts),
+            instance_count=config.training_instance_count,
             **common_job,
         )
         evaluate = training_job(

@@ -96,6 +96,22 @@ def test_nested_fields_are_named_with_their_path() -> None:
     assert "log_retention_days must be one of CloudWatch Logs' retention periods" in text
 
 
+def test_the_training_settings_the_planner_names_are_checked_with_their_path() -> None:
+    dev = load_stage_config("dev", {})
+    with pytest.raises(ConfigError) as raised:
+        dataclasses.replace(
+            dev,
+            training=dataclasses.replace(
+                dev.training,
+                gradient_accumulation_steps=0,
+                gradient_checkpointing="yes",  # type: ignore[arg-type]
+            ),
+        )
+    text = str(raised.value)
+    assert "training.gradient_accumulation_steps must be > 0, got 0" in text
+    assert "training.gradient_checkpointing must be a bool, got 'yes'" in text
+
+
 def test_config_is_frozen_and_keyword_only() -> None:
     config = load_stage_config("dev", {})
     with pytest.raises(dataclasses.FrozenInstanceError):

@@ -6,6 +6,7 @@ conditions, trust policies, and the topic, queue and key policies of service pub
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from typing import Any
 
@@ -331,3 +332,23 @@ def test_an_s3_base_model_is_readable_by_the_jobs_and_nothing_beside_it(
     (listing,) = [s for s in statements if s["Action"] == "s3:ListBucket"]
     assert flatten_reference(listing["Resource"]) == "arn:<AWS::Partition>:s3:::models-bucket"
     assert listing["Condition"] == {"StringLike": {"s3:prefix": ["base/*"]}}
+    # And PrepareDataset reads its config.json (to size Train) and no other object there
+    prepare = _role_statements(assembly, _function_role(assembly, "prepare_dataset"))
+    model_reads = [
+        resource
+        for resource in _resources_allowed(prepare, "s3:GetObject")
+        if "models-bucket" in resource
+    ]
+    assert model_reads == ["arn:<AWS::Partition>:s3:::models-bucket/base/config.json"]
+    # The local platform's enforcer (AWS's evaluation) allows that one read and no other
+    from tests.unit.iam_fakes import ROLE_CALLER, FakeStore, call
+    from tuneloop.local.iam import allowed, authorize
+
+    rendered = model_reads[0].replace("<AWS::Partition>", "aws")
+    store = FakeStore().grant({"Effect": "Allow", "Action": "s3:GetObject", "Resource": rendered})
+    for key, expected in (("base/config.json", True), ("base/model.safetensors", False)):
+        request = call("s3", "GetObject", Bucket="models-bucket", Key=key)
+        assert allowed(authorize(ROLE_CALLER, request, store)) is expected, key
+    assert not [
+        s for s in prepare if "models-bucket" in json.dumps(s) and s["Action"] != "s3:GetObject"
+    ]

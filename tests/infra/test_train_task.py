@@ -3,6 +3,7 @@ definitions that really parse what the trainer prints."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -113,3 +114,58 @@ def test_metric_definitions_parse_the_trainers_real_output(
     assert losses == pytest.approx(report["losses"], abs=1e-6)
     (speed,) = [float(v) for v in re.findall(definitions["train_tokens_per_second"], printed)]
     assert speed == pytest.approx(report["tokens_per_second"], abs=0.1)
+
+
+def test_train_and_evaluate_run_on_one_instance_by_default(dev: Assembly) -> None:
+    states = _states(dev)
+    assert load_stage_config("dev", {}).training_instance_count == 1
+    assert states["Train"]["Parameters"]["ResourceConfig"]["InstanceCount"] == 1
+    assert states["Evaluate"]["Parameters"]["ResourceConfig"]["InstanceCount"] == 1
+
+
+def test_train_spans_the_stages_instance_count_on_spot_too() -> None:
+    """Multi-node and managed spot together: one request with both (SageMaker restarts the
+    whole job on a reclaim; every instance restores the same checkpoint prefix)."""
+    from aws_cdk import App, Stack
+    from aws_cdk import aws_iam as iam
+    from aws_cdk import aws_s3 as s3
+
+    from stacks.constructs.retrain_state_machine import train_job_extras, training_job
+
+    config = dataclasses.replace(load_stage_config("dev", {}), training_instance_count=4)
+    assert config.training_spot
+    stack = Stack(App(), "Jobs")
+    artifacts = s3.Bucket(stack, "Artifacts")
+    task = training_job(
+        stack,
+        "Train",
+        config=config,
+        role=iam.Role(stack, "Role", assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com")),
+        image_uri="example.dkr.ecr.us-east-1.amazonaws.com/training:1",
+        submit_directory="s3://bucket/sourcedir.tar.gz",
+        artifacts=artifacts,
+        program="train.py",
+        name_suffix="train",
+        channels={"train": "$.dataset.train_s3_uri"},
+        hyperparameters={},
+        result_selector={},
+        result_path="$.train",
+        extra=train_job_extras(config, artifacts),
+        instance_count=config.training_instance_count,
+    )
+    params = stack.resolve(task.to_state_json())["Parameters"]
+    assert params["ResourceConfig"]["InstanceCount"] == 4
+    assert params["EnableManagedSpotTraining"] is True
+    assert "CheckpointConfig" in params
+
+
+@pytest.mark.parametrize("count", [0, -1, 2.5, True, "2", 65])
+def test_bad_instance_count_fails_naming_the_field(count: Any) -> None:
+    config = load_stage_config("dev", {})
+    with pytest.raises(ConfigError, match="training_instance_count must be an integer from 1"):
+        dataclasses.replace(config, training_instance_count=count)
+
+
+def test_multi_node_on_spot_is_a_valid_stage() -> None:
+    config = dataclasses.replace(load_stage_config("dev", {}), training_instance_count=64)
+    assert (config.training_spot, config.training_instance_count) == (True, 64)

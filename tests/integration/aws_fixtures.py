@@ -18,6 +18,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from moto import mock_aws
 
 from tuneloop import aws
+from tuneloop.planning.run_check import TrainingCapacitySettings
 from tuneloop.release.autoscaling import AutoscalingSettings
 from tuneloop.release.rollout import RolloutSettings
 from tuneloop.watch.quality import QualitySettings
@@ -204,6 +205,7 @@ HANDLER_ENV: dict[str, tuple[str, ...]] = {
         "MODEL_VERSIONS_TABLE",
         "BENCHMARKS_TABLE",
         "GATE_POLICY",
+        "TRAINING_CAPACITY",
     ),
     "register": ("MODEL_VERSIONS_TABLE", "MODEL_PACKAGE_GROUP", "SERVING_IMAGE_URI"),
     "deploy": (
@@ -272,6 +274,11 @@ def handler_env(platform: Platform, function: str) -> dict[str, str]:
         "MAX_AUTOMATIC_ROLLBACKS": "3",
         "ROLLBACK_WINDOW_HOURS": "24",
         "GATE_POLICY": platform.gate_policy,
+        # The local stage's: a CPU instance type and the packaged model, so nothing to check.
+        "TRAINING_CAPACITY": TrainingCapacitySettings(
+            training_instance_type="ml.m5.xlarge",
+            hyperparameters={"base_model": "smollm2-135m-instruct"},
+        ).to_json(),
     }
     return {name: values[name] for name in HANDLER_ENV[function]}
 

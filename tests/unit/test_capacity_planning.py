@@ -14,8 +14,14 @@ from stacks.config import ConfigError, load_stage_config
 from tests.unit.tiny_models import make_tiny_causal_lm
 from tuneloop.cli import main
 from tuneloop.planning.estimate import GIB, Plan, PlanError, TrainingSetup
+from tuneloop.planning.run_check import (
+    CapacitySettingsError,
+    TrainingCapacitySettings,
+    model_config_location,
+)
 from tuneloop.planning.shapes import ModelShape, catalogue_shape, shape_for
 from tuneloop.planning.verdict import DOES_NOT_FIT, FITS, SKIPPED, check, recommend
+from tuneloop.training.config import parse_hyperparameters
 
 # The tiny Llama of tests/unit/tiny_models.py: hidden 32, MLP 64, 2 layers, 4 heads of 8,
 # 2 key/value heads, 259 tokens, tied embeddings.
@@ -214,27 +220,92 @@ def test_bad_setups_fail_naming_the_setting() -> None:
         Plan(TINY, dataclasses.replace(SETUP, lora_target_modules="query_key_value")).estimate()
 
 
-def test_the_stage_check_fails_synth_naming_what_to_change() -> None:
+@pytest.mark.parametrize(
+    ("stage", "peak_gib", "micro_batch", "accumulation"),
+    [("dev", 18.7, 2, 2), ("prod", 18.8, 1, 4)],
+)
+def test_the_dev_and_prod_defaults_fit_their_gpu_under_enforce(
+    stage: str, peak_gib: float, micro_batch: int, accumulation: int
+) -> None:
+    # Given the stage as it ships (loading it runs the synth check)
+    config = load_stage_config(stage, {})
+    # Then it enforces the check, and fits ml.g5.2xlarge's 21.6 GiB with the margin the docs
+    # state, at an effective batch of 4 rows
+    assert config.training_capacity_check == "enforce"
+    verdict = config.training_capacity()
+    assert verdict.fits and verdict.estimate is not None
+    assert round(verdict.estimate.peak_bytes / GIB, 1) == peak_gib
+    assert round(verdict.budget_bytes / GIB, 1) == 21.6
+    training = config.training
+    assert (training.per_device_batch_size, training.gradient_accumulation_steps) == (
+        micro_batch,
+        accumulation,
+    )
+    assert training.per_device_batch_size * training.gradient_accumulation_steps == 4
+
+
+def test_a_stage_that_does_not_fit_fails_synth_naming_the_setting_to_change() -> None:
+    # Given dev's effective batch as one micro-batch of 4 (26.4 GiB on a 21.6 GiB GPU)
     dev = load_stage_config("dev", {})
-    assert dev.training_capacity().status == DOES_NOT_FIT  # dev warns (stacks/config.py)
+    one_batch = dataclasses.replace(
+        dev.training, per_device_batch_size=4, gradient_accumulation_steps=1
+    )
+    # When it is loaded under enforce, synth fails naming the stage settings that fit
     with pytest.raises(ConfigError, match=r"training_instance_type ml\.g5\.2xlarge") as raised:
-        dataclasses.replace(dev, training_capacity_check="enforce")
+        dataclasses.replace(dev, training=one_batch)
     message = str(raised.value)
-    assert "gradient_checkpointing true" in message
-    assert "gradient_checkpointing, sharding: not settings of the stage config yet" in message
+    assert "26.4 GiB per GPU estimated, 21.6 GiB usable" in message
+    assert "gradient_checkpointing true -> 13.8 GiB" in message
+    assert "per_device_batch_size 2 -> 18.7 GiB" in message
+    assert "with gradient_accumulation_steps 2 for the same effective batch" in message
+    # Only the change the stage config cannot make is noted as such
+    assert "(sharding: not settings of the stage config)" in message
+    # Under warn the same config loads
+    assert dataclasses.replace(dev, training=one_batch, training_capacity_check="warn")
     # The local stage names a CPU instance type: skipped, and an override does not fail.
     local = load_stage_config("local", {"base_model": "hf://meta-llama/Llama-3.1-70B"})
     assert local.training_capacity().status == SKIPPED
 
 
-def test_a_stage_that_fits_synthesizes(tmp_path: Path) -> None:
-    dev = load_stage_config("dev", {})
-    fitting = dataclasses.replace(
-        dev,
-        training_capacity_check="enforce",
-        training=dataclasses.replace(dev.training, per_device_batch_size=1),
-    )
-    assert fitting.training_capacity().fits
+def test_the_stage_settings_the_planner_names_reach_the_trainer(tmp_path: Path) -> None:
+    # Given prod's Train hyperparameters as the state machine passes them (strings)
+    prod = load_stage_config("prod", {})
+    training = dataclasses.replace(prod.training, gradient_checkpointing=True)
+    hyperparameters = {"base_model": prod.base_model, **training.as_hyperparameters()}
+    assert hyperparameters["gradient_checkpointing"] == "true"
+    # When the trainer parses them as SageMaker hands them over (SM_HPS)
+    parsed = parse_hyperparameters([], {"SM_HPS": json.dumps(hyperparameters)}, tmp_path)
+    # Then it trains with the stage's micro-batch, accumulation and checkpointing
+    assert (parsed.per_device_batch_size, parsed.gradient_accumulation_steps) == (1, 4)
+    assert parsed.gradient_checkpointing is True and parsed.quantize_4bit is False
+    # And the synth check plans exactly what the trainer parsed
+    assert set(prod.training_capacity_settings().hyperparameters) == set(hyperparameters)
+
+
+@pytest.mark.parametrize(
+    ("base_model", "location"),
+    [
+        ("s3://models/base/", ("models", "base/config.json")),
+        ("s3://models/base", ("models", "base/config.json")),
+        ("s3://models", ("models", "config.json")),
+        ("s3://models/champion/model.tar.gz", None),  # its config is inside the archive
+        ("hf://HuggingFaceTB/SmolLM2-1.7B-Instruct", None),  # synth sizes these
+    ],
+)
+def test_the_run_time_check_reads_only_an_s3_models_config(
+    base_model: str, location: tuple[str, str] | None
+) -> None:
+    assert model_config_location(base_model) == location
+
+
+def test_malformed_training_capacity_settings_name_the_field() -> None:
+    settings = load_stage_config("dev", {}).training_capacity_settings()
+    assert TrainingCapacitySettings.from_json(settings.to_json()) == settings
+    bad = json.loads(settings.to_json())
+    with pytest.raises(CapacitySettingsError, match="training_capacity_check must be"):
+        TrainingCapacitySettings.from_json(json.dumps({**bad, "training_capacity_check": "on"}))
+    with pytest.raises(CapacitySettingsError, match="must be an object of"):
+        TrainingCapacitySettings.from_json(json.dumps({**bad, "instance": "ml.g5.xlarge"}))
 
 
 def test_plan_command_prints_the_breakdown_and_the_verdict(
@@ -265,11 +336,16 @@ def test_plan_command_prints_the_breakdown_and_the_verdict(
     assert names[0] == "weights" and "recomputed block" in names
     assert main(["plan", "--base-model", "hf://nobody/nothing"]) == 2
     assert "catalogue" in capsys.readouterr().err
-    # A stage's Train settings, as synth checks them (dev warns: it does not fit).
-    assert main(["plan", "--stage", "dev", "--json"]) == 1
+    # A stage's Train settings, as synth checks them (dev fits: 2 rows x 2 accumulated).
+    assert main(["plan", "--stage", "dev", "--json"]) == 0
     dev = json.loads(capsys.readouterr().out)
     assert dev["verdict"]["instance_type"] == "ml.g5.2xlarge"
-    assert dev["verdict"]["status"] == "does_not_fit"
+    assert dev["verdict"]["status"] == "fits"
     assert dev["setup"]["max_seq_length"] == 1024 and dev["setup"]["lora_r"] == 16
-    assert main(["plan", "--stage", "dev", "--checkpointing"]) == 0
+    assert (dev["setup"]["batch_size"], dev["setup"]["gradient_accumulation_steps"]) == (2, 2)
+    # Its effective batch as one micro-batch does not fit; flags override the stage's values.
+    one_batch = ["--batch-size", "4", "--gradient-accumulation-steps", "1"]
+    assert main(["plan", "--stage", "dev", *one_batch]) == 1
+    assert "cannot hold this training" in capsys.readouterr().out
+    assert main(["plan", "--stage", "dev", *one_batch, "--checkpointing"]) == 0
     assert "fits" in capsys.readouterr().out

@@ -28,7 +28,7 @@ from tuneloop.planning.estimate import (
     TrainingSetup,
 )
 from tuneloop.planning.instances import GPU_INSTANCES, GpuInstance, gpu_instance, is_cpu_instance
-from tuneloop.planning.shapes import shape_for
+from tuneloop.planning.shapes import ModelShape, shape_for
 
 DEFAULT_HEADROOM = 0.10
 FITS, DOES_NOT_FIT, SKIPPED = "fits", "does_not_fit", "skipped"
@@ -393,10 +393,12 @@ def check_training(
     instance_type: str,
     *,
     headroom: float = DEFAULT_HEADROOM,
+    shape: ModelShape | None = None,
 ) -> Verdict:
     """The verdict for a Train job: the trainer's hyperparameters (``base_model`` among
     them) on ``instance_type``; skipped, with the reason, when the model's size is unknown
-    or the type is not a planned-for GPU type."""
+    or the type is not a planned-for GPU type. ``shape`` is the base model's, when the
+    caller has read its config (an ``s3://`` model at run time)."""
     from tuneloop.training.config import TrainingError
 
     if gpu_instance(instance_type) is None:
@@ -405,9 +407,10 @@ def check_training(
         config, setup = setup_from_hyperparameters(hyperparameters)
     except (TrainingError, TypeError) as exc:
         return Verdict(SKIPPED, instance_type, f"the hyperparameters are invalid: {exc}")
-    shape, reason = shape_for(config.base_model)
     if shape is None:
-        return Verdict(SKIPPED, instance_type, f"base model size unknown: {reason}")
+        shape, reason = shape_for(config.base_model)
+        if shape is None:
+            return Verdict(SKIPPED, instance_type, f"base model size unknown: {reason}")
     if shape.model_type == "gemma2":
         setup = dataclasses.replace(setup, attention="eager")
     try:

@@ -31,6 +31,7 @@ _NOT_IN_FINGERPRINT = (
     "model_version",
     "stop_after_steps",
     "gradient_checkpointing",
+    "sharding",
 )
 
 
@@ -46,11 +47,19 @@ class TrainState:
     resumed_tokens: int = 0
 
 
-def fingerprint(config: TrainConfig, data_sha256: str) -> str:
-    """Identifies a run: a checkpoint from another config or data set is not resumed."""
+def fingerprint(config: TrainConfig, data_sha256: str, examples_per_step: int = 0) -> str:
+    """Identifies a run: a checkpoint from another config or data set is not resumed.
+
+    With ``examples_per_step`` (sharded runs) the step's size stands for how it is split
+    (batch size x accumulation x processes): the step's examples depend only on it, so such a
+    checkpoint resumes on another process count with the accumulation adjusted.
+    """
     settings = dataclasses.asdict(config)
     for name in _NOT_IN_FINGERPRINT:
         settings.pop(name)
+    if examples_per_step:
+        del settings["per_device_batch_size"], settings["gradient_accumulation_steps"]
+        settings["examples_per_step"] = examples_per_step
     payload = json.dumps({"config": settings, "data": data_sha256}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
 

@@ -77,6 +77,11 @@ class TrainConfig:
     gradient_checkpointing: bool = _hp(
         False, "recompute activations in the backward pass: less memory, ~30% slower"
     )
+    sharding: str = _hp(
+        "none",
+        "none (every process holds the whole model) or fsdp (FSDP2: weights, gradients and "
+        "optimizer state sharded over the processes)",
+    )
     attn_implementation: str = _hp("sdpa", "attention kernel: sdpa (default) or eager")
     init_adapter: str = _hp(
         "",
@@ -144,6 +149,15 @@ class TrainConfig:
             raise TrainingError(
                 "hyperparameter init_adapter continues a LoRA adapter: it needs finetune_method "
                 "lora (to continue a fully fine-tuned model, pass it as base_model)"
+            )
+        if self.sharding not in ("none", "fsdp"):
+            raise TrainingError(
+                f"hyperparameter sharding must be none or fsdp, got {self.sharding!r}"
+            )
+        if self.sharding == "fsdp" and self.quantize_4bit:
+            raise TrainingError(
+                "hyperparameter sharding fsdp does not support quantize_4bit (QLoRA): "
+                "bitsandbytes' 4-bit weights cannot be sharded here; use one of the two"
             )
         if self.attn_implementation not in ("sdpa", "eager"):
             raise TrainingError(

@@ -1,8 +1,11 @@
 """Data-parallel training over several processes (one per GPU), launched by ``torchrun``.
 
-SageMaker starts one ``train.py`` per instance and sets ``SM_NUM_GPUS``. With more than one
-GPU the entry point relaunches itself under ``torchrun`` (one process per GPU);
-``torchrun`` sets ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` in each child.
+SageMaker starts one ``train.py`` per instance and sets ``SM_NUM_GPUS``, ``SM_HOSTS`` and
+``SM_CURRENT_HOST``. With more than one GPU, or more than one instance, the entry point
+relaunches itself under ``torchrun`` (one process per GPU); on several instances every
+``torchrun`` joins one process group by static rendezvous at the first host (node rank =
+the host's place in ``SM_HOSTS``). ``torchrun`` sets ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``
+in each child; ``RANK`` is global, ``LOCAL_RANK`` the GPU on this instance.
 
 Every process builds the same step plan and the same micro-batches (both are pure functions
 of seed and step) and computes only its share, ``batches[rank::world_size]``. The gradients
@@ -28,9 +31,21 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from tuneloop.training.hosts import Cluster
+
 # Gradients are all-reduced in flattened buckets of about this many elements (100 MB fp32):
 # one call for a LoRA adapter, bounded extra memory for full fine-tuning.
 _BUCKET_ELEMENTS = 25_000_000
+# Node 0's torchrun listens here for the static rendezvous (torch's default port).
+MASTER_PORT = 29500
+# Where node 0 is reached: its host name from SM_HOSTS, unless these are set. Only for runs
+# whose host names do not resolve (several "hosts" on one machine, in tests: 127.0.0.1).
+MASTER_ADDR_ENV = "TUNELOOP_MASTER_ADDR"
+MASTER_PORT_ENV = "TUNELOOP_MASTER_PORT"
+
+
+class LaunchError(ValueError):
+    """A launch setting (the master address override) that cannot work."""
 
 
 @dataclass(frozen=True)
@@ -56,26 +71,70 @@ def processes_wanted(environ: Mapping[str, str]) -> int:
         return 1
 
 
-def should_relaunch(environ: Mapping[str, str]) -> bool:
-    """True in the process SageMaker started on a multi-GPU instance (not yet under torchrun)."""
-    return processes_wanted(environ) > 1 and "LOCAL_RANK" not in environ
+def should_relaunch(environ: Mapping[str, str], hosts: Cluster | None = None) -> bool:
+    """True in the process SageMaker started (not yet under torchrun) when this instance runs
+    several processes or the job spans several instances."""
+    several = processes_wanted(environ) > 1 or (hosts is not None and hosts.multi_node)
+    return several and "LOCAL_RANK" not in environ
 
 
-def relaunch(script: Path, argv: Sequence[str], environ: Mapping[str, str]) -> int:
+def torchrun_command(
+    script: Path, argv: Sequence[str], environ: Mapping[str, str], hosts: Cluster
+) -> list[str]:
+    """The ``torchrun`` command that runs ``script argv`` on this instance's GPUs, as node
+    ``hosts.node_rank`` of ``hosts.nodes``."""
+    command = [sys.executable, "-m", "torch.distributed.run"]
+    if hosts.multi_node:
+        address, port = master_endpoint(environ, hosts)
+        command += [
+            f"--nnodes={hosts.nodes}",
+            f"--node_rank={hosts.node_rank}",
+            "--rdzv_backend=static",
+            f"--master_addr={address}",
+            f"--master_port={port}",
+        ]
+    else:
+        command.append("--standalone")
+    return [*command, f"--nproc_per_node={processes_wanted(environ)}", str(script), *argv]
+
+
+def master_endpoint(environ: Mapping[str, str], hosts: Cluster) -> tuple[str, int]:
+    """Node 0's address and rendezvous port: the first host, unless overridden."""
+    address = environ.get(MASTER_ADDR_ENV) or hosts.hosts[0]
+    raw_port = environ.get(MASTER_PORT_ENV) or str(MASTER_PORT)
+    try:
+        port = int(raw_port)
+    except ValueError:
+        port = 0
+    if not 1 <= port <= 65535:
+        raise LaunchError(f"{MASTER_PORT_ENV} must be a TCP port 1-65535, got {raw_port!r}")
+    return address, port
+
+
+def relaunch(
+    script: Path, argv: Sequence[str], environ: Mapping[str, str], hosts: Cluster | None = None
+) -> int:
     """Run ``script argv`` under torchrun, one process per GPU; its exit code."""
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc_per_node={processes_wanted(environ)}",
-        str(script),
-        *argv,
-    ]
-    print(f"train: {processes_wanted(environ)} GPUs, relaunching under torchrun", flush=True)
-    process = subprocess.Popen(command, env=dict(environ))
-    # A spot reclaim sends SIGTERM to this process: pass it on (torchrun hands it to every
-    # rank, which checkpoint after the current step) and wait for them instead of dying.
+    place = hosts or Cluster()
+    command = torchrun_command(script, argv, environ, place)
+    env = dict(environ)
+    if place.multi_node and place.network_interface:
+        # The interface SageMaker connects the instances on; NCCL and gloo may pick another.
+        env.setdefault("NCCL_SOCKET_IFNAME", place.network_interface)
+        env.setdefault("GLOO_SOCKET_IFNAME", place.network_interface)
+    where = (
+        f"node {place.node_rank + 1} of {place.nodes} ({place.current_host}), "
+        if place.multi_node
+        else ""
+    )
+    print(
+        f"train: {where}{processes_wanted(environ)} process(es) here, relaunching under torchrun",
+        flush=True,
+    )
+    process = subprocess.Popen(command, env=env)
+    # A spot reclaim sends SIGTERM to this process on every instance: pass it on (torchrun
+    # hands it to its ranks; any rank's stop vote stops all of them after the same step,
+    # and rank 0 checkpoints) and wait for them instead of dying.
     forward = _forward_sigterm(process)
     try:
         return process.wait()

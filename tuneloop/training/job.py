@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tuneloop.training import distributed
+from tuneloop.training import distributed, hosts
 from tuneloop.training.config import (
     TrainConfig,
     TrainingError,
@@ -68,7 +68,8 @@ def run(
     ``serving_code`` lists files (``inference.py``) copied to
     ``<model dir>/code/`` together with the ``tuneloop`` package, so the Hugging Face
     inference container can serve the model straight from ``model.tar.gz``. On a multi-GPU
-    instance (``SM_NUM_GPUS`` > 1) ``script`` (the entry point) is relaunched under torchrun.
+    instance (``SM_NUM_GPUS`` > 1) or a job of several instances (``SM_HOSTS``) ``script``
+    (the entry point) is relaunched under torchrun.
     """
     env = os.environ if environ is None else environ
     paths = JobPaths.from_env(env)
@@ -78,8 +79,10 @@ def run(
     place = distributed.topology(env)
     try:
         config = parse_hyperparameters(argv, env, paths.input_config_dir)
-        if script is not None and distributed.should_relaunch(env):
-            return _relaunch(script, argv, env, paths)
+        if script is not None and "LOCAL_RANK" not in env:  # not yet under torchrun
+            job_hosts = hosts.cluster(env, paths.input_config_dir)
+            if distributed.should_relaunch(env, job_hosts):
+                return _relaunch(script, argv, env, paths, job_hosts)
         _train_and_save(config, paths, serving_code, main_process=place.is_main)
         return 0
     except Exception as exc:
@@ -94,10 +97,17 @@ def run(
         distributed.stop(place)
 
 
-def _relaunch(script: Path, argv: Sequence[str], env: Mapping[str, str], paths: JobPaths) -> int:
-    code = distributed.relaunch(script, argv, env)
+def _relaunch(
+    script: Path,
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    paths: JobPaths,
+    job_hosts: hosts.Cluster,
+) -> int:
+    code = distributed.relaunch(script, argv, env, job_hosts)
     if code != 0 and not (paths.output_dir / "failure").is_file():
-        # A process other than rank 0 failed (rank 0 writes its own reason).
+        # A process other than rank 0 failed (rank 0 writes its own reason; on the other
+        # instances, which hold no rank 0, this is the instance's reason).
         _write_failure(paths.output_dir, f"a training process exited with code {code}")
     return 0 if code == 0 else 1
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812 (the conventional alias)
 
-from tuneloop.training import distributed
+from tuneloop.training import distributed, sharding
 from tuneloop.training.adapters import live_adapter_digest
 from tuneloop.training.batching import micro_batches, step_plan
 from tuneloop.training.checkpoint import (
@@ -110,7 +110,9 @@ def train(config: TrainConfig, dataset: Dataset, log: Log = print) -> TrainResul
     seed_everything(config.seed)
     device = _device(place)
     autocast_dtype = resolve_precision(config.precision, device)
-    base, tokenizer = load_base(config, device)
+    # Sharded: each process loads the base on CPU; fully_shard moves only its shards.
+    shard_model = config.sharding == "fsdp" and place.distributed
+    base, tokenizer = load_base(config, torch.device("cpu") if shard_model else device)
     threads = config.num_threads or auto_threads(sum(p.numel() for p in base.parameters()))
     torch.set_num_threads(threads)
     log(
@@ -121,6 +123,7 @@ def train(config: TrainConfig, dataset: Dataset, log: Log = print) -> TrainResul
         f"packing {'on' if config.packing else 'off'}, "
         f"gradient checkpointing {'on' if config.gradient_checkpointing else 'off'}"
         + (f", {place.world_size} processes" if place.distributed else "")
+        + (", sharded (FSDP2)" if shard_model else "")
     )
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -141,24 +144,39 @@ def train(config: TrainConfig, dataset: Dataset, log: Log = print) -> TrainResul
     model, init_info = trainable_model(base, config, log)
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    head = _split_head(model)
+
+    def unsharded_loss(tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+        return _loss_sum(model, head, tensors)
+
+    loss_of: sharding.LossSum = unsharded_loss
+
+    replica = None
+    if shard_model:  # the unsharded copy (no weights yet) that rank 0 returns
+        replica = sharding.meta_replica(model) if place.is_main else None
+        loss_of = sharding.shard(model, loss_of, device, place)
     named_params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     params = [p for _, p in named_params]
     optimizer = _adamw(params, config, device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _linear_schedule(config))
-    head = _split_head(model)
-
-    checkpoint = Path(config.checkpoint_dir) / CHECKPOINT_FILE
-    run_id = fingerprint(config, dataset.manifest_sha256())
-    state = load_checkpoint(checkpoint, run_id, model, optimizer, scheduler)
-    if state is None:
-        state = TrainState()
-    else:
-        log(f"resumed from checkpoint {checkpoint} at step {state.step}")
 
     # Micro-batches per optimizer step over all processes; the effective batch is
     # per_device_batch_size * gradient_accumulation_steps * processes examples.
     micro_steps = config.gradient_accumulation_steps * place.world_size
     examples_per_step = config.per_device_batch_size * micro_steps
+    sharded = config.sharding == "fsdp"  # sharded checkpoints, even in one process
+    if sharded:
+        checkpoint = Path(config.checkpoint_dir) / sharding.CHECKPOINT_DIR
+        run_id = fingerprint(config, dataset.manifest_sha256(), examples_per_step)
+        state = sharding.load_checkpoint(checkpoint, run_id, model, optimizer, scheduler, place)
+    else:
+        checkpoint = Path(config.checkpoint_dir) / CHECKPOINT_FILE
+        run_id = fingerprint(config, dataset.manifest_sha256())
+        state = load_checkpoint(checkpoint, run_id, model, optimizer, scheduler)
+    if state is None:
+        state = TrainState()
+    else:
+        log(f"resumed from checkpoint {checkpoint} at step {state.step}")
     lengths = encoded.lengths()
     plan = step_plan(
         lengths,
@@ -173,13 +191,17 @@ def train(config: TrainConfig, dataset: Dataset, log: Log = print) -> TrainResul
         raise TrainingError(f"checkpoint {checkpoint} has an inconsistent data position")
 
     def save() -> None:
-        if place.is_main:
+        if sharded:  # every process writes its shard
+            sharding.save_checkpoint(checkpoint, run_id, model, optimizer, scheduler, state, place)
+        elif place.is_main:
             save_checkpoint(checkpoint, run_id, model, optimizer, scheduler, state)
 
     model.train()
     loop_started = time.monotonic()
     stop = threading.Event()
-    frozen_dtype = autocast_dtype if config.finetune_method == "lora" else None
+    # FSDP owns the sharded weights: they cannot be swapped for bf16 copies.
+    frozen_dtype = autocast_dtype if config.finetune_method == "lora" and not shard_model else None
+    zero_weight_passes = 0  # this process's in this run (summed at the end)
     with _stop_on_sigterm(stop), frozen_linear_weights_in(model, frozen_dtype) as cast_count:
         for step in range(state.step, config.max_steps):
             batches = micro_batches(
@@ -193,7 +215,7 @@ def train(config: TrainConfig, dataset: Dataset, log: Log = print) -> TrainResul
             # Normalize by the step's label count so accumulation equals one big batch.
             label_count = sum(batch.label_count for batch in batches)
             loss_total = torch.zeros((), dtype=torch.float64, device=device)
-            for batch in batches[place.rank :: place.world_size]:
+            for batch, counts in sharding.rank_passes(batches, place, same_count=shard_model):
                 tensors = {
                     name: tensor.to(device, non_blocking=True)
                     for name, tensor in batch.tensors.items()
@@ -203,7 +225,11 @@ def train(config: TrainConfig, dataset: Dataset, log: Log = print) -> TrainResul
                     dtype=autocast_dtype or torch.float32,
                     enabled=autocast_dtype is not None,
                 ):
-                    loss_sum = _loss_sum(model, head, tensors)
+                    loss_sum = loss_of(tensors)
+                if not counts:  # runs FSDP's collectives, adds no gradient
+                    (loss_sum * 0.0).backward()
+                    zero_weight_passes += 1
+                    continue
                 (loss_sum / label_count).backward()
                 loss_total += loss_sum.detach()  # no host sync per micro-batch
             state.tokens += sum(batch.tokens for batch in batches)
@@ -212,7 +238,8 @@ def train(config: TrainConfig, dataset: Dataset, log: Log = print) -> TrainResul
             state.examples_seen += examples_per_step
             step_loss = float(loss_total)
             if place.distributed:
-                distributed.sum_gradients(params)
+                if not shard_model:  # FSDP has summed them in the backward passes
+                    distributed.sum_gradients(params)
                 (step_loss,) = distributed.sum_scalars([step_loss], device)
             if config.max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm, foreach=True)
@@ -245,6 +272,11 @@ def train(config: TrainConfig, dataset: Dataset, log: Log = print) -> TrainResul
                 save()
 
     train_seconds = time.monotonic() - loop_started
+    if shard_model:
+        model = sharding.full_model(model, replica)
+        # Rank 0 runs the most passes: its report counts the other processes' padding.
+        (padding,) = distributed.sum_scalars([zero_weight_passes], device)
+        zero_weight_passes = int(padding)
     model.eval()
     trained_tokens = state.tokens - state.resumed_tokens
     tokens_per_second = trained_tokens / train_seconds if train_seconds > 0 else None
@@ -270,6 +302,7 @@ def train(config: TrainConfig, dataset: Dataset, log: Log = print) -> TrainResul
         "num_threads": threads,
         "device": str(device),
         "processes": place.world_size,
+        "zero_weight_passes": zero_weight_passes,
         "precision": "bf16" if autocast_dtype else "fp32",
         "frozen_weights_in_bf16": cast_count,
         "attention": underlying_model(model).config._attn_implementation,
@@ -283,7 +316,10 @@ def train(config: TrainConfig, dataset: Dataset, log: Log = print) -> TrainResul
         "trainable_parameters": sum(p.numel() for p in params),
         "total_parameters": sum(p.numel() for p in model.parameters()),
         "init_adapter": init_info,
-        "adapter_sha256": live_adapter_digest(model) if is_peft_model(model) else None,
+        # Rank 0's model is the unsharded one (the others may hold shards).
+        "adapter_sha256": (
+            live_adapter_digest(model) if is_peft_model(model) and place.is_main else None
+        ),
         "data_sha256": dataset.sha256,
         "data_files": dataset.files,
         "data_manifest": dataset.manifest,
