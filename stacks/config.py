@@ -36,13 +36,16 @@ from tuneloop.ingest.settings import (
     settings_problems,
     settings_with,
 )
+from tuneloop.planning.estimate import SHARDINGS
+from tuneloop.planning.instances import gpu_instance, is_cpu_instance
 from tuneloop.planning.run_check import TrainingCapacitySettings
-from tuneloop.planning.verdict import DOES_NOT_FIT, Verdict, check_training
+from tuneloop.planning.verdict import DOES_NOT_FIT, Verdict, check_training, ordered_instances
 from tuneloop.release.autoscaling import AutoscalingSettings, AutoscalingSettingsError
 from tuneloop.release.lmi import LmiSettings
 from tuneloop.release.rollout import RolloutSettings, RolloutSettingsError
 from tuneloop.release.serving_container import BACKENDS as SERVING_BACKENDS
 from tuneloop.settings_keys import did_you_mean
+from tuneloop.training.config import TrainConfig, TrainingError
 from tuneloop.watch.drift_settings import DriftCheckSettings, DriftSettingsError
 from tuneloop.watch.evaluation import ContinuousEvaluationSettings
 from tuneloop.watch.quality import QualitySettings
@@ -172,6 +175,9 @@ class TrainingHyperparameters:
     gradient_accumulation_steps: int = 1
     gradient_checkpointing: bool = False
     quantize_4bit: bool = False
+    # "fsdp": FSDP2 over every GPU of the job, each holding 1/N of the weights, gradients and
+    # optimizer state (docs/training.md, "Sharded training"); the job needs several GPUs.
+    sharding: str = "none"
 
     def problems(self) -> list[Problem]:
         found: list[Problem] = []
@@ -198,7 +204,23 @@ class TrainingHyperparameters:
             ">= 0",
         )
         _check(found, "seed", self.seed, isinstance(self.seed, int) and self.seed >= 0, ">= 0")
-        return found
+        _check(
+            found,
+            "sharding",
+            self.sharding,
+            self.sharding in SHARDINGS,
+            "'none' or 'fsdp' (FSDP2 over the Train job's GPUs)",
+        )
+        return found or self._trainer_problems()
+
+    def _trainer_problems(self) -> list[Problem]:
+        """What train.py rejects in these settings together (sharding fsdp with
+        quantize_4bit), with its reason: synth fails rather than the Train job."""
+        try:
+            TrainConfig(**dataclasses.asdict(self)).validate()
+        except TrainingError as error:
+            return [("hyperparameters", f"rejected by train.py: {error}")]
+        return []
 
     def as_hyperparameters(self) -> dict[str, str]:
         """SageMaker hyperparameters are strings (booleans ``true``/``false``)."""
@@ -410,9 +432,7 @@ class StageConfig:
             found,
             "training_instance_count",
             self.training_instance_count,
-            isinstance(self.training_instance_count, int)
-            and not isinstance(self.training_instance_count, bool)
-            and 1 <= self.training_instance_count <= MAX_TRAINING_INSTANCES,
+            _valid_instance_count(self.training_instance_count),
             f"an integer from 1 to {MAX_TRAINING_INSTANCES} (the Train job's instances; "
             "the account's training quota for the instance type must allow as many)",
         )
@@ -483,6 +503,7 @@ class StageConfig:
         found += duplicate_name_problems(self.connectors)
         found += _prefixed("ingest", settings_problems(self.ingest))
         found += _domain_prefix_problems(self.console_domain_prefix)
+        found += self._sharding_problems()
         found += self._training_capacity_problems()
         return found
 
@@ -492,19 +513,53 @@ class StageConfig:
         valid_count = isinstance(count, int) and not isinstance(count, bool) and count >= 1
         return self.autoscaling.problems(count if valid_count else None)
 
+    def _sharding_problems(self) -> list[Problem]:
+        """FSDP shards over the job's processes: with one there is nothing to shard over."""
+        count = self.training_instance_count
+        if self.training.sharding != "fsdp" or not _valid_instance_count(count):
+            return []
+        processes = _training_processes(self.training_instance_type, count)
+        if processes is None or processes > 1:  # an unlisted type's GPUs are unknown
+            return []
+        instance = gpu_instance(self.training_instance_type)
+        if instance is None:  # a CPU type: one process per instance
+            what, per_gpu = f"{self.training_instance_type} (CPU: one process)", ""
+            fixes = "set training_instance_count to 2 or more"
+        else:
+            what, per_gpu = instance.describe(), ", one per GPU,"
+            bigger = _multi_gpu_type(instance.gpu)
+            fixes = (
+                "set training_instance_count to 2 or more, a training_instance_type with "
+                f"several GPUs{f' (e.g. {bigger})' if bigger else ''}"
+            )
+        return [
+            (
+                "training.sharding",
+                f"'fsdp' shards over the Train job's processes{per_gpu} but one instance "
+                f"of {what} runs one: {fixes}, or training.sharding 'none'",
+            )
+        ]
+
     def training_capacity(self) -> Verdict:
         """The planner's verdict on the Train job: the trainer's hyperparameters (its
-        defaults where the stage sets none) on ``training_instance_type``; skipped, with the
+        defaults where the stage sets none) on ``training_instance_count`` instances of
+        ``training_instance_type`` (FSDP divides over all their GPUs); skipped, with the
         reason, for CPU instance types and base models of unknown size."""
         settings = self.training_capacity_settings()
-        return check_training(settings.hyperparameters, self.training_instance_type)
+        return check_training(
+            settings.hyperparameters,
+            self.training_instance_type,
+            instance_count=settings.training_instance_count,
+        )
 
     def training_capacity_settings(self) -> TrainingCapacitySettings:
         """PrepareDataset's TRAINING_CAPACITY: the same check at run time, for an ``s3://``
         base model whose size synth cannot know (tuneloop/planning/run_check.py)."""
+        count = self.training_instance_count
         return TrainingCapacitySettings(
             training_instance_type=self.training_instance_type,
             training_capacity_check=self.training_capacity_check,
+            training_instance_count=count if _valid_instance_count(count) else 1,
             hyperparameters={"base_model": self.base_model, **dataclasses.asdict(self.training)},
         )
 
@@ -523,7 +578,7 @@ class StageConfig:
             - stage_fields
             - {"training_instance_type"}
         )
-        # Changes the trainer or the stage config cannot make (FSDP, full fine-tuning).
+        # Changes the stage config cannot make (full fine-tuning).
         note = f" ({', '.join(unset)}: not settings of the stage config)"
         return [("training_instance_type", verdict.message + (note if unset else ""))]
 
@@ -567,6 +622,31 @@ class StageConfig:
     @property
     def retain_data(self) -> bool:
         return self.removal_policy == "retain"
+
+
+def _valid_instance_count(count: Any) -> bool:
+    return (
+        isinstance(count, int)
+        and not isinstance(count, bool)
+        and 1 <= count <= MAX_TRAINING_INSTANCES
+    )
+
+
+def _training_processes(instance_type: str, count: int) -> int | None:
+    """The Train job's processes: one per GPU (one per instance on CPU); None for a type
+    the planner's table does not list."""
+    instance = gpu_instance(instance_type)
+    if instance is not None:
+        return instance.gpus * count
+    return count if is_cpu_instance(instance_type) else None
+
+
+def _multi_gpu_type(gpu: str) -> str:
+    """The smallest listed type with several ``gpu`` GPUs, described."""
+    for other in ordered_instances():
+        if other.gpus > 1 and other.gpu == gpu:
+            return other.describe()
+    return ""
 
 
 def gate_policy_problems(policy: Any) -> list[Problem]:

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from stacks.config import load_stage_config
 from tests.infra.conftest import Assembly
 
 CONTRACT_STATES = {
@@ -165,7 +166,13 @@ def test_train_and_evaluate_are_script_mode_training_jobs(states: dict[str, Any]
         "max_seq_length",
         "per_device_batch_size",
         "seed",
+        "sharding",
     }
+    # Every stage training setting reaches train.py as the string it parses.
+    stage_settings = load_stage_config("dev", {}).training.as_hyperparameters()
+    hyper = train["Parameters"]["HyperParameters"]
+    assert {name: hyper[name] for name in stage_settings} == stage_settings
+    assert hyper["sharding"] == "none"
     evaluate = states["Evaluate"]
     assert evaluate["ResultSelector"] == {
         "job_name.$": "$.TrainingJobName",

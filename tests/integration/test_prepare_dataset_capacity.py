@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -54,13 +55,19 @@ LLAMA_3_1_8B = {
 
 
 def stage_env(
-    monkeypatch: pytest.MonkeyPatch, platform: Platform, base_model: str, **overrides: Any
+    monkeypatch: pytest.MonkeyPatch,
+    platform: Platform,
+    base_model: str,
+    stage: Mapping[str, Any] | None = None,
+    **overrides: Any,
 ) -> None:
     """PrepareDataset's environment with the dev stage's TRAINING_CAPACITY (ml.g5.2xlarge,
-    its training settings) for ``base_model``, as the CDK app sets it."""
+    its training settings; ``stage`` changes the stage config) for ``base_model``, as the
+    CDK app sets it."""
     use_handler_env(monkeypatch, platform, "prepare_dataset")
     monkeypatch.setenv("HELDOUT_FRACTION", "0")
     config = load_stage_config("dev", {"base_model": base_model})
+    config = dataclasses.replace(config, **(stage or {}))
     settings = config.training_capacity_settings()
     settings = dataclasses.replace(settings, **overrides)
     monkeypatch.setenv("TRAINING_CAPACITY", settings.to_json())
@@ -143,6 +150,39 @@ def test_under_warn_a_model_that_does_not_fit_is_logged_and_the_run_goes_on(
     assert (level, verdict) == ("WARNING", "does_not_fit")
     assert "cannot hold this training" in message
     assert "training_instance_type ml.p4de.24xlarge" in message
+
+
+@pytest.mark.parametrize(
+    ("instances", "verdict", "peak"),
+    [(2, "does_not_fit", "28.9 GiB per GPU"), (4, "fits", "17.7 GiB per GPU")],
+)
+def test_a_sharded_train_job_is_sized_over_every_gpu_of_its_instances(
+    records: Platform,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    instances: int,
+    verdict: str,
+    peak: str,
+) -> None:
+    # Given the 8B model sharded (fsdp, with checkpointing) over one-GPU ml.g5.4xlarge
+    # instances, under warn so both verdicts are logged
+    base_model = put_model("llama-3.1-8b", LLAMA_3_1_8B)
+    dev = load_stage_config("dev", {})
+    training = dataclasses.replace(dev.training, sharding="fsdp", gradient_checkpointing=True)
+    stage = {
+        "training": training,
+        "training_instance_type": "ml.g5.4xlarge",
+        "training_instance_count": instances,
+        "training_capacity_check": "warn",
+    }
+    stage_env(monkeypatch, records, base_model, stage)
+    # When the step runs
+    handler(EVENT, lambda_context())
+    # Then it is planned over every GPU of every instance: 2 do not hold it, 4 do
+    ((_, logged_verdict, message),) = logged(caplog)
+    assert logged_verdict == verdict
+    assert f"ml.g5.4xlarge (1 x A10G 24 GiB) x {instances} instances" in message
+    assert peak in message
 
 
 @pytest.mark.parametrize(

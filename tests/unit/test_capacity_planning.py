@@ -258,8 +258,9 @@ def test_a_stage_that_does_not_fit_fails_synth_naming_the_setting_to_change() ->
     assert "gradient_checkpointing true -> 13.8 GiB" in message
     assert "per_device_batch_size 2 -> 18.7 GiB" in message
     assert "with gradient_accumulation_steps 2 for the same effective batch" in message
-    # Only the change the stage config cannot make is noted as such
-    assert "(sharding: not settings of the stage config)" in message
+    # FSDP is a stage setting too: on the same GPU, more of them
+    assert "sharding fsdp on ml.g5.12xlarge (4 x A10G 24 GiB) -> 19.6 GiB" in message
+    assert "not settings of the stage config" not in message
     # Under warn the same config loads
     assert dataclasses.replace(dev, training=one_batch, training_capacity_check="warn")
     # The local stage names a CPU instance type: skipped, and an override does not fail.

@@ -3,6 +3,8 @@
     tuneloop plan --base-model hf://HuggingFaceTB/SmolLM2-1.7B-Instruct --method lora \\
         --max-seq-length 1024 --batch-size 4 --instance-type ml.g5.2xlarge
     tuneloop plan --base-model ./my-model --method full --gpus 8 --sharding fsdp
+    tuneloop plan --base-model ./my-model --method full --instance-type ml.g6e.12xlarge \\
+        --instance-count 2 --sharding fsdp
     tuneloop plan --stage dev            # the stage's Train settings, as cdk synth checks them
     tuneloop plan --stage prod --checkpointing --json
 
@@ -92,7 +94,14 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     parser.add_argument("--attention", choices=ATTENTIONS, help="sdpa (default) or eager")
     parser.add_argument("--instance-type", help="check this SageMaker instance type")
     parser.add_argument("--gpus", type=int, help="GPUs, without --instance-type (1)")
-    parser.add_argument("--sharding", choices=SHARDINGS, help="none (default) or fsdp")
+    parser.add_argument(
+        "--instance-count",
+        type=int,
+        help="instances of the job (1; the stage's training_instance_count with --stage)",
+    )
+    parser.add_argument(
+        "--sharding", choices=SHARDINGS, help="none (default) or fsdp, over every GPU of the job"
+    )
     parser.add_argument(
         "--headroom",
         type=float,
@@ -117,6 +126,7 @@ _SETUP_FLAGS = {
     "packing": "packing",
     "attention": "attention",
     "gpus": "gpus",
+    "instance_count": "instances",
     "sharding": "sharding",
 }
 
@@ -142,10 +152,12 @@ def run(args: argparse.Namespace) -> int:
 def _plan(args: argparse.Namespace) -> tuple[Plan, str | None]:
     hyperparameters: dict[str, Any] = {}
     instance_type = args.instance_type
+    instances = 1
     if args.stage:
         stage = _stage_config(args.stage)
         hyperparameters = {"base_model": stage.base_model, **dataclasses.asdict(stage.training)}
         instance_type = instance_type or stage.training_instance_type
+        instances = stage.training_instance_count
     if args.base_model:
         hyperparameters["base_model"] = args.base_model
     if not hyperparameters.get("base_model"):
@@ -153,7 +165,7 @@ def _plan(args: argparse.Namespace) -> tuple[Plan, str | None]:
     from tuneloop.training.config import TrainingError
 
     try:
-        _, setup = setup_from_hyperparameters(hyperparameters)
+        _, setup = setup_from_hyperparameters(hyperparameters, instances=instances)
     except TrainingError as exc:
         raise PlanError(str(exc)) from None
     changes = {
@@ -196,8 +208,9 @@ def _judge(
     target = gpu_instance(instance_type) if instance_type else recommended
     shown = plan
     if target is not None and (instance_type or plan.setup.gpus == 1):
+        several = target.gpus * plan.setup.instances > 1
         shown = plan.with_setup(
-            gpus=target.gpus, sharding=plan.setup.sharding if target.gpus > 1 else "none"
+            gpus=target.gpus, sharding=plan.setup.sharding if several else "none"
         )
     estimate = verdict.estimate if verdict is not None and verdict.estimate else shown.estimate()
     return verdict, shown, estimate, recommended
@@ -233,9 +246,11 @@ def render(
         f"{estimate.phase(estimate.peak_phase) / GIB:.2f}"
     )
     sharding = f", {setup.sharding} sharding" if setup.sharding != "none" else ""
+    instances = f" x {setup.instances} instances" if setup.instances > 1 else ""
     lines.append(
-        f"  on {setup.gpus} GPU(s){sharding}; host "
+        f"  on {setup.gpus} GPU(s){instances}{sharding}; host "
         f"memory while loading {estimate.host_bytes / GIB:.1f} GiB"
+        + (" per instance" if instances else "")
     )
     lines.extend(f"  note: {note}" for note in estimate.notes)
     lines.append("")

@@ -88,6 +88,9 @@ class TrainingSetup:
     lora_dropout: float = 0.0
     lora_target_modules: str = "auto"
     gpus: int = 1
+    """GPUs of one instance: one training process each."""
+    instances: int = 1
+    """Instances of the job (``training_instance_count``), each with ``gpus`` GPUs."""
     sharding: str = "none"
     packing: bool = True
     attention: str = "sdpa"
@@ -104,7 +107,13 @@ class TrainingSetup:
                 found.append(
                     f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}"
                 )
-        for name in ("max_seq_length", "batch_size", "gradient_accumulation_steps", "gpus"):
+        for name in (
+            "max_seq_length",
+            "batch_size",
+            "gradient_accumulation_steps",
+            "gpus",
+            "instances",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 found.append(f"{name} must be >= 1, got {value!r}")
@@ -130,8 +139,14 @@ class TrainingSetup:
         return self.batch_size * self.max_seq_length
 
     @property
+    def processes(self) -> int:
+        """The job's training processes, on every instance (torchrun's world size)."""
+        return self.gpus * self.instances
+
+    @property
     def shards(self) -> int:
-        return self.gpus if self.sharding == "fsdp" else 1
+        """FSDP shards over every process of the job, across instances."""
+        return self.processes if self.sharding == "fsdp" else 1
 
 
 @dataclass(frozen=True)
@@ -152,7 +167,8 @@ class MemoryEstimate:
     trainable_parameters: int
     total_parameters: int
     host_bytes: int
-    """Host memory while the processes load the model (fp32, one copy per GPU process)."""
+    """Host memory of one instance while its processes load the model (fp32, one copy per
+    GPU process)."""
     notes: tuple[str, ...] = field(default=())
 
     def part(self, name: str) -> int:
@@ -354,7 +370,7 @@ def estimate(
             + ("" if setup.autocast else " and its sum")
             + " at the end of the backward pass",
         )
-    if setup.gpus > 1 and setup.sharding == "none":
+    if setup.processes > 1 and setup.sharding == "none":
         bucket = min(trainable, ALL_REDUCE_BUCKET_ELEMENTS)
         add(
             "all-reduce buffers",
@@ -366,12 +382,13 @@ def estimate(
     notes = []
     if setup.method == "qlora":
         notes.append("QLoRA is modelled from bitsandbytes' documented layout, not measured")
-    if setup.sharding == "fsdp":
+    if setup.shards > 1:
         notes.append(
-            "FSDP is modelled for planning: TuneLoop's trainer replicates the model on every "
-            "GPU (data parallel), so a sharded plan needs FSDP support in the trainer"
+            f"FSDP over {setup.shards} processes is modelled, not yet measured against a "
+            "sharded run"
         )
     host_params = shape.linear_parameters * NF4_BYTES if setup.method == "qlora" else 0
+    # Per instance: each of its processes loads the whole model before sharding.
     host = setup.gpus * (host_params or shape.parameters * FP32)
     return MemoryEstimate(
         components=tuple(parts),

@@ -4,10 +4,11 @@
 of an ``s3://`` model are only in its bucket. PrepareDataset, the step before Train, reads the
 model's ``config.json`` (one small GetObject), gives the planner's verdict
 (:func:`tuneloop.planning.verdict.check_training`) on the stage's training instance type and
-hyperparameters (its ``TRAINING_CAPACITY``, :class:`TrainingCapacitySettings`) and, under
-``enforce``, fails the run before the GPU job with the planner's advice; ``warn`` leaves the
-verdict to the log. An archive (``.tar.gz``) holds its config inside: it is not read, and
-the check is skipped with that reason, as is a model whose config cannot be read.
+count and hyperparameters, ``sharding`` among them (its ``TRAINING_CAPACITY``,
+:class:`TrainingCapacitySettings`) and, under ``enforce``, fails the run before the GPU job
+with the planner's advice; ``warn`` leaves the verdict to the log. An archive (``.tar.gz``)
+holds its config inside: it is not read, and the check is skipped with that reason, as is a
+model whose config cannot be read.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ class TrainingCapacitySettings:
 
     training_instance_type: str
     training_capacity_check: str = "enforce"
+    training_instance_count: int = 1
+    """FSDP shards over the GPUs of every instance."""
     hyperparameters: Mapping[str, Any] = field(default_factory=dict)
     """The trainer's hyperparameters in their own types, ``base_model`` among them."""
 
@@ -67,6 +70,9 @@ class TrainingCapacitySettings:
                     f"must be an instance type, got {self.training_instance_type!r}",
                 )
             )
+        count = self.training_instance_count
+        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+            found.append(("training_instance_count", f"must be an integer >= 1, got {count!r}"))
         if not isinstance(self.hyperparameters, Mapping) or not self.base_model:
             found.append(
                 (
@@ -154,7 +160,12 @@ def check_s3_base_model(settings: TrainingCapacitySettings, s3: Any) -> Verdict 
         return Verdict(
             SKIPPED, settings.training_instance_type, f"base model size unknown: {reason}"
         )
-    verdict = check_training(settings.hyperparameters, settings.training_instance_type, shape=shape)
+    verdict = check_training(
+        settings.hyperparameters,
+        settings.training_instance_type,
+        instance_count=settings.training_instance_count,
+        shape=shape,
+    )
     if verdict.status == DOES_NOT_FIT and settings.training_capacity_check == "enforce":
         raise TrainingCapacityError(does_not_fit_message(settings, verdict))
     return verdict

@@ -85,9 +85,15 @@ def ordered_instances(candidates: Iterable[GpuInstance] = GPU_INSTANCES) -> list
 
 
 def _on(plan: Plan, instance: GpuInstance) -> Plan:
-    """The plan as it runs on ``instance``: one training process per GPU."""
-    sharding = plan.setup.sharding if instance.gpus > 1 else "none"
+    """The plan as it runs on the job's instances of ``instance``: one training process per
+    GPU, FSDP over all of them (one process alone trains unsharded)."""
+    sharding = plan.setup.sharding if instance.gpus * plan.setup.instances > 1 else "none"
     return plan.with_setup(gpus=instance.gpus, sharding=sharding)
+
+
+def _fleet(instance: GpuInstance, instances: int) -> str:
+    """``ml.g5.2xlarge (1 x A10G 24 GiB)``, and how many of them when several."""
+    return instance.describe() + (f" x {instances} instances" if instances > 1 else "")
 
 
 def _fits(
@@ -127,6 +133,7 @@ def check(
         return Verdict(SKIPPED, instance_type, _not_planned(instance_type))
     overhead = _overhead(overhead_bytes)
     fits, est = _fits(plan, instance, headroom, overhead)
+    fleet = _fleet(instance, plan.setup.instances)
     budget = math.floor(instance.gpu_memory_gib * GIB * (1 - headroom))
     host_budget = math.floor(instance.host_memory_gib * GIB * (1 - headroom))
     usage = (
@@ -134,17 +141,15 @@ def check(
         f"({1 - headroom:.0%} of {instance.gpu_memory_gib:g} GiB)"
     )
     if fits:
-        return Verdict(
-            FITS, instance_type, f"{instance.describe()} fits: {usage}", est, budget, host_budget
-        )
+        return Verdict(FITS, instance_type, f"{fleet} fits: {usage}", est, budget, host_budget)
     changes = suggest(plan, instance, headroom=headroom, overhead_bytes=overhead)
     reasons = []
     if est.peak_bytes > budget:
         reasons.append(f"{usage}; largest parts: {_largest(est)}")
     if est.host_bytes > host_budget:
         reasons.append(
-            f"loading needs {gib(est.host_bytes)} of host memory (the fp32 model, once per GPU "
-            f"process), {gib(host_budget)} usable of "
+            f"loading needs {gib(est.host_bytes)} of host memory per instance (the fp32 "
+            f"model, once per GPU process), {gib(host_budget)} usable of "
             f"{instance.host_memory_gib:g} GiB"
         )
     together = False
@@ -162,7 +167,7 @@ def check(
             if changes
             else "no instance type in the planner's table holds it, whatever the settings"
         )
-    summary = f"{instance.describe()} cannot hold this training: {'; '.join(reasons)}"
+    summary = f"{fleet} cannot hold this training: {'; '.join(reasons)}"
     return Verdict(
         DOES_NOT_FIT,
         instance_type,
@@ -237,48 +242,87 @@ def suggest(
     if setup.method == "full":
         attempt("finetune_method", "lora", plan.with_setup(method="lora"))
     if setup.method in ("full", "lora"):
-        full = setup.method == "full"
+        value, also = _qlora_change(setup)
         attempt(
             "quantize_4bit",
-            _QLORA[full],
-            plan.with_setup(method="qlora", precision="bf16"),
+            value,
+            _qlora(plan),
             "needs bitsandbytes in the training image",
-            _QLORA_ALSO[full],
+            also,
         )
     if setup.sharding == "none":
-        same_gpu = [
-            other
-            for other in ordered_instances(GPU_INSTANCES)
-            if other.gpu == instance.gpu and other.gpus >= max(2, instance.gpus)
-        ]
-        for target in same_gpu:
-            ok, est = _fits(plan.with_setup(sharding="fsdp"), target, headroom, overhead_bytes)
-            if ok:
-                where = "" if target is instance else f" on {target.describe()}"
-                found.append(
-                    Change(
-                        "sharding",
-                        f"fsdp{where}",
-                        est.peak_bytes,
-                        "the trainer runs data parallel only: FSDP is not implemented yet",
-                    )
-                )
-                break
+        found.extend(_sharding_change(plan, instance, headroom, overhead_bytes))
     other = recommend(plan, headroom=headroom, overhead_bytes=overhead_bytes)
     if other is not None and other.instance_type != instance.instance_type:
         est = _on(plan, other).estimate(overhead_bytes=overhead_bytes)
-        found.append(Change("training_instance_type", other.describe(), est.peak_bytes))
+        found.append(_instance_change(plan, other, est.peak_bytes))
     return tuple(found)
 
 
-# QLoRA from full fine-tuning also means finetune_method lora (the trainer requires it).
-_QLORA = {False: "true (QLoRA)", True: "true (QLoRA, with finetune_method lora)"}
-_QLORA_ALSO: dict[bool, tuple[str, ...]] = {False: (), True: ("finetune_method",)}
+def _instance_change(plan: Plan, instance: GpuInstance, peak_bytes: int) -> Change:
+    """A change to ``instance``; a sharded plan that then runs in one process also needs
+    sharding none (FSDP has nothing to shard over)."""
+    fleet = _fleet(instance, plan.setup.instances)
+    if plan.setup.sharding == "fsdp" and _on(plan, instance).setup.sharding == "none":
+        return Change(
+            "training_instance_type", fleet, peak_bytes, "with sharding none", ("sharding",)
+        )
+    return Change("training_instance_type", fleet, peak_bytes)
+
+
+def _sharding_change(
+    plan: Plan, instance: GpuInstance, headroom: float, overhead_bytes: int
+) -> list[Change]:
+    """FSDP on ``instance`` (when the job has several processes) or on the smallest type of
+    the same GPU with more of them that then holds the plan."""
+    instances = plan.setup.instances
+    same_gpu = [
+        other
+        for other in ordered_instances(GPU_INSTANCES)
+        if other.gpu == instance.gpu and other.gpus >= instance.gpus and other.gpus * instances >= 2
+    ]
+    for target in same_gpu:
+        ok, est = _fits(plan.with_setup(sharding="fsdp"), target, headroom, overhead_bytes)
+        if not ok:
+            continue
+        moved = target is not instance
+        where = f" on {target.describe()}" if moved else ""
+        note = f"weights, gradients and optimizer state divided over {target.gpus * instances} GPUs"
+        also = ("training_instance_type",) if moved else ()
+        return [Change("sharding", f"fsdp{where}", est.peak_bytes, note, also)]
+    return []
+
+
+def _qlora_change(setup: TrainingSetup) -> tuple[str, tuple[str, ...]]:
+    """The value and further settings of a change to QLoRA from ``setup``: from full
+    fine-tuning also finetune_method lora, from a sharded run also sharding none (the
+    trainer requires both; it does not shard 4-bit weights)."""
+    extra: list[tuple[str, str]] = []
+    if setup.method == "full":
+        extra.append(("finetune_method", "lora"))
+    if setup.sharding == "fsdp":
+        extra.append(("sharding", "none"))
+    if not extra:
+        return "true (QLoRA)", ()
+    settings = " and ".join(f"{name} {value}" for name, value in extra)
+    return f"true (QLoRA, with {settings})", tuple(name for name, _ in extra)
+
+
+def _qlora(plan: Plan) -> Plan:
+    return plan.with_setup(method="qlora", precision="bf16", sharding="none")
+
+
+def _fsdp_unless_qlora(plan: Plan) -> Plan:
+    # The trainer does not shard 4-bit weights: with QLoRA this change is a no-op, which
+    # combined_changes then drops.
+    return plan if plan.setup.method == "qlora" else plan.with_setup(sharding="fsdp")
+
+
 _Transform = tuple[str, str, str, tuple[str, ...], Callable[[Plan], Plan]]
 
 
 def _transforms(setup: TrainingSetup) -> list[_Transform]:
-    """Changes to try together, those the trainer has first, FSDP (it has not) last:
+    """Changes to try together, the cheapest in behaviour first, FSDP (more GPUs) last:
     ``(setting, value, note, further settings, apply)``."""
     found: list[_Transform] = []
     if not setup.gradient_checkpointing:
@@ -305,26 +349,10 @@ def _transforms(setup: TrainingSetup) -> list[_Transform]:
     if setup.method == "full":
         found.append(("finetune_method", "lora", "", (), lambda p: p.with_setup(method="lora")))
     if setup.method != "qlora":
-        full = setup.method == "full"
-        found.append(
-            (
-                "quantize_4bit",
-                _QLORA[full],
-                "",
-                _QLORA_ALSO[full],
-                lambda p: p.with_setup(method="qlora", precision="bf16"),
-            )
-        )
+        value, also = _qlora_change(setup)
+        found.append(("quantize_4bit", value, "", also, _qlora))
     if setup.sharding == "none":
-        found.append(
-            (
-                "sharding",
-                "fsdp",
-                "not implemented in the trainer yet",
-                (),
-                lambda p: p.with_setup(sharding="fsdp"),
-            )
-        )
+        found.append(("sharding", "fsdp", "", (), _fsdp_unless_qlora))
     return found
 
 
@@ -359,14 +387,16 @@ def combined_changes(
     peak = _on(changed, instance).estimate(overhead_bytes=overhead).peak_bytes
     return (
         *(Change(setting, value, peak, note, also) for setting, value, note, also, _ in chosen),
-        Change("training_instance_type", instance.describe(), peak),
+        _instance_change(changed, instance, peak),
     )
 
 
-def setup_from_hyperparameters(hyperparameters: Mapping[str, Any], *, gpus: int = 1) -> Any:
+def setup_from_hyperparameters(
+    hyperparameters: Mapping[str, Any], *, gpus: int = 1, instances: int = 1
+) -> Any:
     """The trainer's ``TrainConfig`` for ``hyperparameters`` (its defaults fill the rest)
-    and the setup it runs on a GPU: ``precision auto`` is bf16 there (every GPU in the
-    table has fast bf16), Gemma 2 trains with eager attention."""
+    and the setup it runs on ``instances`` instances of ``gpus`` GPUs: ``precision auto`` is
+    bf16 there (every GPU in the table has fast bf16), Gemma 2 trains with eager attention."""
     from tuneloop.training.config import TrainConfig
 
     names = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -383,6 +413,8 @@ def setup_from_hyperparameters(hyperparameters: Mapping[str, Any], *, gpus: int 
         lora_dropout=config.lora_dropout,
         lora_target_modules=config.lora_target_modules,
         gpus=gpus,
+        instances=instances,
+        sharding=config.sharding,
         packing=config.packing,
         attention=config.attn_implementation,
     )
@@ -392,19 +424,21 @@ def check_training(
     hyperparameters: Mapping[str, Any],
     instance_type: str,
     *,
+    instance_count: int = 1,
     headroom: float = DEFAULT_HEADROOM,
     shape: ModelShape | None = None,
 ) -> Verdict:
-    """The verdict for a Train job: the trainer's hyperparameters (``base_model`` among
-    them) on ``instance_type``; skipped, with the reason, when the model's size is unknown
-    or the type is not a planned-for GPU type. ``shape`` is the base model's, when the
-    caller has read its config (an ``s3://`` model at run time)."""
+    """The verdict for a Train job: the trainer's hyperparameters (``base_model`` and
+    ``sharding`` among them) on ``instance_count`` instances of ``instance_type``; skipped,
+    with the reason, when the model's size is unknown or the type is not a planned-for GPU
+    type. ``shape`` is the base model's, when the caller has read its config (an ``s3://``
+    model at run time)."""
     from tuneloop.training.config import TrainingError
 
     if gpu_instance(instance_type) is None:
         return Verdict(SKIPPED, instance_type, _not_planned(instance_type))
     try:
-        config, setup = setup_from_hyperparameters(hyperparameters)
+        config, setup = setup_from_hyperparameters(hyperparameters, instances=instance_count)
     except (TrainingError, TypeError) as exc:
         return Verdict(SKIPPED, instance_type, f"the hyperparameters are invalid: {exc}")
     if shape is None:
