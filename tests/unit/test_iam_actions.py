@@ -51,6 +51,7 @@ SAMPLE: dict[str, Any] = {
     "ModelName": "Model-1",
     "EndpointConfigName": "Config-1",
     "EndpointName": "Serving",
+    "InferenceComponentName": "Support",
     "ModelPackageGroupName": "Models",
     "ModelPackageName": ARN.format("sagemaker", "model-package/models/1"),
     "ResourceArn": ARN.format("sagemaker", "endpoint/serving"),

@@ -70,6 +70,22 @@ def make_tiny_causal_lm(path: Path, *, chat_template: bool = True, seed: int = 0
     return path
 
 
+def make_tiny_adapter(base_dir: Path, folder: Path, *, seed: int, version: str) -> Path:
+    """A random (non-zero) LoRA adapter over ``base_dir``, saved as train.py saves one."""
+    from peft import LoraConfig, get_peft_model
+
+    from tuneloop.models.loading import load_model_dir, write_model_metadata
+
+    base, tokenizer = load_model_dir(base_dir)
+    torch.manual_seed(seed)
+    config = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    model = get_peft_model(base, config)
+    model.save_pretrained(str(folder))
+    tokenizer.save_pretrained(folder)
+    write_model_metadata(folder, str(base_dir), model_version=version)
+    return folder
+
+
 # Where the SageMaker training contract puts each path, relative to the job's root.
 SAGEMAKER_JOB_PATHS = {
     "SM_CHANNEL_TRAIN": "input/data/train",

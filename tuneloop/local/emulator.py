@@ -24,6 +24,7 @@ from tuneloop.local.endpoints import LocalEndpoints
 from tuneloop.local.iam import enforce
 from tuneloop.local.iam.credentials import CredentialRegistry
 from tuneloop.local.iam.usage import Recorder, RoleReport
+from tuneloop.local.inference_components import LocalInferenceComponents
 from tuneloop.local.jobs import LocalJobRunner, LogCallback
 from tuneloop.local.lambda_runtime import LambdaRuntime, subprocess_environment
 
@@ -130,11 +131,13 @@ class Emulator:
         default_user_config["stepfunctions"] = {"execute_state_machine": True}
         # Functions, jobs and endpoints get their role's credentials, never the operator's.
         child_env = subprocess_environment(self._service_environment)
+        endpoints = LocalEndpoints(self.work_dir, child_env, self._endpoint_ready_timeout)
         self._local = gaps.LocalServices(
             lambdas=LambdaRuntime(self.work_dir, child_env),
             jobs=LocalJobRunner(self.work_dir, child_env, on_log=self._on_job_log),
-            endpoints=LocalEndpoints(self.work_dir, child_env, self._endpoint_ready_timeout),
+            endpoints=endpoints,
             alarms=self.alarms,
+            components=LocalInferenceComponents(self.work_dir, endpoints),
         )
         gaps.install(self._local)
         enforce.install(self.enforcer)
@@ -171,6 +174,8 @@ class Emulator:
         enforce.uninstall()
         if self._local is not None:
             self._local.endpoints.stop_all()
+            if self._local.components is not None:
+                self._local.components.stop_all()
         if self._server is not None:
             self._server.stop()  # type: ignore[attr-defined]
             self._server = None

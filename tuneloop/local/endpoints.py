@@ -112,7 +112,9 @@ class LocalEndpoints:
         """
         root = self._work_dir / endpoint_config_name
         model_dir = root / "model"
-        if not model_dir.exists():
+        if not model_data_url:  # the container loads a base it names (TUNELOOP_BASE_MODEL)
+            model_dir.mkdir(parents=True, exist_ok=True)
+        elif not model_dir.exists():
             # Download first: a refused download must not leave an empty model behind.
             root.mkdir(parents=True, exist_ok=True)
             bucket, key = parse_s3_uri(model_data_url)
@@ -179,7 +181,7 @@ class LocalEndpoints:
             previous = self._serving.get(endpoint_name)
             self._serving[endpoint_name] = serving
         if previous is not None and previous is not serving:
-            _stop(previous)
+            stop_process(previous)
 
     def begin_split(
         self, endpoint_name: str, new: ServingProcess
@@ -204,7 +206,7 @@ class LocalEndpoints:
         if keep_new:
             self.route(endpoint_name, split.new)
         else:
-            _stop(split.new)
+            stop_process(split.new)
 
     def rollouts(self, endpoint_name: str) -> list[TrafficSplit[ServingProcess]]:
         """Every update of the endpoint that split traffic, oldest first (with the shares
@@ -225,13 +227,26 @@ class LocalEndpoints:
         with self._lock:
             split = self._splits.get(endpoint_name)
             serving = split.pick() if split is not None else self._serving.get(endpoint_name)
-        started = time.perf_counter()
         if serving is None:
             return InvokeResult(404, b'{"error": "endpoint has no serving process"}', 0.0)
+        return self.invoke_process(serving, endpoint_name, body, content_type)
+
+    def invoke_process(
+        self,
+        serving: ServingProcess,
+        endpoint_name: str,
+        body: bytes,
+        content_type: str,
+        *,
+        headers: dict[str, str] | None = None,
+    ) -> InvokeResult:
+        """One invocation of ``serving`` (the endpoint's fleet, or an inference component's
+        process), with its data capture and the log lines it wrote meanwhile."""
+        started = time.perf_counter()
         request = urllib.request.Request(
             f"{serving.url}/invocations",
             data=body,
-            headers={"Content-Type": content_type or "application/json"},
+            headers={"Content-Type": content_type or "application/json", **(headers or {})},
             method="POST",
         )
         try:
@@ -280,10 +295,10 @@ class LocalEndpoints:
             self._serving.clear()
             self._splits.clear()
         for serving in processes:
-            _stop(serving)
+            stop_process(serving)
 
 
-def _stop(serving: ServingProcess) -> None:
+def stop_process(serving: ServingProcess) -> None:
     if serving.process.poll() is None:
         serving.process.terminate()
         try:

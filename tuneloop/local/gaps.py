@@ -19,11 +19,12 @@ from typing import Any
 
 import boto3
 
-from tuneloop.local import emf, sfn_metrics
+from tuneloop.local import component_api, emf, sfn_metrics
 from tuneloop.local.alarms import AlarmEvaluator
-from tuneloop.local.endpoints import LocalEndpoints, ServingProcess
+from tuneloop.local.endpoints import InvokeResult, LocalEndpoints, ServingProcess
 from tuneloop.local.iam import enforce
 from tuneloop.local.iam.credentials import AssumeRoleDeniedError, Credentials
+from tuneloop.local.inference_components import ComponentError, LocalInferenceComponents
 from tuneloop.local.jobs import JobOutcome, JobSpec, LocalJobRunner, describe_channels
 from tuneloop.local.lambda_runtime import FunctionSpec, LambdaRuntime
 from tuneloop.local.traffic_split import Rollout, RolloutPlan
@@ -36,6 +37,15 @@ class LocalServices:
     endpoints: LocalEndpoints
     alarms: AlarmEvaluator | None = None
     """The alarm evaluator whose transitions the endpoint updates' auto-rollback hears."""
+    components: LocalInferenceComponents | None = None
+    """Inference components (``tuneloop.local.component_api``)."""
+
+
+def _components() -> LocalInferenceComponents:
+    components = services().components
+    if components is None:
+        raise ComponentError("this local platform runs no inference components")
+    return components
 
 
 _installed: LocalServices | None = None
@@ -63,6 +73,7 @@ def install(local: LocalServices) -> None:
             _patch_training_jobs()
             _patch_endpoints()
             _patch_invoke_endpoint()
+            component_api.install(_components, _start_base, _active)
             sfn_metrics.patch_execution_metrics(lambda: _internal_client("cloudwatch"))
             _register_cloudformation_models()
 
@@ -197,7 +208,8 @@ def _patch_fail_state_errors() -> None:
 
 
 # Gap: moto records a training job as Completed at once and runs nothing. Run the job's
-# entry point locally and report InProgress → Completed/Failed like SageMaker.
+# entry point locally, once per instance, and report InProgress → Completed/Failed like
+# SageMaker.
 def _patch_training_jobs() -> None:
     from moto.sagemaker.models import SageMakerModelBackend
 
@@ -224,12 +236,16 @@ def _patch_training_jobs() -> None:
         except AssumeRoleDeniedError as denied:
             finished(JobOutcome(False, f"ClientError: {denied.decision.message}"))
             return job
+        resources = dict(job.resource_config or {})
         spec = JobSpec(
             name=job.training_job_name,
             hyperparameters=dict(job.hyper_parameters or {}),
             channels=describe_channels(job.input_data_config),
             output_path=job.output_data_config["S3OutputPath"],
             credentials=credentials,
+            # N > 1: N host processes, algo-1..algo-N (jobs.py).
+            instance_count=int(resources.get("InstanceCount", 1)),
+            instance_type=str(resources.get("InstanceType", "local")),
         )
         services().jobs.start(spec, finished)
         return job
@@ -259,7 +275,7 @@ def _serving_container(model: Any) -> dict[str, Any]:
 
 def _model_data_url(model: Any) -> str:
     container = _serving_container(model)
-    return str(container["ModelDataUrl"])
+    return str(container.get("ModelDataUrl") or "")  # none: a base the container names
 
 
 def _container_environment(model: Any) -> dict[str, str]:
@@ -282,6 +298,20 @@ def _start_fleet(backend: Any, endpoint: Any, config_name: str) -> ServingProces
         credentials,
         environment=_container_environment(model),
         data_capture=backend.endpoint_configs[config_name].data_capture_config,
+    )
+
+
+def _start_base(
+    backend: Any, endpoint: Any, component_name: str, model_name: str
+) -> ServingProcess:
+    """A base inference component's process: the model's container, as a fleet's."""
+    model = backend.describe_model(model_name)
+    credentials = _role_session(model.execution_role_arn, "sagemaker.amazonaws.com", endpoint.arn)
+    return services().endpoints.start(
+        component_name,
+        _model_data_url(model),
+        credentials,
+        environment=_container_environment(model),
     )
 
 
@@ -383,6 +413,8 @@ def _patch_endpoints() -> None:
         endpoint: Any = original_create(self, endpoint_name, endpoint_config_name, tags)
         if not _active():
             return endpoint
+        if component_api.hosts_components(self, endpoint_config_name):
+            return endpoint  # InService with no fleet: its inference components bring theirs
         endpoint.endpoint_status = "Creating"
 
         def failed(reason: str) -> None:
@@ -457,10 +489,18 @@ def _patch_invoke_endpoint() -> None:
             return original(self)
         endpoint_name = self._get_param("EndpointName") or self.path.split("/")[2]
         body = self.body if isinstance(self.body, bytes) else str(self.body).encode()
-        result = services().endpoints.invoke(
-            endpoint_name, body, self.headers.get("Content-Type", "application/json")
-        )
-        _put_endpoint_metrics(endpoint_name, result.status, result.latency_ms)
+        content_type = self.headers.get("Content-Type", "application/json")
+        component = self.headers.get(component_api.COMPONENT_HEADER)
+        result: InvokeResult
+        if component:
+            try:
+                result, _ = _components().invoke(endpoint_name, component, body, content_type)
+            except ComponentError as exc:
+                invalid = {"__type": "ValidationError", "message": str(exc)}
+                return 400, {"status": "400"}, json.dumps(invalid)
+        else:
+            result = services().endpoints.invoke(endpoint_name, body, content_type)
+        _put_endpoint_metrics(endpoint_name, result.status, result.latency_ms, component)
         # Gap: no CloudWatch Logs ingestion; the container's EMF lines become metrics here.
         emf.publish(_internal_client("cloudwatch"), result.log_lines)
         headers = {
@@ -488,11 +528,19 @@ def _patch_invoke_endpoint() -> None:
     SageMakerRuntimeResponse.invoke_endpoint = invoke_endpoint  # type: ignore[method-assign]
 
 
-def _put_endpoint_metrics(endpoint_name: str, status: int, latency_ms: float) -> None:
-    dimensions = [
-        {"Name": "EndpointName", "Value": endpoint_name},
-        {"Name": "VariantName", "Value": "AllTraffic"},
+def _put_endpoint_metrics(
+    endpoint_name: str, status: int, latency_ms: float, component: str | None = None
+) -> None:
+    """AWS/SageMaker's invocation metrics: per variant, and per inference component for a
+    request that named one (as SageMaker publishes them)."""
+    dimension_sets = [
+        [
+            {"Name": "EndpointName", "Value": endpoint_name},
+            {"Name": "VariantName", "Value": "AllTraffic"},
+        ]
     ]
+    if component:
+        dimension_sets.append([{"Name": "InferenceComponentName", "Value": component}])
     now = _now()
     metrics = [
         ("Invocations", 1.0, "Count"),
@@ -505,6 +553,7 @@ def _put_endpoint_metrics(endpoint_name: str, status: int, latency_ms: float) ->
         Namespace="AWS/SageMaker",
         MetricData=[
             {"MetricName": n, "Value": v, "Unit": u, "Dimensions": dimensions, "Timestamp": now}
+            for dimensions in dimension_sets
             for n, v, u in metrics
         ],
     )

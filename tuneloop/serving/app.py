@@ -7,6 +7,8 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+BASE_MODEL_VARIABLE = "TUNELOOP_BASE_MODEL"
+
 
 def run(environ: Mapping[str, str] | None = None) -> int:
     """Serve ``SM_MODEL_DIR`` (default /opt/ml/model) on ``HOST:PORT`` (127.0.0.1:8080),
@@ -16,7 +18,11 @@ def run(environ: Mapping[str, str] | None = None) -> int:
     Quality metrics (docs/monitoring.md): ``TUNELOOP_ENDPOINT_NAME`` and
     ``TUNELOOP_MODEL_VERSION`` (set by Deploy) make each metrics line an EMF record;
     ``TUNELOOP_REFUSAL_PATTERNS`` (JSON list of regexes) overrides the refusal defaults;
-    ``TUNELOOP_QUIET_FAILURE`` (``empty``/``refuse``/``truncate``) is a test/demo switch."""
+    ``TUNELOOP_QUIET_FAILURE`` (``empty``/``refuse``/``truncate``) is a test/demo switch.
+
+    ``TUNELOOP_BASE_MODEL`` (a catalog name, ``hf://`` id, ``s3://`` prefix or folder) serves
+    that base model instead of ``SM_MODEL_DIR``: a base inference component, whose adapter
+    components are registered later (``tuneloop.serving.adapters``)."""
     env = os.environ if environ is None else environ
     model_dir = Path(env.get("SM_MODEL_DIR") or "/opt/ml/model")
     host = env.get("HOST") or "127.0.0.1"
@@ -34,6 +40,11 @@ def run(environ: Mapping[str, str] | None = None) -> int:
         threads = _num_threads(env)
         patterns = refusal_patterns_from_env(env)
         quiet_failure = quiet_failure_from_env(env)
+        base_ref = env.get(BASE_MODEL_VARIABLE)
+        if base_ref:
+            from tuneloop.models.catalog import resolve_model
+
+            model_dir = resolve_model(base_ref)
         if not model_dir.is_dir():  # fail before paying for the torch import
             raise ValueError(f"model folder {str(model_dir)!r} does not exist")
         from tuneloop.serving.engine import Generator

@@ -121,6 +121,8 @@ class Batcher:
         self.peak_rows = 0
         self.times = WorkerTimes()
         """Where the worker's time went (prefill, decode steps, mean batch)."""
+        self.adapter_slots_in_use: set[str] = set()
+        """The adapter slots of the running rows (read under the generator's lock)."""
         self._worker = threading.Thread(target=self._serve, name="generation", daemon=True)
         self._worker.start()
 
@@ -191,6 +193,8 @@ class Batcher:
                 newcomers, stopping = self._collect([], batch.free_slots, wait=False)
             try:
                 with generator._lock, torch.inference_mode():
+                    # Adapters are registered between steps: the model may have changed.
+                    batch.model, batch.mixed_adapters = generator.model, generator.mixed_adapters
                     begun = time.perf_counter()
                     self._admit(batch, newcomers)
                     admitted, rows = time.perf_counter(), len(batch.active)
@@ -198,6 +202,7 @@ class Batcher:
                     batch.step()
                     self._account(admitted - begun, time.perf_counter() - admitted, rows)
                     self.active_rows = len(batch.active)
+                    self._release_adapters(batch)
             except Exception as exc:  # a model failure fails the running rows, not the server
                 for running in batch.fail_all():
                     running.on_error(exc)
@@ -205,6 +210,15 @@ class Batcher:
                     if not pending.done.is_set():
                         pending.settle(exc, None)
                 self.active_rows = 0
+                self.adapter_slots_in_use = set()
+
+    def _release_adapters(self, batch: ContinuousBatch) -> None:
+        """Unload the retired adapters that no running row needs any more."""
+        self.adapter_slots_in_use = {
+            s.row.adapter for s in batch.active if s.row.adapter is not None
+        }
+        if self.generator.adapters is not None:
+            self.generator.adapters.release(self.adapter_slots_in_use)
 
     def _account(self, admit_seconds: float, step_seconds: float, rows: int) -> None:
         # Called before ``active_rows`` is set: a reader who saw the rows of a run drop to 0
@@ -260,7 +274,7 @@ class Batcher:
         generator, request = self.generator, pending.request
 
         def on_done(result: DecodeResult) -> None:
-            response = generator.respond(request, ids, result, pending.started)
+            response = generator.respond(request, ids, result, pending.started, row)
             pending.settle(response, result.finish_reason)
 
         on_token = None

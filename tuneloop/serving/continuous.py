@@ -36,6 +36,7 @@ from tuneloop.serving.decode import (
     _choose,
     _finish_reason,
     _row_rng,
+    adapter_arguments,
 )
 
 _SPARE_COLUMNS = 64
@@ -107,6 +108,9 @@ class ContinuousBatch:
         self.eos = frozenset(eos_token_ids)
         self.detokenize = detokenize
         self.max_batch_size = max_batch_size
+        self.mixed_adapters = False
+        """The model holds several LoRA adapters: each row names its own (set by the
+        batcher before each step, as adapters come and go)."""
         self.active: list[Running] = []
         self._cache: DynamicCache | None = None
         self._mask = torch.zeros((0, 0), dtype=torch.long)
@@ -163,6 +167,7 @@ class ContinuousBatch:
             past_key_values=cache,
             use_cache=True,
             logits_to_keep=1,
+            **adapter_arguments([s.row for s in newcomers], self.mixed_adapters),
         ).logits[:, -1, :]
         keep = self._settle(list(newcomers), logits)
         if keep:
@@ -182,6 +187,7 @@ class ContinuousBatch:
             position_ids=positions,
             past_key_values=self._cache,
             use_cache=True,
+            **adapter_arguments([s.row for s in self.active], self.mixed_adapters),
         ).logits[:, -1, :]
         keep = self._settle(self.active, logits)
         if len(keep) < len(self.active):

@@ -25,6 +25,8 @@ import torch
 from transformers import DynamicCache
 
 FinishReason = Literal["eos", "length", "stop"]
+BASE_ADAPTER = "__base__"
+"""peft's name for "no adapter" in a mixed batch."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,8 @@ class DecodeRow:
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    adapter: str | None = None
+    """The peft adapter slot of this row on a multi-adapter model (None: the base)."""
 
 
 @dataclass(frozen=True)
@@ -62,9 +66,11 @@ def decode(
     eos_token_ids: Collection[int],
     detokenize: Callable[[list[int]], str],
     on_done: Callable[[int, DecodeResult], None] | None = None,
+    mixed_adapters: bool = False,
 ) -> list[DecodeResult]:
     """Generate every row; results in the order of ``rows``. ``detokenize`` is used only
-    for rows with stop strings. Call under ``torch.inference_mode()``."""
+    for rows with stop strings. ``mixed_adapters``: ``model`` is a peft model with several
+    adapters and each row names its own. Call under ``torch.inference_mode()``."""
     if not rows:
         return []
     device = model.device
@@ -90,6 +96,7 @@ def decode(
         past_key_values=cache,
         use_cache=True,
         logits_to_keep=1,
+        **adapter_arguments([state.row for state in active], mixed_adapters),
     ).logits[:, -1, :]
     while True:
         chosen = _choose(logits, active)
@@ -119,8 +126,17 @@ def decode(
             position_ids=positions,
             past_key_values=cache,
             use_cache=True,
+            **adapter_arguments([state.row for state in active], mixed_adapters),
         ).logits[:, -1, :]
     return [result for result in results if result is not None]
+
+
+def adapter_arguments(rows: Sequence[DecodeRow], mixed_adapters: bool) -> dict[str, Any]:
+    """The forward's ``adapter_names`` (peft's mixed-batch LoRA: one adapter per row,
+    ``__base__`` for none) when the model holds several adapters; else nothing."""
+    if not mixed_adapters:
+        return {}
+    return {"adapter_names": [row.adapter or BASE_ADAPTER for row in rows]}
 
 
 def _row_rng(row: DecodeRow) -> torch.Generator | None:

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from tuneloop.serving.adapters import AdapterSet, AdaptersUnsupportedError
 from tuneloop.serving.decode import DecodeResult, DecodeRow, decode
 from tuneloop.watch.quality import REFUSAL_TEXT
 
@@ -43,6 +44,9 @@ class GenerationRequest:
     seed: int | None = None
     stream: bool = False
     """Answer token by token (JSON lines); see ``tuneloop.serving.http``."""
+    adapter: str | None = None
+    """The LoRA adapter (inference component) to answer with: the
+    ``X-Amzn-SageMaker-Adapter-Identifier`` header; None: the model the server loaded."""
 
 
 def parse_request(body: bytes | str | dict[str, Any]) -> GenerationRequest:
@@ -142,12 +146,23 @@ def _is_number(value: Any) -> bool:
 
 class Generator:
     """A loaded model; ``generate_batch`` runs several requests in one batched decode
-    (a lock serializes calls, so one batch runs at a time)."""
+    (a lock serializes calls, so one batch runs at a time).
+
+    With ``adapters`` (a server started on a base model) LoRA adapters can be registered
+    and each request may name one (``GenerationRequest.adapter``); register and unregister
+    them under ``lock``, which decode steps hold too."""
 
     def __init__(
-        self, model: Any, tokenizer: Any, model_version: str, *, quiet_failure: str | None = None
+        self,
+        model: Any,
+        tokenizer: Any,
+        model_version: str,
+        *,
+        quiet_failure: str | None = None,
+        adapters: AdapterSet | None = None,
     ) -> None:
-        self.model = model
+        self._model = model
+        self.adapters = adapters
         self.tokenizer = tokenizer
         self.model_version = model_version
         self.quiet_failure = quiet_failure
@@ -160,13 +175,34 @@ class Generator:
         # generate() stops at the generation config's EOS ids; the tokenizer's EOS ends a chat turn.
         self._eos_ids = _eos_ids(tokenizer, getattr(model, "generation_config", None))
 
+    @property
+    def model(self) -> Any:
+        """The model to run: with adapters, the base wrapped by peft while any is loaded."""
+        return self.adapters.model if self.adapters is not None else self._model
+
+    @property
+    def lock(self) -> threading.Lock:
+        return self._lock
+
+    @property
+    def mixed_adapters(self) -> bool:
+        """Every forward must name each row's adapter (``decode.adapter_arguments``)."""
+        return self.adapters is not None and self.adapters.mixed
+
+    def version_of(self, row: DecodeRow) -> str:
+        """The model version that answers ``row``: its adapter's, else the server's."""
+        if row.adapter is not None and self.adapters is not None:
+            return self.adapters.version_of_slot(row.adapter)
+        return self.model_version
+
     @classmethod
     def from_model_dir(
         cls, path: Path, *, model_version: str = "", quiet_failure: str | None = None
     ) -> Generator:
-        """Load a plain or adapter model folder (adapters are merged for speed). The
-        version is ``model_version`` (Deploy's), else the folder's metadata, else its name."""
-        from tuneloop.models.loading import load_model_dir, read_model_metadata
+        """Load a plain or adapter model folder (an adapter is merged for speed). The
+        version is ``model_version`` (Deploy's), else the folder's metadata, else its name.
+        A plain model can take LoRA adapters later (``adapters``)."""
+        from tuneloop.models.loading import is_adapter_dir, load_model_dir, read_model_metadata
 
         model, tokenizer = load_model_dir(Path(path), merge=True)
         version = (
@@ -174,7 +210,8 @@ class Generator:
             or read_model_metadata(Path(path)).get("model_version")
             or Path(path).resolve().name
         )
-        return cls(model, tokenizer, str(version), quiet_failure=quiet_failure)
+        adapters = None if is_adapter_dir(Path(path)) else AdapterSet(model, Path(path))
+        return cls(model, tokenizer, str(version), quiet_failure=quiet_failure, adapters=adapters)
 
     def prompt_text(self, request: GenerationRequest) -> str:
         if request.messages is not None:
@@ -216,43 +253,54 @@ class Generator:
             if on_result is not None:
                 on_result(index, outcome)
 
-        valid: list[tuple[int, list[int]]] = []
-        for index, request in enumerate(requests):
+        with self._lock, torch.inference_mode():
+            valid: list[tuple[int, list[int], DecodeRow]] = []
+            for index, request in enumerate(requests):
+                try:
+                    valid.append((index, *self.prepare(request)))
+                except Exception as exc:  # this request's fault only: the others go on
+                    settle(index, exc)
+            if not valid:
+                return outcomes
+
+            def finished(slot: int, result: DecodeResult) -> None:
+                index, ids, row = valid[slot]
+                settle(index, self.respond(requests[index], ids, result, started, row))
+
             try:
-                valid.append((index, self._encode(request)))
-            except Exception as exc:  # this request's fault only: the others go on
-                settle(index, exc)
-        if not valid:
-            return outcomes
-
-        def finished(slot: int, result: DecodeResult) -> None:
-            index, ids = valid[slot]
-            settle(index, self._response(requests[index], ids, result, started))
-
-        rows = [self.decode_row(requests[index], ids) for index, ids in valid]
-        try:
-            with self._lock, torch.inference_mode():
                 decode(
                     self.model,
-                    rows,
+                    [row for _, _, row in valid],
                     pad_token_id=self._pad_id,
                     eos_token_ids=self._eos_ids,
                     detokenize=self._detokenize,
                     on_done=finished,
+                    mixed_adapters=self.mixed_adapters,
                 )
-        except Exception as exc:  # a model failure fails the unfinished rows, not the server
-            for index, _ in valid:
-                if index not in settled:
-                    settle(index, exc)
+            except Exception as exc:  # a model failure fails the unfinished rows only
+                for index, _, _ in valid:
+                    if index not in settled:
+                        settle(index, exc)
         return outcomes
 
     def prepare(self, request: GenerationRequest) -> tuple[list[int], DecodeRow]:
-        """The prompt ids and decode row of ``request``; raises ``RequestError`` if too long."""
+        """The prompt ids and decode row of ``request`` (call under ``lock`` when it names
+        an adapter); raises ``RequestError`` if too long, ``UnknownAdapterError`` for an
+        adapter that is not registered."""
         ids = self._encode(request)
         return ids, self.decode_row(request, ids)
 
     def decode_row(self, request: GenerationRequest, ids: list[int]) -> DecodeRow:
+        slot = None
+        if request.adapter is not None:
+            if self.adapters is None:
+                raise AdaptersUnsupportedError(
+                    "this server serves one merged model and takes no adapters; "
+                    f"adapter {request.adapter!r} was asked for"
+                )
+            slot = self.adapters.get(request.adapter).slot
         return DecodeRow(
+            adapter=slot,
             prompt_ids=ids,
             max_new_tokens=1 if self.quiet_failure == "truncate" else request.max_new_tokens,
             temperature=request.temperature,
@@ -262,10 +310,17 @@ class Generator:
         )
 
     def respond(
-        self, request: GenerationRequest, ids: list[int], result: DecodeResult, started: float
+        self,
+        request: GenerationRequest,
+        ids: list[int],
+        result: DecodeResult,
+        started: float,
+        row: DecodeRow | None = None,
     ) -> dict[str, Any]:
-        """The response body for a finished request (``started``: ``time.monotonic()``)."""
-        return self._response(request, ids, result, started)
+        """The response body for a finished request (``started``: ``time.monotonic()``;
+        ``row``: its decode row, which names the adapter that answered)."""
+        version = self.version_of(row) if row is not None else self.model_version
+        return self._response(request, ids, result, started, version)
 
     def _encode(self, request: GenerationRequest) -> list[int]:
         # A chat template already holds its special tokens; a raw prompt gets the defaults.
@@ -284,7 +339,12 @@ class Generator:
         return str(self.tokenizer.decode(tokens, skip_special_tokens=True))
 
     def _response(
-        self, request: GenerationRequest, ids: list[int], result: DecodeResult, started: float
+        self,
+        request: GenerationRequest,
+        ids: list[int],
+        result: DecodeResult,
+        started: float,
+        model_version: str,
     ) -> dict[str, Any]:
         text = _cut_at_stop(self._detokenize(result.tokens), request.stop)
         if self.quiet_failure == "empty":
@@ -296,7 +356,7 @@ class Generator:
             "prompt_tokens": len(ids),
             "completion_tokens": len(result.tokens),
             "latency_ms": round((time.monotonic() - started) * 1000, 1),
-            "model_version": self.model_version,
+            "model_version": model_version,
         }
 
 

@@ -10,21 +10,36 @@ is ``special`` with empty text), then a last line with the response fields plus
 ``first_token_ms`` and ``details: {finish_reason, generated_tokens}`` (LMI's stream
 format, plus our fields). Concurrent invocations are batched (``batching``) and
 each one logs a metrics line (``metrics``). Nothing a client sends can crash the server.
+
+A server started on a base model also speaks SageMaker's LoRA adapter API
+(``tuneloop.serving.adapters``): ``POST /adapters`` ``{"name", "src"}`` loads an adapter,
+``DELETE /adapters/<name>`` unloads it, ``GET /adapters`` lists them, and an invocation
+with the ``X-Amzn-SageMaker-Adapter-Identifier`` header is answered by that adapter (404 if
+none has that name); its metrics line carries the adapter's name and version.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 import sys
 import time
 import traceback
-from collections.abc import Iterator
+import urllib.parse
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TextIO
 
+from tuneloop.serving.adapters import (
+    ADAPTER_HEADER,
+    AdapterError,
+    AdaptersUnsupportedError,
+    UnknownAdapterError,
+    check_adapter_name,
+)
 from tuneloop.serving.batching import Batcher, BatchSettings, Event
 from tuneloop.serving.engine import GenerationRequest, Generator, RequestError, parse_request
 from tuneloop.serving.metrics import ServingMetrics
@@ -89,9 +104,18 @@ class _Stream:
     events: Iterator[Event]
 
 
+_CLIENT_ERRORS: tuple[tuple[type[Exception], HTTPStatus], ...] = (
+    (RequestError, HTTPStatus.BAD_REQUEST),
+    (AdapterError, HTTPStatus.BAD_REQUEST),
+    (UnknownAdapterError, HTTPStatus.NOT_FOUND),
+    (AdaptersUnsupportedError, HTTPStatus.CONFLICT),
+)
+
+
 def _error_status(exc: Exception) -> tuple[HTTPStatus, dict[str, Any]]:
-    if isinstance(exc, RequestError):
-        return HTTPStatus.BAD_REQUEST, {"error": str(exc)}
+    for kind, status in _CLIENT_ERRORS:
+        if isinstance(exc, kind):
+            return status, {"error": str(exc.args[0]) if exc.args else str(exc)}
     # A model failure is a 500 for this request, not a crash.
     traceback.print_exception(exc, file=sys.stderr)
     return HTTPStatus.INTERNAL_SERVER_ERROR, {
@@ -107,6 +131,8 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     _announced = False
+    _component: str | None = None
+    """The adapter (inference component) the current invocation asked for."""
 
     def setup(self) -> None:
         super().setup()
@@ -130,15 +156,29 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if self.path == "/ping":
             self._send(HTTPStatus.OK, {"status": "ok", "model_version": self.engine.model_version})
+        elif self.path == "/adapters":
+            self._send(*self._adapters_call(self._list_adapters))
         else:
             self._send(HTTPStatus.NOT_FOUND, {"error": f"no route GET {self.path}"})
 
+    def do_DELETE(self) -> None:
+        prefix = "/adapters/"
+        if not self.path.startswith(prefix) or len(self.path) == len(prefix):
+            self._send(HTTPStatus.NOT_FOUND, {"error": f"no route DELETE {self.path}"})
+            return
+        name = urllib.parse.unquote(self.path[len(prefix) :])
+        self._send(*self._adapters_call(lambda: self._unregister(name)))
+
     def do_POST(self) -> None:
+        if self.path == "/adapters":
+            self._send(*self._adapters_call(self._register))
+            return
         if self.path != "/invocations":
             self._discard_body()
             self._send(HTTPStatus.NOT_FOUND, {"error": f"no route POST {self.path}"})
             return
         started = time.monotonic()
+        self._component = None  # a kept-alive connection's handler serves many requests
         try:
             outcome = self._invoke()
         finally:  # a request rejected before it was queued is no longer on its way
@@ -161,8 +201,71 @@ class _Handler(BaseHTTPRequestHandler):
             completion_tokens=result.get("completion_tokens"),
             generated_text=result.get("generated_text"),
             finish_reason=finish_reason,
+            model_version=result.get("model_version"),
+            component=self._component,
         )
         self._send(status, result, close=status in _CLOSING)
+
+    def _adapters_call(
+        self, call: Callable[[], dict[str, Any]]
+    ) -> tuple[HTTPStatus, dict[str, Any]]:
+        """Run an adapter API call; 409 when this server takes no adapters."""
+        try:
+            if self.engine.adapters is None:
+                raise AdaptersUnsupportedError(
+                    "this server serves one merged model; start it on a base model "
+                    "to serve adapters"
+                )
+            return HTTPStatus.OK, call()
+        except Exception as exc:
+            return _error_status(exc)
+
+    def _list_adapters(self) -> dict[str, Any]:
+        assert self.engine.adapters is not None
+        with self.engine.lock:
+            adapters = self.engine.adapters.names()
+        return {
+            "adapters": [
+                {"name": a.name, "model_version": a.model_version, "src": a.source}
+                for a in adapters.values()
+            ]
+        }
+
+    def _register(self) -> dict[str, Any]:
+        assert self.engine.adapters is not None
+        body = self._json_body()
+        name, source = body.get("name"), body.get("src")
+        if not isinstance(source, str) or not source:
+            raise AdapterError("'src' must name the adapter's folder or .tar.gz file")
+        with self.engine.lock:  # between decode steps: peft changes the model's layers
+            adapter = self.engine.adapters.register(check_adapter_name(name), source)
+        return {
+            "message": f"Adapter {adapter.name} registered",
+            "name": adapter.name,
+            "model_version": adapter.model_version,
+        }
+
+    def _unregister(self, name: str) -> dict[str, Any]:
+        assert self.engine.adapters is not None
+        with self.engine.lock:
+            self.engine.adapters.unregister(name)
+            self.engine.adapters.release(self.batch.adapter_slots_in_use)
+        return {"message": f"Adapter {name} unregistered", "name": name}
+
+    def _json_body(self) -> dict[str, Any]:
+        try:
+            length = int(self.headers.get("Content-Length", ""))
+        except ValueError:
+            raise AdapterError("Content-Length header required") from None
+        if not 0 <= length <= MAX_BODY_BYTES:
+            raise AdapterError(f"body must be at most {MAX_BODY_BYTES} bytes")
+        try:
+            body = json.loads(self.rfile.read(length) or b"null")
+        except ValueError as exc:
+            raise AdapterError(f"body is not valid JSON: {exc}") from exc
+        if not isinstance(body, dict):
+            raise AdapterError('body must be a JSON object {"name", "src"}')
+        return body
 
     def _wants_stream(self, request: GenerationRequest) -> bool:
         accept = " ".join(
@@ -184,6 +287,7 @@ class _Handler(BaseHTTPRequestHandler):
         first_token_ms: float | None = None
         completion_tokens = prompt_tokens = None
         text: str | None = None
+        version: str | None = None
         reason: str | None = None
         status = HTTPStatus.OK
         while True:
@@ -198,7 +302,7 @@ class _Handler(BaseHTTPRequestHandler):
                     response["prompt_tokens"],
                     response["completion_tokens"],
                 )
-                text = response.get("generated_text")
+                text, version = response.get("generated_text"), response.get("model_version")
                 line = {
                     **response,
                     "latency_ms": round((time.monotonic() - started) * 1000, 1),
@@ -220,6 +324,8 @@ class _Handler(BaseHTTPRequestHandler):
             completion_tokens=completion_tokens,
             generated_text=text,
             finish_reason=reason,
+            model_version=version,
+            component=self._component,
         )
         return HTTPStatus.OK, {}
 
@@ -246,6 +352,10 @@ class _Handler(BaseHTTPRequestHandler):
             )
         try:
             request = parse_request(self.rfile.read(length))
+            adapter = self.headers.get(ADAPTER_HEADER)
+            if adapter:
+                request = dataclasses.replace(request, adapter=adapter)
+                self._component = adapter
             announced, self._announced = self._announced, False
             if self._wants_stream(request):
                 return _Stream(self.batch.stream(request, announced=announced))

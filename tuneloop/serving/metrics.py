@@ -63,9 +63,13 @@ class ServingMetrics:
         completion_tokens: int | None = None,
         generated_text: str | None = None,
         finish_reason: str | None = None,
+        model_version: str | None = None,
+        component: str | None = None,
     ) -> dict[str, Any]:
         """Count one invocation (status >= 400 is an error) and log it; return the line.
-        ``generated_text`` is classified (empty, truncated, refusal) and never logged."""
+        ``generated_text`` is classified (empty, truncated, refusal) and never logged.
+        ``model_version`` / ``component``: the adapter that answered and its version (an
+        adapter inference component's request), else the server's own version."""
         seconds = latency_ms / 1000
         tokens_per_s = (
             round(completion_tokens / seconds, 1)
@@ -95,6 +99,8 @@ class ServingMetrics:
                 "truncated": quality.truncated if quality else None,
                 "refusal": quality.refusal if quality else None,
             }
+            if component:
+                line["inference_component"] = component
             if self.endpoint_name:
                 invocation = Invocation(
                     status=status,
@@ -108,8 +114,9 @@ class ServingMetrics:
                     emf_fields(
                         invocation,
                         endpoint_name=self.endpoint_name,
-                        model_version=self.model_version,
+                        model_version=model_version or self.model_version,
                         timestamp_ms=int(time.time() * 1000),
+                        inference_component=component,
                     )
                 )
             stream = self._stream or sys.stdout

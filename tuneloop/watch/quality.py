@@ -25,6 +25,12 @@ DIMENSIONS = ("EndpointName", "ModelVersion")
 # CloudWatch keeps one metric per dimension set: the endpoint's alarms watch whatever
 # version serves (EndpointName), the dashboard and baselines compare versions.
 DIMENSION_SETS = (["EndpointName"], ["EndpointName", "ModelVersion"])
+# A model line's requests (an adapter inference component's) are also counted per component,
+# so each line has its own alarms; the endpoint-wide sets above still see every request.
+COMPONENT_DIMENSION_SETS = (
+    ["EndpointName", "InferenceComponentName"],
+    ["EndpointName", "InferenceComponentName", "ModelVersion"],
+)
 
 REFUSAL_PATTERNS_VARIABLE = "TUNELOOP_REFUSAL_PATTERNS"
 ENDPOINT_NAME_VARIABLE = "TUNELOOP_ENDPOINT_NAME"
@@ -203,7 +209,12 @@ class Invocation:
 
 
 def emf_fields(
-    invocation: Invocation, *, endpoint_name: str, model_version: str, timestamp_ms: int
+    invocation: Invocation,
+    *,
+    endpoint_name: str,
+    model_version: str,
+    timestamp_ms: int,
+    inference_component: str | None = None,
 ) -> dict[str, Any]:
     """The EMF members of one invocation's log line (CloudWatch's embedded metric format
     specification: ``_aws.Timestamp``, ``_aws.CloudWatchMetrics[{Namespace, Dimensions,
@@ -227,7 +238,11 @@ def emf_fields(
             "CloudWatchMetrics": [
                 {
                     "Namespace": NAMESPACE,
-                    "Dimensions": [list(s) for s in DIMENSION_SETS],
+                    "Dimensions": [
+                        list(s)
+                        for s in DIMENSION_SETS
+                        + (COMPONENT_DIMENSION_SETS if inference_component else ())
+                    ],
                     "Metrics": [{"Name": n, "Unit": u} for n, (_, u) in values.items()],
                 }
             ],
@@ -236,6 +251,8 @@ def emf_fields(
         "ModelVersion": model_version,
         **{name: value for name, (value, _) in values.items()},
     }
+    if inference_component:
+        fields["InferenceComponentName"] = inference_component
     if invocation.finish_reason is not None:
         fields["StopReason"] = invocation.finish_reason  # a property: searchable, not a metric
     return fields

@@ -625,6 +625,22 @@ RULES: dict[tuple[str, str], Rule] = {
     ("sagemaker", "DeleteEndpoint"): _sagemaker(
         "sagemaker:DeleteEndpoint", "endpoint", "EndpointName"
     ),
+    ("sagemaker", "CreateInferenceComponent"): _sagemaker(
+        "sagemaker:CreateInferenceComponent",
+        "inference-component",
+        "InferenceComponentName",
+        also=(("endpoint", "EndpointName"),),
+    ),
+    ("sagemaker", "DescribeInferenceComponent"): _sagemaker(
+        "sagemaker:DescribeInferenceComponent", "inference-component", "InferenceComponentName"
+    ),
+    ("sagemaker", "UpdateInferenceComponent"): _sagemaker(
+        "sagemaker:UpdateInferenceComponent", "inference-component", "InferenceComponentName"
+    ),
+    ("sagemaker", "DeleteInferenceComponent"): _sagemaker(
+        "sagemaker:DeleteInferenceComponent", "inference-component", "InferenceComponentName"
+    ),
+    ("sagemaker", "ListInferenceComponents"): _star("sagemaker:ListInferenceComponents"),
     ("sagemaker", "CreateModelPackage"): _create_model_package,
     ("sagemaker", "DescribeModelPackage"): _model_package("sagemaker:DescribeModelPackage"),
     ("sagemaker", "UpdateModelPackage"): _model_package("sagemaker:UpdateModelPackage"),
