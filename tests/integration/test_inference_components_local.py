@@ -34,7 +34,7 @@ def aws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
         yield emulator
 
 
-def _archive(folder: Path) -> bytes:
+def archive_folder(folder: Path) -> bytes:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
         for path in sorted(folder.iterdir()):
@@ -55,12 +55,12 @@ def models(aws: Emulator, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
     s3 = boto3.client("s3")
     s3.create_bucket(Bucket="models")
     for name in ("support", "search", "support2"):
-        s3.put_object(Bucket="models", Key=f"{name}/model.tar.gz", Body=_archive(found[name]))
-    s3.put_object(Bucket="models", Key="broken/model.tar.gz", Body=_archive(root / "base"))
+        s3.put_object(Bucket="models", Key=f"{name}/model.tar.gz", Body=archive_folder(found[name]))
+    s3.put_object(Bucket="models", Key="broken/model.tar.gz", Body=archive_folder(root / "base"))
     return found
 
 
-def _wait(name: str, status: str, timeout: float = 300) -> dict[str, Any]:
+def wait_for_component(name: str, status: str, timeout: float = 300) -> dict[str, Any]:
     sagemaker: Any = boto3.client("sagemaker")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -78,24 +78,24 @@ def _adapter_spec(base: str, key: str) -> dict[str, Any]:
     }
 
 
-@pytest.fixture(scope="module")
-def endpoint(aws: Emulator, models: dict[str, Path]) -> str:
+def host_base_component(endpoint_name: str, base_dir: Path, role_name: str = "model") -> None:
+    """An endpoint of inference components with an InService base component ``base``."""
     sagemaker: Any = boto3.client("sagemaker")
     trust = json.dumps({"Version": "2012-10-17", "Statement": []})
-    role = boto3.client("iam").create_role(RoleName="model", AssumeRolePolicyDocument=trust)
+    role = boto3.client("iam").create_role(RoleName=role_name, AssumeRolePolicyDocument=trust)
     sagemaker.create_model(
-        ModelName="base-model",
+        ModelName=f"{endpoint_name}-base",
         ExecutionRoleArn=role["Role"]["Arn"],
         PrimaryContainer={
             "Image": "serving",
             "Environment": {
-                "TUNELOOP_BASE_MODEL": str(models["base"]),
-                "TUNELOOP_ENDPOINT_NAME": ENDPOINT,
+                "TUNELOOP_BASE_MODEL": str(base_dir),
+                "TUNELOOP_ENDPOINT_NAME": endpoint_name,
             },
         },
     )
     sagemaker.create_endpoint_config(
-        EndpointConfigName="lines-config",
+        EndpointConfigName=f"{endpoint_name}-config",
         ExecutionRoleArn=role["Role"]["Arn"],
         ProductionVariants=[
             {
@@ -105,34 +105,44 @@ def endpoint(aws: Emulator, models: dict[str, Path]) -> str:
             }
         ],
     )
-    sagemaker.create_endpoint(EndpointName=ENDPOINT, EndpointConfigName="lines-config")
+    sagemaker.create_endpoint(
+        EndpointName=endpoint_name, EndpointConfigName=f"{endpoint_name}-config"
+    )
     sagemaker.create_inference_component(
         InferenceComponentName="base",
-        EndpointName=ENDPOINT,
+        EndpointName=endpoint_name,
         VariantName="AllTraffic",
         Specification={
-            "ModelName": "base-model",
+            "ModelName": f"{endpoint_name}-base",
             "ComputeResourceRequirements": {"MinMemoryRequiredInMb": 1024},
         },
         RuntimeConfig={"CopyCount": 1},
     )
-    _wait("base", "InService")
+    wait_for_component("base", "InService")
+
+
+@pytest.fixture(scope="module")
+def endpoint(aws: Emulator, models: dict[str, Path]) -> str:
+    sagemaker: Any = boto3.client("sagemaker")
+    host_base_component(ENDPOINT, models["base"])
     for line in ("support", "search"):
         sagemaker.create_inference_component(
             InferenceComponentName=line,
             EndpointName=ENDPOINT,
             Specification=_adapter_spec("base", line),
         )
-    _wait("support", "InService")
-    _wait("search", "InService")
+    wait_for_component("support", "InService")
+    wait_for_component("search", "InService")
     return ENDPOINT
 
 
-def _invoke(component: str, prompt: str = PROMPT) -> dict[str, Any]:
+def invoke_component(
+    component: str, prompt: str = PROMPT, endpoint_name: str = ENDPOINT
+) -> dict[str, Any]:
     runtime: Any = boto3.client("sagemaker-runtime")
     body = json.dumps({"prompt": prompt, "parameters": {"max_new_tokens": 8}})
     response = runtime.invoke_endpoint(
-        EndpointName=ENDPOINT,
+        EndpointName=endpoint_name,
         InferenceComponentName=component,
         ContentType="application/json",
         Body=body,
@@ -146,7 +156,7 @@ def test_each_component_answers_with_its_own_model(endpoint: str, models: dict[s
         ("search", models["search"], "v-search-1"),
         ("base", models["base"], None),
     ):
-        answer = _invoke(component)
+        answer = invoke_component(component)
         assert answer["generated_text"] == greedy_answer(folder, PROMPT, 8), component
         if version:
             assert answer["model_version"] == version
@@ -159,7 +169,7 @@ def test_each_component_answers_with_its_own_model(endpoint: str, models: dict[s
 
 
 def test_metrics_are_published_per_component(endpoint: str) -> None:
-    _invoke("search")
+    invoke_component("search")
     cloudwatch: Any = boto3.client("cloudwatch")
     listed = cloudwatch.list_metrics(
         Namespace="AWS/SageMaker",
@@ -186,19 +196,19 @@ def test_an_update_swaps_the_adapter_and_a_bad_one_keeps_the_old(
     sagemaker.update_inference_component(
         InferenceComponentName="support", Specification=_adapter_spec("base", "support2")
     )
-    described = _wait("support", "InService")
+    described = wait_for_component("support", "InService")
     assert "FailureReason" not in described
-    answer = _invoke("support")
+    answer = invoke_component("support")
     assert answer["model_version"] == "v-support-2"
     assert answer["generated_text"] == greedy_answer(models["support2"], PROMPT, 8)
     # A plain model is no adapter: the container refuses it and support2 serves on.
     sagemaker.update_inference_component(
         InferenceComponentName="support", Specification=_adapter_spec("base", "broken")
     )
-    described = _wait("support", "InService")
+    described = wait_for_component("support", "InService")
     assert "not a TuneLoop adapter folder" in described["FailureReason"]
     assert described["Specification"]["Container"]["ArtifactUrl"].endswith("support2/model.tar.gz")
-    assert _invoke("support")["model_version"] == "v-support-2"
+    assert invoke_component("support")["model_version"] == "v-support-2"
 
 
 def test_bad_requests_are_refused_as_sagemaker_does(endpoint: str) -> None:
@@ -216,12 +226,12 @@ def test_bad_requests_are_refused_as_sagemaker_does(endpoint: str) -> None:
     with pytest.raises(ClientError, match="has adapter components"):
         sagemaker.delete_inference_component(InferenceComponentName="base")
     with pytest.raises(ClientError, match="Could not find inference component 'nowhere'"):
-        _invoke("nowhere")
+        invoke_component("nowhere")
 
 
 def test_deleting_an_adapter_component_stops_its_line_only(endpoint: str) -> None:
     sagemaker: Any = boto3.client("sagemaker")
     sagemaker.delete_inference_component(InferenceComponentName="search")
     with pytest.raises(ClientError, match="Could not find inference component 'search'"):
-        _invoke("search")
-    assert _invoke("support")["model_version"] == "v-support-2"
+        invoke_component("search")
+    assert invoke_component("support")["model_version"] == "v-support-2"

@@ -1,4 +1,7 @@
-"""The Control item ``key="production"``: what the endpoint serves and what to go back to."""
+"""The Control item ``key="production"``: what the endpoint serves and what to go back to.
+
+A model line on an endpoint of inference components has its own item,
+``production#<line>`` (``production_key``), with the same fields."""
 
 from __future__ import annotations
 
@@ -11,6 +14,11 @@ from tuneloop import aws
 from tuneloop.release.model_versions import now_iso
 
 PRODUCTION_KEY = "production"
+
+
+def production_key(model_line: str | None = None) -> str:
+    """The Control key of a model line's production item (the endpoint's own without one)."""
+    return f"{PRODUCTION_KEY}#{model_line}" if model_line else PRODUCTION_KEY
 
 
 class ProductionChangedError(RuntimeError):
@@ -49,12 +57,8 @@ class Production:
     item: dict[str, Any]  # the raw item, for fields other steps keep there
 
 
-def read_production(control_table: str) -> Production | None:
-    item = (
-        aws.table(control_table)
-        .get_item(Key={"key": PRODUCTION_KEY}, ConsistentRead=True)
-        .get("Item")
-    )
+def read_production(control_table: str, key: str = PRODUCTION_KEY) -> Production | None:
+    item = aws.table(control_table).get_item(Key={"key": key}, ConsistentRead=True).get("Item")
     if not item or not item.get("model_version"):
         return None
     lkg = item.get("last_known_good")
@@ -72,10 +76,11 @@ def replace_production(
     last_known_good: Release | None,
     expected: Release | None,
     extra: dict[str, Any] | None = None,
+    key: str = PRODUCTION_KEY,
 ) -> None:
     """Write the production item, but only if it still holds ``expected`` (None: absent)."""
     item: dict[str, Any] = {
-        "key": PRODUCTION_KEY,
+        "key": key,
         **new.to_item(),
         "updated_at": now_iso(),
         **(extra or {}),
@@ -102,7 +107,7 @@ def replace_production(
         if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
             was = expected.model_version if expected else "nothing"
             raise ProductionChangedError(
-                f"Control 'production' no longer holds {was}: another deployment or rollback "
+                f"Control {key!r} no longer holds {was}: another deployment or rollback "
                 f"changed it; {new.model_version} was not promoted"
             ) from exc
         raise
