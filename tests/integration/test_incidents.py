@@ -26,6 +26,7 @@ from tests.integration.aws_fixtures import (
 from tests.integration.sagemaker_stubs import ENDPOINT_ARN, endpoint_description
 from tuneloop import aws
 from tuneloop.incidents import store
+from tuneloop.incidents.commands import render_incident
 from tuneloop.incidents.record import incident_id
 from tuneloop.operations import audit
 from tuneloop.operations.freeze import read_freeze
@@ -231,6 +232,35 @@ def test_a_quality_alarm_opens_one_incident_that_explains_it(
     assert "v0002" in note["Message"] and "docs/runbooks/quality-empty.md" in note["Message"]
     assert f"https://console.example/incidents/{key}" in note["Message"]
     assert "d2 (7 records)" in note["Message"]
+
+
+def test_an_alarm_during_a_deployment_names_the_version_being_deployed(
+    env: Platform, inbox: str
+) -> None:
+    # Given v0001 in production and v0002 being deployed (a canary under way)
+    put_versions(env)
+    aws.table(env.model_versions_table).update_item(
+        Key={"model_version": "v0002"},
+        UpdateExpression="SET #s = :s, deploy_started_at = :at",
+        ExpressionAttributeNames={"#s": "status"},
+        ExpressionAttributeValues={":s": "deploying", ":at": NOW.isoformat()},
+    )
+    aws.table(env.control_table).put_item(Item={"key": "production", **GOOD})
+    put_metric([0.0, 0.9])
+
+    # When the alarm fires
+    message = alarm_message()
+    (opened,) = incidents_handler(sns_event(message, ALARM_TOPIC), lambda_context())["results"]
+
+    # Then the incident names both, and its changes are the candidate's against production
+    incident = store.get_incident(env.incidents_table, opened["incident_id"])
+    assert incident.production["model_version"] == "v0001"
+    assert incident.deploying == {"model_version": "v0002", "since": NOW.isoformat()}
+    assert incident.changes["against"] == "v0001"
+    assert [d["drop_id"] for d in incident.changes["drops_added"]] == ["d2"]
+    (note,) = [m for m in received(inbox) if m["Subject"].startswith("TuneLoop incident")]
+    assert "Being deployed when it fired: v0002" in note["Message"]
+    assert "being deployed when it fired: v0002" in render_incident(incident)
 
 
 def test_a_notify_only_alarm_opens_an_incident_and_ok_is_added(env: Platform) -> None:

@@ -112,6 +112,11 @@ def render_incident(incident: Incident) -> str:
     if production:
         since = f" since {production['since']}" if production.get("since") else ""
         lines.append(f"in production when it fired: {production.get('model_version')}{since}")
+    if incident.deploying:
+        since = f" since {incident.deploying['since']}" if incident.deploying.get("since") else ""
+        lines.append(
+            f"being deployed when it fired: {incident.deploying.get('model_version')}{since}"
+        )
     if incident.last_known_good:
         lines.append(f"last-known-good: {incident.last_known_good.get('model_version')}")
     metric = incident.metric

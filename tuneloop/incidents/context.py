@@ -1,7 +1,8 @@
 """What an incident records about the moment its alarm fired.
 
 - the alarm's metric over ``metric_minutes_before`` the state change (and one period after);
-- the version in production when it fired, and since when;
+- the version in production when it fired, and since when (and the version being deployed,
+  if a deployment was under way: its changes against production are the ones shown);
 - what changed against last-known-good: drops and records added to its dataset,
   hyperparameters, benchmark deltas and the gate's decision (the console's comparison);
 - for a pipeline failure, the newest failed version and its error.
@@ -108,6 +109,24 @@ def production_when_fired(
     return current, ({"model_version": good} if good else {})
 
 
+def deploying_when_fired(names: PlatformNames) -> dict[str, Any]:
+    """The version being deployed, if any: an alarm during a canary or linear shift is most
+    likely about it, while production is still the version it replaces."""
+    items = newest_first(
+        names.model_versions_table,
+        "created_month",
+        limit=1,
+        where=Attr("status").eq(model_versions.DEPLOYING),
+    )
+    if not items:
+        return {}
+    item = plain(items[0])
+    return {
+        "model_version": str(item.get("model_version", "")),
+        "since": str(item.get("deploy_started_at", "")),
+    }
+
+
 def changes_since(names: PlatformNames, good: str, fired: str) -> dict[str, Any]:
     """``fired`` against ``good``: what a person asks first when a new version misbehaves."""
     comparison = compare_models(names, good, fired)
@@ -168,6 +187,11 @@ def gather(names: PlatformNames, notice: AlarmNotice, minutes_before: int) -> di
         production, good = production_when_fired(names, notice)
         fields["production"], fields["last_known_good"] = production, good
         fired, previous = production.get("model_version"), good.get("model_version")
+        deploying = deploying_when_fired(names)
+        if deploying and deploying["model_version"] != fired:
+            # The changes that matter are the candidate's against what it replaces.
+            fields["deploying"] = deploying
+            fired, previous = deploying["model_version"], production.get("model_version")
         if fired and previous and fired != previous:
             fields["changes"] = changes_since(names, str(previous), str(fired))
     except Exception as exc:

@@ -50,6 +50,16 @@ def describe_changes(changes: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _deploying_line(deploying: Mapping[str, Any]) -> list[str]:
+    if not deploying.get("model_version"):
+        return []
+    since = f" (started {deploying['since']})" if deploying.get("since") else ""
+    return [
+        f"Being deployed when it fired: {deploying['model_version']}{since}; the changes "
+        "below are its own against production"
+    ]
+
+
 def incident_message(incident: Mapping[str, Any], *, console_url: str = "") -> str:
     """What happened, which version, what was done, where to look."""
     production = incident.get("production") or {}
@@ -59,6 +69,7 @@ def incident_message(incident: Mapping[str, Any], *, console_url: str = "") -> s
         f"TuneLoop incident {incident['incident_id']}: {incident.get('alarm_name', '')} fired",
         f"What happened: {incident.get('summary') or incident.get('reason') or 'an alarm fired'}",
         f"Version in production: {version}{since}",
+        *_deploying_line(incident.get("deploying") or {}),
         f"What is done automatically: {incident.get('automatic_response', 'notification only')}",
     ]
     for action in incident.get("automatic_actions") or ():

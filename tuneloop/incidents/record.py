@@ -89,6 +89,8 @@ class Incident:
     metric_values: tuple[dict[str, Any], ...] = ()
     production: dict[str, Any] = field(default_factory=dict)
     last_known_good: dict[str, Any] = field(default_factory=dict)
+    deploying: dict[str, Any] = field(default_factory=dict)
+    """The version being deployed when it fired (a canary or linear shift under way)."""
     changes: dict[str, Any] = field(default_factory=dict)
     failure: dict[str, Any] = field(default_factory=dict)
     """A pipeline failure's failed version and its error."""
@@ -119,6 +121,7 @@ class Incident:
             metric_values=tuple(dict(v) for v in item.get("metric_values") or ()),
             production=dict(item.get("production") or {}),
             last_known_good=dict(item.get("last_known_good") or {}),
+            deploying=dict(item.get("deploying") or {}),
             changes=dict(item.get("changes") or {}),
             failure=dict(item.get("failure") or {}),
             automatic_response=text("automatic_response"),
@@ -150,6 +153,7 @@ class Incident:
             "metric_values": list(self.metric_values),
             "production": self.production,
             "last_known_good": self.last_known_good,
+            "deploying": self.deploying,
             "changes": self.changes,
             "failure": self.failure,
             "automatic_response": self.automatic_response,
