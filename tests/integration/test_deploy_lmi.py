@@ -12,6 +12,7 @@ import pytest
 
 from lambdas.deploy.handler import handler as deploy
 from lambdas.register.handler import handler
+from tests.integration.archives import archive_files
 from tests.integration.aws_fixtures import (
     Platform,
     aws_credentials,
@@ -32,20 +33,10 @@ ADAPTER_WEIGHTS = b"\x00safetensors-bytes\x01" * 50
 OPTIONS = {"adapter_name": "support", "max_loras": 2, "max_lora_rank": 32}
 
 
-def tarball(files: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
-
-
 def adapter_artifact(base_model: str = "hf://HuggingFaceTB/SmolLM2-1.7B-Instruct") -> bytes:
     """What train.py writes to SM_MODEL_DIR: adapter + tokenizer + metadata + our code/."""
     meta = {"base_model": base_model, "adapter": True, "model_version": VERSION}
-    return tarball(
+    return archive_files(
         {
             "./tuneloop_model.json": json.dumps(meta).encode(),
             "./adapter_config.json": b'{"r": 16, "lora_alpha": 32}',
@@ -159,7 +150,7 @@ def test_a_base_model_lmi_cannot_load_is_refused_before_anything_is_created(
 
 
 def test_a_full_model_is_served_by_lmi_as_it_is(env: Platform) -> None:
-    model_data = upload(env, tarball({"config.json": b"{}", "model.safetensors": b"w"}))
+    model_data = upload(env, archive_files({"config.json": b"{}", "model.safetensors": b"w"}))
 
     result = handler({"model_version": VERSION, "model_data": model_data}, lambda_context())
 

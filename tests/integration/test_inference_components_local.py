@@ -5,9 +5,7 @@ deletion in SageMaker's order (adapters before their base)."""
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +15,8 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
+from tests.integration.archives import archive_folder
+from tests.integration.emulator_fixtures import unenforced_emulator
 from tests.unit.serving_client import greedy_answer
 from tests.unit.tiny_models import make_tiny_adapter, make_tiny_causal_lm
 from tuneloop.local.emulator import Emulator
@@ -27,19 +27,7 @@ PROMPT = "a longer prompt than the first one"
 
 @pytest.fixture(scope="module")
 def aws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
-    # Permissions of the components' API are checked with the deployed stacks (tests/e2e).
-    with Emulator(
-        tmp_path_factory.mktemp("platform"), alarm_interval_seconds=3600, enforce_permissions=False
-    ) as emulator:
-        yield emulator
-
-
-def archive_folder(folder: Path) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
-        for path in sorted(folder.iterdir()):
-            archive.add(path, arcname=path.name)
-    return buffer.getvalue()
+    yield from unenforced_emulator(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

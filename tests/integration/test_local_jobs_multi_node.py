@@ -22,6 +22,7 @@ import torch
 from safetensors.torch import load as load_safetensors
 
 from stacks.assets import sourcedir_bytes
+from tests.integration.archives import archive_files
 from tests.unit.tiny_models import make_tiny_causal_lm
 from tuneloop.local.emulator import Emulator
 from tuneloop.local.jobs import JobSpec, LocalJobRunner
@@ -91,16 +92,6 @@ def _records() -> list[dict[str, Any]]:
     return records
 
 
-def _tar_gz(files: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
-
-
 @pytest.fixture(scope="module")
 def job_log() -> list[tuple[str, str]]:
     return []
@@ -121,7 +112,9 @@ def aws(
         s3.create_bucket(Bucket=BUCKET)
         s3.put_object(Bucket=BUCKET, Key="code/sourcedir.tar.gz", Body=sourcedir_bytes())
         s3.put_object(
-            Bucket=BUCKET, Key="stub/sourcedir.tar.gz", Body=_tar_gz({"train.py": STUB.encode()})
+            Bucket=BUCKET,
+            Key="stub/sourcedir.tar.gz",
+            Body=archive_files({"train.py": STUB.encode()}),
         )
         body = "".join(json.dumps(r) + "\n" for r in _records()).encode()
         s3.put_object(Bucket=BUCKET, Key="data/train.jsonl", Body=body)

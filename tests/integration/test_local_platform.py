@@ -14,6 +14,8 @@ from typing import Any
 import boto3
 import pytest
 
+from tests.integration.archives import archive_files
+from tests.integration.emulator_fixtures import unenforced_emulator
 from tuneloop.local.alarms import breaching_state
 from tuneloop.local.emulator import Emulator
 
@@ -50,25 +52,9 @@ def _zip(files: dict[str, str]) -> bytes:
     return buffer.getvalue()
 
 
-def _tar_gz(files: dict[str, str]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
-        for name, text in files.items():
-            data = text.encode()
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
-
-
 @pytest.fixture(scope="module")
 def aws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
-    # Alarms are evaluated by the tests themselves, not by the background loop. These tests
-    # cover the emulator's gaps with ad-hoc roles; permissions: test_enforcement, tests/e2e.
-    with Emulator(
-        tmp_path_factory.mktemp("platform"), alarm_interval_seconds=3600, enforce_permissions=False
-    ) as emulator:
-        yield emulator
+    yield from unenforced_emulator(tmp_path_factory)
 
 
 def _role() -> str:
@@ -188,7 +174,9 @@ def _run(machine_arn: str, payload: dict[str, Any]) -> dict[str, Any]:
 def training_setup(aws: Emulator) -> str:
     s3 = boto3.client("s3")
     s3.create_bucket(Bucket="code")
-    s3.put_object(Bucket="code", Key="sourcedir.tar.gz", Body=_tar_gz({"train.py": TRAIN}))
+    s3.put_object(
+        Bucket="code", Key="sourcedir.tar.gz", Body=archive_files({"train.py": TRAIN.encode()})
+    )
     s3.put_object(Bucket="code", Key="data/a.jsonl", Body=b'{"text": "a"}\n')
     s3.put_object(Bucket="code", Key="data/b.jsonl", Body=b'{"text": "b"}\n')
     return _state_machine(_function("report-fn"))

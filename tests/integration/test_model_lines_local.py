@@ -9,16 +9,16 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.integration.archives import archive_folder
 from tests.integration.aws_fixtures import Platform, create_platform, put_version
+from tests.integration.emulator_fixtures import unenforced_emulator
 from tests.integration.test_inference_components_local import (
-    archive_folder,
     host_base_component,
     invoke_component,
     wait_for_component,
 )
 from tests.unit.tiny_models import make_tiny_adapter, make_tiny_causal_lm
 from tuneloop import aws
-from tuneloop.local.emulator import Emulator
 from tuneloop.release.control import read_production
 from tuneloop.release.deployment import DeploymentRolledBack
 from tuneloop.release.model_lines import (
@@ -38,9 +38,7 @@ SEARCH = LineServing(ENDPOINT, "base", "search")
 
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
-    with Emulator(
-        tmp_path_factory.mktemp("platform"), alarm_interval_seconds=3600, enforce_permissions=False
-    ):
+    for _ in unenforced_emulator(tmp_path_factory):
         aws.reset()
         yield create_platform()
     aws.reset()

@@ -5,18 +5,17 @@ update reaches all traffic step by step and retires the old fleet."""
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 from botocore.exceptions import ClientError
 
+from tests.integration.archives import archive_folder
+from tests.integration.emulator_fixtures import unenforced_emulator
 from tests.unit.tiny_models import make_tiny_causal_lm
 from tuneloop.local.emulator import Emulator
 from tuneloop.local.traffic_split import NEW, OLD
@@ -27,19 +26,7 @@ ALARM = "rollout-5xx"
 
 @pytest.fixture(scope="module")
 def aws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
-    # The tests evaluate the alarm themselves; permissions are covered by tests/e2e.
-    with Emulator(
-        tmp_path_factory.mktemp("platform"), alarm_interval_seconds=3600, enforce_permissions=False
-    ) as emulator:
-        yield emulator
-
-
-def _archive(folder: Path) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
-        for path in sorted(folder.iterdir()):
-            archive.add(path, arcname=path.name)
-    return buffer.getvalue()
+    yield from unenforced_emulator(tmp_path_factory)
 
 
 def _config(version: str, role_arn: str) -> str:
@@ -73,7 +60,7 @@ def role_arn(aws: Emulator, tmp_path_factory: pytest.TempPathFactory) -> str:
     s3 = boto3.client("s3")
     s3.create_bucket(Bucket="models")
     model = make_tiny_causal_lm(tmp_path_factory.mktemp("tiny") / "m")
-    s3.put_object(Bucket="models", Key="tiny/model.tar.gz", Body=_archive(model))
+    s3.put_object(Bucket="models", Key="tiny/model.tar.gz", Body=archive_folder(model))
     trust = json.dumps({"Version": "2012-10-17", "Statement": []})
     role = boto3.client("iam").create_role(RoleName="model", AssumeRolePolicyDocument=trust)
     arn = str(role["Role"]["Arn"])

@@ -4,19 +4,18 @@ are captured to S3 in SageMaker's layout, and a quality alarm on them fires."""
 
 from __future__ import annotations
 
-import io
 import json
 import re
-import tarfile
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 
+from tests.integration.archives import archive_folder
+from tests.integration.emulator_fixtures import unenforced_emulator
 from tests.unit.tiny_models import make_tiny_causal_lm
 from tuneloop.local.emulator import Emulator
 from tuneloop.release.deployment import DataCapture
@@ -31,19 +30,7 @@ CAPTURE_KEY = re.compile(
 
 @pytest.fixture(scope="module")
 def aws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
-    # The test evaluates the alarm itself; permissions are covered by tests/e2e.
-    with Emulator(
-        tmp_path_factory.mktemp("platform"), alarm_interval_seconds=3600, enforce_permissions=False
-    ) as emulator:
-        yield emulator
-
-
-def _model_archive(folder: Path) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
-        for path in sorted(folder.iterdir()):
-            archive.add(path, arcname=path.name)
-    return buffer.getvalue()
+    yield from unenforced_emulator(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +39,7 @@ def endpoint(aws: Emulator, tmp_path_factory: pytest.TempPathFactory) -> str:
     s3.create_bucket(Bucket="models")
     s3.create_bucket(Bucket="curated")
     model = make_tiny_causal_lm(tmp_path_factory.mktemp("tiny") / "m")
-    s3.put_object(Bucket="models", Key="v1/model.tar.gz", Body=_model_archive(model))
+    s3.put_object(Bucket="models", Key="v1/model.tar.gz", Body=archive_folder(model))
     sagemaker: Any = boto3.client("sagemaker")
     trust = json.dumps({"Version": "2012-10-17", "Statement": []})
     role = boto3.client("iam").create_role(RoleName="model", AssumeRolePolicyDocument=trust)

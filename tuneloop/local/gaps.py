@@ -289,14 +289,10 @@ def _container_environment(model: Any) -> dict[str, str]:
 
 def _start_fleet(backend: Any, endpoint: Any, config_name: str) -> ServingProcess:
     """Start the serving process of ``config_name`` and wait until it answers /ping."""
-    model = _variant_model(backend, config_name)
-    # The model's container runs (and its artifact is fetched) as the model's role.
-    credentials = _role_session(model.execution_role_arn, "sagemaker.amazonaws.com", endpoint.arn)
-    return services().endpoints.start(
+    return _start_model(
+        endpoint,
+        _variant_model(backend, config_name),
         config_name,
-        _model_data_url(model),
-        credentials,
-        environment=_container_environment(model),
         data_capture=backend.endpoint_configs[config_name].data_capture_config,
     )
 
@@ -305,13 +301,20 @@ def _start_base(
     backend: Any, endpoint: Any, component_name: str, model_name: str
 ) -> ServingProcess:
     """A base inference component's process: the model's container, as a fleet's."""
-    model = backend.describe_model(model_name)
+    return _start_model(endpoint, backend.describe_model(model_name), component_name)
+
+
+def _start_model(
+    endpoint: Any, model: Any, process_name: str, data_capture: dict[str, Any] | None = None
+) -> ServingProcess:
+    # The model's container runs (and its artifact is fetched) as the model's role.
     credentials = _role_session(model.execution_role_arn, "sagemaker.amazonaws.com", endpoint.arn)
     return services().endpoints.start(
-        component_name,
+        process_name,
         _model_data_url(model),
         credentials,
         environment=_container_environment(model),
+        data_capture=data_capture,
     )
 
 

@@ -12,13 +12,13 @@ component back at the last-known-good artifact and leaves the others serving.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from tuneloop import aws
+from tuneloop.component_names import COMPONENT_NAME_RULE, is_component_name
 from tuneloop.release import model_versions
 from tuneloop.release.control import Release, production_key, read_production, replace_production
 from tuneloop.release.deployment import (
@@ -28,8 +28,6 @@ from tuneloop.release.deployment import (
 )
 from tuneloop.release.model_versions import now_iso
 
-# An inference component's name (CreateInferenceComponent), which the line's component takes.
-_LINE_NAME = re.compile(r"[a-zA-Z0-9](?:[-a-zA-Z0-9]{0,61}[a-zA-Z0-9])?")
 NOTHING_TO_ROLL_BACK = "no last-known-good; nothing to roll back"
 
 
@@ -38,12 +36,12 @@ class ModelLineError(ValueError):
 
 
 def check_line_name(name: Any) -> str:
-    if not isinstance(name, str) or not _LINE_NAME.fullmatch(name):
+    if not is_component_name(name):
         raise ModelLineError(
-            f"model line {name!r} must be 1-63 letters, digits or hyphens, not starting or "
-            "ending with a hyphen (it names the line's inference component)"
+            f"model line {name!r} must be {COMPONENT_NAME_RULE} (it names the line's inference "
+            "component)"
         )
-    return name
+    return str(name)
 
 
 @dataclass(frozen=True)

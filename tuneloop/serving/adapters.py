@@ -17,7 +17,6 @@ unloaded once no row uses them.
 
 from __future__ import annotations
 
-import re
 import shutil
 import tarfile
 import tempfile
@@ -25,13 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tuneloop.component_names import COMPONENT_NAME_RULE, is_component_name
 from tuneloop.models.catalog import resolve_model
 from tuneloop.models.loading import is_adapter_dir, read_model_metadata
 
 ADAPTER_HEADER = "X-Amzn-SageMaker-Adapter-Identifier"
-# The inference component name pattern (CreateInferenceComponent), so an adapter's name is
-# its component's.
-_NAME = re.compile(r"[a-zA-Z0-9](?:[-a-zA-Z0-9]{0,61}[a-zA-Z0-9])?")
 
 
 class AdapterError(ValueError):
@@ -60,12 +57,10 @@ class Adapter:
 
 
 def check_adapter_name(name: Any) -> str:
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise AdapterError(
-            f"adapter name {name!r} must be 1-63 letters, digits or hyphens, not starting or "
-            "ending with a hyphen (an inference component name)"
-        )
-    return name
+    # An adapter's name is its inference component's.
+    if not is_component_name(name):
+        raise AdapterError(f"adapter name {name!r} must be {COMPONENT_NAME_RULE}")
+    return str(name)
 
 
 class AdapterSet:
