@@ -43,6 +43,7 @@ import dataclasses
 import gc
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -54,6 +55,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 MIB = 2**20
+CHILD_TIMEOUT_SECONDS = 1800
 
 
 @dataclass(frozen=True)
@@ -64,17 +66,22 @@ class Case:
     batch_size: int
     gradient_checkpointing: bool
     precision: str = "fp32"
+    sharding: str = "none"  # "none" (one process) or "fsdp" (``processes`` gloo processes)
+    processes: int = 1
 
     @property
     def label(self) -> str:
         ckpt = "ckpt" if self.gradient_checkpointing else "no-ckpt"
+        sharded = f" fsdp x{self.processes}" if self.sharding == "fsdp" else ""
         return (
             f"{self.model:<7} {self.method:<4} {self.precision} s{self.max_seq_length:<5} "
-            f"b{self.batch_size:<2} {ckpt}"
+            f"b{self.batch_size:<2} {ckpt}{sharded}"
         )
 
 
-def default_cases(models: list[str]) -> list[Case]:
+def default_cases(models: list[str], sharding: str = "none", processes: int = 2) -> list[Case]:
+    if sharding == "fsdp":
+        return fsdp_cases(models, processes)
     cases: list[Case] = []
     if "tiny" in models:
         for method in ("lora", "full"):
@@ -88,6 +95,19 @@ def default_cases(models: list[str]) -> list[Case]:
                     cases.append(Case("smollm2", method, seq, batch, ckpt))
         cases.append(Case("smollm2", "lora", 1024, 2, False))
     return cases
+
+
+def fsdp_cases(models: list[str], processes: int) -> list[Case]:
+    """Fewer shapes than unsharded: every configuration runs ``processes`` processes."""
+    shapes = {"tiny": ((256, 8), (2048, 2)), "smollm2": ((256, 2),)}
+    return [
+        Case(model, method, seq, batch, ckpt, sharding="fsdp", processes=processes)
+        for model in ("tiny", "smollm2")
+        if model in models
+        for method in ("lora", "full")
+        for ckpt in (False, True)
+        for seq, batch in shapes[model]
+    ]
 
 
 # -- the child: one configuration in a fresh process -----------------------------------------
@@ -135,12 +155,18 @@ def _packed_batch(config: Any, rows: int, vocab: int) -> dict[str, Any]:
 
 
 def _train_steps(
-    config: Any, batch: dict[str, Any], steps: int, loaded: Callable[[], None] = lambda: None
+    config: Any,
+    batch: dict[str, Any],
+    steps: int,
+    loaded: Callable[[], None] = lambda: None,
+    place: Any = None,
 ) -> list[float]:
     """Load ``config``'s model as the trainer does and run ``steps`` optimizer steps on
-    ``batch``; ``loaded`` runs between the load and the first step."""
+    ``batch``; ``loaded`` runs between the load and the first step. With ``place`` (a
+    ``Topology`` of several processes) the model is sharded as ``loop.py`` shards it."""
     import torch
 
+    from tuneloop.training import sharding
     from tuneloop.training.data import IGNORE_INDEX
     from tuneloop.training.frozen_cast import frozen_linear_weights_in
     from tuneloop.training.loop import _adamw, _loss_sum, _split_head, seed_everything
@@ -155,16 +181,24 @@ def _train_steps(
     model, _ = trainable_model(base, config, lambda _: None)
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    head = _split_head(model)
+
+    def loss_of(tensors: dict[str, Any]) -> Any:
+        return _loss_sum(model, head, tensors)
+
+    if place is not None:  # as loop.py: shard after the adapter and checkpointing, then AdamW
+        loss_of = sharding.shard(model, loss_of, device, place)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = _adamw(params, config, device)
-    head = _split_head(model)
     model.train()
     loaded()
     losses = []
-    with frozen_linear_weights_in(model, dtype if config.finetune_method == "lora" else None):
+    # The trainer makes no bf16 copies of sharded frozen weights (FSDP owns them).
+    frozen = dtype if config.finetune_method == "lora" and place is None else None
+    with frozen_linear_weights_in(model, frozen):
         for _ in range(steps):
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype is not None):
-                loss_sum = _loss_sum(model, head, batch)
+                loss_sum = loss_of(batch)
             (loss_sum / label_count).backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0, foreach=True)
             optimizer.step()
@@ -187,11 +221,19 @@ def run_child(case: Case, steps: int) -> dict[str, Any]:
     import torch
 
     from tuneloop.models.catalog import DEMO_MODEL
+    from tuneloop.training import distributed
     from tuneloop.training.config import TrainConfig
 
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         ref = str(_tiny_model_dir(Path(tmp))) if case.model == "tiny" else DEMO_MODEL
+        warm_ref = str(_tiny_model_dir(Path(tmp) / "warm"))
+        place = None
+        if case.sharding == "fsdp":
+            # Joined after the tiny models are saved (save_pretrained writes nothing on a
+            # rank but 0) and before the warm-up, so the process group is in the baseline.
+            place = distributed.topology()
+            distributed.start(place)
         config = TrainConfig(
             base_model=ref,
             finetune_method=case.method,
@@ -201,14 +243,13 @@ def run_child(case: Case, steps: int) -> dict[str, Any]:
             precision=case.precision,
             lora_r=8,
             seed=0,
+            sharding=case.sharding,
         ).validate()
         batch = _packed_batch(config, case.batch_size, 250 if case.model == "tiny" else 49_000)
         # Warm up on the tiny model first, so the library code a step runs is paged in
         # before the baseline (its pages would otherwise count as the step's memory).
-        warm = dataclasses.replace(
-            config, base_model=str(_tiny_model_dir(Path(tmp) / "warm")), max_seq_length=64
-        )
-        _train_steps(warm, _packed_batch(warm, 2, 250), steps)
+        warm = dataclasses.replace(config, base_model=warm_ref, max_seq_length=64)
+        _train_steps(warm, _packed_batch(warm, 2, 250), steps, place=place)
         # load_base also loads the tokenizer, which the trainer keeps in host memory (never
         # on a GPU): it is loaded before the baseline, and load_base is handed that object.
         from transformers import AutoTokenizer
@@ -224,13 +265,16 @@ def run_child(case: Case, steps: int) -> dict[str, Any]:
         def loaded() -> None:
             marks["loaded"] = _settle()
             Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
+            if place is not None:  # each process resets its own peak before any step runs
+                torch.distributed.barrier()
 
-        losses = _train_steps(config, batch, steps, loaded)
+        losses = _train_steps(config, batch, steps, loaded, place)
         peak = _status_bytes("VmHWM")
         # What stays resident once the model, optimizer and batch are gone: library caches
         # (oneDNN keeps ~16 MB after bf16 steps on CPU), no part of the run's tensors.
         retained = max(0, _settle() - marks["before"])
         del tokenizer
+    distributed.stop(place or distributed.Topology())
     return {
         "rss_before_load": marks["before"],
         "rss_loaded": marks["loaded"],
@@ -264,11 +308,22 @@ def estimate_case(case: Case, root: Path) -> Any:
         batch_size=case.batch_size,
         gradient_checkpointing=case.gradient_checkpointing,
         lora_r=8,
+        gpus=case.processes,
+        sharding=case.sharding,
     )
     return Plan(shape, setup).estimate(overhead_bytes=0)
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
 def measure(case: Case, steps: int) -> dict[str, Any]:
+    """The child's result; for a sharded case every process's (``ranks``), and as
+    ``measured`` the largest: the planner's per-GPU figure must hold for each of them."""
     env = dict(os.environ)
     env.update(
         MALLOC_MMAP_THRESHOLD_="65536",
@@ -278,17 +333,44 @@ def measure(case: Case, steps: int) -> dict[str, Any]:
         TUNELOOP_OFFLINE="1",
         TOKENIZERS_PARALLELISM="false",
     )
-    done = subprocess.run(
-        [sys.executable, __file__, "--child", json.dumps(asdict(case)), "--steps", str(steps)],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"{case.label}: child failed:\n{done.stderr[-3000:]}")
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
+    command = [sys.executable, __file__, "--child", json.dumps(asdict(case)), "--steps", str(steps)]
+    if case.processes > 1:  # what torchrun sets in each rank, on one machine
+        env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))
+        env.update(WORLD_SIZE=str(case.processes))
+    outputs = []
+    with tempfile.TemporaryDirectory() as logs:
+        children = []
+        for rank in range(case.processes):
+            out, err = Path(logs, f"{rank}.out"), Path(logs, f"{rank}.err")
+            with out.open("w") as stdout, err.open("w") as stderr:
+                rank_env = {**env, "RANK": str(rank), "LOCAL_RANK": str(rank)}
+                if case.processes == 1:
+                    rank_env = env
+                children.append(
+                    subprocess.Popen(command, stdout=stdout, stderr=stderr, text=True, env=rank_env)
+                )
+        try:
+            codes = [child.wait(timeout=CHILD_TIMEOUT_SECONDS) for child in children]
+        finally:
+            for child in children:  # a rank left waiting for a failed peer
+                if child.poll() is None:
+                    child.kill()
+                    child.wait()
+        failed = [
+            f"child {rank} (exit {code}):\n{Path(logs, f'{rank}.err').read_text()[-3000:]}"
+            for rank, code in enumerate(codes)
+            if code != 0
+        ]
+        if failed:  # every failed rank: the first one's peers fail with "connection closed"
+            raise RuntimeError(f"{case.label}: " + "\n".join(failed))
+        for rank in range(case.processes):
+            outputs.append(
+                json.loads(Path(logs, f"{rank}.out").read_text().strip().splitlines()[-1])
+            )
+    if case.processes == 1:
+        single: dict[str, Any] = outputs[0]
+        return single
+    return {"ranks": outputs, "measured": max(output["measured"] for output in outputs)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -297,6 +379,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=2, help="optimizer steps per configuration")
     parser.add_argument("--precision", default="fp32", help="fp32, bf16, or fp32,bf16")
     parser.add_argument("--only", default="", help="run the configurations whose label has this")
+    parser.add_argument(
+        "--sharding", default="none", choices=("none", "fsdp"), help="fsdp: sharded cases"
+    )
+    parser.add_argument("--processes", type=int, default=2, help="gloo processes with fsdp")
     parser.add_argument("--json", help="also write the rows to this JSON file")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -308,17 +394,14 @@ def main(argv: list[str] | None = None) -> int:
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
     cases = [
-        Case(c.model, c.method, c.max_seq_length, c.batch_size, c.gradient_checkpointing, p)
+        dataclasses.replace(c, precision=p)
         for p in precisions
-        for c in default_cases(models)
-        if args.only
-        in Case(
-            c.model, c.method, c.max_seq_length, c.batch_size, c.gradient_checkpointing, p
-        ).label
+        for c in default_cases(models, args.sharding, args.processes)
+        if args.only in dataclasses.replace(c, precision=p).label
     ]
     rows = []
     header = (
-        f"{'configuration':<40} {'estimate MiB':>12} {'measured MiB':>12} {'error':>8}   "
+        f"{'configuration':<48} {'estimate MiB':>12} {'measured MiB':>12} {'error':>8}   "
         "estimate parts: whole step / activations / logits / gradients"
     )
     print(header)
@@ -333,11 +416,16 @@ def main(argv: list[str] | None = None) -> int:
                 est.part("logits") / MIB,
                 est.part("gradients") / MIB,
             )
+            ranks = ""
+            if "ranks" in got:  # measured is the largest of these
+                ranks = "  ranks: " + " / ".join(
+                    f"{rank['measured'] / MIB:.1f}" for rank in got["ranks"]
+                )
             print(
-                f"{case.label:<40} {est.peak_bytes / MIB:>12.1f} {got['measured'] / MIB:>12.1f} "
+                f"{case.label:<48} {est.peak_bytes / MIB:>12.1f} {got['measured'] / MIB:>12.1f} "
                 f"{error:>+8.1%}   "
                 + " / ".join(f"{p:.1f}" for p in parts)
-                + f"  (peak: {est.peak_phase})",
+                + f"  (peak: {est.peak_phase}){ranks}",
                 flush=True,
             )
             rows.append(

@@ -154,7 +154,7 @@ def test_under_warn_a_model_that_does_not_fit_is_logged_and_the_run_goes_on(
 
 @pytest.mark.parametrize(
     ("instances", "verdict", "peak"),
-    [(2, "does_not_fit", "28.9 GiB per GPU"), (4, "fits", "17.7 GiB per GPU")],
+    [(2, "does_not_fit", "25.2 GiB per GPU"), (4, "fits", "17.6 GiB per GPU")],
 )
 def test_a_sharded_train_job_is_sized_over_every_gpu_of_its_instances(
     records: Platform,

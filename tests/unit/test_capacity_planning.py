@@ -118,10 +118,22 @@ def test_accumulation_keeps_gradients_all_step_and_fsdp_divides_the_state() -> N
     assert grads.lives == ("run",)
     one = parts(Plan(TINY, dataclasses.replace(SETUP, method="full")))
     sharded = parts(Plan(TINY, dataclasses.replace(SETUP, method="full", gpus=4, sharding="fsdp")))
-    for name in ("weights", "optimizer state", "gradients"):
+    for name in ("weights", "optimizer state"):
         assert sharded[name] == pytest.approx(one[name] / 4, abs=1)
-    assert sharded["gathered block"] == 2 * 9280 * 4
+    # The blocks' gradients are sharded; the root unit's (embedding, final norm: 26880 -
+    # 2 x 9280 parameters) stay full size until its reduce-scatter after the backward pass.
+    root = 26880 - 2 * 9280
+    assert sharded["gradients"] == (26880 - root) * 4 / 4
+    assert sharded["gathered root unit"] == root * 4
+    assert sharded["gathered blocks"] == 2 * 9280 * 4  # the one running, the next prefetched
+    assert sharded["reduce-scatter buffer"] == 9280 * 4
     assert sharded["activations"] == one["activations"]  # data parallel: not divided
+    # LoRA under FSDP makes no bf16 copies of the frozen weights: each call casts its own,
+    # saved for the backward pass (measured: capacity_estimate.py --sharding fsdp)
+    lora_bf16 = dataclasses.replace(SETUP, precision="bf16", gpus=4, sharding="fsdp")
+    lora = parts(Plan(TINY, lora_bf16))
+    assert "frozen weight copies" not in lora
+    assert lora["frozen weight casts"] == 2 * 9216 * 2
 
 
 def test_catalogue_parameter_counts_match_the_model_cards() -> None:
@@ -259,7 +271,7 @@ def test_a_stage_that_does_not_fit_fails_synth_naming_the_setting_to_change() ->
     assert "per_device_batch_size 2 -> 18.7 GiB" in message
     assert "with gradient_accumulation_steps 2 for the same effective batch" in message
     # FSDP is a stage setting too: on the same GPU, more of them
-    assert "sharding fsdp on ml.g5.12xlarge (4 x A10G 24 GiB) -> 19.6 GiB" in message
+    assert "sharding fsdp on ml.g5.48xlarge (8 x A10G 24 GiB) -> 21.0 GiB" in message
     assert "not settings of the stage config" not in message
     # Under warn the same config loads
     assert dataclasses.replace(dev, training=one_batch, training_capacity_check="warn")

@@ -106,7 +106,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         "--headroom",
         type=float,
         default=DEFAULT_HEADROOM,
-        help=f"share of GPU memory kept free ({DEFAULT_HEADROOM:.0%})",
+        help=f"share of GPU memory kept free ({DEFAULT_HEADROOM * 100:.0f}%%)",
     )
     parser.add_argument("--json", action="store_true", help="print JSON for scripts")
     parser.set_defaults(func=run)

@@ -31,6 +31,7 @@ docs/training.md ("Capacity planning") has the formula, the figures and what is 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from tuneloop.models.families import ALL_LINEAR, UnsupportedModelError, lora_targets
@@ -238,7 +239,11 @@ def estimate(
     total_params = shape.parameters + adapter
     trainable = shape.parameters if setup.method == "full" else adapter
     shards = setup.shards
+    sharded = shards > 1
     head = shape.vocab_size * shape.hidden_size  # the output head's weight (tied or not)
+    # FSDP's units (training/sharding.py): one per block, and a root unit with the rest
+    # (embeddings, final norm, an untied head).
+    root = shape.parameters - shape.num_layers * shape.layer_parameters
 
     parts: list[Component] = []
 
@@ -262,7 +267,7 @@ def estimate(
             "run",
             f"{count(shape.parameters)} parameters in fp32",
         )
-    if setup.method == "lora" and setup.autocast:
+    if setup.method == "lora" and setup.autocast and not sharded:  # FSDP owns the weights
         add(
             "frozen weight copies",
             shape.linear_parameters * c / shards,
@@ -282,13 +287,6 @@ def estimate(
         "run",
         "AdamW: two fp32 moments per trained parameter (the fp32 weights are the master copy)",
     )
-    if shards > 1:
-        add(
-            "gathered block",
-            2 * shape.layer_parameters * FP32,
-            "run",
-            "FSDP: one block's full weights gathered, and the next one prefetched",
-        )
     if overhead_bytes:
         add(
             "overhead",
@@ -299,7 +297,8 @@ def estimate(
 
     # autocast caches its casts of trained weights until the forward pass ends, and the head's
     # (and, without checkpointing, every block's) stay saved for the backward pass; with
-    # checkpointing a recomputed block casts its weights again.
+    # checkpointing a recomputed block casts its weights again. Under FSDP the casts are of
+    # the all-gathered weights, so they are full size: not divided by the shards.
     recompute_casts = 0.0
     if setup.autocast:
         trained = shape.linear_parameters if setup.method == "full" else adapter
@@ -313,12 +312,25 @@ def estimate(
             what += ", one dequantized 4-bit weight"
         add(
             "autocast weight copies",
-            cast * c / shards,
+            cast * c,
             "forward" if setup.gradient_checkpointing else "forward+recompute",
             f"{what} cast to {setup.precision} in the forward pass",
         )
         if setup.gradient_checkpointing:
-            recompute_casts = c * (head + trained / shape.num_layers) / shards
+            recompute_casts = c * (head + trained / shape.num_layers)
+        if setup.method == "lora" and sharded:
+            # No bf16 copies of sharded frozen weights: every frozen linear casts its weight
+            # per call, and autograd saves that cast for the input's gradient.
+            if setup.gradient_checkpointing:
+                recompute_casts += c * shape.layer_linear_parameters
+            else:
+                add(
+                    "frozen weight casts",
+                    c * shape.linear_parameters,
+                    "forward",
+                    f"the frozen block linears cast to {setup.precision}, saved for the "
+                    "backward pass",
+                )
     tokens = f"{setup.batch_size} x {setup.max_seq_length} tokens"
     block = block_bytes_per_token(shape, setup, adapted) * setup.tokens
     kept = saved_activation_bytes(shape, setup, block)
@@ -350,14 +362,20 @@ def estimate(
     grads_live = "backward+recompute" if setup.gradient_checkpointing else "backward"
     if setup.gradient_accumulation_steps > 1:
         grads_live = "run"
+    # FSDP: the root unit's gradients are sharded by its reduce-scatter, after the end of the
+    # backward pass modelled here (unsharded until then, below), unless they accumulate.
+    root_trained = root if setup.method == "full" and sharded and grads_live != "run" else 0
     add(
         "gradients",
-        trainable * FP32 / shards,
+        (trainable - root_trained) * FP32 / shards,
         grads_live,
         "fp32, one per trained parameter"
-        + (" (kept across accumulated micro-batches)" if grads_live == "run" else ""),
+        + (" (kept across accumulated micro-batches)" if grads_live == "run" else "")
+        + (", the root unit's below" if root_trained else ""),
     )
-    if setup.method == "full" and shape.tie_word_embeddings:
+    if sharded:
+        _add_fsdp_units(add, shape, setup, adapter, root)
+    elif setup.method == "full" and shape.tie_word_embeddings:
         # The tied embedding gets two gradients, the head's first and the embedding's last.
         # Under autocast the head's arrives through a cast (a tensor of its own) and the second
         # is added in place; in fp32 the sum is a new tensor, so both live beside it a moment.
@@ -382,10 +400,9 @@ def estimate(
     notes = []
     if setup.method == "qlora":
         notes.append("QLoRA is modelled from bitsandbytes' documented layout, not measured")
-    if setup.shards > 1:
+    if sharded:
         notes.append(
-            f"FSDP over {setup.shards} processes is modelled, not yet measured against a "
-            "sharded run"
+            f"FSDP over {shards} processes: measured on CPU (2 gloo processes), not on GPUs"
         )
     host_params = shape.linear_parameters * NF4_BYTES if setup.method == "qlora" else 0
     # Per instance: each of its processes loads the whole model before sharding.
@@ -397,6 +414,67 @@ def estimate(
         host_bytes=math.ceil(host),
         notes=tuple(notes),
     )
+
+
+def _add_fsdp_units(
+    add: Callable[[str, float, str, str], None],
+    shape: ModelShape,
+    setup: TrainingSetup,
+    adapter: int,
+    root: int,
+) -> None:
+    """What FSDP2 holds beyond the shards (measured: ``capacity_estimate.py --sharding fsdp``).
+
+    The root unit is not resharded after the forward pass (its weights are needed at once
+    for the backward); in the backward pass a block runs while the next one is prefetched,
+    and the last unit's flattened gradients wait for the next unit's reduce-scatter.
+    """
+    head = shape.vocab_size * shape.hidden_size
+    full = setup.method == "full"
+    add(
+        "gathered root unit",
+        root * FP32,
+        "forward+recompute+backward",
+        "FSDP: embeddings, final norm and head all-gathered from the start of the forward "
+        "pass to the end of the backward pass",
+    )
+    block_trained = shape.layer_parameters if full else adapter / shape.num_layers
+    add(
+        "reduce-scatter buffer",
+        block_trained * FP32,
+        "recompute+backward",
+        "FSDP: one unit's flattened gradients, held until the next unit's reduce-scatter",
+    )
+    root_last = 0.0
+    if full:
+        add(
+            "unsharded head gradient",
+            head * FP32,
+            "recompute+backward",
+            "FSDP: the head's gradient, full size from its backward to the root unit's "
+            "reduce-scatter",
+        )
+        # Then the embedding's (and final norm's) at the end; a tied embedding's arrives as a
+        # second gradient, summed into a new tensor in fp32 (as unsharded).
+        tied = (1 if setup.autocast else 2) * head if shape.tie_word_embeddings else 0
+        root_last = (root - head + tied) * FP32
+    blocks = 2 * shape.layer_parameters * FP32
+    # Two blocks are gathered until the first block's backward, the root unit's last
+    # gradients exist after it: the end of the backward pass holds the larger.
+    add(
+        "gathered blocks",
+        blocks,
+        "recompute+backward" if blocks > root_last else "recompute",
+        "FSDP: the block in its backward pass (or recomputed) and the next one, prefetched",
+    )
+    if root_last >= blocks:
+        add(
+            "root unit gradients",
+            root_last,
+            "backward",
+            "FSDP: the embedding's and final norm's gradients, full size, at the end of the "
+            "backward pass" + (" (a tied embedding's second one)" if tied else ""),
+        )
 
 
 def saved_activation_bytes(shape: ModelShape, setup: TrainingSetup, block: float) -> float:
