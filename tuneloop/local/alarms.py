@@ -187,9 +187,11 @@ class AlarmEvaluator:
     @staticmethod
     def _datapoints(cloudwatch: Any, alarm: dict[str, Any]) -> list[dict[str, Any]]:
         period = int(alarm["Period"])
-        now = datetime.datetime.now(datetime.UTC)
-        start = now - datetime.timedelta(seconds=period * int(alarm["EvaluationPeriods"]))
-        end = now + datetime.timedelta(seconds=1)  # moto excludes a datapoint stamped at `now`
+        # The last EvaluationPeriods whole periods up to now (periods start at StartTime,
+        # metric_periods.py); the end is after now, as moto excludes a datapoint at `end`.
+        end = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+        end += datetime.timedelta(seconds=1)
+        start = end - datetime.timedelta(seconds=period * int(alarm["EvaluationPeriods"]))
         query: dict[str, Any] = {
             "Namespace": alarm["Namespace"],
             "MetricName": alarm["MetricName"],

@@ -19,7 +19,7 @@ from typing import Any
 
 import boto3
 
-from tuneloop.local import component_api, emf, sfn_metrics
+from tuneloop.local import component_api, emf, metric_periods, sfn_metrics
 from tuneloop.local.alarms import AlarmEvaluator
 from tuneloop.local.endpoints import InvokeResult, LocalEndpoints, ServingProcess
 from tuneloop.local.iam import enforce
@@ -75,6 +75,7 @@ def install(local: LocalServices) -> None:
             _patch_invoke_endpoint()
             component_api.install(_components, _start_base, _active)
             sfn_metrics.patch_execution_metrics(lambda: _internal_client("cloudwatch"))
+            metric_periods.install()
             _register_cloudformation_models()
 
 
