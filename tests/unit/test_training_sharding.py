@@ -156,3 +156,21 @@ def test_sharded_checkpoint_resumes_exactly_in_two_processes_and_resharded_in_on
     single_weights = tmp_path / "single/model" / name
     assert max_weight_difference(single_weights, interrupted / "model" / name) < 1e-4
     assert max_weight_difference(single_weights, other / "model" / name) < 1e-4
+
+
+def test_a_continued_adapter_trains_sharded_as_in_one_process(
+    base_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An incremental run (``init_adapter``): the processes but rank 0 build the base and
+    the adapter on the meta device and receive rank 0's weights, as for a fresh adapter."""
+    champion = one_process(monkeypatch, tmp_path / "champion", base_model)
+    adapter = str(tmp_path / "champion/model")
+    assert champion["trainable_parameters"] > 0
+    single = one_process(monkeypatch, tmp_path / "single", base_model, "--init_adapter", adapter)
+    sharded_root = tmp_path / "sharded"
+    two_processes_env(monkeypatch, sharded_root)
+    assert main(sharded_args(base_model, sharded_root, "--init_adapter", adapter)) == 0
+    sharded = report_of(sharded_root)
+    assert sharded["processes"] == 2
+    assert sharded["init_adapter"] == single["init_adapter"]  # rank 0's digest of what it read
+    assert sharded["losses"] == pytest.approx(single["losses"], abs=TOLERANCE)

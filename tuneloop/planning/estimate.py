@@ -168,8 +168,8 @@ class MemoryEstimate:
     trainable_parameters: int
     total_parameters: int
     host_bytes: int
-    """Host memory of one instance while its processes load the model (fp32, one copy per
-    GPU process)."""
+    """Host memory of one instance while its processes load the model (fp32: one copy per
+    GPU process, or one in all under FSDP)."""
     notes: tuple[str, ...] = field(default=())
 
     def part(self, name: str) -> int:
@@ -405,8 +405,9 @@ def estimate(
             f"FSDP over {shards} processes: measured on CPU (2 gloo processes), not on GPUs"
         )
     host_params = shape.linear_parameters * NF4_BYTES if setup.method == "qlora" else 0
-    # Per instance: each of its processes loads the whole model before sharding.
-    host = setup.gpus * (host_params or shape.parameters * FP32)
+    # Per instance: each of its processes loads the whole model, except under FSDP, where
+    # rank 0 alone loads it and the others start on the meta device (training/sharding.py).
+    host = (1 if sharded else setup.gpus) * (host_params or shape.parameters * FP32)
     return MemoryEstimate(
         components=tuple(parts),
         trainable_parameters=trainable,

@@ -149,7 +149,8 @@ def check(
     if est.host_bytes > host_budget:
         reasons.append(
             f"loading needs {gib(est.host_bytes)} of host memory per instance (the fp32 "
-            f"model, once per GPU process), {gib(host_budget)} usable of "
+            "model: once per GPU process, or once with sharding fsdp), "
+            f"{gib(host_budget)} usable of "
             f"{instance.host_memory_gib:g} GiB"
         )
     together = False

@@ -37,6 +37,7 @@ from tuneloop.training.config import TrainConfig, TrainingError
 from tuneloop.training.data import IGNORE_INDEX, Dataset, encode_dataset
 from tuneloop.training.frozen_cast import frozen_linear_weights_in
 from tuneloop.training.model_setup import (
+    base_on_meta,
     is_peft_model,
     load_base,
     trainable_model,
@@ -110,9 +111,15 @@ def train(config: TrainConfig, dataset: Dataset, log: Log = print) -> TrainResul
     seed_everything(config.seed)
     device = _device(place)
     autocast_dtype = resolve_precision(config.precision, device)
-    # Sharded: each process loads the base on CPU; fully_shard moves only its shards.
+    # Sharded: rank 0 loads the base on CPU, the others build it on the meta device (no
+    # memory) and receive their shards from rank 0; fully_shard moves only shards to the GPU.
     shard_model = config.sharding == "fsdp" and place.distributed
-    base, tokenizer = load_base(config, torch.device("cpu") if shard_model else device)
+    on_meta = base_on_meta(config) if shard_model else None
+    from_rank0 = on_meta is not None  # the same on every process (it depends on the config)
+    if on_meta is not None and not place.is_main:
+        base, tokenizer = on_meta
+    else:
+        base, tokenizer = load_base(config, torch.device("cpu") if shard_model else device)
     threads = config.num_threads or auto_threads(sum(p.numel() for p in base.parameters()))
     torch.set_num_threads(threads)
     log(
@@ -154,7 +161,7 @@ def train(config: TrainConfig, dataset: Dataset, log: Log = print) -> TrainResul
     replica = None
     if shard_model:  # the unsharded copy (no weights yet) that rank 0 returns
         replica = sharding.meta_replica(model) if place.is_main else None
-        loss_of = sharding.shard(model, loss_of, device, place)
+        loss_of = sharding.shard(model, loss_of, device, place, from_rank0=from_rank0)
     named_params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     params = [p for _, p in named_params]
     optimizer = _adamw(params, config, device)

@@ -81,6 +81,24 @@ def load_base(config: TrainConfig, device: torch.device) -> tuple[Any, Any]:
     return base, AutoTokenizer.from_pretrained(path)
 
 
+def base_on_meta(config: TrainConfig) -> tuple[Any, Any] | None:
+    """``(base on the meta device, tokenizer)``: the architecture without its weights, for a
+    sharded run's processes but rank 0 (which broadcasts them); None when ``base_model`` is an
+    adapter folder (merged into its base, so only a real load knows its result)."""
+    path = resolve_model(config.base_model)
+    if config.quantize_4bit or is_adapter_dir(path):
+        return None
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    with torch.device("meta"):
+        model: Any = AutoModelForCausalLM.from_config(
+            AutoConfig.from_pretrained(path), dtype=torch.float32
+        )
+    model.set_attn_implementation(attention_for(type(model), config.attn_implementation))
+    model.eval()  # as load_model_dir leaves a loaded model
+    return model, AutoTokenizer.from_pretrained(path)
+
+
 def attention_for(model_class: Any, requested: str) -> str:
     """``requested``, or eager for an architecture without an sdpa kernel (Gemma 2: sdpa
     cannot soft-cap the attention logits, and transformers refuses it)."""
@@ -109,6 +127,8 @@ def trainable_model(base: Any, config: TrainConfig, log: Log) -> tuple[Any, dict
         folder = fetch_adapter(config.init_adapter)
         model = continued_adapter(base, folder, config, log)
         log(f"train: continuing adapter {config.init_adapter}")
+        if any(p.is_meta for p in model.parameters()):  # rank 0 broadcasts (and reports) it
+            return model, {"source": config.init_adapter}
         return model, {"source": config.init_adapter, "adapter_sha256": live_adapter_digest(model)}
     return new_adapter(base, config), None
 

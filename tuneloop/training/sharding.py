@@ -38,6 +38,7 @@ from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_model_state_dict,
     get_optimizer_state_dict,
+    set_model_state_dict,
     set_optimizer_state_dict,
 )
 from torch.distributed.device_mesh import init_device_mesh
@@ -68,13 +69,27 @@ class _LossRoot(torch.nn.Module):
         return self._loss_sum(tensors)
 
 
-def shard(model: Any, loss_sum: LossSum, device: torch.device, place: Topology) -> LossSum:
-    """Shard ``model`` in place over all processes; the sharded loss function to call."""
+def shard(
+    model: Any,
+    loss_sum: LossSum,
+    device: torch.device,
+    place: Topology,
+    *,
+    from_rank0: bool = False,
+) -> LossSum:
+    """Shard ``model`` in place over all processes; the sharded loss function to call.
+
+    With ``from_rank0`` only rank 0 holds weights (the others built ``model`` on the meta
+    device): they are broadcast into every process's shards, and the buffers with them."""
     mesh = init_device_mesh(device.type, (place.world_size,))
+    root = _LossRoot(model, loss_sum)
+    # Rank 0's full weights, kept for the broadcast (fully_shard copies out its shards).
+    full = root.state_dict() if from_rank0 and place.is_main else {}
     for module in _layers(model):
         fully_shard(module, mesh=mesh)
-    root = _LossRoot(model, loss_sum)
     fully_shard(root, mesh=mesh)
+    if from_rank0:
+        _broadcast_from_rank0(root, full, device, place)
     for module in root.modules():
         if isinstance(module, FSDPModule):
             # Sum, not average: the loss is already divided by the step's label count. Plain
@@ -82,6 +97,24 @@ def shard(model: Any, loss_sum: LossSum, device: torch.device, place: Topology) 
             module.set_gradient_divide_factor(1.0)
             module.set_force_sum_reduction_for_comms(True)
     return root
+
+
+def _broadcast_from_rank0(
+    root: torch.nn.Module, full: dict[str, Any], device: torch.device, place: Topology
+) -> None:
+    """Fill every process's shards from rank 0's full weights (FSDP2's meta-device start),
+    and its buffers (rotary frequencies are not in the state dict) and RNG states, so every
+    process continues as if it had loaded the model itself."""
+    if not place.is_main:
+        root.to_empty(device=device)
+    options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
+    set_model_state_dict(root, full, options=options)
+    for buffer in root.buffers():
+        dist.broadcast(buffer, src=0)
+    # Rank 0's initialisation drew random numbers (the adapter's) that meta tensors did not.
+    states: list[dict[str, Any]] = [rng_states() if place.is_main else {}]
+    dist.broadcast_object_list(states, src=0)
+    restore_rng_states(states[0])
 
 
 def _layers(model: Any) -> list[torch.nn.Module]:
