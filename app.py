@@ -78,6 +78,7 @@ def build_app(
         f"{prefix}-Serving",
         description="TuneLoop serving: endpoint alarms, rollback, notifications, dashboard",
         tables=storage.tables,
+        lake=storage.lake,
         **common,
     )
     pipeline = PipelineStack(

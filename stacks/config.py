@@ -36,6 +36,7 @@ from tuneloop.ingest.settings import (
     settings_problems,
     settings_with,
 )
+from tuneloop.model_line_settings import ModelLineError, ModelLines
 from tuneloop.planning.estimate import SHARDINGS
 from tuneloop.planning.instances import gpu_instance, is_cpu_instance
 from tuneloop.planning.run_check import TrainingCapacitySettings
@@ -64,6 +65,7 @@ OVERRIDABLE_FIELDS = (
     "rollout",
     "drift_check",
     "autoscaling",
+    "model_lines",
 )
 """Context keys that may override a stage's value (``cdk synth -c base_model=...``);
 ``connectors`` is a list of connector objects (cdk.json) or its JSON text (docs/connectors.md);
@@ -73,7 +75,9 @@ OVERRIDABLE_FIELDS = (
 (the stage's default is taken once one account in the region uses it);
 ``rollout`` an object of rollout settings (or its JSON text) merged onto the stage's;
 ``drift_check`` an object of drift check settings (or its JSON text) merged onto the stage's;
-``autoscaling`` an object of autoscaling settings (or its JSON text) merged onto the stage's."""
+``autoscaling`` an object of autoscaling settings (or its JSON text) merged onto the stage's;
+``model_lines`` a list of model lines (or its JSON text) replacing the stage's (docs/serving.md,
+"Model lines")."""
 
 # ResourceConfig.InstanceCount has no API maximum (0 only with instance groups, which Train
 # does not use); what binds is the account's adjustable per-instance-type training quota,
@@ -392,6 +396,9 @@ class StageConfig:
     drift_check: DriftCheckSettings = dataclasses.field(default_factory=DriftCheckSettings)
     # Incidents: the repeated-failure guard, the chat webhook (docs/monitoring.md).
     incidents: IncidentSettings = dataclasses.field(default_factory=IncidentSettings)
+    # Several LoRA fine-tunes of the base on one endpoint (docs/serving.md, "Model lines"):
+    # none by default, one model per endpoint.
+    model_lines: ModelLines = dataclasses.field(default_factory=ModelLines)
 
     def __post_init__(self) -> None:
         problems = self.problems()
@@ -505,6 +512,57 @@ class StageConfig:
         found += _domain_prefix_problems(self.console_domain_prefix)
         found += self._sharding_problems()
         found += self._training_capacity_problems()
+        found += self._model_line_problems()
+        return found
+
+    def _model_line_problems(self) -> list[Problem]:
+        if not isinstance(self.model_lines, ModelLines):
+            return [("model_lines", f"must be a ModelLines, got {self.model_lines!r}")]
+        found: list[Problem] = []
+        for index, line in enumerate(self.model_lines.lines):
+            if line.gate_policy is not None:
+                found += _prefixed(f"model_lines[{index}]", gate_policy_problems(line.gate_policy))
+        return found + self._component_endpoint_problems()
+
+    def _component_endpoint_problems(self) -> list[Problem]:
+        """Settings of a one-model endpoint that an endpoint of model lines cannot honour
+        (docs/serving.md, "Model lines"): a line goes live by swapping its
+        adapter component, not by a blue/green endpoint update, and the variant's instance
+        count is not what scales a component."""
+        lines = len(self.model_lines.lines)
+        if not lines:
+            return []
+        found: list[Problem] = []
+        if self.rollout.mode != "all_at_once":
+            found.append(
+                (
+                    "rollout.mode",
+                    f"must be 'all_at_once' with model_lines, got {self.rollout.mode!r}: a "
+                    "line's version replaces its adapter component in place, with no canary "
+                    "or linear traffic shift; set rollout.mode 'all_at_once' or drop model_lines",
+                )
+            )
+        if self.autoscaling.enabled:
+            found.append(
+                (
+                    "autoscaling.enabled",
+                    "must be false with model_lines: target tracking of the variant's instance "
+                    "count does not scale an endpoint of inference components; set "
+                    "-c autoscaling='{\"enabled\": false}' or drop model_lines",
+                )
+            )
+        if self.serving_backend == "tuneloop" and self.stage != "local":
+            # The Hugging Face DLC's inference toolkit serves one model directory through
+            # inference.py; the adapter API SageMaker drives for adapter components is our
+            # serve.py's (the local platform's container) and LMI's.
+            found.append(
+                (
+                    "serving_backend",
+                    "must be 'lmi' with model_lines on AWS, got 'tuneloop': adapter inference "
+                    "components need a container with SageMaker's LoRA adapter API (LMI); our "
+                    "server has it only on the local platform; set -c serving_backend=lmi",
+                )
+            )
         return found
 
     def _autoscaling_problems(self) -> list[Problem]:
@@ -937,6 +995,11 @@ def load_stage_config(stage: str, overrides: Mapping[str, Any] | None = None) ->
             try:
                 changes[key] = config.autoscaling.with_overrides(raw)
             except AutoscalingSettingsError as error:
+                raise ConfigError(f"stage {stage!r}: {error}") from None
+        elif key == "model_lines":
+            try:
+                changes[key] = ModelLines.parse(raw)
+            except ModelLineError as error:
                 raise ConfigError(f"stage {stage!r}: {error}") from None
         elif key == "retrain_threshold":
             try:

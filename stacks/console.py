@@ -154,6 +154,7 @@ class ConsoleStack(Stack):
             "benchmark_run_state_machine_arn": benchmark_run_state_machine.state_machine_arn,
             "endpoint_name": endpoint_name,
             "rollback_function": rollback_function.function_name,
+            "model_lines": config.model_lines.to_json(),
         }
         console = PythonFunction(
             self,
@@ -193,6 +194,7 @@ class ConsoleStack(Stack):
             rollback=rollback_function,
             endpoint_arn=endpoint_arn,
             pool=users.pool,
+            line_components=config.model_lines.names,
         )
         api.add_routes(
             path="/{proxy+}",
@@ -277,6 +279,7 @@ class ConsoleStack(Stack):
         rollback: lambda_.IFunction,
         endpoint_arn: str,
         pool: cognito.UserPool,
+        line_components: tuple[str, ...] = (),
     ) -> None:
         """Exactly what the views and actions of tuneloop/operations call."""
         fn, allow = console.function, console.allowances
@@ -334,6 +337,22 @@ class ConsoleStack(Stack):
         fn.add_to_role_policy(
             iam.PolicyStatement(actions=["sagemaker:DescribeEndpoint"], resources=[endpoint_arn])
         )
+        if line_components:
+            # The overview shows each model line's adapter component (named after the line;
+            # SageMaker lowercases names in ARNs).
+            fn.add_to_role_policy(
+                iam.PolicyStatement(
+                    actions=["sagemaker:DescribeInferenceComponent"],
+                    resources=[
+                        self.format_arn(
+                            service="sagemaker",
+                            resource="inference-component",
+                            resource_name=name.lower(),
+                        )
+                        for name in line_components
+                    ],
+                )
+            )
         any_alarm = self.format_arn(
             service="cloudwatch",
             resource="alarm",

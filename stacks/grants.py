@@ -121,3 +121,34 @@ def grant_base_model_config(function: lambda_.IFunction, base_model: str) -> Non
             actions=["s3:GetObject"], resources=[f"arn:{partition}:s3:::{bucket}/{key}"]
         )
     )
+
+
+def grant_line_components(
+    deploy: iam.IGrantable,
+    confirm: iam.IGrantable,
+    *,
+    endpoint_arn: str,
+    components: list[str],
+) -> None:
+    """Deploy creates or re-points a model line's adapter component; ConfirmDeployment reads
+    it. Only the lines' own components (named after the lines), never the base.
+
+    CreateInferenceComponent is authorized on the new component and on the endpoint it joins
+    (Service Authorization Reference, "Actions defined by Amazon SageMaker AI");
+    ``components`` are the lines' component ARNs (``component_endpoint.component_arn``)."""
+    for statement in (
+        iam.PolicyStatement(
+            actions=["sagemaker:CreateInferenceComponent"], resources=[*components, endpoint_arn]
+        ),
+        iam.PolicyStatement(
+            actions=[
+                "sagemaker:DescribeInferenceComponent",
+                "sagemaker:UpdateInferenceComponent",
+            ],
+            resources=components,
+        ),
+    ):
+        deploy.grant_principal.add_to_principal_policy(statement)
+    confirm.grant_principal.add_to_principal_policy(
+        iam.PolicyStatement(actions=["sagemaker:DescribeInferenceComponent"], resources=components)
+    )

@@ -55,6 +55,8 @@ class IngestionStack(Stack):
             "CONTROL_TABLE": tables.control.table_name,
             "STATE_MACHINE_ARN": state_machine.state_machine_arn,
             "RETRAIN_THRESHOLD": str(config.retrain_threshold),
+            # Ingest counts records per model line; the trigger starts one line's run.
+            "MODEL_LINES": config.model_lines.to_json(),
         }
         self.ingest = PythonFunction(
             self,

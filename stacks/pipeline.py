@@ -12,6 +12,7 @@ from constructs import Construct
 
 from stacks.config import StageConfig
 from stacks.constructs.benchmark_run_state_machine import BenchmarkRunStateMachine
+from stacks.constructs.component_endpoint import component_arn
 from stacks.constructs.continuous_evaluation import (
     ContinuousEvaluation,
     grant_evaluation_metrics,
@@ -32,6 +33,7 @@ from stacks.endpoint_autoscaling import grant_endpoint_autoscaling
 from stacks.grants import (
     grant_audit_append,
     grant_base_model_config,
+    grant_line_components,
     grant_objects,
     grant_table,
 )
@@ -125,6 +127,8 @@ class PipelineStack(Stack):
                     "BENCHMARKS_TABLE": t.benchmarks.table_name,
                     # Names the suites (and pinned versions) each run freezes.
                     "GATE_POLICY": config.gate_policy.to_json(),
+                    # A line's run reads its datasets, its champion, its gate policy.
+                    "MODEL_LINES": config.model_lines.to_json(),
                     # The held-out slice (Evaluate's heldout channel) and the replay sample
                     # (Train's replay channel); docs/contracts.md.
                     "HELDOUT_FRACTION": str(config.dataset.heldout_fraction),
@@ -146,6 +150,8 @@ class PipelineStack(Stack):
                     # An admin's policy (Control "gate_policy") overrides GATE_POLICY.
                     "CONTROL_TABLE": t.control.table_name,
                     "GATE_POLICY": config.gate_policy.to_json(),
+                    # A line's run gates by its line's policy ("gate_policy#<line>" first).
+                    "MODEL_LINES": config.model_lines.to_json(),
                 },
                 timeout=Duration.minutes(5),
                 memory_size=1024,
@@ -161,6 +167,8 @@ class PipelineStack(Stack):
                     "SERVING_BACKEND": config.serving_backend,
                     "ARTIFACTS_BUCKET": b.artifacts.bucket_name,
                     "LMI_OPTIONS": config.lmi.to_json(),
+                    # The version's model_line is checked against these and recorded.
+                    "MODEL_LINES": config.model_lines.to_json(),
                 },
                 # LMI: the adapter artifact is repacked here, once per version.
                 **({"timeout": Duration.minutes(5), "memory_size": 1024} if lmi else {}),
@@ -186,6 +194,10 @@ class PipelineStack(Stack):
                     "ROLLOUT_SETTINGS": config.rollout.to_json(),
                     # Suspended before an update (docs/serving.md, "Autoscaling").
                     "AUTOSCALING_SETTINGS": config.autoscaling.to_json(),
+                    # A run of a line deploys its adapter component (docs/serving.md).
+                    "MODEL_LINES": config.model_lines.to_json(),
+                    # ... and re-bounds that line's quality alarms (docs/monitoring.md).
+                    "LINE_QUALITY_ALARMS": endpoint_alarms.line_quality_alarm_names,
                 },
             ),
             "ConfirmDeployment": fn(
@@ -198,6 +210,7 @@ class PipelineStack(Stack):
                     "AUDIT_TABLE": t.audit.table_name,
                     # Registered, or restored, once the endpoint is InService.
                     "AUTOSCALING_SETTINGS": config.autoscaling.to_json(),
+                    "MODEL_LINES": config.model_lines.to_json(),
                 },
             ),
             "RecordFailure": fn(
@@ -260,6 +273,13 @@ class PipelineStack(Stack):
             f["Deploy"], a["Deploy"], endpoint_arn=endpoint_arn, packages_arn=registry.packages_arn
         )
         endpoint_alarms.grant_set_quality_thresholds(f["Deploy"], a["Deploy"])
+        if config.model_lines:
+            grant_line_components(
+                f["Deploy"],
+                f["ConfirmDeployment"],
+                endpoint_arn=endpoint_arn,
+                components=[component_arn(self, name) for name in config.model_lines.names],
+            )
         if config.autoscaling.enabled:
             grant_endpoint_autoscaling(
                 f["Deploy"],

@@ -14,6 +14,8 @@ from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
 
 from stacks.config import StageConfig
+from stacks.constructs.component_endpoint import ComponentEndpoint
+from stacks.constructs.data_lake import DataLake
 from stacks.constructs.endpoint_alarms import EndpointAlarms
 from stacks.constructs.notifications import Notifications
 from stacks.constructs.python_function import PythonFunction
@@ -34,12 +36,26 @@ class ServingStack(Stack):
         *,
         config: StageConfig,
         tables: StateTables,
+        lake: DataLake,
         **kwargs: Any,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
         self.endpoint_name = generated_name(Construct(self, "Endpoint"))
         self.endpoint_arn = self.format_arn(
             service="sagemaker", resource="endpoint", resource_name=self.endpoint_name
+        )
+        # Model lines: CloudFormation creates the endpoint and its base component; without
+        # lines Deploy creates the endpoint (docs/serving.md, "Model lines").
+        self.component_endpoint = (
+            ComponentEndpoint(
+                self,
+                "ComponentEndpoint",
+                endpoint_name=self.endpoint_name,
+                artifacts=lake.artifacts,
+                config=config,
+            )
+            if config.model_lines
+            else None
         )
         self.notifications = Notifications(self, "Notifications", config=config)
         self.endpoint_alarms = EndpointAlarms(
@@ -68,6 +84,9 @@ class ServingStack(Stack):
                 "ROLLBACK_WINDOW_HOURS": str(config.incidents.rollback_window_hours),
                 # Suspended for the rollback's update, restored once InService again.
                 "AUTOSCALING_SETTINGS": config.autoscaling.to_json(),
+                # A line's alarm rolls back that line's component (docs/serving.md).
+                "MODEL_LINES": config.model_lines.to_json(),
+                "MODEL_LINE_ALARMS": self.endpoint_alarms.line_of_alarm,
             },
             config=config,
             # An alarm's rollback waits for the endpoint to be InService again before it
@@ -103,6 +122,17 @@ class ServingStack(Stack):
             "UpdateEndpoint authorizes the target endpoint config too; the Deploy Lambda names "
             "configs at run time, so rollback must reach any config in this account/region.",
         )
+        if self.component_endpoint is not None:
+            # roll_back_line re-points a line's adapter component (it never creates one).
+            fn.add_to_role_policy(
+                iam.PolicyStatement(
+                    actions=[
+                        "sagemaker:DescribeInferenceComponent",
+                        "sagemaker:UpdateInferenceComponent",
+                    ],
+                    resources=self.component_endpoint.line_component_arns,
+                )
+            )
         if config.autoscaling.enabled:
             grant_endpoint_autoscaling(
                 fn,
@@ -130,5 +160,9 @@ class ServingStack(Stack):
                     "Rollback to last-known-good (alarms; `tuneloop rollback` invokes it)",
                 ),
                 out.TOPIC_KEY: (self.notifications.key.key_arn, "KMS key of both topics"),
+                out.MODEL_LINES: (
+                    config.model_lines.to_json(),
+                    "The model lines served on the endpoint (JSON; [] for one model)",
+                ),
             },
         )

@@ -36,10 +36,15 @@ class CompletedDrop:
 
 
 def completed_drops(
-    table_name: str, *, after: str, until: str, skip: frozenset[str] = frozenset()
+    table_name: str,
+    *,
+    after: str,
+    until: str,
+    skip: frozenset[str] = frozenset(),
+    datasets: frozenset[str] | None = None,
 ) -> list[CompletedDrop]:
     """Drops completed in ``(after, until]`` (all up to ``until`` when ``after`` is ""),
-    except ``skip``, oldest first."""
+    except ``skip``, oldest first; only those of ``datasets`` when given (a model line's)."""
     table = aws.table(table_name)
     # A drop is indexed by the month it started, at most LONGEST_DROP before it completed:
     # the Query's key condition skips the drops of the history, not only its filter.
@@ -63,14 +68,13 @@ def completed_drops(
         while True:
             page = table.query(**request)
             for item in page.get("Items", []):
-                if str(item["drop_id"]) not in skip:
-                    found.append(
-                        CompletedDrop(
-                            str(item["drop_id"]),
-                            str(item.get("dataset", "default")),
-                            str(item["completed_at"]),
-                        )
-                    )
+                drop = CompletedDrop(
+                    str(item["drop_id"]),
+                    str(item.get("dataset", "default")),
+                    str(item["completed_at"]),
+                )
+                if drop.drop_id not in skip and (datasets is None or drop.dataset in datasets):
+                    found.append(drop)
             if "LastEvaluatedKey" not in page:
                 break
             request["ExclusiveStartKey"] = page["LastEvaluatedKey"]

@@ -23,6 +23,10 @@ Two ways to read, one selection (tests/integration/test_prepare_dataset_incremen
   not with the history; the Records table is not read.
 - **scan**: every Records item, when the champion's data set was prepared before lineage
   existed; its run writes a lineage holding the whole pool, so the next run is incremental.
+
+For a model line (``line``; docs/training.md, "Model lines: one run per line") both read
+only the records and drops of the line's datasets, and the champion is the line's
+production item (``production#<line>``): its lineage holds the line's records only.
 """
 
 from __future__ import annotations
@@ -52,8 +56,9 @@ from tuneloop.dataset_lineage import (
     recent,
     write_heldout,
 )
+from tuneloop.model_line_settings import ModelLineSettings
 from tuneloop.release import model_versions
-from tuneloop.release.control import read_production
+from tuneloop.release.control import production_key, read_production
 from tuneloop.release.model_versions import now_iso
 
 SPOOL_BYTES = 64 * 1024 * 1024
@@ -65,6 +70,13 @@ SCAN = "scan"
 
 class EmptyDatasetError(RuntimeError):
     """There are no stored records to train on."""
+
+
+def _scope(line: ModelLineSettings | None) -> str:
+    """What a run reads, for its messages: a line and its datasets, or every record."""
+    if line is None:
+        return ""
+    return f" of model line {line.name!r} (datasets: {', '.join(line.datasets)})"
 
 
 @dataclass(frozen=True)
@@ -163,17 +175,20 @@ def prepare_dataset(
     where: DatasetLocations,
     split: SplitSettings | None = None,
     read: str = "",
+    line: ModelLineSettings | None = None,
 ) -> dict[str, Any]:
     """Write the data sets of run ``execution_name``; return the PrepareDataset result.
 
     ``read`` forces ``"scan"`` or ``"incremental"`` (the benchmark and the tests compare
-    them); by default the run is incremental unless the champion has no lineage."""
+    them); by default the run is incremental unless the champion has no lineage. ``line``:
+    the model line the run trains (its datasets only, its champion); None: every record."""
     split = split or SplitSettings()
     model_version = execution_name
     prefix = f"datasets/{model_version}/"
     dataset_s3_uri = f"s3://{where.curated_bucket}/{prefix}"
     train_s3_uri = f"{dataset_s3_uri}train.jsonl"
-    production = read_production(where.control_table)
+    production = read_production(where.control_table, production_key(line.name if line else None))
+    datasets = frozenset(line.datasets) if line else None
     champion_version = production.current.model_version if production else ""
     champion_model_data = production.current.model_data_url if production else ""
     champion = _version_item(where.model_versions_table, champion_version)
@@ -189,22 +204,25 @@ def prepare_dataset(
         chosen = _Selection(split, spool)
         if read == SCAN:
             earlier_pools: list[Iterator[Ranked]] = []
-            earlier_count = _scan(chosen, where.records_table, trained_until)
+            earlier_count = _scan(chosen, where.records_table, trained_until, datasets)
             # The scan read the whole pool: its lineage starts afresh.
             lineage = Lineage(watermark=watermark)
-            _note_recent_drops(chosen, where.drops_table, watermark)
+            _note_recent_drops(chosen, where.drops_table, watermark, datasets)
         else:
             earlier_pools = [read_pool(where.curated_bucket, p.key) for p in _pools(lineage)]
-            earlier_count = _incremental(chosen, where, lineage, watermark, champion)
+            earlier_count = _incremental(chosen, where, lineage, watermark, champion, datasets)
         heldout = chosen.heldout()
         earlier_count += chosen.pool.earlier_count
         record_count = sum(chosen.per_dataset.values())
         if record_count == 0:
             raise EmptyDatasetError(
-                f"no stored records left to train {model_version} on ({read} read of table "
+                f"no stored records{_scope(line)} left to train {model_version} on ({read} "
+                "read of table "
                 f"{where.records_table} / drops in {where.drops_table}; held out: "
                 f"{len(heldout)}, already in the champion: {earlier_count}); drop data under "
-                "s3://<raw bucket>/drops/ first"
+                "s3://<raw bucket>/drops/"
+                + (f"<one of {', '.join(line.datasets)}>/" if line else "")
+                + " first"
             )
         spool.seek(0)
         aws.s3().upload_fileobj(spool, where.curated_bucket, f"{prefix}train.jsonl")
@@ -241,6 +259,7 @@ def prepare_dataset(
     }
     manifest = {
         "model_version": model_version,
+        **({"model_line": line.name} if line else {}),
         "execution_arn": execution_arn,
         "train_s3_uri": train_s3_uri,
         "record_count": record_count,
@@ -279,10 +298,13 @@ def prepare_dataset(
             "datasets": manifest["datasets"],
             "parent_version": champion_version,
             **split_counts,
+            **({"model_line": line.name} if line else {}),
         },
     )
     return {
         "model_version": model_version,
+        # Always present: the later states read $.dataset.model_line ("" without lines).
+        "model_line": line.name if line else "",
         "train_s3_uri": train_s3_uri,
         "dataset_s3_uri": dataset_s3_uri,
         "heldout_s3_uri": f"{dataset_s3_uri}heldout/",
@@ -297,9 +319,15 @@ def prepare_dataset(
     }
 
 
-def _scan(chosen: _Selection, records_table: str, trained_until: str) -> int:
-    """Every Records item into ``chosen``; the earlier records are those ingested up to
-    ``trained_until``. Returns 0: the scan's pool holds every earlier record itself."""
+def _scan(
+    chosen: _Selection,
+    records_table: str,
+    trained_until: str,
+    datasets: frozenset[str] | None = None,
+) -> int:
+    """Every Records item (of ``datasets``, when given) into ``chosen``; the earlier records
+    are those ingested up to ``trained_until``. Returns 0: the scan's pool holds every
+    earlier record itself."""
     table = aws.table(records_table)
     scan: dict[str, Any] = {
         "ProjectionExpression": "record_id, dataset, #text, messages, body_s3_uri, ingested_at",
@@ -309,14 +337,12 @@ def _scan(chosen: _Selection, records_table: str, trained_until: str) -> int:
     while True:
         page = table.scan(**scan)
         for item in page.get("Items", []):
+            dataset = str(item.get("dataset", "default"))
+            if datasets is not None and dataset not in datasets:
+                continue  # another line's record (or one no line trains on)
             line = json.dumps(training_line(dict(item)), ensure_ascii=False) + "\n"
             earlier = bool(trained_until) and str(item.get("ingested_at", "")) <= trained_until
-            chosen.add(
-                str(item["record_id"]),
-                str(item.get("dataset", "default")),
-                line.encode("utf-8"),
-                earlier=earlier,
-            )
+            chosen.add(str(item["record_id"]), dataset, line.encode("utf-8"), earlier=earlier)
         if "LastEvaluatedKey" not in page:
             return 0
         scan["ExclusiveStartKey"] = page["LastEvaluatedKey"]
@@ -328,9 +354,11 @@ def _incremental(
     lineage: Lineage | None,
     watermark: str,
     champion: dict[str, Any],
+    datasets: frozenset[str] | None = None,
 ) -> int:
-    """The champion's held-out slice and the records of the drops completed since its
-    watermark into ``chosen``; returns the size of the champion's replay pool."""
+    """The champion's held-out slice and the records of the drops (of ``datasets``, when
+    given) completed since its watermark into ``chosen``; returns the size of the
+    champion's replay pool."""
     after = ""
     skip: frozenset[str] = frozenset()
     if lineage is not None:
@@ -340,7 +368,9 @@ def _incremental(
         after = (datetime.fromisoformat(lineage.watermark) - CONSISTENCY_MARGIN).isoformat()
         skip = frozenset(lineage.recent_drops)
         chosen.drops.update(lineage.recent_drops)
-    for drop in completed_drops(where.drops_table, after=after, until=watermark, skip=skip):
+    for drop in completed_drops(
+        where.drops_table, after=after, until=watermark, skip=skip, datasets=datasets
+    ):
         chosen.drops[drop.drop_id] = drop.completed_at
         records = 0
         for record in curated_records(where.curated_bucket, drop):
@@ -351,10 +381,12 @@ def _incremental(
     return lineage.pool_count if lineage is not None else 0
 
 
-def _note_recent_drops(chosen: _Selection, drops_table: str, watermark: str) -> None:
+def _note_recent_drops(
+    chosen: _Selection, drops_table: str, watermark: str, datasets: frozenset[str] | None
+) -> None:
     """The drops a scan saw complete within the margin, so the next run skips them."""
     since = (datetime.fromisoformat(watermark) - CONSISTENCY_MARGIN).isoformat()
-    for drop in completed_drops(drops_table, after=since, until=watermark):
+    for drop in completed_drops(drops_table, after=since, until=watermark, datasets=datasets):
         chosen.drops[drop.drop_id] = drop.completed_at
 
 

@@ -23,6 +23,8 @@ NOTIFY_TOPIC = "NotifyTopicArn"
 ALARM_TOPIC = "AlarmTopicArn"
 ROLLBACK_FUNCTION = "RollbackFunctionName"
 TOPIC_KEY = "TopicKeyArn"
+MODEL_LINES = "ModelLines"
+"""``ModelLines.to_json()``: the lines served on the endpoint (``[]`` without lines)."""
 # Pipeline
 STATE_MACHINE = "StateMachineArn"
 SAGEMAKER_ROLE = "SageMakerRoleArn"
@@ -56,7 +58,14 @@ STACK_OUTPUTS = {
         INCIDENTS_TABLE,
         DATA_KEY,
     ),
-    "Serving": (ENDPOINT_NAME, NOTIFY_TOPIC, ALARM_TOPIC, ROLLBACK_FUNCTION, TOPIC_KEY),
+    "Serving": (
+        ENDPOINT_NAME,
+        NOTIFY_TOPIC,
+        ALARM_TOPIC,
+        ROLLBACK_FUNCTION,
+        TOPIC_KEY,
+        MODEL_LINES,
+    ),
     "Pipeline": (
         STATE_MACHINE,
         SAGEMAKER_ROLE,

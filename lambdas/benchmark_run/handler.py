@@ -4,7 +4,8 @@ Event ``{"step": "prepare", "run_id", "request": {"model_version", "suite", "ver
 → the Evaluate job's inputs ``{"model_version", "suite", "model_data", "benchmarks_s3_uri",
 "benchmark_versions", "mmlu_subset_size"}``; event ``{"step": "record", "run_id",
 "prepared", "evaluation": {"job_name", "output_path"}}`` → the recorded score. A scheduled
-run's score (continuous evaluation) also goes to the ``TuneLoop/Evaluation`` metrics.
+run's score (continuous evaluation) also goes to the ``TuneLoop/Evaluation`` metrics,
+with its ``model_line`` (a model line's run) on the entry and on a per-line ``Regression``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from tuneloop.benchmarks.runs import (
     prepare_run,
     record_run,
     scheduled_baseline,
+    scheduled_line,
 )
 from tuneloop.benchmarks.store import BenchmarkStore
 from tuneloop.envmodel import load_env
@@ -55,6 +57,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             model_versions_table=env.model_versions_table,
             mmlu_subset_size=env.mmlu_subset_size,
             baseline=scheduled_baseline(request),
+            model_line=scheduled_line(request),
         )
         logger.info("benchmark run prepared", extra={"run_id": run_id, "prepared": prepared})
         return prepared
@@ -68,6 +71,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         logger.info("benchmark run recorded", extra={"run_id": run_id, "score": entry})
         if entry.get("regression_check"):
             check = RegressionCheck(**entry["regression_check"])
-            publish(check, str(event["prepared"]["model_version"]))
+            publish(
+                check, str(event["prepared"]["model_version"]), str(entry.get("model_line") or "")
+            )
         return entry
     raise BenchmarkRunError(f"benchmark run step {step!r}: expected 'prepare' or 'record'")

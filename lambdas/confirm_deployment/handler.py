@@ -12,6 +12,12 @@ auto-rollback) the variant's target tracking is registered or restored
 
 Each promotion appends one audit record: ``auto_deploy`` by this function's IAM principal,
 or ``deploy`` / ``rollback`` by the person in the event.
+
+With ``"model_line": "<name>"`` (one of ``MODEL_LINES``) the line's adapter component is
+checked instead of the endpoint and the version is promoted in the line's Control item
+(``tuneloop.release.model_lines.confirm_line``); same result shape. Raises
+``EndpointBusyError`` while the component is Creating or Updating (the state machine retries
+it every poll interval) and ``DeploymentRolledBack`` when it serves another artifact.
 """
 
 from __future__ import annotations
@@ -23,9 +29,11 @@ from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from tuneloop.envmodel import load_env
+from tuneloop.model_line_settings import BASE_COMPONENT, ModelLines
 from tuneloop.operations.audit import Actor
 from tuneloop.release.autoscaling import AutoscalingSettings
 from tuneloop.release.deployment import AuditContext, confirm_deployment
+from tuneloop.release.model_lines import LineServing, confirm_line
 
 logger = Logger()
 tracer = Tracer()
@@ -39,6 +47,8 @@ class Env:
     audit_table: str
     autoscaling_settings: str
     """``AutoscalingSettings.to_json()``: registered or restored once InService."""
+    model_lines: str = "[]"
+    """``ModelLines.to_json()`` of the stage: the lines an event may name."""
 
 
 def audit_context(event: dict[str, Any], audit_table: str) -> AuditContext:
@@ -55,6 +65,20 @@ def audit_context(event: dict[str, Any], audit_table: str) -> AuditContext:
 @tracer.capture_lambda_handler
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     env = load_env(Env)
+    model_line = str(event.get("model_line") or "")
+    if model_line:
+        ModelLines.from_json(env.model_lines).get(model_line)
+        result = confirm_line(
+            str(event["model_version"]),
+            dict(event.get("deployment") or {}),
+            line=LineServing(env.endpoint_name, BASE_COMPONENT, model_line),
+            control_table=env.control_table,
+            model_versions_table=env.model_versions_table,
+            rollback=bool(event.get("rollback", False)),
+            audit_context=audit_context(event, env.audit_table),
+        )
+        logger.info("line deployment confirmed", extra={"confirmation": result})
+        return result
     result = confirm_deployment(
         str(event["model_version"]),
         dict(event.get("deployment") or {}),

@@ -29,6 +29,8 @@ from tuneloop.envmodel import load_env
 from tuneloop.ingest import DEFAULT_SETTINGS, IngestTables, ingest_message, trigger_after_ingest
 from tuneloop.ingest.service import defer_message, is_segment_message
 from tuneloop.ingest.settings import IngestSettings, settings_from_json
+from tuneloop.model_line_settings import ModelLines
+from tuneloop.retrain import TRAINS_NO_LINE
 
 logger = Logger()
 tracer = Tracer()
@@ -61,6 +63,8 @@ class Env:
     curated_bucket: str = ""
     # IngestSettings as JSON (docs/contracts.md); empty: the defaults.
     ingest_settings: str = ""
+    # ModelLines.to_json(): a record counts for the lines that list its dataset ("[]": none).
+    model_lines: str = "[]"
 
 
 @dataclass
@@ -101,6 +105,8 @@ def record_handler(record: SQSRecord, invocation: Invocation) -> dict[str, Any]:
     for metric, field in RECORD_METRICS:
         metrics.add_metric(name=metric, unit=MetricUnit.Count, value=int(result[field]))
     logger.info("drop processed", extra={"drop": result})
+    if TRAINS_NO_LINE in str(result.get("reason", "")):
+        logger.warning(result["reason"], extra={"key": result["key"]})
     return result
 
 
@@ -111,8 +117,13 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     env = load_env(Env)
     # A bad value fails every message with an error naming the field (then the DLQ).
     settings = settings_from_json(env.ingest_settings) if env.ingest_settings else DEFAULT_SETTINGS
+    model_lines = ModelLines.from_json(env.model_lines)
     tables = IngestTables(
-        env.records_table, env.drops_table, env.control_table, curated_bucket=env.curated_bucket
+        env.records_table,
+        env.drops_table,
+        env.control_table,
+        curated_bucket=env.curated_bucket,
+        model_lines=model_lines,
     )
     invocation = Invocation(env, settings, tables, context)
     response = process_partial_response(
@@ -129,6 +140,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         control_table=env.control_table,
         state_machine_arn=env.state_machine_arn,
         threshold=env.retrain_threshold,
+        model_lines=model_lines,
     )
     logger.info("retrain trigger", extra={"trigger": trigger})
     return dict(response)

@@ -2,12 +2,15 @@
 sets (``tuneloop.datasets``: incremental from the drops completed since the champion's data
 set, see docs/training.md); find the champion; freeze the run's benchmark versions.
 
-Event: ``{"execution_name": str, "execution_arn": str}``. Result (``$.dataset``):
-``{"model_version", "train_s3_uri", "dataset_s3_uri", "heldout_s3_uri", "replay_s3_uri",
-"record_count", "heldout_count", "replay_count", "dataset_sha256", "champion_version",
-"champion_model_data", "benchmarks_s3_uri", "benchmark_versions"}``.
-The custom suites of ``GATE_POLICY`` are resolved through ``BENCHMARKS_TABLE`` and copied to
-``runs/<model_version>/benchmarks/`` (``tuneloop.benchmarks.freeze``). First, an ``s3://``
+Event: ``{"execution_name": str, "execution_arn": str, "input": <the run's input>}``; the
+input's ``model_line`` names the model line the run trains (``MODEL_LINES``; none without
+lines): only its datasets are read, its production version is the champion and its gate
+policy names the suites to freeze. Result (``$.dataset``):
+``{"model_version", "model_line", "train_s3_uri", "dataset_s3_uri", "heldout_s3_uri",
+"replay_s3_uri", "record_count", "heldout_count", "replay_count", "dataset_sha256",
+"champion_version", "champion_model_data", "benchmarks_s3_uri", "benchmark_versions"}``.
+The custom suites of the policy in force are resolved through ``BENCHMARKS_TABLE`` and
+copied to ``runs/<model_version>/benchmarks/`` (``tuneloop.benchmarks.freeze``). First, an ``s3://``
 base model is sized from its config.json against ``TRAINING_CAPACITY`` (Train's instance
 type and settings; ``tuneloop.planning.run_check``): under ``enforce`` a plan that cannot fit
 fails the run here, naming what to change, before the GPU job.
@@ -27,8 +30,9 @@ from tuneloop.benchmarks.freeze import freeze_benchmarks, requested_suites
 from tuneloop.benchmarks.store import BenchmarkStore
 from tuneloop.datasets import DatasetLocations, SplitSettings, prepare_dataset
 from tuneloop.envmodel import load_env
-from tuneloop.operations.gate_policy import policy_in_force
+from tuneloop.operations.gate_policy import run_policy
 from tuneloop.planning.run_check import TrainingCapacitySettings, check_s3_base_model
+from tuneloop.run_line import requested_line, run_line
 
 logger = Logger()
 tracer = Tracer()
@@ -52,6 +56,8 @@ class Env:
     heldout_fraction: float = SplitSettings.heldout_fraction
     heldout_max_records: int = SplitSettings.heldout_max_records
     replay_ratio: float = SplitSettings.replay_ratio
+    # ModelLines.to_json() of the stage ("[]": no lines, every record trains the one model).
+    model_lines: str = "[]"
 
 
 @logger.inject_lambda_context
@@ -60,13 +66,14 @@ class Env:
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     env = load_env(Env)
     model_version = str(event["execution_name"])
+    line = run_line(env.model_lines, requested_line(event))
     # Before anything is exported: a run whose Train cannot fit ends here.
     check_training_capacity(TrainingCapacitySettings.from_json(env.training_capacity))
     # Frozen first: a pinned version that does not exist fails the run before any export.
     frozen = freeze_benchmarks(
         BenchmarkStore(table=env.benchmarks_table, bucket=env.artifacts_bucket),
         model_version=model_version,
-        suites=requested_suites(policy_in_force(env.control_table, env.gate_policy)),
+        suites=requested_suites(run_policy(env.control_table, line, env.gate_policy)),
     )
     logger.info("benchmarks frozen", extra={"benchmarks": frozen.versions})
     result = prepare_dataset(
@@ -81,6 +88,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             model_versions_table=env.model_versions_table,
         ),
         split=SplitSettings(env.heldout_fraction, env.heldout_max_records, env.replay_ratio),
+        line=line,
     )
     result.update(frozen.as_result())
     for metric, key in (

@@ -8,10 +8,18 @@ Result: ``{"action": "rolled_back" | "none" | "ignored", "reason", "alarm_name",
 rolled back, and ``scaling`` (``restored`` | ``suspended``) when the variant autoscales: its
 scaling is suspended for the update and restored once the endpoint is InService again,
 waiting at most the function's time left (docs/serving.md, "Autoscaling").
+
+Model lines (docs/serving.md, "Model lines"): an alarm of a line
+(``MODEL_LINE_ALARMS``: alarm name → line; else its ``InferenceComponentName`` dimension)
+rolls back that line's adapter component only (``tuneloop.release.line_rollback``), and a
+manual event with ``"model_line": "<name>"`` (one of ``MODEL_LINES``) does the same for a
+person. Result: the shape above with ``"model_line"`` added, and ``inference_component``
+instead of ``endpoint_config_name`` when rolled back.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +28,13 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from tuneloop.envmodel import load_env
+from tuneloop.model_line_settings import ModelLines
 from tuneloop.release.autoscaling import AutoscalingSettings
+from tuneloop.release.line_rollback import (
+    line_of_alarm,
+    roll_back_line_manually,
+    roll_back_line_on_alarm,
+)
 from tuneloop.release.rollback import (
     AlarmNotice,
     ManualRollback,
@@ -46,6 +60,10 @@ class Env:
     incidents_table: str = ""
     max_automatic_rollbacks: int = 0
     rollback_window_hours: int = 24
+    model_lines: str = "[]"
+    """``ModelLines.to_json()`` of the stage."""
+    model_line_alarms: str = "{}"
+    """JSON: alarm name → the model line whose component it watches."""
 
 
 # A person's rollback is a synchronous invoke (the CLI, the console): it waits less than an
@@ -79,10 +97,21 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         autoscaling=AutoscalingSettings.from_json(env.autoscaling_settings),
         scaling_wait_seconds=scaling_wait_seconds(event, context),
     )
+    lines = ModelLines.from_json(env.model_lines)
     if ManualRollback.is_manual(event):
-        result = roll_back_manually(ManualRollback.from_event(event), settings)
+        request = ManualRollback.from_event(event)
+        if request.model_line:
+            lines.get(request.model_line)  # an unknown line fails, naming the lines
+            result = roll_back_line_manually(request, settings)
+        else:
+            result = roll_back_manually(request, settings)
     else:
-        result = roll_back_on_alarm(AlarmNotice.from_sns_event(event), settings)
+        alarm = AlarmNotice.from_sns_event(event)
+        line = line_of_alarm(alarm, json.loads(env.model_line_alarms or "{}"), lines.names)
+        if line:
+            result = roll_back_line_on_alarm(alarm, line, settings)
+        else:
+            result = roll_back_on_alarm(alarm, settings)
     rolled_back = result["action"] == "rolled_back"
     metrics.add_metric(name="Rollbacks", unit=MetricUnit.Count, value=int(rolled_back))
     logger.info("alarm handled", extra={"rollback": result})

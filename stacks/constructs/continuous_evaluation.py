@@ -1,11 +1,11 @@
 """Continuous evaluation: a schedule, the function it invokes, and the regression alarm.
 
 The ContinuousEvaluation function (``lambdas/continuous_evaluation``) may read the version
-items, the Control table (production, the gate policy in force) and the Benchmarks table,
-and start executions of the benchmark run state machine: nothing else. The BenchmarkRun
-function's Record step publishes the ``TuneLoop/Evaluation`` metrics
-(:func:`grant_evaluation_metrics`); the alarm on ``Regression`` notifies people only (no
-rollback: a drop on a newer benchmark version is for a person to judge).
+items, the Control table (production, the gate policy in force, and each model line's) and
+the Benchmarks table, and start executions of the benchmark run state machine: nothing
+else. The BenchmarkRun function's Record step publishes the ``TuneLoop/Evaluation``
+metrics (:func:`grant_evaluation_metrics`); the alarm on ``Regression`` notifies people
+only (no rollback: a drop on a newer benchmark version is for a person to judge).
 """
 
 from __future__ import annotations
@@ -70,6 +70,8 @@ class ContinuousEvaluation(Construct):
                 # The stage's policy; an admin's (Control "gate_policy") wins, as at the gate.
                 "GATE_POLICY": config.gate_policy.to_json(),
                 "MARGIN_WITHOUT_DELTA": str(settings.margin_without_delta),
+                # With lines, each line's production on the line's policy (same doc).
+                "MODEL_LINES": config.model_lines.to_json(),
             },
             config=config,
             description="TuneLoop continuous evaluation: benchmark runs of production",

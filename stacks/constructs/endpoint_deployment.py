@@ -6,7 +6,10 @@ EndpointReady ─┬─ InService ─▶ ConfirmDeployment ─▶ <on_success>
                ├─ Failed/OutOfService/UpdateRollbackFailed ─▶ EndpointFailed ─▶ <on_failure>
                └─ (else) WaitForEndpoint
 
-Every task catches ``States.ALL`` into ``$.error`` → ``on_failure``. The freeze Choice is
+Every task catches ``States.ALL`` into ``$.error`` → ``on_failure``. A model line's endpoint
+stays InService while the line's adapter component is created or updated, so
+ConfirmDeployment raises ``EndpointBusyError`` until the component settles and is retried
+every poll interval for up to :data:`COMPONENT_WAIT_SECONDS`. The freeze Choice is
 built only where an automatic deployment can be held (the retrain run); a release run is
 always a person's and never held.
 """
@@ -27,6 +30,9 @@ from constructs import Construct
 # timeout. Creating, Updating, SystemUpdating, RollingBack and Deleting are transitional.
 ENDPOINT_FAILED_STATUSES = ("Failed", "OutOfService", "UpdateRollbackFailed")
 HELD_STATE = "HeldByFreeze"
+COMPONENT_WAIT_SECONDS = 3600
+"""How long ConfirmDeployment waits for a line's component (an adapter loads in minutes;
+a first one on a cold base may take longer)."""
 _P = sfn.JsonPath
 
 
@@ -101,6 +107,12 @@ class EndpointDeployment:
         )
         self.confirm = lambda_task(
             scope, "ConfirmDeployment", confirm, confirm_payload, result_path="$.confirmation"
+        )
+        self.confirm.add_retry(
+            errors=["EndpointBusyError"],
+            interval=Duration.seconds(poll_seconds),
+            max_attempts=max(1, COMPONENT_WAIT_SECONDS // poll_seconds),
+            backoff_rate=1,
         )
         endpoint_failed = sfn.Pass(
             scope,

@@ -1,8 +1,11 @@
 """The release state machine: a person's deploy, or rollback to a chosen version.
 
 Input: ``{"model_version", "model_package_arn", "manual": true, "rollback": bool,
-"actor": {"name", "kind", "source"}, "request_id"}`` (``tuneloop.operations.actions``).
+"actor": {"name", "kind", "source"}, "request_id"}`` (``tuneloop.operations.actions``), and
+``"model_line": "<name>"`` to release a version of that model line (its adapter component;
+absent or ``""``: the endpoint's one model).
 
+HasModelLine ─ (absent: NoModelLine sets "") ─▶ Deploy ─▶ ...
 Deploy → WaitForEndpoint → CheckEndpoint → EndpointReady ─┬─ ConfirmDeployment → Released
                                                           └─ EndpointFailed ─▶ NotifyFailure
 every task: Catch States.ALL into $.error ─▶ NotifyFailure → Failed
@@ -79,6 +82,7 @@ class ReleaseStateMachine(Construct):
                 "model_version": _P.string_at("$.model_version"),
                 "model_package_arn": _P.string_at("$.model_package_arn"),
                 "manual": True,
+                "model_line": _P.string_at("$.model_line"),
             },
             confirm_payload={
                 "model_version": _P.string_at("$.model_version"),
@@ -87,6 +91,7 @@ class ReleaseStateMachine(Construct):
                 "rollback": _P.string_at("$.rollback"),
                 "actor": _P.object_at("$.actor"),
                 "request_id": _P.string_at("$.request_id"),
+                "model_line": _P.string_at("$.model_line"),
             },
             endpoint_arn=endpoint_arn,
             poll_seconds=config.endpoint_poll_seconds,
@@ -94,9 +99,23 @@ class ReleaseStateMachine(Construct):
             on_failure=notify_failure,
             hold_when_frozen=False,
         )
+        # An input without "model_line" releases the endpoint's model: the payloads read
+        # $.model_line, which must exist.
+        line_default = (
+            sfn.Choice(self, "HasModelLine")
+            .when(sfn.Condition.is_present("$.model_line"), fragment.start)
+            .otherwise(
+                sfn.Pass(
+                    self,
+                    "NoModelLine",
+                    result=sfn.Result.from_string(""),
+                    result_path="$.model_line",
+                ).next(fragment.start)
+            )
+        )
         self.state_machine, self.log_group = logged_state_machine(
             self,
-            definition=fragment.start,
+            definition=line_default,
             comment="TuneLoop release: deploy or roll back to a chosen version, by a person",
             timeout=Duration.hours(RELEASE_TIMEOUT_HOURS),
             config=config,

@@ -11,6 +11,9 @@ Deploy … ConfirmDeployment is the fragment shared with the release state machi
 (stacks/constructs/endpoint_deployment.py).
 
 Every task catches ``States.ALL`` into ``$.error`` → RecordFailure → NotifyFailure → Failed.
+With model lines a run trains one line: PrepareDataset reads ``model_line`` from the run's
+input and returns it in ``$.dataset.model_line`` ("" without lines), which Gate, Register,
+Deploy, ConfirmDeployment and the notifications carry on.
 Each step writes its result under its own key, so later steps read every earlier result.
 """
 
@@ -267,7 +270,12 @@ class RetrainStateMachine(Construct):
         notify_failure = self._notify(
             "NotifyFailure",
             "TuneLoop: retrain run failed",
-            {"event": "failed", "error": _P.object_at("$.error")},
+            # The run's input names its model line ($.dataset may not exist yet).
+            {
+                "event": "failed",
+                "error": _P.object_at("$.error"),
+                "execution_input": _P.object_at("$$.Execution.Input"),
+            },
         )
         failed = sfn.Fail(self, "Failed", error_path="$.error.Error", cause_path="$.error.Cause")
         record_failure.add_catch(notify_failure, errors=[sfn.Errors.ALL], result_path="$.error")
@@ -280,6 +288,9 @@ class RetrainStateMachine(Construct):
             {
                 "execution_name": _P.string_at("$$.Execution.Name"),
                 "execution_arn": _P.string_at("$$.Execution.Id"),
+                # The run's input whole: its model_line, when the trigger named one (a path
+                # to a field an input lacks would fail the state; the whole input never does).
+                "input": _P.object_at("$$.Execution.Input"),
             },
             result_path="$.dataset",
         )
@@ -348,6 +359,8 @@ class RetrainStateMachine(Construct):
                 "champion_version": _P.string_at("$.dataset.champion_version"),
                 # The gate checks the job scored the versions PrepareDataset froze.
                 "benchmark_versions": _P.object_at("$.dataset.benchmark_versions"),
+                # The line's gate policy decides ("" without model lines).
+                "model_line": _P.string_at("$.dataset.model_line"),
             },
             result_path="$.gate",
         )
@@ -361,6 +374,7 @@ class RetrainStateMachine(Construct):
                 "eval_job": _P.string_at("$.evaluation.job_name"),
                 "decision_s3_uri": _P.string_at("$.gate.decision_s3_uri"),
                 "execution_arn": _P.string_at("$$.Execution.Id"),
+                "model_line": _P.string_at("$.dataset.model_line"),
             },
             result_path="$.registration",
         )
@@ -373,6 +387,7 @@ class RetrainStateMachine(Construct):
                 "production_version": _P.string_at("$.confirmation.production_version"),
                 "last_known_good_version": _P.string_at("$.confirmation.last_known_good_version"),
                 "endpoint_name": _P.string_at("$.deployment.endpoint_name"),
+                "model_line": _P.string_at("$.dataset.model_line"),
             },
         )
         notify_rejected = self._notify(
@@ -383,6 +398,7 @@ class RetrainStateMachine(Construct):
                 "model_version": _P.string_at("$.dataset.model_version"),
                 "decision_s3_uri": _P.string_at("$.gate.decision_s3_uri"),
                 "summary": _P.string_at("$.gate.summary"),
+                "model_line": _P.string_at("$.dataset.model_line"),
             },
         )
         rejected = sfn.Succeed(self, "Rejected")
@@ -395,10 +411,13 @@ class RetrainStateMachine(Construct):
             deploy_payload={
                 "model_version": _P.string_at("$.dataset.model_version"),
                 "model_package_arn": _P.string_at("$.registration.model_package_arn"),
+                # "" without model lines: the endpoint's one model (docs/serving.md).
+                "model_line": _P.string_at("$.dataset.model_line"),
             },
             confirm_payload={
                 "model_version": _P.string_at("$.dataset.model_version"),
                 "deployment": _P.object_at("$.deployment"),
+                "model_line": _P.string_at("$.dataset.model_line"),
             },
             endpoint_arn=endpoint_arn,
             poll_seconds=config.endpoint_poll_seconds,

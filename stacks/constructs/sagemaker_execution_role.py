@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from aws_cdk import ArnFormat, Stack
+from aws_cdk import Stack
 from aws_cdk import aws_cloudwatch as cw
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
@@ -14,6 +14,7 @@ from stacks.constructs.dlc_image import DlcImageUri
 from stacks.constructs.training_code import TrainingCode
 from stacks.grants import grant_objects
 from stacks.nag import WildcardAllowances
+from stacks.sagemaker_grants import grant_base_model_read, grant_sagemaker_logs_and_metrics
 
 
 def sagemaker_source_arn(stack: Stack) -> str:
@@ -77,28 +78,8 @@ class SageMakerExecutionRole(Construct):
         for image in images:
             image.grant_pull(self.role)
         if base_model.startswith("s3://"):
-            self._grant_base_model(base_model)
-        sagemaker_logs = stack.format_arn(
-            service="logs",
-            resource="log-group",
-            resource_name="/aws/sagemaker/*",
-            arn_format=ArnFormat.COLON_RESOURCE_NAME,
-        )
-        self.role.add_to_policy(
-            iam.PolicyStatement(
-                actions=[
-                    "logs:CreateLogGroup",
-                    "logs:CreateLogStream",
-                    "logs:PutLogEvents",
-                    "logs:DescribeLogStreams",
-                ],
-                resources=[sagemaker_logs],
-            )
-        )
-        allow.allow_resource(
-            sagemaker_logs,
-            "SageMaker writes job and endpoint logs to log groups it names under /aws/sagemaker/.",
-        )
+            grant_base_model_read(self.role, allow, base_model)
+        grant_sagemaker_logs_and_metrics(self.role, allow)
         # Blue/green deployment guardrails watch the auto-rollback alarms as this role
         # ("Auto-Rollback Configuration and Monitoring",
         # https://docs.aws.amazon.com/sagemaker/latest/dg/deployment-guardrails-configuration.html).
@@ -107,41 +88,4 @@ class SageMakerExecutionRole(Construct):
                 actions=["cloudwatch:DescribeAlarms"],
                 resources=[alarm.alarm_arn for alarm in rollback_alarms],
             )
-        )
-        self.role.add_to_policy(
-            iam.PolicyStatement(
-                actions=["cloudwatch:PutMetricData"],
-                resources=["*"],
-                conditions={"StringLike": {"cloudwatch:namespace": "/aws/sagemaker/*"}},
-            )
-        )
-        allow.allow_resource(
-            "*",
-            "ecr:GetAuthorizationToken and cloudwatch:PutMetricData "
-            "support no resource-level permissions (metrics are limited to "
-            "the /aws/sagemaker/ namespaces by condition).",
-        )
-
-    def _grant_base_model(self, uri: str) -> None:
-        """Read an ``s3://`` base model (an archive, or every object under a prefix): the
-        only objects outside the data lake that the jobs (and an LMI endpoint) read."""
-        bucket, _, key = uri.removeprefix("s3://").partition("/")
-        bucket_arn = f"arn:{Stack.of(self).partition}:s3:::{bucket}"
-        if key.endswith((".tar.gz", ".tgz")):
-            self.role.add_to_policy(
-                iam.PolicyStatement(actions=["s3:GetObject"], resources=[f"{bucket_arn}/{key}"])
-            )
-            return
-        prefix = f"{key.rstrip('/')}/" if key else ""
-        objects = f"{bucket_arn}/{prefix}*"
-        self.role.add_to_policy(iam.PolicyStatement(actions=["s3:GetObject"], resources=[objects]))
-        self.role.add_to_policy(
-            iam.PolicyStatement(
-                actions=["s3:ListBucket"],
-                resources=[bucket_arn],
-                conditions={"StringLike": {"s3:prefix": [f"{prefix}*"]}},
-            )
-        )
-        self.allowances.allow_resource(
-            objects, "The stage's s3:// base model: every object under its prefix."
         )

@@ -123,16 +123,24 @@ def drop_and_follow(platform: LocalPlatform, files: list[Path]) -> RunResult:
 
 
 def wait_for_incident(
-    alarm_metric: str, condition: Callable[[Incident], bool], timeout: float = 90
+    alarm_metric: str,
+    condition: Callable[[Incident], bool],
+    timeout: float = 90,
+    *,
+    since: str = "",
 ) -> Incident:
-    """The newest incident of an alarm on ``alarm_metric`` once ``condition`` holds for it
-    (the Incidents and Rollback functions write it in their own time)."""
+    """The newest incident of an alarm on ``alarm_metric`` opened at or after ``since``
+    (ISO-8601 UTC) once ``condition`` holds for it (the Incidents and Rollback functions
+    write it in their own time; ``since`` keeps an earlier incident of the same alarm from
+    standing in for one not written yet)."""
     table = PlatformNames.for_stage("local").require("incidents_table")
     found: list[Incident] = []
 
     def ready() -> bool:
         found[:] = [
-            i for i in list_incidents(table, limit=20) if i.metric.get("name") == alarm_metric
+            i
+            for i in list_incidents(table, limit=20)
+            if i.metric.get("name") == alarm_metric and i.opened_at >= since
         ]
         return bool(found) and condition(found[0])
 

@@ -32,6 +32,7 @@ from tests.e2e.loop_helpers import (
 )
 from tests.unit.tiny_models import make_tiny_causal_lm
 from tuneloop.local.platform import LocalPlatform
+from tuneloop.release.model_versions import now_iso
 
 pytestmark = pytest.mark.e2e
 
@@ -109,7 +110,9 @@ def test_a_version_that_answers_empty_is_rolled_back(
     assert set(record["captureData"]) == {"endpointInput", "endpointOutput"}
 
     # And an incident explains it: what fired, the version, what changed, what was done
-    incident = wait_for_incident("EmptyAnswer", lambda i: bool(i.automatic_actions))
+    incident = wait_for_incident(
+        "EmptyAnswer", lambda i: bool(i.automatic_actions and i.production)
+    )
     assert incident.alarm_name == alarm["AlarmName"]
     assert incident.runbook == "docs/runbooks/quality-empty.md"
     assert incident.production["model_version"] == second.name
@@ -189,8 +192,11 @@ def _tighten_truncation_alarm() -> None:
 def test_a_version_that_refuses_is_rolled_back_and_explained(
     platform: LocalPlatform, tmp_path: Path
 ) -> None:
+    since = now_iso()
     bad, good = _bad_version_rolls_back(platform, tmp_path, "refuse", "Refusal", "sprocket")
-    incident = wait_for_incident("Refusal", lambda i: bool(i.automatic_actions))
+    incident = wait_for_incident(
+        "Refusal", lambda i: bool(i.automatic_actions and i.production), since=since
+    )
     assert incident.runbook == "docs/runbooks/quality-refusal.md"
     assert incident.production["model_version"] == bad
     assert (
@@ -202,9 +208,12 @@ def test_a_version_that_refuses_is_rolled_back_and_explained(
 def test_a_version_that_truncates_is_rolled_back_and_the_guard_freezes_deployment(
     platform: LocalPlatform, tmp_path: Path
 ) -> None:
+    since = now_iso()
     bad, good = _bad_version_rolls_back(platform, tmp_path, "truncate", "Truncated", "gizmo")
     # The third automatic rollback of the module: the guard freezes automatic deployment
-    incident = wait_for_incident("Truncated", lambda i: len(i.automatic_actions) == 2)
+    incident = wait_for_incident(
+        "Truncated", lambda i: len(i.automatic_actions) == 2 and bool(i.production), since=since
+    )
     assert incident.runbook == "docs/runbooks/quality-truncated.md"
     assert incident.production["model_version"] == bad
     assert [a["action"] for a in incident.automatic_actions] == ["rollback", "freeze"]

@@ -70,3 +70,28 @@ def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Assembly]:
 @pytest.fixture(scope="session")
 def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Assembly]:
     yield synthesize("local", tmp_path_factory.mktemp("cdk-local"))
+
+
+MODEL_LINES = [
+    {"name": "support", "datasets": ["acme_support"]},
+    {
+        "name": "search",
+        "datasets": ["wiki", "intranet"],
+        "gate_policy": {"suites": {"acme_search": {"role": "target", "metric": "acc"}}},
+    },
+]
+"""Two model lines; ``search`` has its own gate policy (docs/serving.md, "Model lines")."""
+
+
+@pytest.fixture(scope="session")
+def dev_lines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Assembly]:
+    """The dev stage with :data:`MODEL_LINES`, synthesized once for every test that uses it."""
+    yield synthesize(
+        "dev",
+        tmp_path_factory.mktemp("cdk-dev-lines"),
+        model_lines=MODEL_LINES,
+        # A component endpoint scales no variant (StageConfig._component_endpoint_problems).
+        autoscaling={"enabled": False},
+        # Adapter components need SageMaker's LoRA adapter API: LMI's on AWS.
+        serving_backend="lmi",
+    )

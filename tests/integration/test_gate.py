@@ -104,6 +104,7 @@ def test_env_model_matches_the_contract() -> None:
         "MODEL_VERSIONS_TABLE",
         "CONTROL_TABLE",
         "GATE_POLICY",
+        "MODEL_LINES",
     }
 
 

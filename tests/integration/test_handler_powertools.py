@@ -319,7 +319,7 @@ def test_gate_counts_its_decision(
     monkeypatch.setenv("GATE_POLICY", names.gate_policy)
     monkeypatch.setenv("CONTROL_TABLE", names.control_table)
     # No admin override stored: the stage's policy is in force (no table read here).
-    monkeypatch.setattr(gate, "policy_in_force", lambda table, fallback: parse_policy(fallback))
+    monkeypatch.setattr(gate, "run_policy", lambda table, line, fallback: parse_policy(fallback))
     event = {
         "model_version": "v2",
         "evaluation": {"job_name": "v2-eval", "output_path": "s3://tuneloop-artifacts/v2/"},
@@ -345,7 +345,7 @@ def test_prepare_dataset_counts_the_records_of_each_set(
         monkeypatch.setenv(key, value)
     frozen = SimpleNamespace(versions={}, as_result=lambda: {"benchmark_versions": {}})
     monkeypatch.setattr(prepare, "freeze_benchmarks", lambda *args, **kwargs: frozen)
-    monkeypatch.setattr(prepare, "policy_in_force", lambda table, fallback: parse_policy(fallback))
+    monkeypatch.setattr(prepare, "run_policy", lambda table, line, fallback: parse_policy(fallback))
     counts = {"record_count": 40, "heldout_count": 4, "replay_count": 8}
     monkeypatch.setattr(prepare, "prepare_dataset", lambda **kwargs: dict(counts))
 

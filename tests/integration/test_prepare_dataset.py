@@ -85,6 +85,7 @@ def test_stored_records_become_the_training_set_with_manifest_and_lineage(env: P
     # ... the result follows the contract and names the champion ...
     assert result == {
         "model_version": "v0002-20260101-000000",
+        "model_line": "",  # no model lines: the one model
         "train_s3_uri": f"s3://{env.curated_bucket}/{prefix}train.jsonl",
         "dataset_s3_uri": f"s3://{env.curated_bucket}/{prefix}",
         "heldout_s3_uri": f"s3://{env.curated_bucket}/{prefix}heldout/",

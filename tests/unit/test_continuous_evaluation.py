@@ -184,3 +184,18 @@ def test_the_stage_setting_is_checked_at_synth() -> None:
     assert [name for name, _ in bad.problems()] == ["schedule", "margin_without_delta"]
     with pytest.raises(ConfigError, match=r"continuous_evaluation\.schedule must be"):
         dataclasses.replace(load_stage_config("dev"), continuous_evaluation=bad)
+
+
+def test_a_shortened_execution_name_stays_unique_per_version_and_suite() -> None:
+    # Given two versions and two suites that agree on every character a cut would keep
+    when = datetime(2026, 12, 3, 6, 0, tzinfo=UTC)
+    versions = (
+        "v0003-20261203-050000-customer-support-emea-eu",
+        "v0003-20261203-050000-customer-support-emea-us",
+    )
+    suites = ("customer_satisfaction_v2_a", "customer_satisfaction_v2_b")
+    # When each pair gets its name
+    names = {execution_name(when, version, suite) for version in versions for suite in suites}
+    # Then every name is its own and within Step Functions' limit
+    assert len(names) == 4
+    assert all(len(name) == 80 for name in names)

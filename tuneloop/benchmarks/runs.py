@@ -11,6 +11,8 @@ retried). The console's score history shows them beside the gate's scores.
 A run started by continuous evaluation (:mod:`tuneloop.watch.evaluation`) carries
 ``trigger: "scheduled"`` and the suite's ``baseline``; Prepare passes both on, and Record
 adds the ``trigger`` and the ``regression_check`` against the gate-time score to the entry.
+A model line's scheduled run also carries its ``model_line``, which Prepare passes on and
+Record keeps on the entry (the Regression metric per line is published from it).
 """
 
 from __future__ import annotations
@@ -68,6 +70,11 @@ def scheduled_baseline(event: dict[str, Any]) -> Baseline | None:
     return Baseline.parse(event["baseline"])
 
 
+def scheduled_line(event: dict[str, Any]) -> str:
+    """The model line a scheduled run evaluates (``""``: the endpoint's model, or none)."""
+    return str(event.get("model_line") or "") if event.get("trigger") == SCHEDULED else ""
+
+
 def prepare_run(
     request: RunRequest,
     *,
@@ -76,6 +83,7 @@ def prepare_run(
     model_versions_table: str,
     mmlu_subset_size: str,
     baseline: Baseline | None = None,
+    model_line: str = "",
 ) -> dict[str, Any]:
     """The Evaluate job's inputs: the version's archive and the suite frozen for this run
     (and a scheduled run's ``baseline``, which Record compares the score with)."""
@@ -116,6 +124,8 @@ def prepare_run(
     }
     if baseline is not None:
         prepared.update(trigger=SCHEDULED, baseline=baseline.to_dict())
+        if model_line:
+            prepared["model_line"] = model_line
     return prepared
 
 
@@ -142,6 +152,8 @@ def record_run(
     baseline = scheduled_baseline(prepared)
     if baseline is not None:
         entry["trigger"] = SCHEDULED
+        if scheduled_line(prepared):
+            entry["model_line"] = scheduled_line(prepared)
         entry["regression_check"] = _regression_check(
             baseline, report, suite, str(entry.get("version") or "")
         ).to_dict()

@@ -64,6 +64,7 @@ def not_found(request: Request, user: SignedInUser, message: str) -> HTMLRespons
 def dashboard(request: Request, user: Viewer) -> HTMLResponse:
     names, sections = names_of(request), Sections()
     prod = sections.read("production", lambda: views.production(names), None)
+    lines = sections.read("model lines", lambda: views.line_productions(names), [])
     runs = sections.read("runs", lambda: views.list_runs(names, limit=10), [])
     alarms = sections.read("alarms", lambda: views.alarm_states(names), [])
     open_incidents = sections.read(
@@ -86,6 +87,7 @@ def dashboard(request: Request, user: Viewer) -> HTMLResponse:
         user,
         "dashboard.html",
         prod=prod,
+        lines=lines,
         scores=prod.scores if prod else (),
         runs=runs,
         alarms=alarms,
@@ -146,7 +148,13 @@ def models(request: Request, user: Viewer, limit: int = SHOWN) -> HTMLResponse:
         "models", lambda: views.list_models(names_of(request), limit=page.read), []
     )
     return render(
-        request, user, "models.html", **page.fields("models", listed), problems=sections.problems
+        request,
+        user,
+        "models.html",
+        **page.fields("models", listed),
+        # The Line column, with lines or once a version has one (lines removed since)
+        show_lines=bool(names_of(request).lines()) or any(m.model_line for m in listed),
+        problems=sections.problems,
     )
 
 

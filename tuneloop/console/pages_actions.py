@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from typing import Annotated
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Form, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -58,6 +59,7 @@ def _back(request: Request, path: str, message: str, *, error: bool = False) -> 
 def deployments(request: Request, user: Viewer) -> HTMLResponse:
     names, sections = names_of(request), Sections()
     prod = sections.read("production", lambda: views.production(names), None)
+    lines = sections.read("model lines", lambda: views.line_productions(names), [])
     items = sections.read("versions", lambda: views.summary_items(names), [])
     models = sections.read("models", lambda: views.list_models(names, items=items), [])
     history = sections.read(
@@ -68,57 +70,83 @@ def deployments(request: Request, user: Viewer) -> HTMLResponse:
         user,
         "deployments.html",
         prod=prod,
+        lines=lines,
+        line_names=names.lines().names,
         deployable=[m for m in models if m.status in DEPLOYABLE],
         history=history,
         problems=sections.problems,
     )
 
 
+def _on_line(model_line: str) -> str:
+    return f" on model line {model_line}" if model_line else ""
+
+
 @router.post("/deployments/deploy", response_model=None)
 def deploy(
-    request: Request, user: Operator, version: str = Form(""), confirm: str = Form("")
+    request: Request,
+    user: Operator,
+    version: str = Form(""),
+    model_line: str = Form(""),
+    confirm: str = Form(""),
 ) -> Response:
+    on = _on_line(model_line)
     if confirm != "yes":
+        serves = f"Model line {model_line}" if model_line else "The endpoint"
         return _confirm(
             request,
             user,
-            what=f"deploy {version}",
-            consequence=f"The endpoint will serve {version} once the release run finishes.",
+            what=f"deploy {version}{on}",
+            consequence=f"{serves} will serve {version} once the release run finishes.",
             action="/deployments/deploy",
             back="/deployments",
-            fields={"version": version},
+            fields={"version": version, "model_line": model_line},
         )
     try:
-        started = actions.deploy_version(names_of(request), actor_of(user), version)
+        started = actions.deploy_version(
+            names_of(request), actor_of(user), version, model_line=model_line or None
+        )
     except actions.ActionError as exc:
         return _back(request, "/deployments", str(exc), error=True)
     run = started.execution_arn.rsplit(":", 1)[-1]
-    return _back(request, "/deployments", f"Deploying {version}: release run {run} started.")
+    return _back(request, "/deployments", f"Deploying {version}{on}: release run {run} started.")
 
 
 @router.post("/deployments/rollback", response_model=None)
 def rollback(
-    request: Request, user: Operator, to_version: str = Form(""), confirm: str = Form("")
+    request: Request,
+    user: Operator,
+    to_version: str = Form(""),
+    model_line: str = Form(""),
+    confirm: str = Form(""),
 ) -> Response:
     target = to_version or "the last-known-good version"
+    on = _on_line(model_line)
     if confirm != "yes":
+        others = " The other model lines keep serving." if model_line else ""
         return _confirm(
             request,
             user,
-            what=f"roll back to {target}",
-            consequence="Production changes now; the serving version becomes the previous one.",
+            what=f"roll back{on} to {target}",
+            consequence="Production changes now; the serving version becomes the previous one."
+            + others,
             action="/deployments/rollback",
             back="/deployments",
-            fields={"to_version": to_version},
+            fields={"to_version": to_version, "model_line": model_line},
         )
     try:
-        result = actions.roll_back(names_of(request), actor_of(user), to_version=to_version or None)
+        result = actions.roll_back(
+            names_of(request),
+            actor_of(user),
+            to_version=to_version or None,
+            model_line=model_line or None,
+        )
     except actions.ActionError as exc:
         return _back(request, "/deployments", str(exc), error=True)
     return _back(
         request,
         "/deployments",
-        f"Rolled back from {result.from_version} to {result.to_version}. {result.detail}",
+        f"Rolled back{on} from {result.from_version} to {result.to_version}. {result.detail}",
     )
 
 
@@ -163,15 +191,19 @@ def unfreeze(request: Request, user: Operator, confirm: str = Form("")) -> Respo
 
 # -- gate policy (admin) -------------------------------------------------------------------
 @router.post("/deployments/gate-policy", response_model=None)
-def gate_policy(request: Request, user: Admin, policy: str = Form("")) -> Response:
+def gate_policy(
+    request: Request, user: Admin, policy: str = Form(""), model_line: str = Form("")
+) -> Response:
+    page = f"/benchmarks?line={quote(model_line)}" if model_line else "/benchmarks"
     try:
         parsed = json.loads(policy)
         if not isinstance(parsed, dict):
             raise ValueError("the policy is a JSON object")
-        actions.set_gate_policy(names_of(request), actor_of(user), parsed)
+        actions.set_gate_policy(names_of(request), actor_of(user), parsed, model_line)
     except (ValueError, actions.ActionError) as exc:
-        return _back(request, "/benchmarks", f"Gate policy not changed: {exc}", error=True)
-    return _back(request, "/benchmarks", "Gate policy changed.")
+        return _back(request, page, f"Gate policy not changed: {exc}", error=True)
+    of_line = f" of line {model_line}" if model_line else ""
+    return _back(request, page, f"Gate policy{of_line} changed.")
 
 
 # -- benchmarks ----------------------------------------------------------------------------
@@ -183,6 +215,7 @@ def _benchmarks_page(
     problems: list[actions.BenchmarkProblem] | None = None,
     upload_name: str = "",
     status_code: int = 200,
+    line: str = "",
 ) -> HTMLResponse:
     names, sections = names_of(request), Sections()
     suites = sections.read("suites", lambda: views.benchmark_suites(names), [])
@@ -199,8 +232,11 @@ def _benchmarks_page(
     )
     runnable = [str(i["model_version"]) for i in items if i.get("model_data_url")]
     runs = sections.read("benchmark runs", lambda: views.benchmark_runs(names), [])
+    # With model lines each line gates by its own policy: the page edits one line's.
+    line_names = list(names.lines().names)
+    policy_line = line if line in line_names else (line_names[0] if line_names else "")
     policy = (
-        sections.read("gate policy", lambda: actions.gate_policy(names), {})
+        sections.read("gate policy", lambda: actions.gate_policy(names, policy_line), {})
         if user.has_role("admin")
         else {}
     )
@@ -218,13 +254,15 @@ def _benchmarks_page(
         runnable=runnable,
         runs=runs,
         policy=json.dumps(policy, indent=1, sort_keys=True),
+        policy_line=policy_line,
+        line_names=line_names,
         problems=sections.problems,
     )
 
 
 @router.get("/benchmarks", response_class=HTMLResponse)
-def benchmarks(request: Request, user: Viewer, suite: str = "") -> HTMLResponse:
-    return _benchmarks_page(request, user, suite)
+def benchmarks(request: Request, user: Viewer, suite: str = "", line: str = "") -> HTMLResponse:
+    return _benchmarks_page(request, user, suite, line=line)
 
 
 @router.post("/benchmarks/upload", response_model=None)

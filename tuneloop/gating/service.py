@@ -38,6 +38,8 @@ class GateEvent:
     champion_version: str = ""
     # PrepareDataset's frozen versions ({name: version}); empty when the run froze none.
     benchmark_versions: Mapping[str, str] | None = None
+    # The model line the run trains ("" for the endpoint's one model): named in the decision.
+    model_line: str = ""
 
     @classmethod
     def parse(cls, event: Any) -> GateEvent:
@@ -60,6 +62,9 @@ class GateEvent:
         champion = event.get("champion_version") or ""
         if not isinstance(champion, str):
             raise GateEventError("Gate input: champion_version: a string (empty if none)")
+        model_line = event.get("model_line") or ""
+        if not isinstance(model_line, str):
+            raise GateEventError("Gate input: model_line: a string (empty without lines)")
         frozen = event.get("benchmark_versions") or {}
         if not isinstance(frozen, Mapping) or not all(isinstance(v, str) for v in frozen.values()):
             raise GateEventError("Gate input: benchmark_versions: an object {name: version}")
@@ -69,6 +74,7 @@ class GateEvent:
             output_path=output_path,
             champion_version=champion,
             benchmark_versions={str(k): str(v) for k, v in frozen.items()},
+            model_line=model_line,
         )
 
 
@@ -133,6 +139,7 @@ def run_gate(
         "summary": decision.summary,
         "model_version": event.model_version,
         "champion_version": event.champion_version,
+        **({"model_line": event.model_line} if event.model_line else {}),
         "evaluation_job": event.job_name,
         "benchmarks": report.get("benchmarks", {}),
         # Candidate and champion are scored in one Evaluate job, on these versions.

@@ -1,6 +1,6 @@
 """The Drops table: one manifest item per drop, created processing, finished complete.
 
-Finishing a drop (or a segment of one) and adding its counts to the retrain counter and to
+Finishing a drop (or a segment of one) and adding its counts to the retrain counters and to
 the day's ingest counter happen in one transaction conditioned on ``status = processing``:
 however often an event is delivered, the counters grow once per drop. A drop's manifest
 carries ``started_month`` (segments don't), which keys the ``by_month`` index the console
@@ -9,6 +9,7 @@ and ``tuneloop data drops`` read the newest drops from without a Scan.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +19,7 @@ from botocore.exceptions import ClientError
 from tuneloop import aws
 from tuneloop.ingest.events import DropObject
 from tuneloop.month_index import month_of
-from tuneloop.retrain import RETRAIN_KEY
+from tuneloop.retrain import PENDING_RECORDS, RETRAIN_KEY
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.service_resource import Table
@@ -51,6 +52,20 @@ def _day_counter_update(control_table: str, counts: dict[str, Any], now: str) ->
             "UpdateExpression": "ADD " + ", ".join(f"#{name} :{name}" for name in added),
             "ExpressionAttributeNames": {f"#{name}": name for name in added},
             "ExpressionAttributeValues": {f":{n}": _serialize(v) for n, v in added.items()},
+        }
+    }
+
+
+def _pending_update(control_table: str, stored: int, counters: Sequence[str]) -> dict[str, Any]:
+    """The transaction step adding ``stored`` to each of the retrain item's ``counters``."""
+    names = {f"#p{index}": counter for index, counter in enumerate(counters)}
+    return {
+        "Update": {
+            "TableName": control_table,
+            "Key": {"key": _serialize(RETRAIN_KEY)},
+            "UpdateExpression": "ADD " + ", ".join(f"{name} :stored" for name in names),
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": {":stored": _serialize(stored)},
         }
     }
 
@@ -95,9 +110,16 @@ class DropsTable:
         return self.get(drop_id)
 
     def complete(
-        self, drop_id: str, counts: dict[str, Any], *, control_table: str, stored: int
+        self,
+        drop_id: str,
+        counts: dict[str, Any],
+        *,
+        control_table: str,
+        stored: int,
+        pending: Sequence[str] = (PENDING_RECORDS,),
     ) -> bool:
-        """Mark the drop complete with its counts and add ``stored`` to the retrain counter.
+        """Mark the drop complete with its counts and add ``stored`` to the retrain counters
+        ``pending`` (``tuneloop.retrain.pending_attribute``: the one, or its lines').
 
         Returns False when another delivery of the same event completed it first.
         """
@@ -125,17 +147,8 @@ class DropsTable:
             },
             _day_counter_update(control_table, counts, now),
         ]
-        if stored:
-            actions.append(
-                {
-                    "Update": {
-                        "TableName": control_table,
-                        "Key": {"key": _serialize(RETRAIN_KEY)},
-                        "UpdateExpression": "ADD pending_records :stored",
-                        "ExpressionAttributeValues": {":stored": _serialize(stored)},
-                    }
-                }
-            )
+        if stored and pending:
+            actions.append(_pending_update(control_table, stored, pending))
         try:
             aws.dynamodb().transact_write_items(TransactItems=actions)
             return True
@@ -197,9 +210,11 @@ class SegmentedDrops(DropsTable):
         *,
         control_table: str,
         stored: int,
+        pending: Sequence[str] = (PENDING_RECORDS,),
     ) -> bool:
-        """Finish a segment, count it on the parent, add ``stored`` to the retrain counter
-        and its counts to the day's, in one transaction; False when it was complete already."""
+        """Finish a segment, count it on the parent, add ``stored`` to the retrain counters
+        ``pending`` and its counts to the day's, in one transaction; False when it was
+        complete already."""
         now = _now()
         names = {"#status": "status", **{f"#{name}": name for name in counts}}
         values = {
@@ -232,17 +247,8 @@ class SegmentedDrops(DropsTable):
             },
             _day_counter_update(control_table, counts, now),
         ]
-        if stored:
-            actions.append(
-                {
-                    "Update": {
-                        "TableName": control_table,
-                        "Key": {"key": _serialize(RETRAIN_KEY)},
-                        "UpdateExpression": "ADD pending_records :stored",
-                        "ExpressionAttributeValues": {":stored": _serialize(stored)},
-                    }
-                }
-            )
+        if stored and pending:
+            actions.append(_pending_update(control_table, stored, pending))
         try:
             aws.dynamodb().transact_write_items(TransactItems=actions)
             return True

@@ -44,7 +44,8 @@ from tuneloop.ingest.segments import (
     plan_parquet_segments,
 )
 from tuneloop.ingest.settings import DEFAULT_SETTINGS, IngestSettings
-from tuneloop.retrain import start_retrain_if_due
+from tuneloop.model_line_settings import ModelLines
+from tuneloop.retrain import pending_attributes, start_retrain_if_due, untrained_dataset_note
 
 __all__ = [
     "QUARANTINE_PREFIX",
@@ -76,6 +77,12 @@ class IngestTables:
     control: str
     # Bodies of records too large for DynamoDB and the curated copies; "" leaves both out.
     curated_bucket: str = ""
+    # Which retrain counters a drop's stored records add to: its dataset's lines' (none:
+    # the one counter). Not a table, but what the Control table's counters are kept by.
+    model_lines: ModelLines = dataclasses.field(default_factory=ModelLines)
+
+    def pending(self, dataset: str) -> tuple[str, ...]:
+        return pending_attributes(dataset, self.model_lines)
 
 
 @dataclass(frozen=True)
@@ -172,11 +179,16 @@ def ingest_drop(
     )
     counts = _manifest_counts(tally, quarantine_uri)
     finished = drops.complete(
-        obj.drop_id, counts, control_table=tables.control, stored=tally.stored
+        obj.drop_id,
+        counts,
+        control_table=tables.control,
+        stored=tally.stored,
+        pending=tables.pending(obj.dataset),
     )
     return DropResult(
         key=obj.key,
         status=COMPLETE if finished else "already_complete",
+        reason=untrained_dataset_note(obj.dataset, tables.model_lines),
         drop_id=obj.drop_id,
         received=tally.received,
         stored=tally.stored,
@@ -212,13 +224,20 @@ def ingest_segment(
     )
     counts = _manifest_counts(tally, quarantine_uri)
     finished = drops.complete_segment(
-        own_id, obj.drop_id, counts, control_table=tables.control, stored=tally.stored
+        own_id,
+        obj.drop_id,
+        counts,
+        control_table=tables.control,
+        stored=tally.stored,
+        pending=tables.pending(obj.dataset),
     )
     drops.finish_if_done(obj.drop_id)
+    untrained = untrained_dataset_note(obj.dataset, tables.model_lines)
     return DropResult(
         key=obj.key,
         status=COMPLETE if finished else "already_complete",
-        reason=f"segment {segment.index + 1} of {message.count}",
+        reason=f"segment {segment.index + 1} of {message.count}"
+        + (f"; {untrained}" if untrained else ""),
         drop_id=own_id,
         received=tally.received,
         stored=tally.stored,
@@ -538,7 +557,11 @@ def source_tags(obj: DropObject, manifest: DropManifest | None = None) -> tuple[
 
 
 def trigger_after_ingest(
-    *, control_table: str, state_machine_arn: str, threshold: int
+    *,
+    control_table: str,
+    state_machine_arn: str,
+    threshold: int,
+    model_lines: ModelLines | None = None,
 ) -> dict[str, Any]:
     """Run the retrain trigger; a failure here must not fail a batch whose records are stored.
 
@@ -551,6 +574,7 @@ def trigger_after_ingest(
             state_machine_arn=state_machine_arn,
             threshold=threshold,
             trigger="threshold",
+            model_lines=model_lines.names if model_lines else (),
         )
     except ClientError as exc:
         return {"started": False, "reason": f"retrain trigger failed, the schedule retries: {exc}"}

@@ -10,11 +10,16 @@ class, so a model class per missing type is all it takes. Registering happens on
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import boto3
 from moto.cloudformation import parsing
 from moto.core.common_models import CloudFormationModel
+
+# moto's own SageMaker models must be defined before SageMakerEndpoint below: the type map
+# keeps the last class of a type (``parsing.get_model_map``).
+from moto.sagemaker import models as _moto_sagemaker_models  # noqa: F401
 
 _INTEGER_FIELDS = ("Period", "EvaluationPeriods", "DatapointsToAlarm")
 _PASSED_FIELDS = (
@@ -461,3 +466,90 @@ class ApiGatewayV2Route(_ApiGatewayV2Part, CloudFormationModel):
     @staticmethod
     def cloudformation_type() -> str:
         return "AWS::ApiGatewayV2::Route"
+
+
+# --- The endpoint of model lines (stacks/constructs/component_endpoint.py). moto's
+# AWS::SageMaker::Model and ::EndpointConfig serve as they are.
+
+
+class SageMakerEndpoint(_Simple, CloudFormationModel):
+    """AWS::SageMaker::Endpoint through the emulator's API. Gap: moto's own model ignores
+    ``EndpointName`` (it names the endpoint after the logical id), but the stage's one
+    endpoint name is what the Lambdas and alarms use. Ref: the ARN; GetAtt EndpointName."""
+
+    @staticmethod
+    def cloudformation_type() -> str:
+        return "AWS::SageMaker::Endpoint"
+
+    @classmethod
+    def create_from_cloudformation_json(
+        cls,
+        resource_name: str,
+        cloudformation_json: dict[str, Any],
+        account_id: str,
+        region_name: str,
+        **kwargs: Any,
+    ) -> SageMakerEndpoint:
+        properties = cloudformation_json["Properties"]
+        name = str(properties.get("EndpointName") or resource_name)
+        arn = _client("sagemaker", region_name).create_endpoint(
+            EndpointName=name, EndpointConfigName=properties["EndpointConfigName"]
+        )["EndpointArn"]
+        return cls(arn, {"EndpointName": name})
+
+
+class SageMakerInferenceComponent(_Simple, CloudFormationModel):
+    """AWS::SageMaker::InferenceComponent (gap: moto has no inference components), created
+    through the emulator's component API (tuneloop/local/component_api.py), which brings the
+    base's serving process up in the background as SageMaker does. Ref: the ARN; GetAtt
+    InferenceComponentName, InferenceComponentArn."""
+
+    @staticmethod
+    def cloudformation_type() -> str:
+        return "AWS::SageMaker::InferenceComponent"
+
+    @classmethod
+    def create_from_cloudformation_json(
+        cls,
+        resource_name: str,
+        cloudformation_json: dict[str, Any],
+        account_id: str,
+        region_name: str,
+        **kwargs: Any,
+    ) -> SageMakerInferenceComponent:
+        properties = cloudformation_json["Properties"]
+        name = str(properties.get("InferenceComponentName") or resource_name)
+        request: dict[str, Any] = {
+            "InferenceComponentName": name,
+            "EndpointName": properties["EndpointName"],
+            "VariantName": properties.get("VariantName", "AllTraffic"),
+            "Specification": properties["Specification"],
+        }
+        if properties.get("RuntimeConfig"):
+            request["RuntimeConfig"] = {
+                "CopyCount": int(properties["RuntimeConfig"].get("CopyCount", 1))
+            }
+        sagemaker = _client("sagemaker", region_name)
+        arn = sagemaker.create_inference_component(**request)["InferenceComponentArn"]
+        _wait_in_service(sagemaker, name)
+        return cls(arn, {"InferenceComponentName": name, "InferenceComponentArn": arn})
+
+
+COMPONENT_CREATE_TIMEOUT_SECONDS = 600.0
+
+
+def _wait_in_service(sagemaker: Any, name: str) -> None:
+    """Return once the component is InService, as CloudFormation's create does; a component
+    that fails fails the resource (CREATE_FAILED, with SageMaker's reason)."""
+    deadline = time.monotonic() + COMPONENT_CREATE_TIMEOUT_SECONDS
+    while True:
+        described = sagemaker.describe_inference_component(InferenceComponentName=name)
+        status = described["InferenceComponentStatus"]
+        if status == "InService":
+            return
+        if status == "Failed" or time.monotonic() > deadline:
+            raise RuntimeError(
+                f"inference component {name} is {status}: "
+                f"{described.get('FailureReason') or 'not InService in time'}"
+            )
+        time.sleep(0.5)

@@ -30,6 +30,7 @@ from tuneloop.benchmarks.runs import MMLU, RunRequest
 from tuneloop.benchmarks.store import LATEST, BenchmarkStore, check_name, check_version_spec
 from tuneloop.evaluation.errors import BenchmarkError
 from tuneloop.gating.policy import PolicyError, parse_policy
+from tuneloop.model_line_settings import ModelLineError
 from tuneloop.operations import audit
 from tuneloop.operations import freeze as freezing
 from tuneloop.operations import gate_policy as policies
@@ -37,7 +38,7 @@ from tuneloop.operations.audit import Actor
 from tuneloop.operations.freeze import FreezeState
 from tuneloop.operations.names import PlatformNames
 from tuneloop.release import model_versions as versions
-from tuneloop.release.control import read_production
+from tuneloop.release.control import production_key, read_production
 from tuneloop.release.rollback import ManualRollback
 from tuneloop.retrain import start_retrain_if_due
 
@@ -51,6 +52,7 @@ __all__ = [
     "GatePolicyChange",
     "RollbackResult",
     "RunStarted",
+    "chosen_line",
     "create_benchmark",
     "deploy_version",
     "freeze",
@@ -111,6 +113,7 @@ class DeployStarted:
     execution_arn: str
     request_id: str
     rollback: bool = False
+    model_line: str = ""  # "" for the endpoint's own model
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -125,6 +128,7 @@ class RollbackResult:
     execution_arn: str = ""
     endpoint_config_name: str = ""
     detail: str = ""
+    model_line: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -135,6 +139,7 @@ class RunStarted:
     execution_name: str
     execution_arn: str
     reason: str
+    model_line: str = ""  # the line the run trains ("" without model lines)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -176,28 +181,39 @@ class GatePolicyChange:
 
 
 # -- deploy and roll back ------------------------------------------------------------------
-def deploy_version(names: PlatformNames, actor: Actor, model_version: str) -> DeployStarted:
+def deploy_version(
+    names: PlatformNames, actor: Actor, model_version: str, *, model_line: str | None = None
+) -> DeployStarted:
     """Deploy an approved version (registered, deployed or rolled back) through the release
-    state machine; freeze does not hold it."""
-    item = _approved_version(names, model_version, verb="deploy")
-    return _start_release(names, actor, item, rollback=False)
+    state machine; freeze does not hold it. With model lines, ``model_line`` names the line
+    (the version must be one of its versions)."""
+    line = chosen_line(names, model_line, verb="deploy")
+    item = _approved_version(names, model_version, verb="deploy", model_line=line)
+    return _start_release(names, actor, item, rollback=False, model_line=line)
 
 
 def roll_back(
-    names: PlatformNames, actor: Actor, *, to_version: str | None = None
+    names: PlatformNames,
+    actor: Actor,
+    *,
+    to_version: str | None = None,
+    model_line: str | None = None,
 ) -> RollbackResult:
     """``to_version`` None: restore last-known-good now (the Rollback function); else deploy
-    that earlier version through the release state machine, flagged as a rollback."""
-    production = read_production(names.control_table)
+    that earlier version through the release state machine, flagged as a rollback. With
+    model lines, ``model_line`` names the line; the others keep serving."""
+    line = chosen_line(names, model_line, verb="roll back")
+    production = read_production(names.control_table, production_key(line or None))
     if production is None:
+        on = f" on model line {line}" if line else ""
         raise ActionError(
-            "nothing is in production, so there is nothing to roll back; "
+            f"nothing is in production{on}, so there is nothing to roll back; "
             "`tuneloop deploy VERSION` deploys a registered version",
             exit_code=CONFLICT,
         )
     if to_version is not None:
-        item = _approved_version(names, to_version, verb="roll back to")
-        started = _start_release(names, actor, item, rollback=True)
+        item = _approved_version(names, to_version, verb="roll back to", model_line=line)
+        started = _start_release(names, actor, item, rollback=True, model_line=line)
         return RollbackResult(
             from_version=production.current.model_version,
             to_version=to_version,
@@ -205,6 +221,7 @@ def roll_back(
             request_id=started.request_id,
             execution_arn=started.execution_arn,
             detail=f"release run {started.execution_arn.rsplit(':', 1)[-1]} started",
+            model_line=line,
         )
     if production.last_known_good is None:
         raise ActionError(
@@ -214,7 +231,9 @@ def roll_back(
             exit_code=CONFLICT,
         )
     request_id = uuid.uuid4().hex
-    event = ManualRollback(actor=actor, reason="manual rollback", request_id=request_id)
+    event = ManualRollback(
+        actor=actor, reason="manual rollback", request_id=request_id, model_line=line
+    )
     function = names.require("rollback_function")
     response = aws.client("lambda").invoke(
         FunctionName=function,
@@ -226,9 +245,10 @@ def roll_back(
         message = payload.get("errorMessage", payload) if isinstance(payload, dict) else payload
         raise ActionError(f"the Rollback function {function} failed: {message}")
     if payload.get("action") != "rolled_back":
+        serving = f"inference component {line}" if line else "the endpoint"
         raise ActionError(
-            f"no rollback: {payload.get('reason', payload)}; check the endpoint "
-            "(`tuneloop models list`) and try again once it is InService",
+            f"no rollback: {payload.get('reason', payload)}; check {serving} "
+            "(`tuneloop status`) and try again once it is InService",
             exit_code=CONFLICT,
         )
     return RollbackResult(
@@ -238,15 +258,52 @@ def roll_back(
         request_id=request_id,
         endpoint_config_name=str(payload.get("endpoint_config_name", "")),
         detail=str(payload.get("reason", "")),
+        model_line=line,
     )
 
 
-def _approved_version(names: PlatformNames, model_version: str, *, verb: str) -> dict[str, Any]:
+def chosen_line(names: PlatformNames, model_line: str | None, *, verb: str) -> str:
+    """The model line a deploy or rollback acts on: ``""`` (the endpoint's own model) on a
+    stage without lines; with lines, one of them must be named."""
+    lines = names.lines()
+    if not lines:
+        if model_line:
+            raise ActionError(
+                f"stage {names.stage!r} has no model lines, so there is no line "
+                f"{model_line!r}; {verb} without --line",
+                exit_code=USAGE,
+            )
+        return ""
+    if not model_line:
+        raise ActionError(
+            f"stage {names.stage!r} serves the model lines {', '.join(lines.names)}: "
+            f"say which to {verb} with --line NAME",
+            exit_code=USAGE,
+        )
+    try:
+        return lines.get(model_line).name
+    except ModelLineError as exc:
+        raise ActionError(str(exc), exit_code=USAGE) from None
+
+
+def _approved_version(
+    names: PlatformNames, model_version: str, *, verb: str, model_line: str = ""
+) -> dict[str, Any]:
     item = versions.get_version(names.model_versions_table, model_version)
     if item is None:
         raise ActionError(
             f"there is no model version {model_version!r}; `tuneloop models list` shows them",
             exit_code=USAGE,
+        )
+    version_line = str(item.get("model_line", ""))
+    if version_line != model_line:
+        # A line's adapter is trained and gated on the line's data: it serves no other.
+        trained_for = f"model line {version_line}" if version_line else "no model line"
+        raise ActionError(
+            f"cannot {verb} {model_version} on "
+            f"{'model line ' + model_line if model_line else 'the endpoint'}: it was trained "
+            f"for {trained_for}; `tuneloop models list` shows each version's line",
+            exit_code=CONFLICT,
         )
     status = str(item.get("status", ""))
     if status == versions.PRODUCTION:
@@ -266,7 +323,12 @@ def _approved_version(names: PlatformNames, model_version: str, *, verb: str) ->
 
 
 def _start_release(
-    names: PlatformNames, actor: Actor, item: dict[str, Any], *, rollback: bool
+    names: PlatformNames,
+    actor: Actor,
+    item: dict[str, Any],
+    *,
+    rollback: bool,
+    model_line: str = "",
 ) -> DeployStarted:
     arn = names.require("release_state_machine_arn")
     sfn = aws.stepfunctions()
@@ -292,10 +354,11 @@ def _start_release(
                 "rollback": rollback,
                 "actor": actor.to_dict(),
                 "request_id": request_id,
+                "model_line": model_line,
             }
         ),
     )["executionArn"]
-    return DeployStarted(model_version, execution_arn, request_id, rollback)
+    return DeployStarted(model_version, execution_arn, request_id, rollback, model_line)
 
 
 # -- freeze --------------------------------------------------------------------------------
@@ -328,14 +391,18 @@ def unfreeze(names: PlatformNames, actor: Actor) -> FreezeState:
 
 
 # -- runs ----------------------------------------------------------------------------------
-def start_run(names: PlatformNames, actor: Actor) -> RunStarted:
-    """Start a retrain run now (one at a time, as the trigger does)."""
+def start_run(names: PlatformNames, actor: Actor, *, model_line: str | None = None) -> RunStarted:
+    """Start a retrain run now (one at a time, as the trigger does). With model lines,
+    ``model_line`` names the line to retrain; only its pending records are counted off."""
+    line = chosen_line(names, model_line, verb="retrain")
     outcome = start_retrain_if_due(
         control_table=names.control_table,
         state_machine_arn=names.require("state_machine_arn"),
         threshold=0,
         trigger="manual",
         force=True,
+        model_lines=names.lines().names,
+        model_line=line,
     )
     if not outcome.started:
         raise ActionError(f"no run started: {outcome.reason}", exit_code=CONFLICT)
@@ -346,9 +413,13 @@ def start_run(names: PlatformNames, actor: Actor) -> RunStarted:
         "run_started",
         execution_name,
         {"pending_records": outcome.pending_records},
-        {"execution_arn": outcome.execution_arn, "status": "RUNNING"},
+        {
+            "execution_arn": outcome.execution_arn,
+            "status": "RUNNING",
+            **({"model_line": line} if line else {}),
+        },
     )
-    return RunStarted(execution_name, outcome.execution_arn, outcome.reason)
+    return RunStarted(execution_name, outcome.execution_arn, outcome.reason, outcome.model_line)
 
 
 def stop_run(names: PlatformNames, actor: Actor, execution: str) -> None:
@@ -521,25 +592,35 @@ def benchmark_problems(name: str, data: bytes, first: BenchmarkError) -> list[Be
 
 
 # -- gate policy ---------------------------------------------------------------------------
-def gate_policy(names: PlatformNames) -> dict[str, Any]:
-    """The policy in force: an admin's (Control ``gate_policy``), else the stage's."""
-    stored = policies.stored_policy(names.control_table)
+def gate_policy(names: PlatformNames, model_line: str = "") -> dict[str, Any]:
+    """The policy in force: an admin's (Control ``gate_policy``, or ``gate_policy#<line>``
+    for a model line), else the stage's (a line's own policy, else the stage's)."""
+    stored = policies.stored_policy(names.control_table, model_line)
     if stored is not None:
         return stored.to_dict()
+    if model_line:
+        own = names.lines().get(model_line).gate_policy
+        if own is not None:
+            return own.to_dict()
     return _stage_policy(names.stage)
 
 
 def set_gate_policy(
-    names: PlatformNames, actor: Actor, policy: Mapping[str, Any]
+    names: PlatformNames, actor: Actor, policy: Mapping[str, Any], model_line: str = ""
 ) -> GatePolicyChange:
-    """Replace the gate policy in force; validated by the same code as at synth."""
+    """Replace the gate policy in force (of ``model_line`` on a stage with model lines, whose
+    runs each gate by their line's); validated by the same code as at synth."""
+    line = chosen_line(names, model_line, verb="set the gate policy of")
     try:
         parse_policy(dict(policy), source=policies.SOURCE)
     except PolicyError as exc:
         raise ActionError(f"{exc}; nothing was changed", exit_code=USAGE) from exc
-    before = gate_policy(names)
-    after = policies.store_policy(names.control_table, policy, by=actor.name).to_dict()
-    record = _audit(names, actor, "gate_policy_changed", GATE_POLICY_TARGET, before, after)
+    before = gate_policy(names, line)
+    after = policies.store_policy(
+        names.control_table, policy, by=actor.name, model_line=line
+    ).to_dict()
+    target = f"{GATE_POLICY_TARGET} of line {line}" if line else GATE_POLICY_TARGET
+    record = _audit(names, actor, "gate_policy_changed", target, before, after)
     return GatePolicyChange(before, after, record.request_id if record else "")
 
 

@@ -11,9 +11,12 @@ import json
 import sys
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tuneloop.operations.tables import details, table
+
+if TYPE_CHECKING:  # the views load boto3: imported where a command needs them
+    from tuneloop.operations.views_lines import LineProductionView
 
 OK, FAILURE, USAGE, CONFLICT = 0, 1, 2, 3
 # The columns people read; --json has every field.
@@ -27,6 +30,14 @@ MODEL_COLUMNS = (
 )
 RUN_COLUMNS = ("name", "state_machine", "status", "started_at", "duration_seconds", "outcome")
 AUDIT_COLUMNS = ("at", "actor", "action", "target", "source")
+LINE_COLUMNS = (
+    "model_line",
+    "version",
+    "since",
+    "last_known_good",
+    "component_status",
+    "last_rollback",
+)
 COMMANDS = (
     "models",
     "runs",
@@ -53,6 +64,15 @@ def _positive(text: str) -> int:
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stage", help="the stage (default: $TUNELOOP_STAGE, else cdk.json's)")
     parser.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+
+def _line_option(parser: argparse.ArgumentParser, text: str) -> None:
+    parser.add_argument(
+        "--line",
+        dest="model_line",
+        metavar="NAME",
+        help=f"{text} (required when the stage has model lines; `tuneloop status` lists them)",
+    )
 
 
 def add_parser(commands: Any) -> None:
@@ -85,16 +105,20 @@ def add_parser(commands: Any) -> None:
     run_show = runs_sub.add_parser("show", help="one run's stage timeline")
     run_show.add_argument("id")
     _common(run_show)
-    _common(runs_sub.add_parser("start", help="start a retrain run now"))
+    run_start = runs_sub.add_parser("start", help="start a retrain run now")
+    _line_option(run_start, "the model line to retrain")
+    _common(run_start)
     stop = runs_sub.add_parser("stop", help="stop a running run")
     stop.add_argument("id")
     _common(stop)
 
     deploy = commands.add_parser("deploy", help="deploy an approved version")
     deploy.add_argument("version")
+    _line_option(deploy, "the model line to deploy it on")
     _common(deploy)
     rollback = commands.add_parser("rollback", help="restore last-known-good (or --to VERSION)")
     rollback.add_argument("--to", dest="to_version", help="an earlier approved version")
+    _line_option(rollback, "the model line to roll back; the other lines keep serving")
     _common(rollback)
     freeze = commands.add_parser("freeze", help="hold automatic deploys")
     freeze.add_argument("--reason", required=True, help="why (kept in the audit trail)")
@@ -128,7 +152,8 @@ def _models(names: Any, args: argparse.Namespace) -> tuple[Any, Callable[[Any], 
     from tuneloop.operations import views
 
     if args.models_command == "list":
-        return views.list_models(names, limit=args.limit), partial(table, columns=MODEL_COLUMNS)
+        columns = (*MODEL_COLUMNS, "model_line") if names.lines() else MODEL_COLUMNS
+        return views.list_models(names, limit=args.limit), partial(table, columns=columns)
     if args.models_command == "show":
         return views.model_detail(names, args.version), details
     if args.models_command == "benchmark":
@@ -150,9 +175,36 @@ def _runs(names: Any, args: argparse.Namespace, actor: Any) -> tuple[Any, Callab
     if args.runs_command == "show":
         return views_runs.run_detail(names, args.id), details
     if args.runs_command == "start":
-        return actions.start_run(names, actor), details
+        return actions.start_run(names, actor, model_line=args.model_line), details
     actions.stop_run(names, actor, args.id)
     return {"stopped": args.id}, details
+
+
+def _line_row(line: LineProductionView) -> dict[str, Any]:
+    """One line of `tuneloop status`: flat, so the text output is one table row per line
+    (``component_status`` None: the line has no inference component yet)."""
+    component = line.component
+    return {
+        "model_line": line.model_line,
+        "version": line.version,
+        "since": line.since,
+        "last_known_good": line.last_known_good,
+        "last_rollback": line.last_rollback,
+        "component_status": component.status if component else None,
+        "component_failure_reason": component.failure_reason if component else "",
+        "datasets": list(line.datasets),
+    }
+
+
+def _status_text(data: dict[str, Any]) -> str:
+    """`tuneloop status` for people: the endpoint's production and alarms, then one row per
+    model line."""
+    rest = {key: value for key, value in data.items() if key != "model_lines"}
+    text = details(rest)
+    if "model_lines" in data:
+        rows = table(data["model_lines"], columns=LINE_COLUMNS).splitlines()
+        text += "\nmodel_lines:\n" + "\n".join(f"  {row}" for row in rows)
+    return text
 
 
 def _dispatch(names: Any, args: argparse.Namespace) -> tuple[Any, Callable[[Any], str]]:
@@ -166,13 +218,16 @@ def _dispatch(names: Any, args: argparse.Namespace) -> tuple[Any, Callable[[Any]
         records = views.audit_records(
             names, who=args.who, action=args.action, target=args.target, limit=args.limit
         )
-        return records, partial(table, columns=AUDIT_COLUMNS)
+        columns = (*AUDIT_COLUMNS, "model_line") if names.lines() else AUDIT_COLUMNS
+        return records, partial(table, columns=columns)
     if command == "status":
         status = {
             "production": _dump(views.production(names)),
             "alarms": _dump(views_data.alarm_states(names)),
         }
-        return status, details
+        if names.lines():
+            status["model_lines"] = [_line_row(line) for line in views.line_productions(names)]
+        return status, _status_text
     if command == "backfill-indexes":
         from tuneloop.month_index import backfill
 
@@ -187,9 +242,13 @@ def _dispatch(names: Any, args: argparse.Namespace) -> tuple[Any, Callable[[Any]
     if command == "runs":
         return _runs(names, args, actor)
     if command == "deploy":
-        return actions.deploy_version(names, actor, args.version), details
+        started = actions.deploy_version(names, actor, args.version, model_line=args.model_line)
+        return started, details
     if command == "rollback":
-        return actions.roll_back(names, actor, to_version=args.to_version), details
+        result = actions.roll_back(
+            names, actor, to_version=args.to_version, model_line=args.model_line
+        )
+        return result, details
     if command == "freeze":
         return actions.freeze(names, actor, args.reason), details
     return actions.unfreeze(names, actor), details

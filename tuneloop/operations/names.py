@@ -20,6 +20,7 @@ from pathlib import Path
 from botocore.exceptions import BotoCoreError, ClientError
 
 from tuneloop import stack_outputs as ids
+from tuneloop.model_line_settings import ModelLines
 
 STAGE_ENV = "TUNELOOP_STAGE"
 FALLBACK_STAGE = "dev"
@@ -46,6 +47,7 @@ OUTPUT_IDS: dict[str, str] = {
     "notify_topic_arn": ids.NOTIFY_TOPIC,
     "model_package_group": ids.MODEL_PACKAGE_GROUP,
     "console_url": ids.CONSOLE_URL,
+    "model_lines": ids.MODEL_LINES,
 }
 # Without these nothing works: a stage that lacks one is not deployed (or not this one).
 REQUIRED = (
@@ -99,6 +101,7 @@ class PlatformNames:
     notify_topic_arn: str = ""
     model_package_group: str = ""
     console_url: str = ""
+    model_lines: str = ""  # ModelLines.to_json(); "" (a stage from before lines) is none
 
     @classmethod
     def for_stage(cls, stage: str) -> PlatformNames:
@@ -138,6 +141,10 @@ class PlatformNames:
             f"stage {self.stage!r} has no output {output} (stack {stack}): deploy that stack "
             f"(`npx cdk deploy -c stage={self.stage} {stack}`) or update the local platform"
         )
+
+    def lines(self) -> ModelLines:
+        """The stage's model lines (none: the endpoint serves one model)."""
+        return ModelLines.from_json(self.model_lines)
 
     def to_dict(self) -> dict[str, str]:
         return {f.name: str(getattr(self, f.name)) for f in fields(self)}

@@ -7,6 +7,7 @@ detail views also read the version's S3 documents (dataset manifest, training re
 decision, evaluation report). Every function takes :class:`PlatformNames` first.
 
     production(names)                 what serves, since when, why, freeze, endpoint
+    line_productions(names)           each model line's production and its component
     list_models(names)                newest first, with record counts and score summaries
     model_detail(names, version)      the whole lineage of one version
     compare_models(names, a, b)       scores with CIs and paired differences, hyperparameter
@@ -37,7 +38,13 @@ from tuneloop.operations.views_common import (
     read_tar_json,
     to_dict,
 )
-from tuneloop.release.control import read_production
+from tuneloop.operations.views_lines import (  # re-exported: the per-line read models
+    ComponentView,
+    LineProductionView,
+    line_productions,
+    production_by_line,
+)
+from tuneloop.release.control import production_key, read_production
 
 # The per-item value behind a metric in evaluation.json (as the gate pairs them).
 _ITEM_FIELDS = {"acc": "score", "acc_norm": "score_norm"}
@@ -69,6 +76,7 @@ _SUMMARY_FIELDS = (
     "drop_count",
     "model_data_url",
     "benchmark_runs",
+    "model_line",
 )
 
 
@@ -151,6 +159,7 @@ class ModelSummary:
     updated_at: str = ""
     error: str = ""
     in_production: bool = False
+    model_line: str = ""  # "" for the endpoint's own model (a stage without lines)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(to_dict(self))
@@ -212,6 +221,7 @@ class DeploymentEvent:
     actor: str = ""
     source: str = ""  # "versions" (the ModelVersions item) or "audit"
     detail: str = ""
+    model_line: str = ""
 
 
 @dataclass(frozen=True)
@@ -240,6 +250,7 @@ class ModelDetail:
     cause: str = ""
     timestamps: dict[str, str] = field(default_factory=dict)
     in_production: bool = False
+    model_line: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return dict(to_dict(self))
@@ -337,9 +348,15 @@ def production(names: PlatformNames) -> ProductionView:
     current = read_production(names.control_table)
     freeze = freeze_view(names)
     if current is None:
+        why = (
+            f"each model line serves its own version ({', '.join(names.lines().names)}): "
+            "see model_lines"
+            if names.lines()
+            else "nothing has been deployed yet: the first approved run deploys itself"
+        )
         return ProductionView(
             version="",
-            why="nothing has been deployed yet: the first approved run deploys itself",
+            why=why,
             endpoint=endpoint_view(names),
             freeze=freeze,
         )
@@ -463,9 +480,9 @@ def list_models(
     items: list[dict[str, Any]] | None = None,
 ) -> list[ModelSummary]:
     """The newest ``limit`` model versions, newest first (or those of ``items``, from
-    :func:`summary_items`), with one GetItem of Control for what is serving."""
-    current = read_production(names.control_table)
-    serving = current.current.model_version if current else ""
+    :func:`summary_items`), with one GetItem of Control per production item (the endpoint's,
+    and each model line's) for what is serving."""
+    serving = serving_versions(names)
     if items is None:
         items = summary_items(names, limit=limit)
     return [
@@ -482,10 +499,19 @@ def list_models(
             scores=scores_of(item),
             updated_at=str(item.get("updated_at", "")),
             error=str(item.get("error", "")),
-            in_production=str(item["model_version"]) == serving,
+            in_production=str(item["model_version"]) in serving,
+            model_line=str(item.get("model_line", "")),
         )
         for item in items
     ]
+
+
+def serving_versions(names: PlatformNames) -> set[str]:
+    """The versions in production: the endpoint's own and each model line's."""
+    current = read_production(names.control_table)
+    serving = {current.current.model_version} if current else set()
+    serving |= {version for version in production_by_line(names).values() if version}
+    return serving
 
 
 def model_detail(names: PlatformNames, version: str) -> ModelDetail:
@@ -496,7 +522,8 @@ def model_detail(names: PlatformNames, version: str) -> ModelDetail:
             f"no model version {version!r} in table {names.model_versions_table}; "
             "`tuneloop models list` shows the versions"
         )
-    current = read_production(names.control_table)
+    model_line = str(item.get("model_line", ""))
+    current = read_production(names.control_table, production_key(model_line or None))
     model_data_url = str(item.get("model_data_url", ""))
     train_job = str(item.get("train_job") or f"{version}-train")
     eval_job = str(item.get("eval_job") or f"{version}-eval")
@@ -545,6 +572,7 @@ def model_detail(names: PlatformNames, version: str) -> ModelDetail:
         cause=str(item.get("cause", "")),
         timestamps=timestamps,
         in_production=bool(current and current.current.model_version == version),
+        model_line=model_line,
     )
 
 
@@ -864,9 +892,15 @@ def audit_records(
         raise
     out = []
     for record in records:
-        data = record.to_dict() if hasattr(record, "to_dict") else to_dict(record)
-        out.append(dict(plain(data)))
+        data = dict(plain(record.to_dict() if hasattr(record, "to_dict") else to_dict(record)))
+        out.append({**data, "model_line": record_line(data)})
     return out
+
+
+def record_line(record: Mapping[str, Any]) -> str:
+    """The model line an audit record's change was on ("" for the endpoint's own model)."""
+    after, before = record.get("after") or {}, record.get("before") or {}
+    return str(after.get("model_line") or before.get("model_line") or "")
 
 
 def deployment_history(
@@ -896,6 +930,7 @@ def deployment_history(
                         version=version,
                         source="versions",
                         detail=text,
+                        model_line=str(item.get("model_line", "")),
                     )
                 )
     only = (
@@ -919,6 +954,7 @@ def deployment_history(
                 actor=str(record.get("actor", "")),
                 source="audit",
                 detail=f"{record.get('source', '')} request {record.get('request_id', '')}".strip(),
+                model_line=str(record.get("model_line", "")),
             )
         )
     events.sort(key=lambda e: e.at, reverse=True)
@@ -956,6 +992,7 @@ __all__ = [
     "AlarmState",
     "BenchmarkRunView",
     "BenchmarkSuite",
+    "ComponentView",
     "DatasetDifference",
     "DatasetSnapshot",
     "DeploymentEvent",
@@ -966,6 +1003,7 @@ __all__ = [
     "EvaluationPoint",
     "FreezeView",
     "GateView",
+    "LineProductionView",
     "ModelComparison",
     "ModelDetail",
     "ModelSummary",
@@ -989,11 +1027,13 @@ __all__ = [
     "drop_detail",
     "evaluation_history",
     "freeze_view",
+    "line_productions",
     "list_drops",
     "list_models",
     "list_runs",
     "model_detail",
     "production",
+    "production_by_line",
     "records_over_time",
     "run_detail",
     "scores_of",

@@ -1,10 +1,10 @@
 """Deploy, confirm and roll back one model line: a LoRA adapter component on a shared base.
 
 An endpoint that hosts several model lines serves a base inference component and one adapter
-inference component per line, named after the line (docs/serving.md, "Several adapters on
-one base"). A line's version goes live by pointing its component at the version's adapter
-artifact (``Container.ArtifactUrl``, the registered package's ``ModelDataUrl``): created the
-first time, updated after that. SageMaker swaps the adapter on the running base; the other
+inference component per line, named after the line (docs/serving.md, "Model lines"). A
+line's version goes live by pointing its component at the version's adapter artifact
+(``Container.ArtifactUrl``, the registered package's ``ModelDataUrl``): created the first
+time, updated after that. SageMaker swaps the adapter on the running base; the other
 lines are not touched. Each line has its own production item in Control
 (``production#<line>``) with its last-known-good, so a rollback of one line points its
 component back at the last-known-good artifact and leaves the others serving.
@@ -19,9 +19,12 @@ from botocore.exceptions import ClientError
 
 from tuneloop import aws
 from tuneloop.component_names import COMPONENT_NAME_RULE, is_component_name
+from tuneloop.model_line_settings import ModelLineError
+from tuneloop.operations import audit
 from tuneloop.release import model_versions
 from tuneloop.release.control import Release, production_key, read_production, replace_production
 from tuneloop.release.deployment import (
+    AuditContext,
     DeploymentRolledBack,
     EndpointBusyError,
     approved_package,
@@ -29,10 +32,6 @@ from tuneloop.release.deployment import (
 from tuneloop.release.model_versions import now_iso
 
 NOTHING_TO_ROLL_BACK = "no last-known-good; nothing to roll back"
-
-
-class ModelLineError(ValueError):
-    """A model line's name or settings cannot be used; the message says what to change."""
 
 
 def check_line_name(name: Any) -> str:
@@ -161,8 +160,15 @@ def confirm_line(
     line: LineServing,
     control_table: str,
     model_versions_table: str,
+    rollback: bool = False,
+    audit_context: AuditContext | None = None,
 ) -> dict[str, str]:
-    """Promote ``model_version`` on its line once the component serves its artifact."""
+    """Promote ``model_version`` on its line once the component serves its artifact.
+
+    ``rollback``: a person released this earlier version as a rollback; the version it
+    replaces becomes ``rolled_back`` and the line has no last-known-good (as
+    ``confirm_deployment`` does for the endpoint). ``audit_context``: the promotion's
+    audit record (target: the version, or the one taken out by a rollback)."""
     expected = str(deployment.get("artifact_url") or "")
     if not expected:
         raise ValueError(f"ConfirmDeployment input lacks deployment.artifact_url: {deployment}")
@@ -191,12 +197,33 @@ def confirm_line(
         }
     previous = production.current if production else None
     new = Release(model_version, "", expected)
-    replace_production(
-        control_table, new, last_known_good=previous, expected=previous, key=line.control_key
-    )
     promoted_at = now_iso()
+    replace_production(
+        control_table,
+        new,
+        last_known_good=None if rollback else previous,
+        expected=previous,
+        key=line.control_key,
+        extra={
+            "last_rollback": {
+                "incident": f"manual@{promoted_at}",
+                "from_version": previous.model_version if previous else "",
+                "at": promoted_at,
+            }
+        }
+        if rollback
+        else None,
+    )
+    if rollback and previous is not None:
+        model_versions.roll_back(
+            model_versions_table,
+            previous.model_version,
+            {"rolled_back_at": promoted_at, "rollback_alarm": "", "rolled_back_to": model_version},
+        )
     model_versions.promote(model_versions_table, model_version, {"promoted_at": promoted_at})
-    if previous is not None:
+    if audit_context is not None:
+        _audit_promotion(audit_context, line, model_version, previous, expected, rollback)
+    if previous is not None and not rollback:
         model_versions.supersede(
             model_versions_table,
             previous.model_version,
@@ -208,14 +235,50 @@ def confirm_line(
     }
 
 
+def _audit_promotion(
+    context: AuditContext,
+    line: LineServing,
+    model_version: str,
+    previous: Release | None,
+    artifact_url: str,
+    rollback: bool,
+) -> None:
+    audit.append(
+        context.table,
+        context.actor,
+        context.action,
+        previous.model_version if rollback and previous else model_version,
+        before={
+            "model_version": previous.model_version if previous else "",
+            "artifact_url": previous.model_data_url if previous else "",
+            "model_line": line.model_line,
+        },
+        after={
+            "model_version": model_version,
+            "artifact_url": artifact_url,
+            "endpoint_name": line.endpoint_name,
+            "inference_component": line.component,
+            "model_line": line.model_line,
+        },
+        request_id=context.request_id,
+    )
+
+
 def roll_back_line(
-    line: LineServing, *, control_table: str, model_versions_table: str, reason: str
+    line: LineServing,
+    *,
+    control_table: str,
+    model_versions_table: str,
+    reason: str,
+    incident: str = "",
 ) -> dict[str, str]:
     """Point the line's component back at its last-known-good adapter and record it.
 
     The production item changes at once (the component swaps the adapter in place: the
     base keeps serving, and the old adapter finishes the answers it began); there is no
-    last-known-good until the line's next deployment, as after an endpoint rollback."""
+    last-known-good until the line's next deployment, as after an endpoint rollback.
+    ``incident`` (an alarm's ``<name>@<state change time>``) is kept in ``last_rollback`` so
+    a re-delivered alarm is recognised."""
     production = read_production(control_table, line.control_key)
     if production is None or production.last_known_good is None:
         return {"status": "skipped", "reason": NOTHING_TO_ROLL_BACK}
@@ -243,7 +306,14 @@ def roll_back_line(
         last_known_good=None,
         expected=bad,
         key=line.control_key,
-        extra={"last_rollback": {"reason": reason, "from_version": bad.model_version, "at": at}},
+        extra={
+            "last_rollback": {
+                "reason": reason,
+                "from_version": bad.model_version,
+                "at": at,
+                **({"incident": incident} if incident else {}),
+            }
+        },
     )
     model_versions.roll_back(
         model_versions_table,

@@ -16,6 +16,9 @@ stale or out-of-order step fails loudly instead of overwriting a later state::
                           rolled_back ──start_deploying (a chosen version, redeployed)
 
 Repeating a transition that already happened (a retried Lambda) is a no-op that succeeds.
+
+With model lines, a version's ``model_line`` (set by PrepareDataset and again by Register)
+names the line it was trained for; a version without one is the endpoint's one model.
 """
 
 from __future__ import annotations

@@ -23,6 +23,8 @@ class Registration:
     eval_job: str
     decision_s3_uri: str
     execution_arn: str
+    # The model line the version was trained for ("" without lines).
+    model_line: str = ""
 
     @classmethod
     def from_event(cls, event: dict[str, Any]) -> Registration:
@@ -37,6 +39,10 @@ class Registration:
             eval_job=job_name(event.get("eval_job")),
             decision_s3_uri=str(event.get("decision_s3_uri", "")),
             execution_arn=str(event.get("execution_arn", "")),
+            # The payload's, else PrepareDataset's result (an older state machine's input).
+            model_line=str(
+                event.get("model_line") or dict(event.get("dataset") or {}).get("model_line") or ""
+            ),
         )
 
     def lineage(self) -> dict[str, Any]:
@@ -50,6 +56,7 @@ class Registration:
             "eval_job": self.eval_job,
             "decision_s3_uri": self.decision_s3_uri,
             "execution_arn": self.execution_arn,
+            "model_line": self.model_line,
         }
         if "record_count" in self.dataset:
             fields["record_count"] = int(self.dataset["record_count"])
@@ -81,17 +88,25 @@ def register_model(
         **{name: str(value) for name, value in lineage.items()},
     }
     # The container Deploy runs from this package (with LMI: the adapter is repacked here,
-    # once per version, and the package names the repacked artifact and the LMI image).
+    # once per version, and the package names the repacked artifact and the LMI image). A
+    # line's version is an adapter component's artifact: the adapter archive itself.
     # Any: the container's environment comes from configuration; the stubs want literals.
+    definition = (
+        container.adapter_definition(registration.model_data)
+        if registration.model_line
+        else container.definition(registration.model_version, registration.model_data)
+    )
     specification: Any = {
-        "Containers": [container.definition(registration.model_version, registration.model_data)],
+        "Containers": [definition],
         "SupportedContentTypes": ["application/json"],
         "SupportedResponseMIMETypes": ["application/json"],
     }
     response = aws.sagemaker().create_model_package(
         ModelPackageGroupName=model_package_group,
         ModelPackageDescription=(
-            f"TuneLoop {registration.model_version}: LoRA fine-tune on "
+            f"TuneLoop {registration.model_version}: LoRA fine-tune"
+            + (f" of model line {registration.model_line}" if registration.model_line else "")
+            + " on "
             f"{lineage.get('record_count', '?')} records, approved by the gate"
         ),
         InferenceSpecification=specification,

@@ -81,11 +81,13 @@ class AlarmNotice:
 @dataclass(frozen=True)
 class ManualRollback:
     """A person's rollback to last-known-good: ``{"manual": true, "actor": {"name", "kind",
-    "source"}, "reason", "request_id"}`` (the Rollback function's manual event)."""
+    "source"}, "reason", "request_id"}`` (the Rollback function's manual event), with
+    ``"model_line": "<name>"`` to roll back that model line only."""
 
     actor: audit.Actor
     reason: str = ""
     request_id: str = ""
+    model_line: str = ""
 
     @staticmethod
     def is_manual(event: dict[str, Any]) -> bool:
@@ -107,15 +109,17 @@ class ManualRollback:
             actor=actor,
             reason=str(event.get("reason", "")),
             request_id=str(event.get("request_id", "")),
+            model_line=str(event.get("model_line") or ""),
         )
 
     def to_event(self) -> dict[str, Any]:
-        return {
+        event = {
             "manual": True,
             "actor": self.actor.to_dict(),
             "reason": self.reason,
             "request_id": self.request_id,
         }
+        return {**event, "model_line": self.model_line} if self.model_line else event
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 Register and Deploy both describe it from here, so the Model Registry's package names the
 image, model data and environment the endpoint actually runs: our ``inference.py`` on the
-Hugging Face DLC (``tuneloop``), or AWS's LMI/vLLM image with the repacked adapter (``lmi``).
+Hugging Face DLC (``tuneloop``), or AWS's LMI/vLLM image with the repacked adapter (``lmi``);
+a model line's version is an adapter component's archive (docs/serving.md, "Model lines").
 """
 
 from __future__ import annotations
@@ -46,3 +47,14 @@ class ServingContainer:
         raise ValueError(
             f"unknown serving backend {self.backend!r}; expected {' or '.join(BACKENDS)}"
         )
+
+    def adapter_definition(self, model_data: str) -> dict[str, Any]:
+        """An adapter inference component's container: the trained archive as it is. Both
+        backends load a LoRA folder from it through SageMaker's adapter API (the adapter
+        files sit at its root; LMI ignores our ``code/`` and ``tuneloop_model.json``), so
+        nothing is repacked and the base component's environment applies."""
+        if self.backend not in BACKENDS:
+            raise ValueError(
+                f"unknown serving backend {self.backend!r}; expected {' or '.join(BACKENDS)}"
+            )
+        return {"Image": self.image_uri, "ModelDataUrl": model_data}

@@ -139,7 +139,9 @@ def render_drift(result: dict[str, Any]) -> str:
 
 
 def render(result: dict[str, Any]) -> str:
-    """What was started, one line per suite."""
+    """What was started, one line per suite (per line's suite with model lines)."""
+    if "model_lines" in result:
+        return "\n".join(_render_line(line) for line in result["model_lines"])
     if not result.get("model_version"):
         return str(result.get("note") or "nothing started")
     lines = [f"continuous evaluation of {result['model_version']}:"]
@@ -148,3 +150,10 @@ def render(result: dict[str, Any]) -> str:
         note = f" ({run['note']})" if run.get("note") else ""
         lines.append(f"  {run['suite']} @ {run.get('version') or '-'}: {where}{note}")
     return "\n".join(lines)
+
+
+def _render_line(result: dict[str, Any]) -> str:
+    line = str(result.get("model_line", ""))
+    if not result.get("model_version"):
+        return f"{line}: {result.get('note') or 'nothing started'}"
+    return render({**result, "model_version": f"{result['model_version']} (model line {line})"})

@@ -18,6 +18,7 @@ check says it crosses versions: the two scores are on different items (docs/moni
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Mapping
@@ -30,7 +31,7 @@ from botocore.exceptions import ClientError
 from tuneloop import aws
 from tuneloop.benchmarks.store import LATEST, BenchmarkStore
 from tuneloop.gating.policy import GatePolicy, SuitePolicy
-from tuneloop.release.control import read_production
+from tuneloop.release.control import production_key, read_production
 from tuneloop.release.model_versions import get_version
 
 NAMESPACE = "TuneLoop/Evaluation"
@@ -43,6 +44,8 @@ HELDOUT_SUITE = "heldout_perplexity"  # the version's own held-out slice, scored
 SCHEDULE_EXPRESSION = re.compile(r"^(rate\(\d+ (minute|minutes|hour|hours|day|days)\)|cron\(.+\))$")
 """A recurring EventBridge Scheduler expression (the watch checks' ``schedule`` settings)."""
 _NAME_UNSAFE = re.compile(r"[^0-9A-Za-z_-]")
+MAX_EXECUTION_NAME = 80  # Step Functions' limit
+_NAME_DIGEST = 10  # hex characters of the (version, suite) digest in a shortened name
 _EXACTLY_AT_MARGIN = 1e-9  # a drop equal to the margin is within it, despite float rounding
 
 
@@ -227,12 +230,25 @@ def check_regression(baseline: Baseline, value: float | None, version: str) -> R
     )
 
 
-def metric_data(check: RegressionCheck, model_version: str) -> list[dict[str, Any]]:
-    """``ScoreDelta`` (per suite and version) and ``Regression`` (0/1, the alarm's metric)."""
+def metric_data(
+    check: RegressionCheck, model_version: str, model_line: str = ""
+) -> list[dict[str, Any]]:
+    """``ScoreDelta`` (per suite and version) and ``Regression`` (0/1, the alarm's metric);
+    a line's run also puts ``Regression`` per ``ModelLine``, which says whose drop the
+    alarm (on the metric without dimensions) fired for."""
     now = datetime.now(UTC)
     data: list[dict[str, Any]] = [
         {"MetricName": "Regression", "Value": float(check.regression), "Timestamp": now}
     ]
+    if model_line:
+        data.append(
+            {
+                "MetricName": "Regression",
+                "Value": float(check.regression),
+                "Timestamp": now,
+                "Dimensions": [{"Name": "ModelLine", "Value": model_line}],
+            }
+        )
     if check.delta is not None:
         data.append(
             {
@@ -248,9 +264,9 @@ def metric_data(check: RegressionCheck, model_version: str) -> list[dict[str, An
     return data
 
 
-def publish(check: RegressionCheck, model_version: str) -> None:
+def publish(check: RegressionCheck, model_version: str, model_line: str = "") -> None:
     aws.client("cloudwatch").put_metric_data(
-        Namespace=NAMESPACE, MetricData=metric_data(check, model_version)
+        Namespace=NAMESPACE, MetricData=metric_data(check, model_version, model_line)
     )
 
 
@@ -268,13 +284,15 @@ class EvaluationStart:
     model_version: str
     runs: tuple[ScheduledRun, ...]
     note: str = ""
+    model_line: str = ""  # "": the endpoint's one model
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        found: dict[str, Any] = {
             "model_version": self.model_version,
             "runs": [asdict(run) for run in self.runs],
             "note": self.note,
         }
+        return {"model_line": self.model_line, **found} if self.model_line else found
 
 
 def scheduled_time(event: Mapping[str, Any]) -> datetime:
@@ -298,9 +316,18 @@ def schedule_input(when: datetime | None = None) -> dict[str, str]:
 
 
 def execution_name(when: datetime, model_version: str, suite: str) -> str:
-    """Unique per schedule time, version and suite, so a retried invocation starts nothing new."""
+    """Unique per schedule time, version and suite, so a retried invocation starts nothing new.
+
+    Whole when it fits Step Functions' 80 characters. A longer one (a line's version ends
+    with its name: ``v0007-20261207-150000-support``) keeps the heads of both and a digest
+    of the whole pair, as two cut names could otherwise meet."""
     stamp = when.astimezone(UTC).strftime("%Y%m%dT%H%M%S")
-    return _NAME_UNSAFE.sub("-", f"ce-{stamp}-{model_version[:30]}-{suite[:30]}")[:80]
+    whole = _NAME_UNSAFE.sub("-", f"ce-{stamp}-{model_version}-{suite}")
+    if len(whole) <= MAX_EXECUTION_NAME:
+        return whole
+    digest = hashlib.sha256(f"{model_version}\0{suite}".encode()).hexdigest()[:_NAME_DIGEST]
+    head = f"ce-{stamp}-{model_version[:25]}-{suite[:24]}"
+    return _NAME_UNSAFE.sub("-", f"{head}-{digest}")
 
 
 def start_scheduled_runs(
@@ -312,11 +339,15 @@ def start_scheduled_runs(
     state_machine_arn: str,
     policy: GatePolicy,
     margin_without_delta: float,
+    model_line: str = "",
 ) -> EvaluationStart:
-    """One benchmark run per suite of ``policy`` on the version in production."""
-    production = read_production(control_table)
+    """One benchmark run per suite of ``policy`` on the version in production (of
+    ``model_line``: its Control item ``production#<line>``, with the line's policy)."""
+    production = read_production(control_table, production_key(model_line))
     if production is None:
-        return EvaluationStart("", (), note="nothing is in production: nothing to evaluate")
+        where = f"of model line {model_line} " if model_line else ""
+        note = f"nothing {where}is in production: nothing to evaluate"
+        return EvaluationStart("", (), note=note, model_line=model_line)
     model_version = production.current.model_version
     item = get_version(model_versions_table, model_version) or {}
     scores = gate_scores(item)
@@ -325,12 +356,27 @@ def start_scheduled_runs(
         baseline = baseline_of(
             suite, scores.get(suite.name), margin_without_delta=margin_without_delta
         )
-        runs.append(_start_one(when, model_version, baseline, store=store, arn=state_machine_arn))
-    return EvaluationStart(model_version, tuple(runs))
+        runs.append(
+            _start_one(
+                when,
+                model_version,
+                baseline,
+                store=store,
+                arn=state_machine_arn,
+                model_line=model_line,
+            )
+        )
+    return EvaluationStart(model_version, tuple(runs), model_line=model_line)
 
 
 def _start_one(
-    when: datetime, model_version: str, baseline: Baseline, *, store: BenchmarkStore, arn: str
+    when: datetime,
+    model_version: str,
+    baseline: Baseline,
+    *,
+    store: BenchmarkStore,
+    arn: str,
+    model_line: str,
 ) -> ScheduledRun:
     suite = baseline.suite
     if suite == HELDOUT_SUITE:
@@ -348,6 +394,8 @@ def _start_one(
         "trigger": SCHEDULED,
         "baseline": baseline.to_dict(),
     }
+    if model_line:  # Record keeps it on the entry and publishes Regression per line
+        request["model_line"] = model_line
     try:
         started = aws.stepfunctions().start_execution(
             stateMachineArn=arn, name=name, input=json.dumps(request)

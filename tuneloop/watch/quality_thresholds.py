@@ -2,8 +2,10 @@
 
 A bound is ``max(absolute bound, outgoing version's rate x factor)``
 (``tuneloop.watch.quality.baseline_threshold``), read from the outgoing version's
-``[EndpointName, ModelVersion]`` metrics (docs/monitoring.md, "Quality metrics"). Kept apart
-from ``quality``, which the serving container imports without boto3.
+``[EndpointName, ModelVersion]`` metrics (docs/monitoring.md, "Quality metrics"); for a model
+line's alarms, from the line's outgoing version on its adapter component's
+``[EndpointName, InferenceComponentName, ModelVersion]`` metrics. Kept apart from
+``quality``, which the serving container imports without boto3.
 """
 
 from __future__ import annotations
@@ -29,15 +31,23 @@ def baseline_rate(
     metric_name: str,
     since: datetime,
     until: datetime,
+    inference_component: str = "",
 ) -> float | None:
     """The share of ``model_version``'s answers with ``metric_name`` = 1 between the two
-    times (None without answers), from its per-version metric."""
+    times (None without answers), from its per-version metric (on ``inference_component``,
+    a line's adapter component, when given)."""
     seconds = max(60, int((until - since).total_seconds()) // 60 * 60)
+    component = (
+        [{"Name": "InferenceComponentName", "Value": inference_component}]
+        if inference_component
+        else []
+    )
     points = cloudwatch.get_metric_statistics(
         Namespace=NAMESPACE,
         MetricName=metric_name,
         Dimensions=[
             {"Name": "EndpointName", "Value": endpoint_name},
+            *component,
             {"Name": "ModelVersion", "Value": model_version},
         ],
         StartTime=since,
@@ -78,11 +88,13 @@ def set_quality_thresholds(
     alarm_names: Mapping[str, str],
     settings: QualitySettings,
     now: datetime | None = None,
+    inference_component: str = "",
 ) -> dict[str, float]:
     """Deploy's step: each quality alarm's bound for the version going live is
     ``baseline_threshold(absolute, outgoing version's rate, factor)``, so a model that was
     already at a higher (accepted) rate does not roll its successor back for matching it.
-    The alarm is rewritten with every other field as it is; returns kind → bound."""
+    The alarm is rewritten with every other field as it is; returns kind → bound.
+    ``inference_component``: the alarms are a model line's, the rates its component's."""
     if not alarm_names:
         return {}
     cloudwatch = aws.client("cloudwatch")
@@ -109,6 +121,7 @@ def set_quality_thresholds(
                 metric_name=QUALITY_METRICS[kind],
                 since=since,
                 until=until,
+                inference_component=inference_component,
             )
             if outgoing_version
             else None
