@@ -10,7 +10,7 @@ and its own production adapter, and go live on the line's adapter component. In 
 2. a ``search`` drop does the same for ``search``; ``support`` serves on;
 3. a second ``support`` version continues from the first, which becomes its last-known-good;
 4. 5XX errors on the ``support`` component fire that line's alarm: ``support`` is rolled back
-   to its first version and ``search`` is not touched.
+   to its first version and ``search`` is not touched; the incident names support's version.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any
 import boto3
 import pytest
 
-from tests.e2e.loop_helpers import deployed_platform, wait_for, write_drop
+from tests.e2e.loop_helpers import deployed_platform, wait_for, wait_for_incident, write_drop
 from tests.unit.tiny_models import make_tiny_causal_lm
 from tuneloop.local.platform import LocalPlatform, RunResult
 from tuneloop.model_line_settings import BASE_COMPONENT
@@ -164,3 +164,10 @@ def test_an_alarm_on_one_line_rolls_back_that_line_only(platform: LocalPlatform)
     assert rolled_back is not None and rolled_back["status"] == "rolled_back"
     assert production(platform, "search") == search
     assert invoke_line(platform, "search")["model_version"] == search["model_version"]
+    # ... and the alarm's incident names the line's version and what was done
+    incident = wait_for_incident(
+        "Invocation5XXErrors", lambda i: bool(i.automatic_actions and i.production)
+    )
+    assert incident.production["model_line"] == "support"
+    assert incident.production["model_version"] == support["model_version"]
+    assert incident.automatic_actions[0]["action"] == "rollback"

@@ -5,6 +5,8 @@ the history shows it by date."""
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -54,7 +56,10 @@ def in_production(platform: Platform, version: str = "v0003") -> None:  # noqa: 
 
 
 @pytest.fixture
-def machine(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> str:  # noqa: F811
+def machine(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:  # noqa: F811
+    """A one-state machine for the scheduled runs. Executions run in moto's interpreter
+    threads (when an emulator in this process enabled it): the fixture waits for them to
+    end, so none outlives the test's ``mock_aws`` into the next test's emulator."""
     arn = aws.client("stepfunctions").create_state_machine(
         name="benchmark-run",
         definition=json.dumps({"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}}),
@@ -71,7 +76,10 @@ def machine(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> str:  # noqa
         "MMLU_SUBSET_SIZE": "20",
     }.items():
         monkeypatch.setenv(name, value)
-    return arn
+    yield arn
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(e["status"] == "RUNNING" for e in executions(arn)):
+        time.sleep(0.1)
 
 
 def executions(arn: str) -> list[Any]:

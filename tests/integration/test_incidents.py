@@ -8,6 +8,7 @@ import datetime
 import json
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
@@ -28,6 +29,7 @@ from tuneloop import aws
 from tuneloop.incidents import store
 from tuneloop.incidents.commands import render_incident
 from tuneloop.incidents.record import incident_id
+from tuneloop.model_line_settings import ModelLines
 from tuneloop.operations import audit
 from tuneloop.operations.freeze import read_freeze
 from tuneloop.operations.names import PlatformNames
@@ -372,3 +374,45 @@ def test_the_third_automatic_rollback_in_a_day_freezes_deployment(
     assert [a["action"] for a in incident.automatic_actions] == ["rollback", "freeze"]
     subjects = [m["Subject"] for m in received(inbox)]
     assert any("automatic deployment frozen" in s for s in subjects)
+
+
+def test_a_model_lines_alarm_names_the_lines_production(
+    env: Platform, inbox: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a stage with the lines support and search: support serves v0002 over v0001, the
+    # endpoint's own production item holds something else (it is not what a line serves)
+    lines = ModelLines.parse(
+        [{"name": "support", "datasets": ["a"]}, {"name": "search", "datasets": ["b"]}]
+    )
+    names = replace(_names(env), model_lines=lines.to_json())
+    monkeypatch.setenv("PLATFORM_NAMES", json.dumps(names.to_dict()))
+    put_versions(env)
+    table = aws.table(env.control_table)
+    table.put_item(Item={"key": "production#support", **BAD, "last_known_good": GOOD})
+    table.put_item(Item={"key": "production", "model_version": "v0009", "model_data_url": "x"})
+    # ... and a support version being deployed on search's line would not count for it
+    aws.table(env.model_versions_table).put_item(
+        Item={
+            "model_version": "v0003-search",
+            "status": "deploying",
+            "model_line": "search",
+            "created_month": NOW.isoformat()[:7],
+            "created_at": NOW.isoformat(),
+        }
+    )
+
+    # When support's component alarm fires
+    message = alarm_message(name="tuneloop-line-support-empty")
+    message["Trigger"]["Dimensions"].append({"name": "InferenceComponentName", "value": "support"})
+    (opened,) = incidents_handler(sns_event(message, ALARM_TOPIC), lambda_context())["results"]
+
+    # Then the incident names support's production and last-known-good, not the endpoint's
+    incident = store.get_incident(env.incidents_table, opened["incident_id"])
+    assert incident.production["model_version"] == "v0002"
+    assert incident.production["model_line"] == "support"
+    assert incident.last_known_good == {"model_version": "v0001"}
+    assert incident.deploying == {}
+    assert "on model line support" in render_incident(incident)
+    (note,) = [m for m in received(inbox) if m["Subject"].startswith("TuneLoop incident")]
+    assert "Version in production: v0002" in note["Message"]
+    assert "on model line support" in note["Message"]

@@ -111,7 +111,8 @@ def render_incident(incident: Incident) -> str:
         lines.append(f"reason: {incident.reason}")
     if production:
         since = f" since {production['since']}" if production.get("since") else ""
-        lines.append(f"in production when it fired: {production.get('model_version')}{since}")
+        line = f" on model line {production['model_line']}" if production.get("model_line") else ""
+        lines.append(f"in production when it fired: {production.get('model_version')}{since}{line}")
     if incident.deploying:
         since = f" since {incident.deploying['since']}" if incident.deploying.get("since") else ""
         lines.append(

@@ -2,7 +2,8 @@
 
 - the alarm's metric over ``metric_minutes_before`` the state change (and one period after);
 - the version in production when it fired, and since when (and the version being deployed,
-  if a deployment was under way: its changes against production are the ones shown);
+  if a deployment was under way: its changes against production are the ones shown); for
+  an alarm on a model line's component, the line's production (``production#<line>``);
 - what changed against last-known-good: drops and records added to its dataset,
   hyperparameters, benchmark deltas and the gate's decision (the console's comparison);
 - for a pipeline failure, the newest failed version and its error.
@@ -24,7 +25,8 @@ from tuneloop.operations.names import PlatformNames
 from tuneloop.operations.views import compare_models
 from tuneloop.operations.views_common import plain
 from tuneloop.release import model_versions
-from tuneloop.release.control import read_production
+from tuneloop.release.control import production_key, read_production
+from tuneloop.release.line_rollback import line_of_alarm
 from tuneloop.release.rollback import AlarmNotice
 
 # CloudWatch's alarm messages spell statistics in capitals; its API does not.
@@ -89,9 +91,10 @@ def production_when_fired(
 
     The Rollback function may have restored last-known-good already (both are subscribed
     to the alarm): its ``last_rollback`` on the production item names this alarm then."""
-    production = read_production(names.control_table)
+    line = alarm_line(names, notice)
+    production = read_production(names.control_table, production_key(line))
     if production is None:
-        return {}, {}
+        return ({"model_line": line}, {}) if line else ({}, {})
     rollback = dict(production.item.get("last_rollback") or {})
     if rollback.get("incident") == notice.incident:
         fired, good = str(rollback.get("from_version", "")), production.current.model_version
@@ -105,18 +108,27 @@ def production_when_fired(
         "since": since,
         "status_now": str(item.get("status", "")),
         "endpoint_config_name": str(item.get("endpoint_config_name", "")),
+        **({"model_line": line} if line else {}),
     }
     return current, ({"model_version": good} if good else {})
 
 
-def deploying_when_fired(names: PlatformNames) -> dict[str, Any]:
-    """The version being deployed, if any: an alarm during a canary or linear shift is most
-    likely about it, while production is still the version it replaces."""
+def alarm_line(names: PlatformNames, notice: AlarmNotice) -> str:
+    """The model line whose component the alarm watches (its ``InferenceComponentName``),
+    or ``""`` for the endpoint's own alarms: a line's production is its own Control item."""
+    return line_of_alarm(notice, {}, names.lines().names)
+
+
+def deploying_when_fired(names: PlatformNames, model_line: str = "") -> dict[str, Any]:
+    """The version being deployed (of ``model_line``, for a line's alarm), if any: an alarm
+    during a canary or linear shift is most likely about it, while production is still the
+    version it replaces."""
+    deploying = Attr("status").eq(model_versions.DEPLOYING)
     items = newest_first(
         names.model_versions_table,
         "created_month",
         limit=1,
-        where=Attr("status").eq(model_versions.DEPLOYING),
+        where=deploying & Attr("model_line").eq(model_line) if model_line else deploying,
     )
     if not items:
         return {}
@@ -187,7 +199,7 @@ def gather(names: PlatformNames, notice: AlarmNotice, minutes_before: int) -> di
         production, good = production_when_fired(names, notice)
         fields["production"], fields["last_known_good"] = production, good
         fired, previous = production.get("model_version"), good.get("model_version")
-        deploying = deploying_when_fired(names)
+        deploying = deploying_when_fired(names, str(production.get("model_line") or ""))
         if deploying and deploying["model_version"] != fired:
             # The changes that matter are the candidate's against what it replaces.
             fields["deploying"] = deploying

@@ -68,7 +68,8 @@ def incident_message(incident: Mapping[str, Any], *, console_url: str = "") -> s
     lines = [
         f"TuneLoop incident {incident['incident_id']}: {incident.get('alarm_name', '')} fired",
         f"What happened: {incident.get('summary') or incident.get('reason') or 'an alarm fired'}",
-        f"Version in production: {version}{since}",
+        f"Version in production: {version}{since}"
+        + (f" on model line {production['model_line']}" if production.get("model_line") else ""),
         *_deploying_line(incident.get("deploying") or {}),
         f"What is done automatically: {incident.get('automatic_response', 'notification only')}",
     ]

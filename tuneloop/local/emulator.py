@@ -139,8 +139,6 @@ class Emulator:
             alarms=self.alarms,
             components=LocalInferenceComponents(self.work_dir, endpoints),
         )
-        gaps.install(self._local)
-        enforce.install(self.enforcer)
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
         server.start()
         self._server = server
@@ -148,6 +146,11 @@ class Emulator:
         urllib.request.urlopen(
             urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST")
         ).close()
+        # Only then the patches and the enforcer: a call made before the reset (an execution
+        # of an earlier test ending in moto's interpreter threads, say) would set up
+        # credentials in backends the reset then empties.
+        gaps.install(self._local)
+        enforce.install(self.enforcer)
         self.alarms.start()
         self.scaling.start()
         return self

@@ -74,7 +74,7 @@ def install(local: LocalServices) -> None:
             _patch_endpoints()
             _patch_invoke_endpoint()
             component_api.install(_components, _start_base, _active)
-            sfn_metrics.patch_execution_metrics(lambda: _internal_client("cloudwatch"))
+            sfn_metrics.patch_execution_metrics(lambda: _internal_client("cloudwatch"), _active)
             metric_periods.install()
             _register_cloudformation_models()
 

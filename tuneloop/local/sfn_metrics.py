@@ -36,14 +36,19 @@ def execution_datum(state_machine_arn: str, status: str) -> dict[str, Any] | Non
     }
 
 
-def patch_execution_metrics(cloudwatch: Callable[[], Any]) -> None:
-    """Publish the metric whenever moto's interpreter ends an execution."""
+def patch_execution_metrics(cloudwatch: Callable[[], Any], active: Callable[[], bool]) -> None:
+    """Publish the metric whenever moto's interpreter ends an execution while a local
+    platform runs (``active``): other users of moto in the process (tests with
+    ``mock_aws``) see moto's own behaviour, and an execution that ends after its platform
+    stopped publishes nothing into the next one."""
     from moto.stepfunctions.parser.backend.execution import BaseExecutionWorkerCommunication
 
     original = BaseExecutionWorkerCommunication.terminated
 
     def terminated(self: Any) -> None:
         original(self)
+        if not active():
+            return
         execution = self.execution
         status = getattr(execution.exec_status, "value", str(execution.exec_status))
         datum = execution_datum(str(execution.state_machine_arn), str(status))
