@@ -18,14 +18,13 @@ from __future__ import annotations
 import dataclasses
 
 from aws_cdk import Stack
-from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
 from stacks.config import StageConfig
 from stacks.constructs.dlc_image import DlcImageUri
-from stacks.constructs.sagemaker_execution_role import sagemaker_source_arn
+from stacks.constructs.sagemaker_execution_role import sagemaker_service_role
 from stacks.grants import grant_objects
 from stacks.nag import WildcardAllowances
 from stacks.sagemaker_grants import grant_base_model_read, grant_sagemaker_logs_and_metrics
@@ -106,14 +105,8 @@ class ComponentEndpoint(Construct):
         stack = Stack.of(self)
         lmi = config.serving_backend == "lmi"
         image = DlcImageUri(self, "Image", image=config.lmi.image if lmi else config.serving_image)
-        self.role = iam.Role(
-            self,
-            "Role",
-            assumed_by=iam.ServicePrincipal(
-                "sagemaker.amazonaws.com",
-                conditions={"ArnLike": {"aws:SourceArn": sagemaker_source_arn(stack)}},
-            ),
-            description="TuneLoop endpoint of model lines: base model and adapters",
+        self.role = sagemaker_service_role(
+            self, "Role", "TuneLoop endpoint of model lines: base model and adapters"
         )
         self.allowances = WildcardAllowances(self.role)
         self._grant_serving(image, artifacts, base_model=config.base_model)

@@ -27,7 +27,7 @@ from constructs import Construct
 
 from stacks.config import StageConfig
 from stacks.nag import WildcardAllowances
-from tuneloop.watch.quality import NAMESPACE, QUALITY_METRICS
+from tuneloop.watch.quality import NAMESPACE, QUALITY_METRICS, QualitySettings
 
 VARIANT_NAME = "AllTraffic"
 _QUALITY_MEANING = {
@@ -99,28 +99,15 @@ class EndpointAlarms(Construct):
         quality = config.quality
         self.quality_alarms: dict[str, cw.Alarm] = {}
         """Kind (``empty``, ``truncated``, ``refusal``) → its rate alarm."""
-        for kind, metric_name in QUALITY_METRICS.items():
-            metric = cw.Metric(
-                namespace=NAMESPACE,
-                metric_name=metric_name,
-                dimensions_map={"EndpointName": endpoint_name},
-                statistic=cw.Stats.AVERAGE,
-                period=Duration.minutes(quality.window_minutes),
-            )
-            self.quality_alarms[kind] = metric.create_alarm(
+        for kind in QUALITY_METRICS:
+            self.quality_alarms[kind] = _quality_alarm(
                 self,
-                f"Quality{metric_name}Rate",
-                alarm_description=(
-                    f"{_QUALITY_MEANING[kind]}: roll back to the last-known-good model.\n"
-                    f"Share of answers over {quality.window_minutes} min above "
-                    f"{quality.max_rate(kind)} (or the previous version's rate x "
-                    f"{quality.baseline_factor}, set by Deploy). "
-                    f"Runbook: docs/runbooks/quality-{kind}.md"
-                ),
-                threshold=quality.max_rate(kind),
-                comparison_operator=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
-                evaluation_periods=quality.evaluation_periods,
-                treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+                kind,
+                quality,
+                {"EndpointName": endpoint_name},
+                meaning=f"{_QUALITY_MEANING[kind]}: roll back to the last-known-good model",
+                whose="answers",
+                previous="the previous version's rate",
             )
         self.alarms = (self.errors_alarm, self.latency_alarm, *self.quality_alarms.values())
         for alarm in self.alarms:
@@ -198,28 +185,16 @@ class EndpointAlarms(Construct):
             treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
         )
         rates = {
-            kind: cw.Metric(
-                namespace=NAMESPACE,
-                metric_name=metric_name,
-                dimensions_map={"EndpointName": endpoint_name, **component},
-                statistic=cw.Stats.AVERAGE,
-                period=Duration.minutes(quality.window_minutes),
-            ).create_alarm(
+            kind: _quality_alarm(
                 scope,
-                f"Quality{metric_name}Rate",
-                alarm_description=(
-                    f"{_QUALITY_MEANING[kind]} from model line {line}: {rollback}.\n"
-                    f"Share of the line's answers over {quality.window_minutes} min above "
-                    f"{quality.max_rate(kind)} (or the line's previous version's rate x "
-                    f"{quality.baseline_factor}, set by Deploy). "
-                    f"Runbook: docs/runbooks/quality-{kind}.md"
-                ),
-                threshold=quality.max_rate(kind),
-                comparison_operator=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
-                evaluation_periods=quality.evaluation_periods,
-                treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+                kind,
+                quality,
+                {"EndpointName": endpoint_name, **component},
+                meaning=f"{_QUALITY_MEANING[kind]} from model line {line}: {rollback}",
+                whose="the line's answers",
+                previous="the line's previous version's rate",
             )
-            for kind, metric_name in QUALITY_METRICS.items()
+            for kind in QUALITY_METRICS
         }
         self.line_quality_alarms[line] = rates
         return (errors, latency, *rates.values())
@@ -246,3 +221,39 @@ class EndpointAlarms(Construct):
         allowances.allow_resource(
             "*", "cloudwatch:GetMetricStatistics supports no resource-level permissions."
         )
+
+
+def _quality_alarm(
+    scope: Construct,
+    kind: str,
+    quality: QualitySettings,
+    dimensions: dict[str, str],
+    *,
+    meaning: str,
+    whose: str,
+    previous: str,
+) -> cw.Alarm:
+    """The rate alarm of one quality kind on ``dimensions`` (the endpoint's, or a line's
+    component's); Deploy re-bounds it from the outgoing version's rate."""
+    metric_name = QUALITY_METRICS[kind]
+    return cw.Metric(
+        namespace=NAMESPACE,
+        metric_name=metric_name,
+        dimensions_map=dimensions,
+        statistic=cw.Stats.AVERAGE,
+        period=Duration.minutes(quality.window_minutes),
+    ).create_alarm(
+        scope,
+        f"Quality{metric_name}Rate",
+        alarm_description=(
+            f"{meaning}.\n"
+            f"Share of {whose} over {quality.window_minutes} min above "
+            f"{quality.max_rate(kind)} (or {previous} x "
+            f"{quality.baseline_factor}, set by Deploy). "
+            f"Runbook: docs/runbooks/quality-{kind}.md"
+        ),
+        threshold=quality.max_rate(kind),
+        comparison_operator=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
+        evaluation_periods=quality.evaluation_periods,
+        treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+    )

@@ -23,6 +23,27 @@ def sagemaker_source_arn(stack: Stack) -> str:
     return f"arn:{stack.partition}:sagemaker:{stack.region}:{stack.account}:*"
 
 
+def sagemaker_service_role(scope: Construct, construct_id: str, description: str) -> iam.Role:
+    """A role only SageMaker may assume, and only for this account's and region's resources.
+
+    Confused deputy: the shape is AWS's ("Cross-service confused deputy prevention", sections
+    Training Jobs, Processing Jobs and Inference,
+    https://docs.aws.amazon.com/sagemaker/latest/dg/security-confused-deputy-prevention.html):
+    for inference SageMaker presents exactly arn:<partition>:sagemaker:<region>:<account>:*
+    (not the model's or endpoint's ARN), so a narrower pattern would break the endpoint; that
+    one pattern also holds the training and processing job ARNs. The account is in the ARN,
+    and the documented trust policies use aws:SourceArn only."""
+    return iam.Role(
+        scope,
+        construct_id,
+        assumed_by=iam.ServicePrincipal(
+            "sagemaker.amazonaws.com",
+            conditions={"ArnLike": {"aws:SourceArn": sagemaker_source_arn(Stack.of(scope))}},
+        ),
+        description=description,
+    )
+
+
 class SageMakerExecutionRole(Construct):
     """Reads training sets, code and images; writes job output to the artifacts bucket;
     writes its logs and metrics; reads the rollback alarms' state. Nothing else."""
@@ -40,24 +61,7 @@ class SageMakerExecutionRole(Construct):
         base_model: str,
     ) -> None:
         super().__init__(scope, construct_id)
-        stack = Stack.of(self)
-        # Confused deputy: SageMaker may assume the role only for this account's and
-        # region's SageMaker resources. The shape is AWS's ("Cross-service confused deputy
-        # prevention", sections Training Jobs, Processing Jobs and Inference,
-        # https://docs.aws.amazon.com/sagemaker/latest/dg/security-confused-deputy-prevention.html):
-        # for inference SageMaker presents exactly arn:<partition>:sagemaker:<region>:<account>:*
-        # (not the model's or endpoint's ARN), so a narrower pattern would break the
-        # endpoint; that one pattern also holds the training and processing job ARNs. The
-        # account is in the ARN, and the documented trust policies use aws:SourceArn only.
-        self.role = iam.Role(
-            self,
-            "Role",
-            assumed_by=iam.ServicePrincipal(
-                "sagemaker.amazonaws.com",
-                conditions={"ArnLike": {"aws:SourceArn": sagemaker_source_arn(stack)}},
-            ),
-            description="TuneLoop SageMaker jobs and endpoint",
-        )
+        self.role = sagemaker_service_role(self, "Role", "TuneLoop SageMaker jobs and endpoint")
         self.allowances = WildcardAllowances(self.role)
         allow = self.allowances
         grant_objects(curated, self.role, allow, prefix="datasets/", access="read")

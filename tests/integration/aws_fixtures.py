@@ -336,3 +336,25 @@ def start_training(platform: Platform, *model_versions: str) -> None:
 
     for model_version in model_versions:
         versions.start_training(platform.model_versions_table, model_version, {})
+
+
+def register_approved_package(platform: Platform, version: str, artifact: bytes, key: str) -> str:
+    """Upload ``artifact`` to ``key`` of the artifacts bucket, mark ``version`` registered and
+    create its approved package on the serving image: what Register leaves for Deploy."""
+    aws.client("s3").put_object(Bucket=platform.artifacts_bucket, Key=key, Body=artifact)
+    put_version(platform.model_versions_table, version, status="registered")
+    response = aws.sagemaker().create_model_package(
+        ModelPackageGroupName=platform.model_package_group,
+        InferenceSpecification={
+            "Containers": [
+                {
+                    "Image": platform.serving_image_uri,
+                    "ModelDataUrl": f"s3://{platform.artifacts_bucket}/{key}",
+                }
+            ],
+            "SupportedContentTypes": ["application/json"],
+            "SupportedResponseMIMETypes": ["application/json"],
+        },
+        ModelApprovalStatus="Approved",
+    )
+    return str(response["ModelPackageArn"])

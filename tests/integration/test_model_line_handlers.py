@@ -22,7 +22,7 @@ from tests.integration.aws_fixtures import (
     create_platform,
     handler_env,
     lambda_context,
-    put_version,
+    register_approved_package,
 )
 from tests.integration.emulator_fixtures import unenforced_emulator
 from tests.integration.test_inference_components_local import (
@@ -72,25 +72,8 @@ def packages(platform: Platform, tmp_path_factory: pytest.TempPathFactory) -> di
     for seed, version in enumerate(("support-v1", "support-v2", "search-v1", "search-v2"), 1):
         folder = make_tiny_adapter(base, root / version, seed=seed, version=version)
         key = f"jobs/{version}/output/model.tar.gz"
-        aws.client("s3").put_object(
-            Bucket=platform.artifacts_bucket, Key=key, Body=archive_folder(folder)
-        )
-        put_version(platform.model_versions_table, version, status="registered")
-        found[version] = str(
-            aws.sagemaker().create_model_package(
-                ModelPackageGroupName=platform.model_package_group,
-                InferenceSpecification={
-                    "Containers": [
-                        {
-                            "Image": platform.serving_image_uri,
-                            "ModelDataUrl": f"s3://{platform.artifacts_bucket}/{key}",
-                        }
-                    ],
-                    "SupportedContentTypes": ["application/json"],
-                    "SupportedResponseMIMETypes": ["application/json"],
-                },
-                ModelApprovalStatus="Approved",
-            )["ModelPackageArn"]
+        found[version] = register_approved_package(
+            platform, version, archive_folder(folder), key=key
         )
     return found
 

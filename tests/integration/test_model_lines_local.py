@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.integration.archives import archive_folder
-from tests.integration.aws_fixtures import Platform, create_platform, put_version
+from tests.integration.aws_fixtures import Platform, create_platform, register_approved_package
 from tests.integration.emulator_fixtures import unenforced_emulator
 from tests.integration.test_inference_components_local import (
     host_base_component,
@@ -59,24 +59,9 @@ def packages(platform: Platform, tmp_path_factory: pytest.TempPathFactory) -> di
 
 
 def _register(platform: Platform, version: str, artifact: bytes) -> str:
-    key = f"models/{version}/model.tar.gz"
-    aws.client("s3").put_object(Bucket=platform.artifacts_bucket, Key=key, Body=artifact)
-    put_version(platform.model_versions_table, version, status="registered")
-    response = aws.sagemaker().create_model_package(
-        ModelPackageGroupName=platform.model_package_group,
-        InferenceSpecification={
-            "Containers": [
-                {
-                    "Image": platform.serving_image_uri,
-                    "ModelDataUrl": f"s3://{platform.artifacts_bucket}/{key}",
-                }
-            ],
-            "SupportedContentTypes": ["application/json"],
-            "SupportedResponseMIMETypes": ["application/json"],
-        },
-        ModelApprovalStatus="Approved",
+    return register_approved_package(
+        platform, version, artifact, key=f"models/{version}/model.tar.gz"
     )
-    return str(response["ModelPackageArn"])
 
 
 def _release(platform: Platform, line: LineServing, version: str, package: str) -> dict[str, str]:
